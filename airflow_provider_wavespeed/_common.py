@@ -1,0 +1,110 @@
+"""Airflow-side rules shared by the operators and the sensor (each written once)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedError,
+    WaveSpeedRateLimitError,
+    WaveSpeedServerError,
+    WaveSpeedTimeoutError,
+    WaveSpeedTransportError,
+)
+from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.triggers.wavespeed import (
+    EVENT_DEADLINE,
+    EVENT_ERROR,
+    EVENT_STATUSES,
+    MAX_OUTPUTS_BYTES,
+    outputs_size,
+)
+
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_TIMEOUT = 1800.0  # what WaveSpeed integrations use as their wait limit
+
+# Errors a later try of the task might not meet again; everything else fails for good.
+TRANSIENT_ERRORS = (WaveSpeedServerError, WaveSpeedTransportError, WaveSpeedRateLimitError, WaveSpeedTimeoutError)
+
+
+def default_deferrable() -> bool:
+    """Whether tasks defer unless told otherwise: True, unless the deployment turns it off.
+
+    Every generated airflow.cfg contains ``default_deferrable = false`` (Airflow's own
+    default), so a False there cannot be told from "not set"; the environment variable
+    ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` is the explicit way to change our default.
+    """
+    if os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") is None:
+        return True
+    from airflow.configuration import conf
+
+    return conf.getboolean("operators", "default_deferrable", fallback=True)
+
+
+@contextmanager
+def airflow_errors(retryable: tuple[type[WaveSpeedError], ...] = TRANSIENT_ERRORS) -> Iterator[None]:
+    """Turn WaveSpeed errors into Airflow failures with the same clear message.
+
+    Errors in ``retryable`` raise ``AirflowException`` (Airflow's task retries may run
+    again); all others raise ``AirflowFailException``, so a retry can never repeat them
+    (a retried uncertain submit could pay twice). The chain is cut: the message says it all.
+    """
+    try:
+        yield
+    except retryable as exc:
+        raise AirflowException(str(exc)) from None
+    except WaveSpeedError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _too_large(prediction: Prediction, size: int) -> AirflowFailException:
+    return AirflowFailException(
+        f"WaveSpeed prediction {prediction.id} ({prediction.model}) completed, but its outputs are "
+        f"{size} bytes (base64 data?), too large for XCom (limit {MAX_OUTPUTS_BYTES}). Drop "
+        "'enable_base64_output' so the API returns URLs, or read the outputs in a task with "
+        "WaveSpeedHook().get_prediction(prediction_id) and store them; the prediction is kept 7 days."
+    )
+
+
+def prediction_result(prediction: Prediction) -> dict[str, Any]:
+    """The completed prediction as a JSON-safe dict for XCom, refusing oversized outputs."""
+    size = outputs_size(prediction)
+    if size > MAX_OUTPUTS_BYTES:
+        raise _too_large(prediction, size)
+    return prediction.to_dict()
+
+
+def prediction_from_event(event: object, *, prediction_id: str, on_deadline: type[AirflowException]) -> Prediction:
+    """Validate a trigger event and return its terminal prediction; raise for anything else."""
+    status = event.get("status") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or status not in EVENT_STATUSES:
+        raise AirflowFailException(
+            f"WaveSpeed trigger for prediction {prediction_id} sent an event with unknown or missing "
+            f"status {status!r}: {event!r:.300}. This is a bug or a version mismatch between the "
+            "triggerer and the worker; re-run the task to wait again (nothing is resubmitted)."
+        )
+    message = event.get("message") or f"WaveSpeed wait for prediction {prediction_id} ended with {status!r}"
+    if status == EVENT_DEADLINE:
+        raise on_deadline(message)
+    if status == EVENT_ERROR:
+        raise AirflowFailException(message)
+    try:
+        prediction = Prediction.from_dict(event.get("prediction"))
+    except WaveSpeedError as exc:
+        raise AirflowFailException(
+            f"WaveSpeed trigger event for prediction {prediction_id} is invalid: {exc}"
+        ) from None
+    if prediction.id != prediction_id or prediction.status != status:
+        raise AirflowFailException(
+            f"WaveSpeed trigger event does not match: expected prediction {prediction_id} with status "
+            f"{status!r}, got {prediction.id} with {prediction.status!r}"
+        )
+    omitted = event.get("outputs_omitted_bytes")
+    if prediction.is_success and omitted:
+        raise _too_large(prediction, int(omitted))
+    return prediction

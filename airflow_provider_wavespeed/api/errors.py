@@ -1,0 +1,122 @@
+"""The WaveSpeed error hierarchy: one class per failure mode, so callers catch what they mean.
+
+```
+WaveSpeedError
+├── WaveSpeedConfigError            bad settings (connection, base URL, missing key)
+├── WaveSpeedValidationError        bad input, refused before any request
+├── WaveSpeedAPIError               the API answered with an error
+│   ├── WaveSpeedAuthError          401/403: key or account; never retried
+│   ├── WaveSpeedBadRequestError    400: the API's own message; never retried
+│   ├── WaveSpeedNotFoundError      404
+│   ├── WaveSpeedRateLimitError     429: retried, honouring Retry-After
+│   ├── WaveSpeedServerError        5xx: reads retried with backoff
+│   └── WaveSpeedResponseError      a body that is not the documented envelope
+├── WaveSpeedTransportError         no HTTP answer: refused, reset, timed out
+├── WaveSpeedSubmitUncertainError   a submit that may have created a paid task
+├── WaveSpeedPredictionFailedError  the prediction ended failed/cancelled/timeout
+└── WaveSpeedTimeoutError           our own wait limit passed
+```
+No message ever contains the API key: the client never puts it anywhere but a header.
+"""
+
+from __future__ import annotations
+
+_EXCERPT_CHARS = 200
+
+
+def body_excerpt(body: bytes | str) -> str:
+    """A short, single-line excerpt of a response body for error messages."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
+
+
+class WaveSpeedError(Exception):
+    """Base class of every error raised by this provider."""
+
+
+class WaveSpeedConfigError(WaveSpeedError):
+    """The client cannot be built: missing API key, unsafe base URL, bad connection extra."""
+
+
+class WaveSpeedValidationError(WaveSpeedError, ValueError):
+    """An argument breaks a rule of the API; raised before any request is sent."""
+
+
+class WaveSpeedAPIError(WaveSpeedError):
+    """The API answered, with an error (HTTP status or envelope code)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        api_code: int | None = None,
+        api_message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.api_code = api_code
+        self.api_message = api_message
+        self.excerpt = excerpt
+
+
+class WaveSpeedAuthError(WaveSpeedAPIError):
+    """401 (invalid key) or 403 (account problem such as no balance)."""
+
+
+class WaveSpeedBadRequestError(WaveSpeedAPIError):
+    """400: the inputs were refused by the API."""
+
+
+class WaveSpeedNotFoundError(WaveSpeedAPIError):
+    """404: no such prediction (or model)."""
+
+
+class WaveSpeedRateLimitError(WaveSpeedAPIError):
+    """429: too many requests for the account's tier."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class WaveSpeedServerError(WaveSpeedAPIError):
+    """5xx, or an envelope code of 5xx under HTTP 200."""
+
+
+class WaveSpeedResponseError(WaveSpeedAPIError):
+    """A body that is not the documented envelope: HTML, truncated JSON, wrong field types."""
+
+
+class WaveSpeedTransportError(WaveSpeedError):
+    """No HTTP answer at all.
+
+    ``connected`` says whether the request may have reached the server: False only when
+    the connection was never established, which is what makes a submit safe to retry.
+    """
+
+    def __init__(self, message: str, *, connected: bool) -> None:
+        super().__init__(message)
+        self.connected = connected
+
+
+class WaveSpeedSubmitUncertainError(WaveSpeedError):
+    """A submit whose outcome is unknown: the API may already have created (and billed) it."""
+
+
+class WaveSpeedPredictionFailedError(WaveSpeedError):
+    """The prediction reached a terminal status other than ``completed``."""
+
+    def __init__(self, *, prediction_id: str, model: str, status: str, error: str) -> None:
+        reason = error or "the API gave no error text"
+        super().__init__(f"WaveSpeed prediction {prediction_id} ({model}) ended {status!r}: {reason}")
+        self.prediction_id = prediction_id
+        self.model = model
+        self.status = status
+        self.error = error
+
+
+class WaveSpeedTimeoutError(WaveSpeedError):
+    """Our own wait for a prediction passed its limit (the prediction may still finish)."""

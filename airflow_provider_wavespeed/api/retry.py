@@ -1,0 +1,103 @@
+"""When to retry a request and how long to wait: decided here, used by the sync and async clients.
+
+Rules:
+- 400/401/403/404 and malformed bodies are permanent: never retried.
+- 429 is retried after ``Retry-After`` when sent, else after the backoff delay.
+- 5xx, resets and timeouts are retried for reads with jittered exponential backoff.
+- A submit (a non-idempotent POST) is retried only when the request cannot have created
+  a task: after a 429, or when the connection was never established. Any other failure
+  after the request may have reached the server becomes
+  :class:`WaveSpeedSubmitUncertainError`, because a blind retry could pay twice.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedError,
+    WaveSpeedRateLimitError,
+    WaveSpeedServerError,
+    WaveSpeedSubmitUncertainError,
+    WaveSpeedTransportError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded, jittered exponential backoff for one request."""
+
+    max_retries: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    # Longest Retry-After we obey; past it we give up and let the caller decide.
+    retry_after_max: float = 120.0
+
+    def is_retryable(self, exc: WaveSpeedError, *, idempotent: bool) -> bool:
+        """Whether ``exc`` may be retried for a request of this kind."""
+        if isinstance(exc, WaveSpeedRateLimitError):
+            return True
+        if isinstance(exc, WaveSpeedTransportError):
+            return idempotent or not exc.connected
+        if isinstance(exc, WaveSpeedServerError):
+            return idempotent
+        return False
+
+    def delay(self, attempt: int, exc: WaveSpeedError | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if isinstance(exc, WaveSpeedRateLimitError) and exc.retry_after is not None:
+            # A little jitter on top so a crowd told "1 s" does not return in one burst.
+            return min(exc.retry_after, self.retry_after_max) + random.uniform(0, 0.25)
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never near zero
+
+    def next_delay(self, attempt: int, exc: WaveSpeedError, *, idempotent: bool, what: str) -> float:
+        """The wait before retry ``attempt``, or raise: ``exc`` when it is final.
+
+        A submit that failed after it may have reached the server raises
+        :class:`WaveSpeedSubmitUncertainError` instead of ``exc``.
+        """
+        if attempt > self.max_retries or not self.is_retryable(exc, idempotent=idempotent):
+            if not idempotent and _may_have_created(exc):
+                raise WaveSpeedSubmitUncertainError(
+                    f"WaveSpeed {what}: the outcome is unknown ({exc}). The request may have reached "
+                    "the API and created a paid prediction, so it was not repeated automatically. "
+                    "Check your recent predictions (WaveSpeed dashboard or history) before re-running, "
+                    "or a second prediction may be created and billed."
+                ) from exc
+            raise exc
+        return self.delay(attempt, exc)
+
+
+def _may_have_created(exc: WaveSpeedError) -> bool:
+    if isinstance(exc, WaveSpeedTransportError):
+        return exc.connected
+    return isinstance(exc, WaveSpeedServerError)
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """How often to poll a prediction.
+
+    The first poll comes ``first_interval`` seconds after submission; each later wait
+    doubles, up to ``poll_interval`` (1 s, 2 s, 4 s, then every ``poll_interval``). The
+    default cap of 5 s keeps to the API's advice (no faster than 2 s for images and 5 s
+    for video once past the first polls) while short images are still noticed quickly.
+    A ±10 % jitter spreads thousands of pollers deferred at the same moment.
+    """
+
+    poll_interval: float = 5.0
+    first_interval: float = 1.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval > 0 or not self.first_interval > 0:
+            raise ValueError(f"poll intervals must be positive, got {self.poll_interval} / {self.first_interval}")
+
+    def interval(self, poll_number: int) -> float:
+        """Seconds to wait before poll ``poll_number`` (0 = the first poll)."""
+        base = min(self.poll_interval, self.first_interval * 2**poll_number)
+        if self.jitter:
+            base *= random.uniform(1 - self.jitter, 1 + self.jitter)
+        return base

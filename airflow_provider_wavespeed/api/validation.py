@@ -1,0 +1,145 @@
+"""Input rules checked before any request, so bad DAG input never reaches the API.
+
+Each function returns the value it accepted (normalised) or raises
+:class:`WaveSpeedValidationError` naming the value and the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedValidationError
+
+DEFAULT_BASE_URL = "https://api.wavespeed.ai"
+
+# A model id is a path of two or more segments (`owner/name[/more]`); it is put in the URL
+# path as is, so every segment must be plain characters and may not start with a dot.
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
+_MODEL_RE = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})+")
+# Prediction ids are hex today; allow any URL-safe token, nothing that can change the path.
+_PREDICTION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_MAX_MODEL_LEN = 200
+
+
+def validate_model(model: object) -> str:
+    """Accept ``owner/name[/more]`` of letters, digits, ``._-``; no ``..``, ``?``, ``#``, ``%`` or spaces."""
+    if not isinstance(model, str):
+        raise WaveSpeedValidationError(
+            f"model must be a string like 'wavespeed-ai/flux-dev', got {type(model).__name__}: {model!r}"
+        )
+    if len(model) > _MAX_MODEL_LEN or not _MODEL_RE.fullmatch(model) or ".." in model:
+        raise WaveSpeedValidationError(
+            f"invalid model id {model!r}: a model id is 'owner/name' with optional further "
+            "'/segments' (e.g. 'wavespeed-ai/wan-2.1/t2v-480p'), made of letters, digits, '.', "
+            "'_' and '-', with no leading '/', no '..', '?', '#', '%' or whitespace"
+        )
+    return model
+
+
+def validate_prediction_id(prediction_id: object) -> str:
+    """Accept a URL-safe token (letters, digits, ``_``, ``-``), since it goes into the URL path."""
+    if not isinstance(prediction_id, str) or not _PREDICTION_ID_RE.fullmatch(prediction_id):
+        shown = prediction_id if isinstance(prediction_id, str) else type(prediction_id).__name__
+        raise WaveSpeedValidationError(
+            f"invalid prediction id {shown!r}: expected 1-128 letters, digits, '_' or '-' "
+            "(the id returned by submit); if it came from XCom, check the task id you pulled from"
+        )
+    return prediction_id
+
+
+def _json_safe(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise WaveSpeedValidationError(f"inputs{where} is {value!r}: JSON has no NaN or Infinity")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise WaveSpeedValidationError(f"inputs{where} has a non-string key {key!r}: JSON keys are strings")
+            _json_safe(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _json_safe(item, f"{where}[{index}]")
+        return
+    raise WaveSpeedValidationError(
+        f"inputs{where} is a {type(value).__name__} ({value!r:.80}), which is not JSON: "
+        "use strings, numbers, booleans, lists and dicts"
+    )
+
+
+def validate_inputs(inputs: object) -> dict[str, Any]:
+    """Accept a mapping of JSON values (the model's inputs); a JSON object string is parsed."""
+    if isinstance(inputs, str):
+        # A templated field may render a dict to its JSON text; accept that, nothing else.
+        try:
+            inputs = json.loads(inputs)
+        except ValueError:
+            raise WaveSpeedValidationError(
+                f"inputs must be a dict of the model's inputs (or a JSON object string), got the string {inputs!r:.120}"
+            ) from None
+    if not isinstance(inputs, Mapping):
+        raise WaveSpeedValidationError(
+            f"inputs must be a dict of the model's inputs, e.g. {{'prompt': '...'}}, got {type(inputs).__name__}"
+        )
+    _json_safe(inputs, "")
+    return dict(inputs)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_url(url: object, what: str) -> tuple[str, str]:
+    """Return (scheme, host) of an http(s) URL; https is required unless the host is loopback."""
+    if not isinstance(url, str) or not url.strip():
+        raise WaveSpeedConfigError(f"{what} must be a URL string, got {url!r}")
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise WaveSpeedConfigError(f"{what} {url!r} is not an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise WaveSpeedConfigError(f"{what} must not carry credentials; put the API key in the password field")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise WaveSpeedConfigError(
+            f"{what} {url!r} uses plain http to a non-loopback host: the API key would travel in "
+            "clear text. Use https (plain http is allowed only for localhost, e.g. the emulator)"
+        )
+    return parts.scheme, host
+
+
+def validate_base_url(base_url: object) -> str:
+    """Normalise the API base URL: https (or loopback http), no query, no trailing ``/api/v3``."""
+    _validate_url(base_url, "base URL")
+    assert isinstance(base_url, str)
+    parts = urlsplit(base_url.strip())
+    if parts.query or parts.fragment:
+        raise WaveSpeedConfigError(f"base URL {base_url!r} must not have a query or fragment")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api/v3"):
+        path = path[: -len("/api/v3")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def validate_webhook_url(webhook: object) -> str:
+    """Accept an https URL (http only for loopback, for local tests)."""
+    try:
+        _validate_url(webhook, "webhook URL")
+    except WaveSpeedConfigError as exc:
+        raise WaveSpeedValidationError(str(exc)) from None
+    assert isinstance(webhook, str)
+    return webhook.strip()

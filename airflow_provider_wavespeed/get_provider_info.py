@@ -1,0 +1,68 @@
+"""Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_wavespeed import __version__
+
+# The connection form, declared once: Airflow >= 3.2 reads it from here, and
+# WaveSpeedHook's get_ui_field_behaviour / get_connection_form_widgets (what 3.0 and 3.1
+# read) are built from these same dicts.
+CONN_TYPE = "wavespeed"
+DEFAULT_BASE_URL = "https://api.wavespeed.ai"
+DEFAULT_MAX_REQUESTS_PER_SECOND = 8.0  # the Silver tier's 500 requests/minute
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port", "extra"],
+    "relabeling": {"host": "Base URL", "password": "API Key"},
+    "placeholders": {"host": DEFAULT_BASE_URL, "password": "your WaveSpeed API key"},
+}
+
+CONN_FIELDS: dict[str, Any] = {
+    "max_requests_per_second": {
+        "label": "Max requests per second",
+        "description": (
+            "Request budget shared by all WaveSpeed triggers of this connection in one triggerer; "
+            "set it to your account tier's rate (Bronze 0.03, Silver 8, Gold 50, Ultra 83)."
+        ),
+        "schema": {"type": ["number", "null"], "default": DEFAULT_MAX_REQUESTS_PER_SECOND},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider info dict (validated against Airflow's provider_info.schema.json)."""
+    return {
+        "package-name": "airflow-provider-wavespeed",
+        "name": "WaveSpeed",
+        "description": "`WaveSpeedAI <https://wavespeed.ai/>`__ image, video and audio generation API.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "WaveSpeed",
+                "external-doc-url": "https://wavespeed.ai/docs",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [{"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.hooks.wavespeed"]}],
+        "operators": [
+            {"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.operators.wavespeed"]}
+        ],
+        "sensors": [
+            {"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.sensors.wavespeed"]}
+        ],
+        "triggers": [
+            {"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.triggers.wavespeed"]}
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": "airflow_provider_wavespeed.hooks.wavespeed.WaveSpeedHook",
+                "hook-name": "WaveSpeed",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+        "extra-links": ["airflow_provider_wavespeed.links.WaveSpeedModelLink"],
+    }

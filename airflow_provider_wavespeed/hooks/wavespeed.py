@@ -1,0 +1,253 @@
+"""WaveSpeedHook: an Airflow connection (or ``WAVESPEED_API_KEY``) turned into a WaveSpeed client."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.exceptions import AirflowNotFoundException
+from airflow.sdk import BaseHook
+
+from airflow_provider_wavespeed.api.client import (
+    DEFAULT_TIMEOUT,
+    AsyncWaveSpeedClient,
+    MediaSource,
+    RateLimiter,
+    WaveSpeedClient,
+)
+from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
+from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.retry import RetryPolicy
+from airflow_provider_wavespeed.api.validation import validate_base_url
+from airflow_provider_wavespeed.get_provider_info import (
+    CONN_FIELDS,
+    CONN_TYPE,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    UI_FIELD_BEHAVIOUR,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+try:  # the task SDK raises its own class; older cores re-export a different one
+    from airflow.sdk.exceptions import AirflowNotFoundException as _SdkNotFound
+
+    _NOT_FOUND: tuple[type[Exception], ...] = (AirflowNotFoundException, _SdkNotFound)
+except ImportError:  # pragma: no cover - Airflow without the task SDK module
+    _NOT_FOUND = (AirflowNotFoundException,)
+
+API_KEY_ENV = "WAVESPEED_API_KEY"
+
+
+@dataclass(frozen=True)
+class WaveSpeedCredentials:
+    """What a client needs from a connection. The key is kept out of ``repr``."""
+
+    api_key: str = field(repr=False)
+    base_url: str
+    source: str
+    max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND
+
+
+def _extra_value(extra: dict[str, Any], name: str) -> Any:
+    # The UI stores form fields as `extra__<type>__<name>`; JSON/env connections use `<name>`.
+    return extra.get(name, extra.get(f"extra__{CONN_TYPE}__{name}"))
+
+
+def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCredentials:
+    """Resolve credentials from a connection, or from ``WAVESPEED_API_KEY`` when ``conn`` is None.
+
+    The one place that decides where the key and base URL come from.
+    """
+    if conn is None:
+        key = os.environ.get(API_KEY_ENV, "")
+        if not key.strip():
+            raise WaveSpeedConfigError(
+                f"no Airflow connection {conn_id!r} and no {API_KEY_ENV} environment variable: create a "
+                f"connection of type 'wavespeed' named {conn_id!r} with your API key as its password "
+                f"(UI, or AIRFLOW_CONN_{conn_id.upper()}), or set {API_KEY_ENV}"
+            )
+        return WaveSpeedCredentials(key, DEFAULT_BASE_URL, f"the {API_KEY_ENV} environment variable")
+    source = f"Airflow connection {conn_id!r}"
+    if not (conn.password or "").strip():
+        raise WaveSpeedConfigError(f"{source} has no API key: put your WaveSpeed API key in its password field")
+    host = (conn.host or "").strip()
+    if host and "://" not in host:
+        host = f"https://{host}"  # a bare host name in the form means https
+    try:
+        extra = conn.extra_dejson if conn.extra else {}
+    except (TypeError, ValueError) as exc:
+        raise WaveSpeedConfigError(f"{source} has extra that is not a JSON object: {exc}") from None
+    rate = _extra_value(extra, "max_requests_per_second")
+    if rate in (None, ""):
+        rate = DEFAULT_MAX_REQUESTS_PER_SECOND
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        raise WaveSpeedConfigError(
+            f"{source}: extra 'max_requests_per_second' must be a number, got {rate!r}"
+        ) from None
+    try:
+        base_url = validate_base_url(host or DEFAULT_BASE_URL)
+    except WaveSpeedConfigError as exc:
+        raise WaveSpeedConfigError(f"{source}: {exc}") from None
+    return WaveSpeedCredentials(conn.password, base_url, source, rate if rate > 0 else None)
+
+
+class WaveSpeedHook(BaseHook):
+    """Interact with the WaveSpeedAI API through an Airflow connection of type ``wavespeed``.
+
+    The API key is the connection's password and the base URL its host (default
+    ``https://api.wavespeed.ai``). When no connection named ``wavespeed_conn_id`` exists,
+    the key comes from the ``WAVESPEED_API_KEY`` environment variable.
+
+    :param wavespeed_conn_id: The connection id.
+    :param timeout: Seconds per HTTP request.
+    :param retry: The retry policy of each request.
+    """
+
+    conn_name_attr = "wavespeed_conn_id"
+    default_conn_name = "wavespeed_default"
+    conn_type = CONN_TYPE
+    hook_name = "WaveSpeed"
+
+    def __init__(
+        self,
+        wavespeed_conn_id: str = default_conn_name,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.wavespeed_conn_id = wavespeed_conn_id
+        self.timeout = timeout
+        self.retry = retry
+
+    def __repr__(self) -> str:
+        return f"WaveSpeedHook(wavespeed_conn_id={self.wavespeed_conn_id!r})"
+
+    # -- the connection form (Airflow 3.0/3.1 read these; 3.2+ reads get_provider_info) --
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel and hide connection form fields."""
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra form fields; needs wtforms, which only the FAB-based UI has."""
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+
+        return {
+            name: StringField(lazy_gettext(spec["label"]), description=spec["description"])
+            for name, spec in CONN_FIELDS.items()
+        }
+
+    # -- credentials and clients --
+    def get_credentials(self) -> WaveSpeedCredentials:
+        """Credentials from the connection (sync lookup; not for use inside a trigger)."""
+        try:
+            conn = self.get_connection(self.wavespeed_conn_id)
+        except _NOT_FOUND:
+            conn = None
+        return credentials_from_connection(conn, self.wavespeed_conn_id)
+
+    async def aget_credentials(self) -> WaveSpeedCredentials:
+        """Credentials without blocking the event loop (for triggers)."""
+        try:
+            aget = getattr(BaseHook, "aget_connection", None)
+            if aget is not None:
+                conn = await aget(self.wavespeed_conn_id)
+            else:  # Airflow 3.0: run the sync lookup in a thread
+                from asgiref.sync import sync_to_async
+
+                conn = await sync_to_async(self.get_connection)(self.wavespeed_conn_id)
+        except _NOT_FOUND:
+            conn = None
+        return credentials_from_connection(conn, self.wavespeed_conn_id)
+
+    def _client_options(self) -> dict[str, Any]:
+        return {"timeout": self.timeout, "retry": self.retry}
+
+    @cached_property
+    def client(self) -> WaveSpeedClient:
+        """The sync client, built once per hook."""
+        creds = self.get_credentials()
+        return WaveSpeedClient(creds.api_key, creds.base_url, credential_source=creds.source, **self._client_options())
+
+    def get_conn(self) -> WaveSpeedClient:
+        """Return the sync WaveSpeed client."""
+        return self.client
+
+    async def aget_client(
+        self, *, http_client: httpx.AsyncClient | None = None, limiter: RateLimiter | None = None
+    ) -> AsyncWaveSpeedClient:
+        """An async client; pass ``http_client`` to share a connection pool."""
+        creds = await self.aget_credentials()
+        return AsyncWaveSpeedClient(
+            creds.api_key,
+            creds.base_url,
+            credential_source=creds.source,
+            http_client=http_client,
+            limiter=limiter,
+            **self._client_options(),
+        )
+
+    # -- the API, in its own words --
+    def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
+        """Submit a prediction; returns it with its id (status ``created``)."""
+        return self.client.submit(model, inputs, webhook=webhook)
+
+    def get_prediction(self, prediction_id: str) -> Prediction:
+        """Read a prediction's current state."""
+        return self.client.get_prediction(prediction_id)
+
+    def wait_for_prediction(
+        self, prediction_id: str, *, poll_interval: float = 5.0, timeout: float = 1800.0
+    ) -> Prediction:
+        """Block until the prediction completes (raises if it fails or ``timeout`` passes)."""
+        return self.client.wait_for_prediction(prediction_id, poll_interval=poll_interval, timeout=timeout)
+
+    def run(
+        self,
+        model: str,
+        inputs: object,
+        *,
+        webhook: str | None = None,
+        poll_interval: float = 5.0,
+        timeout: float = 1800.0,
+    ) -> Prediction:
+        """Submit and wait for the completed prediction."""
+        return self.client.run(model, inputs, webhook=webhook, poll_interval=poll_interval, timeout=timeout)
+
+    def upload_media(self, path_or_bytes: MediaSource, *, filename: str | None = None) -> str:
+        """Upload a local file, bytes or binary file object; returns the download URL."""
+        return self.client.upload_media(path_or_bytes, filename=filename)
+
+    def get_balance(self) -> float:
+        """The account balance in USD."""
+        return self.client.get_balance()
+
+    def get_price(self, model: str, inputs: object) -> float:
+        """The price in USD of one prediction of ``model`` with ``inputs``."""
+        return self.client.get_price(model, inputs)
+
+    async def aget_prediction(self, prediction_id: str) -> Prediction:
+        """Read a prediction without blocking the event loop (one-off client)."""
+        async with await self.aget_client() as client:
+            return await client.get_prediction(prediction_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the key by reading the balance; the message never contains the key."""
+        try:
+            balance = self.get_balance()
+        except WaveSpeedError as exc:
+            return False, str(exc)
+        return True, f"Connection to {self.client.base_url} works; account balance {balance:.2f} USD"

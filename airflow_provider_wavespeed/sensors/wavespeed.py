@@ -1,0 +1,119 @@
+"""WaveSpeedTaskSensor: wait for a prediction, deferred to the triggerer by default."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.exceptions import AirflowSensorTimeout
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.bases.sensor import PokeReturnValue
+
+from airflow_provider_wavespeed._common import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    TRANSIENT_ERRORS,
+    airflow_errors,
+    default_deferrable,
+    prediction_from_event,
+    prediction_result,
+)
+from airflow_provider_wavespeed.api.client import ensure_success
+from airflow_provider_wavespeed.api.validation import validate_prediction_id
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is a
+# backstop for a trigger that never reports (a lost triggerer), so it comes a little later.
+_DEFERRAL_GRACE = 60.0
+
+
+class WaveSpeedTaskSensor(BaseSensorOperator):
+    """Wait for a WaveSpeed prediction to finish and return it.
+
+    Deferrable (the default): defers at once to :class:`WaveSpeedTaskTrigger`, so no
+    worker slot is held while the model runs. Otherwise it pokes with the sync hook
+    every ``poll_interval`` seconds (``mode="poke"`` or ``"reschedule"``).
+
+    On success the XCom return value is the prediction (id, model, status, outputs,
+    timings, ...). A ``failed``, ``cancelled`` or ``timeout`` prediction fails the task
+    with the API's error text; past ``timeout`` seconds the sensor times out
+    (skipped instead with ``soft_fail=True``).
+
+    :param prediction_id: The prediction id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
+    :param wavespeed_conn_id: The WaveSpeed connection id.
+    :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
+    :param timeout: Seconds to wait before timing out.
+    :param deferrable: Defer to the triggerer (default True; see the README).
+    """
+
+    template_fields: Sequence[str] = ("prediction_id",)
+    ui_color = "#d9f2ff"
+
+    def __init__(
+        self,
+        *,
+        prediction_id: str,
+        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_TIMEOUT,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        self.prediction_id = prediction_id
+        self.wavespeed_conn_id = wavespeed_conn_id
+        self.poll_interval = poll_interval
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+
+    @cached_property
+    def hook(self) -> WaveSpeedHook:
+        return WaveSpeedHook(self.wavespeed_conn_id)
+
+    def _prediction_id(self) -> str:
+        with airflow_errors():
+            return validate_prediction_id(self.prediction_id)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        prediction_id = self._prediction_id()
+        self.log.info("Deferring until WaveSpeed prediction %s is finished", prediction_id)
+        self.defer(
+            trigger=WaveSpeedTaskTrigger(
+                prediction_id=prediction_id,
+                wavespeed_conn_id=self.wavespeed_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout + _DEFERRAL_GRACE),
+        )
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        prediction_id = self._prediction_id()
+        with airflow_errors():
+            try:
+                prediction = self.hook.get_prediction(prediction_id)
+            except TRANSIENT_ERRORS as exc:  # the next poke may get through
+                self.log.warning("Poll of %s failed, will poke again: %s", prediction_id, exc)
+                return False
+            if not prediction.is_terminal:
+                self.log.info("WaveSpeed prediction %s is %s", prediction_id, prediction.status)
+                return False
+            ensure_success(prediction)
+        return PokeReturnValue(is_done=True, xcom_value=prediction_result(prediction))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: validate the event, fail or return the prediction."""
+        prediction = prediction_from_event(event, prediction_id=self._prediction_id(), on_deadline=AirflowSensorTimeout)
+        with airflow_errors():
+            ensure_success(prediction)
+        self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
+        return prediction_result(prediction)

@@ -1,0 +1,207 @@
+"""WaveSpeedTaskTrigger: waits for a prediction in the triggerer, without blocking its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient
+from airflow_provider_wavespeed.api.errors import WaveSpeedError
+from airflow_provider_wavespeed.api.limiter import TokenBucket
+from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
+from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.validation import validate_prediction_id
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+
+# Event statuses: a terminal prediction status, or one of ours.
+EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer)
+EVENT_DEADLINE = "deadline"  # our wait limit passed; the prediction may still finish
+EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
+# Base64 outputs can be megabytes: events and XCom live in the metadata database.
+MAX_OUTPUTS_BYTES = 64 * 1024
+
+POOL_SIZE = 32  # keep-alive connections per connection id and event loop
+
+
+@dataclass
+class _Shared:
+    """One pooled HTTP client and rate limiter for all triggers of a connection in a loop."""
+
+    client: AsyncWaveSpeedClient
+    http: httpx.AsyncClient
+    users: int = 0
+
+
+# loop -> conn id -> shared transport; a closed, collected loop drops its entries.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Shared]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def outputs_size(prediction: Prediction) -> int:
+    """Bytes of the outputs as JSON: what they would cost in an event or XCom."""
+    return len(json.dumps(prediction.outputs))
+
+
+async def acquire_shared_client(conn_id: str) -> AsyncWaveSpeedClient:
+    """The loop's shared client for ``conn_id``; credentials are looked up once, not per trigger."""
+    loop = asyncio.get_running_loop()
+    per_loop = _SHARED.setdefault(loop, {})
+    future = per_loop.get(conn_id)
+    if future is None:
+        future = loop.create_future()
+        per_loop[conn_id] = future
+        try:
+            creds = await WaveSpeedHook(conn_id).aget_credentials()
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(DEFAULT_TIMEOUT, pool=120.0),
+                limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
+            )
+            limiter = TokenBucket(creds.max_requests_per_second) if creds.max_requests_per_second else None
+            client = AsyncWaveSpeedClient(
+                creds.api_key,
+                creds.base_url,
+                credential_source=creds.source,
+                http_client=http,
+                limiter=limiter,
+                retry=RetryPolicy(max_retries=2),  # the trigger's own loop keeps trying after that
+            )
+            future.set_result(_Shared(client=client, http=http))
+        except BaseException as exc:
+            per_loop.pop(conn_id, None)
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: other waiters get it through await
+            raise
+    shared = await future
+    shared.users += 1
+    return shared.client
+
+
+async def release_shared_client(conn_id: str) -> None:
+    """Drop one user; the last one closes the pool."""
+    loop = asyncio.get_running_loop()
+    per_loop = _SHARED.get(loop, {})
+    future = per_loop.get(conn_id)
+    if future is None or not future.done() or future.exception() is not None:
+        return
+    shared = future.result()
+    shared.users -= 1
+    if shared.users <= 0:
+        per_loop.pop(conn_id, None)
+        await shared.http.aclose()
+
+
+def shared_pool_stats() -> dict[str, int]:
+    """Users per connection id of the running loop's shared clients (for tests and benchmarks)."""
+    per_loop = _SHARED.get(asyncio.get_running_loop(), {})
+    return {cid: f.result().users for cid, f in per_loop.items() if f.done() and f.exception() is None}
+
+
+class WaveSpeedTaskTrigger(BaseTrigger):
+    """Poll ``GET /api/v3/predictions/<id>/result`` until the prediction is terminal.
+
+    Polling policy: the first poll ``first_poll_interval`` (1 s) after the trigger starts,
+    then each wait doubles up to ``poll_interval`` (default 5 s: the API asks for no
+    faster than 2 s for images and 5 s for video); ``Retry-After`` is honoured and every
+    trigger of a connection shares one connection pool and one request budget
+    (``max_requests_per_second`` in the connection's extra).
+
+    Transient errors (429, 5xx, resets, timeouts) are retried until ``end_time``;
+    permanent ones (401/403, 404, malformed answers) end the wait at once. Exactly one
+    event is yielded. ``end_time`` is an absolute epoch time, so a trigger resumed by
+    another triggerer keeps its deadline. The trigger never submits anything.
+
+    :param prediction_id: The prediction to wait for.
+    :param wavespeed_conn_id: The WaveSpeed connection id (the key is looked up, never stored).
+    :param poll_interval: The longest wait between polls, in seconds.
+    :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
+    :param first_poll_interval: The wait before the first poll.
+    """
+
+    def __init__(
+        self,
+        prediction_id: str,
+        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        poll_interval: float = 5.0,
+        end_time: float | None = None,
+        first_poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.prediction_id = validate_prediction_id(prediction_id)
+        self.wavespeed_conn_id = wavespeed_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = float(end_time) if end_time is not None else time.time() + 1800.0
+        self.first_poll_interval = float(first_poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "prediction_id": self.prediction_id,
+                "wavespeed_conn_id": self.wavespeed_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "first_poll_interval": self.first_poll_interval,
+            },
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WaveSpeedTaskTrigger) and self.serialize() == other.serialize()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _event(self, status: str, **payload: Any) -> TriggerEvent:
+        return TriggerEvent({"status": status, "prediction_id": self.prediction_id, **payload})
+
+    def _terminal_event(self, prediction: Prediction) -> TriggerEvent:
+        data = prediction.to_dict()
+        size = outputs_size(prediction)
+        if size > MAX_OUTPUTS_BYTES:
+            # Keep megabytes of base64 out of the trigger table; the task re-reads them if it can use them.
+            data["outputs"] = []
+            return self._event(prediction.status, prediction=data, outputs_omitted_bytes=size)
+        return self._event(prediction.status, prediction=data)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        schedule = PollSchedule(poll_interval=self.poll_interval, first_interval=self.first_poll_interval)
+        try:
+            client = await acquire_shared_client(self.wavespeed_conn_id)
+        except WaveSpeedError as exc:
+            yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+            return
+        try:
+            poll = 0
+            while True:
+                wait = min(schedule.interval(poll), self.end_time - time.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                poll += 1
+                if time.time() >= self.end_time:
+                    yield self._event(
+                        EVENT_DEADLINE,
+                        message=f"WaveSpeed prediction {self.prediction_id} did not finish before the wait "
+                        f"limit; it may still finish: wait on it again with the same prediction id",
+                    )
+                    return
+                try:
+                    prediction = await client.get_prediction(self.prediction_id)
+                except WaveSpeedError as exc:
+                    if client.retry.is_retryable(exc, idempotent=True):
+                        self.log.warning("Poll of %s failed, will retry: %s", self.prediction_id, exc)
+                        continue
+                    yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+                    return
+                if prediction.is_terminal:
+                    yield self._terminal_event(prediction)
+                    return
+                self.log.debug("Prediction %s is %s", self.prediction_id, prediction.status)
+        finally:
+            await release_shared_client(self.wavespeed_conn_id)
