@@ -8,8 +8,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowNotFoundException
-from airflow.sdk import BaseHook
 
+from airflow_provider_wavespeed._compat import BaseHook
 from airflow_provider_wavespeed.api.client import (
     DEFAULT_TIMEOUT,
     AsyncWaveSpeedClient,

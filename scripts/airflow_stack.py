@@ -1,0 +1,249 @@
+"""Run a real Airflow 3 deployment on loopback: api-server, scheduler, dag-processor, triggerer(s).
+
+Used by the demo (scripts/run_pipeline.py), the deployment tests and the benchmarks. Every
+process is started in its own session and stopped by process id, also on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def airflow_bin() -> str:
+    """The `airflow` executable of the running interpreter's environment."""
+    candidate = Path(sys.executable).with_name("airflow")
+    return str(candidate) if candidate.exists() else "airflow"
+
+
+@dataclass
+class AirflowStack:
+    """A deployment under ``home``; ``env`` is added to every component's environment."""
+
+    home: Path
+    dags_folder: Path
+    env: dict[str, str] = field(default_factory=dict)
+    sql_alchemy_conn: str | None = None  # default: SQLite in home
+    triggerers: int = 1
+    parallelism: int = 16
+    port: int = 0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.home.resolve()
+        self.port = self.port or free_port()
+        self._token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "component-logs"
+
+    def component_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        secrets_file = self.home / "stack-secrets"
+        if not secrets_file.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            # Every component must share these, or tokens and encrypted fields will not match.
+            fernet = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+            secrets_file.write_text(f"{secrets.token_urlsafe(32)}\n{fernet}\n{secrets.token_urlsafe(32)}\n")
+        jwt_secret, fernet_key, api_secret = secrets_file.read_text().split()
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__FERNET_KEY": fernet_key,
+                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__SECRET_KEY": api_secret,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+                "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            }
+        )
+        if self.sql_alchemy_conn:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.sql_alchemy_conn
+        env.update(self.env)
+        return env
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run an `airflow` CLI command in this deployment's environment."""
+        return subprocess.run(
+            [airflow_bin(), *args], env=self.component_env(), check=check, capture_output=True, text=True,
+            timeout=timeout,
+        )
+
+    def migrate(self) -> None:
+        self.airflow("db", "migrate")
+
+    def start_component(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [airflow_bin(), *args], env=self.component_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends its children too
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start(self, *, migrate: bool = True, timeout: float = 180) -> AirflowStack:
+        """Migrate the database, start every component and wait until the API answers."""
+        if migrate:
+            self.migrate()
+        try:
+            self.start_component("api-server", "api-server", "--port", str(self.port), "--host", "127.0.0.1")
+            self.wait_for_api(timeout)
+            self.start_component("scheduler", "scheduler")
+            self.start_component("dag-processor", "dag-processor")
+            for index in range(self.triggerers):
+                self.start_component(f"triggerer-{index + 1}", "triggerer")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for_api(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"Airflow api-server did not answer on {self.url} within {timeout} s")
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"Airflow {name} exited with {process.returncode}:\n{tail}")
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop every process this stack started (TERM, then KILL), by process group."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # children of a component (task processes) may outlive it
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        self.processes.clear()
+
+    def kill(self, name: str) -> None:
+        """`kill -9` one component (and its process group)."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def __enter__(self) -> AirflowStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- REST API --
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            # All-admins mode hands out a token without credentials (and 3.1+ adds it by itself).
+            response = requests.get(f"{self.url}/auth/token", timeout=10)
+            self._token = response.json().get("access_token", "") if response.ok else ""
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(method, f"{self.url}/api/v2/{path}", headers=self._headers(), timeout=30, **kwargs)
+        if not response.ok:
+            raise RuntimeError(f"Airflow API {method} {path} -> HTTP {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            response = requests.get(f"{self.url}/api/v2/dags/{dag_id}", headers=self._headers(), timeout=10)
+            if response.ok:
+                if response.json().get("is_paused"):
+                    self.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+                return
+            time.sleep(1)
+        errors = self.api("GET", "importErrors")
+        raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout} s; import errors: {errors}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        body = {"logical_date": None, "conf": conf or {}}
+        return str(self.api("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.api(
+                "GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100, "offset": len(items)}
+            )
+            items.extend(page["task_instances"])
+            if len(items) >= page["total_entries"] or not page["task_instances"]:
+                return items
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
+
+    def logs_text(self) -> Iterable[tuple[Path, str]]:
+        """Every log file under the deployment home (component and task logs)."""
+        for path in self.home.rglob("*.log"):
+            yield path, path.read_text(errors="replace")
+
+
+def reset_home(home: Path) -> None:
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
