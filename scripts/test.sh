@@ -11,10 +11,12 @@ AIRFLOW_VERSIONS=${AIRFLOW_VERSIONS:-"3.* 3.0.*"}
 [ -n "${QUICK:-}" ] && AIRFLOW_VERSIONS="3.*"
 
 make_venv() {  # make_venv DIR AIRFLOW_SPEC
+  local constraints=()
+  [ "$2" = "3.0.*" ] && constraints=(-c scripts/constraints/airflow-3.0.txt)
   rm -rf "$1"
   "$PYTHON" -m venv "$1"
   "$1/bin/pip" install --quiet --upgrade pip
-  "$1/bin/pip" install --quiet "apache-airflow==$2" -e ".[dev]"
+  "$1/bin/pip" install --quiet "apache-airflow==$2" -e ".[dev]" "${constraints[@]}"
   "$1/bin/pip" check
 }
 
