@@ -141,3 +141,25 @@ def test_providers_manager_serves_the_connection_form() -> None:
     assert behaviour["placeholders"]["host"] == "https://api.wavespeed.ai"
     assert "login" in behaviour["hidden_fields"]
     assert "extra__wavespeed__max_requests_per_second" in manager.connection_form_widgets
+
+
+def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(airflow_db: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /ui/connections/hook_meta on the real api-server app: what the connection form is built from."""
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_ISSUER", "wavespeed-tests")  # Airflow 3.0 needs one set
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    response = TestClient(create_app()).get("/ui/connections/hook_meta")
+    assert response.status_code == 200, response.text[:500]
+    meta = next(item for item in response.json() if item["connection_type"] == "wavespeed")
+    assert meta["hook_class_name"].endswith("WaveSpeedHook") and meta["hook_name"] == "WaveSpeed"
+    from airflow.providers_manager import ProvidersManager
+
+    if not ProvidersManager().field_behaviours.get("wavespeed"):
+        return  # Airflow 3.0/3.1 without the FAB provider: no provider gets a custom form (see above)
+    fields = meta["standard_fields"]
+    assert fields["password"]["title"] == "API Key" and not fields["password"]["hidden"]
+    assert fields["host"] == {"hidden": False, "title": "Base URL", "placeholder": "https://api.wavespeed.ai"}
+    assert fields["login"]["hidden"] and fields["port"]["hidden"]
+    assert meta["extra_fields"]["max_requests_per_second"]["schema"]["title"] == "Max requests per second"
