@@ -7,6 +7,7 @@ process is started in its own session and stopped by process id, also on failure
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -104,7 +105,11 @@ class AirflowStack:
     def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run an `airflow` CLI command in this deployment's environment."""
         return subprocess.run(
-            [airflow_bin(), *args], env=self.component_env(), check=check, capture_output=True, text=True,
+            [airflow_bin(), *args],
+            env=self.component_env(),
+            check=check,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
 
@@ -115,7 +120,10 @@ class AirflowStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [airflow_bin(), *args], env=self.component_env(), stdout=log, stderr=subprocess.STDOUT,
+            [airflow_bin(), *args],
+            env=self.component_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends its children too
         )
         log.close()
@@ -160,20 +168,14 @@ class AirflowStack:
         """Stop every process this stack started (TERM, then KILL), by process group."""
         for process in self.processes.values():
             if process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + timeout
         for process in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # children of a component (task processes) may outlive it
+            with contextlib.suppress(ProcessLookupError):  # its task processes may outlive it
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
         self.processes.clear()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from airflow_stack import AirflowStack, free_port, reset_home  # noqa: E402
+from airflow_stack import AirflowStack, free_port, reset_home
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "wavespeed_content_pipeline"
@@ -32,10 +32,23 @@ DAG_ID = "wavespeed_content_pipeline"
 def start_emulator(api_key: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--port", str(port),
-         "--api-key-env", "WAVESPEED_EMULATOR_KEY", "--duration", "6", "--duration-max", "14"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_wavespeed.testing",
+            "--port",
+            str(port),
+            "--api-key-env",
+            "WAVESPEED_EMULATOR_KEY",
+            "--duration",
+            "6",
+            "--duration-max",
+            "14",
+        ],
         env={**os.environ, "WAVESPEED_EMULATOR_KEY": api_key},
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -70,8 +83,7 @@ def main() -> int:
         emulator, emulator_url = start_emulator(key)
         print(f"WaveSpeed emulator on {emulator_url} (predictions take 6-14 s)")
         env["AIRFLOW_CONN_WAVESPEED_DEFAULT"] = json.dumps(
-            {"conn_type": "wavespeed", "host": emulator_url, "password": key,
-             "extra": {"max_requests_per_second": 50}}
+            {"conn_type": "wavespeed", "host": emulator_url, "password": key, "extra": {"max_requests_per_second": 50}}
         )
     stack = AirflowStack(home=args.home, dags_folder=REPO / "example_dags", env=env, parallelism=8)
     ok = False
@@ -96,7 +108,8 @@ def main() -> int:
             time.sleep(1)
         print(f"Run {state}. Sensors seen deferred at once (waiting in the triggerer, no worker slot): {max_deferred}")
         fired = sum(
-            text.count('"Trigger fired event"') for path, text in stack.logs_text()
+            text.count('"Trigger fired event"')
+            for path, text in stack.logs_text()
             if ".log.trigger." in path.name and f"run_id={run_id}" in str(path)
         )
         print(f"The triggerer process fired {fired} WaveSpeedTaskTrigger event(s) (see the *.log.trigger.* task logs)")

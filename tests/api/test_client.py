@@ -57,7 +57,10 @@ def test_models_of_any_depth_are_submitted_to_their_own_path(
 ) -> None:
     for model in ("wavespeed-ai/wan-2.1/t2v-480p", "bytedance/seedream-v4/edit"):
         assert client.submit(model, {"prompt": "x"}).model == model
-    assert set(wavespeed_emulator.counters()["submissions"]) == {"wavespeed-ai/wan-2.1/t2v-480p", "bytedance/seedream-v4/edit"}
+    assert set(wavespeed_emulator.counters()["submissions"]) == {
+        "wavespeed-ai/wan-2.1/t2v-480p",
+        "bytedance/seedream-v4/edit",
+    }
 
 
 def test_run_returns_base64_outputs_that_decode(client: WaveSpeedClient) -> None:
@@ -73,7 +76,17 @@ def test_prediction_to_dict_is_json_safe_and_round_trips(client: WaveSpeedClient
     done = client.run(FLUX, {"prompt": "x"}, poll_interval=0.1, timeout=10)
     data = json.loads(json.dumps(done.to_dict()))
     assert Prediction.from_dict(data) == done
-    assert set(data) == {"id", "model", "status", "outputs", "error", "created_at", "timings", "urls", "has_nsfw_contents"}
+    assert set(data) == {
+        "id",
+        "model",
+        "status",
+        "outputs",
+        "error",
+        "created_at",
+        "timings",
+        "urls",
+        "has_nsfw_contents",
+    }
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled", "timeout"])
@@ -134,7 +147,9 @@ def test_bad_input_sends_nothing(client: WaveSpeedClient, wavespeed_emulator: Wa
     assert wavespeed_emulator.counters()["total_requests"] == 0
 
 
-def test_rate_limit_is_retried_after_retry_after(client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator) -> None:
+def test_rate_limit_is_retried_after_retry_after(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+) -> None:
     wavespeed_emulator.add_fault("balance", "rate_limit", times=2, retry_after=1)
     started = time.monotonic()
     assert client.get_balance() == pytest.approx(100.0)
@@ -142,7 +157,9 @@ def test_rate_limit_is_retried_after_retry_after(client: WaveSpeedClient, wavesp
     assert wavespeed_emulator.counters()["requests"]["balance"] == 3
 
 
-def test_rate_limit_gives_up_after_the_retry_budget(client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator) -> None:
+def test_rate_limit_gives_up_after_the_retry_budget(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+) -> None:
     wavespeed_emulator.add_fault("balance", "rate_limit", times=None, retry_after=0)
     with pytest.raises(WaveSpeedRateLimitError):
         client.get_balance()
@@ -201,7 +218,9 @@ def test_submit_is_retried_when_the_connection_was_never_established() -> None:
     timer.start()
     try:
         client = WaveSpeedClient(
-            emulator.api_key, f"http://127.0.0.1:{port}", retry=RetryPolicy(max_retries=8, backoff_base=0.2, backoff_max=0.4)
+            emulator.api_key,
+            f"http://127.0.0.1:{port}",
+            retry=RetryPolicy(max_retries=8, backoff_base=0.2, backoff_max=0.4),
         )
         assert client.submit(FLUX, {"prompt": "x"}).model == FLUX
         assert emulator.counters()["submissions"] == {FLUX: 1}
@@ -211,7 +230,9 @@ def test_submit_is_retried_when_the_connection_was_never_established() -> None:
 
 
 def test_connection_refused_everywhere_is_a_transport_error_that_names_the_call() -> None:
-    client = WaveSpeedClient("k", f"http://127.0.0.1:{_free_port()}", retry=RetryPolicy(max_retries=1, backoff_base=0.01))
+    client = WaveSpeedClient(
+        "k", f"http://127.0.0.1:{_free_port()}", retry=RetryPolicy(max_retries=1, backoff_base=0.01)
+    )
     with pytest.raises(WaveSpeedTransportError) as info:
         client.submit(FLUX, {"prompt": "x"})
     assert info.value.connected is False and f"submit to {FLUX}" in str(info.value)

@@ -30,8 +30,13 @@ def test_hook_submits_polls_and_returns_outputs(wavespeed_connection: WaveSpeedE
 def test_credentials_come_from_the_named_connection(
     wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _set_conn(monkeypatch, "ws_custom", host=wavespeed_emulator.url, password=wavespeed_emulator.api_key,
-              extra={"max_requests_per_second": 50})
+    _set_conn(
+        monkeypatch,
+        "ws_custom",
+        host=wavespeed_emulator.url,
+        password=wavespeed_emulator.api_key,
+        extra={"max_requests_per_second": 50},
+    )
     creds = WaveSpeedHook("ws_custom").get_credentials()
     assert creds.base_url == wavespeed_emulator.url and creds.max_requests_per_second == 50
     assert creds.source == "Airflow connection 'ws_custom'"
@@ -128,7 +133,11 @@ def test_providers_manager_serves_the_connection_form() -> None:
     manager = ProvidersManager()
     assert "airflow-provider-wavespeed" in manager.providers
     hook = manager.hooks["wavespeed"]  # what `airflow providers hooks` lists
-    assert hook is not None and hook.hook_class_name.endswith("WaveSpeedHook") and hook.connection_id_attribute_name == "wavespeed_conn_id"
+    assert (
+        hook is not None
+        and hook.hook_class_name.endswith("WaveSpeedHook")
+        and hook.connection_id_attribute_name == "wavespeed_conn_id"
+    )
     declarative = hasattr(manager, "_load_ui_metadata")  # Airflow >= 3.2 reads get_provider_info
     try:
         import wtforms  # noqa: F401  # Airflow 3.0/3.1 read hook methods only when wtforms is installed
@@ -143,7 +152,9 @@ def test_providers_manager_serves_the_connection_form() -> None:
     assert "extra__wavespeed__max_requests_per_second" in manager.connection_form_widgets
 
 
-def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(airflow_db: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
+    airflow_db: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GET /ui/connections/hook_meta on the real api-server app: what the connection form is built from."""
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_ISSUER", "wavespeed-tests")  # Airflow 3.0 needs one set
