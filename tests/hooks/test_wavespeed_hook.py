@@ -174,3 +174,17 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     assert fields["host"] == {"hidden": False, "title": "Base URL", "placeholder": "https://api.wavespeed.ai"}
     assert fields["login"]["hidden"] and fields["port"]["hidden"]
     assert meta["extra_fields"]["max_requests_per_second"]["schema"]["title"] == "Max requests per second"
+
+
+def test_airflow_cli_lists_the_provider_and_its_connection_type() -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "airflow", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    assert "airflow-provider-wavespeed" in cli("providers", "list")
+    hooks = [line for line in cli("providers", "hooks").splitlines() if line.startswith("wavespeed ")]
+    assert len(hooks) == 1 and "WaveSpeedHook" in hooks[0] and "wavespeed_conn_id" in hooks[0]
