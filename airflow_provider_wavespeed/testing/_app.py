@@ -1,0 +1,497 @@
+"""The emulator's HTTP surface: a plain Starlette app over :class:`EmulatorState`.
+
+Handlers do O(1) work per request (dict lookups, one small JSON dump) and never
+log, so one event loop holds thousands of keep-alive pollers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import http
+import json
+import math
+import mimetypes
+import ssl
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import _media, _models
+from ._control_api import CONTROL_METHODS
+from ._state import EmulatorState, Fault, InsufficientBalance, Prediction
+
+JSON = "application/json"
+_DROP = "wavespeed_emulator.drop"  # scope flag: close the connection, send nothing
+_DROP_AFTER_SUBMIT = "wavespeed_emulator.drop_after_submit"
+_WRONG_TYPES = {
+    "id": 123,
+    "model": 42,
+    "status": 123,
+    "outputs": "x",
+    "urls": "nope",
+    "has_nsfw_contents": "no",
+    "created_at": 0,
+    "error": 7,
+    "timings": [],
+    "balance": "lots",
+    "download_url": 5,
+    "unit_price": "free",
+    "deleted_count": "some",
+    "items": {},
+}
+_WEBHOOK_TIMEOUT = 10.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _ok(data: Any) -> Response:
+    return Response(b'{"code":200,"message":"success","data":' + _dumps(data) + b"}", media_type=JSON)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = _dumps({"code": status, "message": message, "data": None})
+    return Response(body, status_code=status, headers=headers, media_type=JSON)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _gateway_page(status: int) -> Response:
+    """What a proxy in front of the API sends for 5xx: HTML, not the envelope."""
+    phrase = _phrase(status)
+    page = (
+        f"<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
+    return Response(page, status_code=status, media_type="text/html")
+
+
+class _DropConnection(Response):
+    """Marks the request so :class:`_ConnectionDropper` closes the socket unanswered."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_DROP] = True
+
+
+class _ConnectionDropper:
+    """Outermost ASGI layer: the only place that still holds uvicorn's own ``send``.
+
+    ASGI has no "close without answering". Uvicorn's ``send`` is a bound method of
+    its per-request cycle object, which holds the TCP transport, so we abort that
+    transport and then wait for the ``http.disconnect`` it causes: once uvicorn has
+    seen the connection go, it no longer answers an unfinished request with a 500.
+    If a future uvicorn hides the transport, returning a non-None value from the app
+    also makes uvicorn close the connection without a response (it logs an error).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        await self.app(scope, receive, send)
+        if not scope.get(_DROP):
+            return None
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is None:
+            return "dropped"
+        transport.abort()
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(disconnected(), 1.0)
+        return None
+
+
+def _base_url(request: Request) -> str:
+    """The URL this client used to reach us, so output URLs work on any port or name."""
+    host = request.headers.get("host")
+    if not host:
+        server = request.scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{request.url.scheme}://{host}"
+
+
+async def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST with the stdlib only (the emulator must not need an HTTP client library)."""
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "https"
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if secure else 80)
+    reader, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if secure else None)
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [
+            f"POST {target} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            "User-Agent: wavespeed-emulator",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+class _Api:
+    """Route handlers; all state lives in ``self.state``."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[Route]:
+        counted = self._counted
+        return [
+            Route("/api/v3/balance", counted("balance", self.balance), methods=["GET"]),
+            Route("/api/v3/models", counted("models", self.models), methods=["GET"]),
+            Route("/api/v3/predictions/{prediction_id}/result", counted("result", self.result), methods=["GET"]),
+            Route("/api/v3/predictions/{prediction_id}", counted("prediction", self.prediction), methods=["GET"]),
+            Route("/api/v3/predictions", counted("history", self.history), methods=["POST"]),
+            Route("/api/v3/predictions/delete", counted("delete", self.delete), methods=["POST"]),
+            Route("/api/v3/model/pricing", counted("pricing", self.pricing), methods=["POST"]),
+            Route("/api/v3/media/upload/binary", counted("upload", self.upload), methods=["POST"]),
+            # Model ids have any depth, so this catch-all comes after the fixed routes.
+            Route("/api/v3/{model:path}", counted("submit", self.submit), methods=["POST"]),
+            Route("/_emulator/files/{name}", counted("files", self.files), methods=["GET"]),
+            Route("/_emulator/uploads/{name}", counted("uploads", self.uploaded_file), methods=["GET"]),
+            Route("/_emulator/control/{method}", self.control, methods=["POST"]),
+            Route("/_emulator/health", self.health, methods=["GET"]),
+        ]
+
+    def _counted(self, endpoint: str, handler: Handler) -> Handler:
+        record = self.state.record
+
+        async def counted(request: Request) -> Response:
+            started = time.time()
+            response = await handler(request)
+            record(endpoint, response.status_code, started)
+            return response
+
+        return counted
+
+    # -- the gate every API request passes -----------------------------------------
+
+    async def _gate(
+        self, request: Request, endpoint: str, model: str | None = None, prediction: Prediction | None = None
+    ) -> Response | None:
+        """Auth, rate limit and faults, in that order; a Response means "answer this"."""
+        if endpoint != "files":
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), self.state.api_key.encode()
+            ):
+                return _error(401, "Invalid API key: send 'Authorization: Bearer <your API key>'")
+            retry_after = self.state.admit_rate()
+            if retry_after is not None:
+                return _error(429, "Too many requests: rate limit exceeded", {"Retry-After": str(retry_after)})
+        fault = self.state.take_fault(endpoint, model)
+        if fault is None:
+            return None
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay or 0.0)
+            return None
+        if fault.kind == "drop_after_submit":
+            request.scope[_DROP_AFTER_SUBMIT] = True
+            return None
+        return self._fault_response(fault, request, model, prediction)
+
+    def _fault_response(
+        self, fault: Fault, request: Request, model: str | None, prediction: Prediction | None
+    ) -> Response:
+        kind = fault.kind
+        if kind == "drop":
+            return _DropConnection()
+        if kind == "http_error":
+            status = fault.status or 503
+            if status >= 500:
+                return _gateway_page(status)
+            return _error(status, _phrase(status))
+        if kind == "rate_limit":
+            retry_after = 1 if fault.retry_after is None else max(0, math.ceil(fault.retry_after))
+            return _error(429, "Too many requests: rate limit exceeded", {"Retry-After": str(retry_after)})
+        if kind == "html":
+            return Response("<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>", media_type="text/html")
+        if kind == "envelope_error":
+            return Response(_dumps({"code": 500, "message": "internal error", "data": None}), media_type=JSON)
+        if kind == "wrong_types":
+            return _ok(_WRONG_TYPES)
+        # The rest distort a prediction object: the real one when there is one.
+        if prediction is not None:
+            sample = prediction.to_api(_base_url(request), time.time())
+        else:
+            sample = Prediction(model or "unknown/model", {}, 0.0, "completed", "", None).to_api(
+                _base_url(request), time.time()
+            )
+        if kind == "missing_outputs":
+            sample["status"] = "completed"
+            del sample["outputs"]
+            return _ok(sample)
+        body = _ok(sample).body  # "truncated": a valid HTTP response carrying half a JSON document
+        return Response(bytes(body[: len(body) // 2]), media_type=JSON)
+
+    async def _json_object(self, request: Request, what: str) -> dict[str, Any] | Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, f"Invalid request body: expected a JSON object of {what}")
+        return body
+
+    # -- API endpoints -------------------------------------------------------------
+
+    async def submit(self, request: Request) -> Response:
+        model: str = request.path_params["model"]
+        early = await self._gate(request, "submit", model=model)
+        if early is not None:
+            return early
+        problem = _models.check_model_id(model)
+        if problem is not None:
+            return _error(*problem)
+        inputs = await self._json_object(request, "model inputs")
+        if isinstance(inputs, Response):
+            return inputs
+        webhook = request.query_params.get("webhook")
+        if webhook is not None and urllib.parse.urlsplit(webhook).scheme not in ("http", "https"):
+            return _error(400, f"Invalid webhook URL {webhook!r}: expected an http(s) URL")
+        if webhook is not None and inputs.get("enable_base64_output") is True:
+            return _error(400, "Invalid request parameters: enable_base64_output cannot be used with a webhook")
+        message = _models.validate_inputs(model, inputs)
+        if message is not None:
+            return _error(400, message)
+        try:
+            prediction = self.state.submit(model, inputs, webhook)
+        except InsufficientBalance as exc:
+            return _error(403, str(exc))
+        base = _base_url(request)
+        if webhook is not None:
+            task = asyncio.get_running_loop().create_task(self._deliver_webhook(prediction, base))
+            self._webhook_tasks.add(task)  # keep a reference until done
+            task.add_done_callback(self._webhook_tasks.discard)
+        if request.scope.get(_DROP_AFTER_SUBMIT):
+            return _DropConnection()
+        now = time.time()
+        if inputs.get("enable_sync_mode") is True:
+            await asyncio.sleep(max(0.0, prediction.completes_at - now))
+            now = max(time.time(), prediction.completes_at)  # the loop's timer may wake a hair early
+        return _ok(prediction.to_api(base, now))
+
+    async def result(self, request: Request) -> Response:
+        return await self._read_prediction(request, "result")
+
+    async def prediction(self, request: Request) -> Response:
+        return await self._read_prediction(request, "prediction")
+
+    async def _read_prediction(self, request: Request, endpoint: str) -> Response:
+        prediction_id: str = request.path_params["prediction_id"]
+        prediction = self.state.predictions.get(prediction_id)
+        model = prediction.model if prediction is not None else None
+        early = await self._gate(request, endpoint, model=model, prediction=prediction)
+        if early is not None:
+            return early
+        if prediction is None:
+            return _error(404, f"Prediction not found: {prediction_id}")
+        prediction.polls += 1
+        return _ok(prediction.to_api(_base_url(request), time.time()))
+
+    async def balance(self, request: Request) -> Response:
+        early = await self._gate(request, "balance")
+        return early or _ok({"balance": round(self.state.balance, 6)})
+
+    async def models(self, request: Request) -> Response:
+        early = await self._gate(request, "models")
+        return early or _ok(_models.model_list(self.state.prices))
+
+    async def pricing(self, request: Request) -> Response:
+        early = await self._gate(request, "pricing")
+        if early is not None:
+            return early
+        body = await self._json_object(request, "model_id and inputs")
+        if isinstance(body, Response):
+            return body
+        model_id = body.get("model_id")
+        inputs = body.get("inputs", {})
+        if not isinstance(model_id, str) or not model_id:
+            return _error(400, "Invalid request parameters: model_id is required")
+        if not isinstance(inputs, dict):
+            return _error(400, "Invalid request parameters: inputs must be an object")
+        return _ok({"model_id": model_id, "unit_price": self.state.quote(model_id, inputs), "currency": "USD"})
+
+    async def history(self, request: Request) -> Response:
+        early = await self._gate(request, "history")
+        if early is not None:
+            return early
+        body = await self._json_object(request, "page and page_size")
+        if isinstance(body, Response):
+            return body
+        page, page_size = body.get("page"), body.get("page_size")
+        model, status = body.get("model"), body.get("status")
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            return _error(400, "Invalid request parameters: page must be an integer >= 1")
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= 100:
+            return _error(400, "Invalid request parameters: page_size must be an integer between 1 and 100")
+        if not isinstance(model, (str, type(None))) or not isinstance(status, (str, type(None))):
+            return _error(400, "Invalid request parameters: model and status must be strings")
+        total, items = self.state.history(page, page_size, model, status)
+        base, now = _base_url(request), time.time()
+        return _ok(
+            {"page": page, "page_size": page_size, "total": total, "items": [p.to_api(base, now) for p in items]}
+        )
+
+    async def delete(self, request: Request) -> Response:
+        early = await self._gate(request, "delete")
+        if early is not None:
+            return early
+        body = await self._json_object(request, "ids")
+        if isinstance(body, Response):
+            return body
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
+            return _error(400, "Invalid request parameters: ids must be a list of prediction ids")
+        return _ok({"deleted_count": self.state.delete(ids)})
+
+    async def upload(self, request: Request) -> Response:
+        early = await self._gate(request, "upload")
+        if early is not None:
+            return early
+        try:
+            parts = _media.parse_multipart(request.headers.get("content-type", ""), await request.body())
+        except ValueError as exc:
+            return _error(400, f"Invalid upload: {exc}")
+        part = parts.get("file")
+        if part is None:
+            return _error(400, "Invalid upload: the multipart field 'file' is required")
+        name, filename = await asyncio.to_thread(self.state.store_upload, part.filename, part.content)
+        content_type = part.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        major = content_type.split("/", 1)[0]
+        return _ok(
+            {
+                "type": major if major in ("image", "video", "audio") else "file",
+                "download_url": f"{_base_url(request)}/_emulator/uploads/{name}",
+                "filename": filename,
+                "size": len(part.content),
+            }
+        )
+
+    # -- files (public, like a CDN: no auth) -------------------------------------------
+
+    async def files(self, request: Request) -> Response:
+        early = await self._gate(request, "files")
+        if early is not None:
+            return early
+        stem, _, ext = request.path_params["name"].rpartition(".")
+        prediction_id, _, index = stem.rpartition("_")
+        prediction = self.state.predictions.get(prediction_id)
+        if (
+            prediction is None
+            or prediction.ext != ext
+            or not index.isdigit()
+            or int(index) >= prediction.num_outputs
+            or prediction.status(time.time()) != "completed"
+        ):
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        content = _media.output_bytes(prediction_id, int(index), ext)
+        return Response(content, media_type=_media.CONTENT_TYPES.get(ext, "application/octet-stream"))
+
+    async def uploaded_file(self, request: Request) -> Response:
+        name: str = request.path_params["name"]
+        path = self.state.uploads.get(name)
+        if path is None:
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        content = await asyncio.to_thread(Path(path).read_bytes)
+        return Response(content, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+
+    # -- webhooks --------------------------------------------------------------------
+
+    async def _deliver_webhook(self, prediction: Prediction, base: str) -> None:
+        """Sleep until the prediction is terminal, then POST it once, signed; never raise."""
+        await asyncio.sleep(max(0.0, prediction.completes_at - time.time()))
+        if self.state.predictions.get(prediction.id) is not prediction or prediction.webhook is None:
+            return  # deleted, or the emulator was reset
+        body = _dumps(prediction.to_api(base, max(time.time(), prediction.completes_at)))
+        timestamp = str(int(time.time()))
+        secret = self.state.webhook_secret.removeprefix("whsec_").encode()
+        signed = f"{prediction.id}.{timestamp}.".encode() + body
+        headers = {
+            "webhook-id": prediction.id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": "v3," + hmac.new(secret, signed, hashlib.sha256).hexdigest(),
+        }
+        try:
+            status = await asyncio.wait_for(_post_webhook(prediction.webhook, body, headers), _WEBHOOK_TIMEOUT)
+            delivered = 200 <= status < 300
+        except (OSError, ValueError, IndexError, asyncio.TimeoutError):
+            delivered = False
+        self.state.count_webhook(delivered)
+
+    # -- control surface (no auth: loopback test tooling) -----------------------------------
+
+    async def control(self, request: Request) -> Response:
+        method: str = request.path_params["method"]
+        if method not in CONTROL_METHODS:
+            return _control_error(404, "AttributeError", f"no control method {method!r}")
+        raw = await request.body()
+        try:
+            kwargs = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            return _control_error(400, "TypeError", "expected a JSON object of keyword arguments")
+        try:
+            result = getattr(self.state, method)(**kwargs)
+        except KeyError as exc:
+            return _control_error(404, "KeyError", str(exc.args[0]) if exc.args else method)
+        except (ValueError, TypeError) as exc:
+            return _control_error(400, type(exc).__name__, str(exc))
+        return Response(_dumps({"result": result}), media_type=JSON)
+
+    async def health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+
+def _control_error(status: int, kind: str, message: str) -> Response:
+    return Response(_dumps({"error": {"type": kind, "message": message}}), status_code=status, media_type=JSON)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods answer in the API's envelope."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return _error(status, "Not found" if status == 404 else _phrase(status))
+
+
+def build_app(state: EmulatorState) -> ASGIApp:
+    """The complete ASGI app for one emulator state."""
+    app = Starlette(routes=_Api(state).routes(), exception_handlers={HTTPException: _http_exception})
+    return _ConnectionDropper(app)

@@ -1,0 +1,129 @@
+"""The control operations, written once for both ways of reaching an emulator.
+
+:class:`~airflow_provider_wavespeed.testing.WaveSpeedEmulator` (same process) and
+:class:`~airflow_provider_wavespeed.testing.EmulatorControl` (over HTTP) both
+inherit these methods and only differ in how ``_control`` delivers a call, so a
+test reads the same whichever it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+# The names the HTTP endpoint ``POST /_emulator/control/<name>`` accepts.
+CONTROL_METHODS = frozenset(
+    {
+        "reset",
+        "add_fault",
+        "remove_fault",
+        "clear_faults",
+        "set_outcome",
+        "set_duration",
+        "set_rate_limit",
+        "set_api_key",
+        "set_balance",
+        "set_webhook_secret",
+        "set_price",
+        "counters",
+        "submissions",
+        "prediction_state",
+        "request_log",
+    }
+)
+
+
+class EmulatorControlMethods:
+    """Control operations on a WaveSpeed emulator; see ``EmulatorState`` for semantics."""
+
+    def _control(self, method: str, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Clear predictions, faults, outcomes, counters, rate limit; restore key, balance, durations."""
+        self._control("reset")
+
+    def add_fault(
+        self,
+        endpoint: str,
+        kind: str,
+        *,
+        times: int | None = 1,
+        status: int | None = None,
+        retry_after: float | None = None,
+        delay: float | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Make the next ``times`` (None: all) matching requests misbehave; returns the fault id."""
+        fault_id = self._control(
+            "add_fault",
+            endpoint=endpoint,
+            kind=kind,
+            times=times,
+            status=status,
+            retry_after=retry_after,
+            delay=delay,
+            model=model,
+        )
+        return cast(str, fault_id)
+
+    def remove_fault(self, fault_id: str) -> bool:
+        """Remove a fault; False when it was already used up."""
+        return cast(bool, self._control("remove_fault", fault_id=fault_id))
+
+    def clear_faults(self) -> None:
+        """Remove every fault."""
+        self._control("clear_faults")
+
+    def set_outcome(
+        self,
+        status: str,
+        *,
+        error: str | None = None,
+        model: str | None = None,
+        prompt_contains: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Make matching later submissions end ``failed``/``cancelled``/``timeout``."""
+        self._control(
+            "set_outcome", status=status, error=error, model=model, prompt_contains=prompt_contains, times=times
+        )
+
+    def set_duration(self, seconds: float | tuple[float, float] | list[float], *, model: str | None = None) -> None:
+        """How long later predictions take: seconds or a (min, max) range; per model when given."""
+        self._control("set_duration", seconds=list(seconds) if isinstance(seconds, tuple) else seconds, model=model)
+
+    def set_rate_limit(self, requests_per_second: float | None) -> None:
+        """Answer 429 beyond this many API requests per second; None removes the limit."""
+        self._control("set_rate_limit", requests_per_second=requests_per_second)
+
+    def set_api_key(self, key: str) -> None:
+        """Accept only ``key`` from now on."""
+        self._control("set_api_key", key=key)
+
+    def set_balance(self, usd: float) -> None:
+        """Set the account balance (USD)."""
+        self._control("set_balance", usd=usd)
+
+    def set_webhook_secret(self, secret: str) -> None:
+        """Set the webhook signing secret (``whsec_...``)."""
+        self._control("set_webhook_secret", secret=secret)
+
+    def set_price(self, usd: float, *, model: str) -> None:
+        """Charge a flat ``usd`` per submission of ``model``."""
+        self._control("set_price", usd=usd, model=model)
+
+    def counters(self) -> dict[str, Any]:
+        """``{"requests": {...}, "submissions": {...}, "responses": {...}, "webhooks": {...}, "total_requests": n}``."""
+        return cast("dict[str, Any]", self._control("counters"))
+
+    def submissions(self) -> list[dict[str, Any]]:
+        """Accepted submissions in order: ``{"id", "model", "inputs", "submitted_at"}``."""
+        return cast("list[dict[str, Any]]", self._control("submissions"))
+
+    def prediction_state(self, prediction_id: str) -> dict[str, Any]:
+        """The emulator's view of a prediction (``completes_at``, ``polls``...); KeyError if unknown."""
+        return cast("dict[str, Any]", self._control("prediction_state", prediction_id=prediction_id))
+
+    def request_log(self, since: float | None = None) -> list[list[Any]]:
+        """``[epoch, endpoint, status]`` per request since ``since`` (status 0 = dropped)."""
+        return cast("list[list[Any]]", self._control("request_log", since=since))

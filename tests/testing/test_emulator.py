@@ -1,0 +1,650 @@
+"""The WaveSpeed emulator, exercised over real loopback HTTP as a client sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from airflow_provider_wavespeed.testing import EmulatorControl, WaveSpeedEmulator
+from airflow_provider_wavespeed.testing._control_api import CONTROL_METHODS, EmulatorControlMethods
+from airflow_provider_wavespeed.testing._state import EmulatorState
+
+FLUX = "wavespeed-ai/flux-dev"
+WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
+WAN_I2V = "wavespeed-ai/wan-2.1/i2v-480p"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- fixtures and helpers -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[WaveSpeedEmulator]:
+    with WaveSpeedEmulator(duration=0.3) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emulator(server: WaveSpeedEmulator) -> WaveSpeedEmulator:
+    server.reset()
+    return server
+
+
+class Api:
+    """A tiny authenticated client, so tests read like API calls."""
+
+    def __init__(self, emulator: WaveSpeedEmulator) -> None:
+        self.base = emulator.url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {emulator.api_key}"
+
+    def submit(self, model: str, inputs: dict[str, Any], **kwargs: Any) -> requests.Response:
+        return self.session.post(f"{self.base}/api/v3/{model}", json=inputs, **kwargs)
+
+    def result(self, prediction_id: str) -> requests.Response:
+        return self.session.get(f"{self.base}/api/v3/predictions/{prediction_id}/result")
+
+    def create(self, model: str = FLUX, inputs: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        response = self.submit(model, {"prompt": "a cat"} if inputs is None else inputs, **kwargs)
+        assert response.status_code == 200, response.text
+        return dict(response.json()["data"])
+
+    def wait(self, prediction_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = dict(self.result(prediction_id).json()["data"])
+            if data["status"] not in ("created", "processing"):
+                return data
+            time.sleep(0.05)
+        raise AssertionError(f"{prediction_id} did not finish in {timeout}s")
+
+
+@pytest.fixture
+def api(emulator: WaveSpeedEmulator) -> Api:
+    return Api(emulator)
+
+
+def assert_envelope_error(response: requests.Response, status: int, text: str) -> None:
+    assert response.status_code == status
+    body = response.json()
+    assert body["code"] == status
+    assert text.lower() in body["message"].lower()
+
+
+# -- auth and submission --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", f"/api/v3/{FLUX}"),
+        ("GET", "/api/v3/predictions/0123/result"),
+        ("GET", "/api/v3/balance"),
+        ("POST", "/api/v3/model/pricing"),
+        ("POST", "/api/v3/media/upload/binary"),
+    ],
+)
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic d2F2ZXNwZWVk"])
+def test_every_api_route_needs_the_bearer_key(
+    emulator: WaveSpeedEmulator, method: str, path: str, header: str | None
+) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    response = requests.request(method, emulator.url + path, headers=headers, json={"prompt": "x"})
+    assert_envelope_error(response, 401, "Invalid API key")
+    assert emulator.api_key not in response.text
+    assert emulator.submissions() == []
+
+
+@pytest.mark.parametrize("model", [FLUX, WAN_T2V, "bytedance/seedream-v4/edit", "someone/new-model/v2/fast"])
+def test_submit_accepts_model_ids_of_any_depth(api: Api, model: str) -> None:
+    response = api.submit(model, {"prompt": "a lighthouse", "extra": [1, 2]})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["code"], body["message"]) == (200, "success")
+    data = body["data"]
+    assert re.fullmatch(r"[0-9a-f]{32}", data["id"])
+    assert data["model"] == model
+    assert data["status"] == "created"
+    assert data["outputs"] == [] and data["has_nsfw_contents"] == []
+    assert data["urls"]["get"] == f"{api.base}/api/v3/predictions/{data['id']}/result"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", data["created_at"])
+    assert data["error"] == "" and data["timings"] == {"inference": 0}
+
+
+def test_prediction_moves_created_processing_completed_with_downloadable_outputs(
+    emulator: WaveSpeedEmulator, api: Api
+) -> None:
+    emulator.set_duration(1.0)
+    prediction = api.create(FLUX, {"prompt": "two cats", "num_images": 2, "output_format": "png"})
+    assert prediction["status"] == "created"
+    time.sleep(0.4)
+    assert api.result(prediction["id"]).json()["data"]["status"] == "processing"
+    done = api.wait(prediction["id"])
+    assert done["status"] == "completed"
+    assert len(done["outputs"]) == 2 and done["has_nsfw_contents"] == [False, False]
+    assert done["timings"]["inference"] == 1000
+    # The other documented read route answers the same object.
+    same = api.session.get(f"{api.base}/api/v3/predictions/{prediction['id']}").json()["data"]
+    assert same["outputs"] == done["outputs"]
+    for url in done["outputs"]:
+        assert url.startswith(f"{api.base}/_emulator/files/") and url.endswith(".png")
+        download = requests.get(url)  # public, like a CDN URL: no key
+        assert download.status_code == 200
+        assert download.headers["content-type"] == "image/png"
+        assert download.content.startswith(PNG_SIGNATURE)
+    state = emulator.prediction_state(prediction["id"])
+    assert state["completes_at"] - state["submitted_at"] == pytest.approx(1.0)
+    assert state["polls"] >= 2
+
+
+def test_jpeg_and_video_outputs_have_real_headers(api: Api) -> None:
+    image = api.wait(api.create(FLUX, {"prompt": "x"})["id"])  # flux-dev defaults to jpeg
+    jpeg = requests.get(image["outputs"][0])
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    assert jpeg.content[:2] == b"\xff\xd8" and jpeg.content[-2:] == b"\xff\xd9"
+    video = api.wait(api.create(WAN_T2V, {"prompt": "waves", "duration": 5})["id"])
+    assert len(video["outputs"]) == 1 and video["outputs"][0].endswith(".mp4")
+    mp4 = requests.get(video["outputs"][0])
+    assert mp4.headers["content-type"] == "video/mp4"
+    assert mp4.content[4:8] == b"ftyp"
+
+
+def test_base64_outputs_decode_to_the_file_bytes(api: Api) -> None:
+    prediction = api.create("acme/any-image", {"prompt": "x", "enable_base64_output": True})
+    done = api.wait(prediction["id"])
+    assert len(done["outputs"]) == 1
+    assert not done["outputs"][0].startswith("data:")
+    assert base64.b64decode(done["outputs"][0], validate=True).startswith(PNG_SIGNATURE)
+
+
+def test_sync_mode_answers_when_done(emulator: WaveSpeedEmulator, api: Api) -> None:
+    data = api.create("acme/model", {"prompt": "x", "enable_sync_mode": True})
+    assert data["status"] == "completed" and len(data["outputs"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs", "field"),
+    [
+        (FLUX, {}, "prompt"),
+        (FLUX, {"prompt": "x", "size": "256*256"}, "size"),
+        (FLUX, {"prompt": "x", "size": "1024x1024"}, "size"),
+        (FLUX, {"prompt": "x", "num_inference_steps": 51}, "num_inference_steps"),
+        (FLUX, {"prompt": "x", "num_images": 5}, "num_images"),
+        (FLUX, {"prompt": "x", "num_images": True}, "num_images"),
+        (FLUX, {"prompt": "x", "output_format": "gif"}, "output_format"),
+        (WAN_T2V, {"prompt": "x", "size": "1280*720"}, "size"),
+        (WAN_T2V, {"prompt": "x", "duration": 7}, "duration"),
+        (WAN_I2V, {"prompt": "x"}, "image"),
+    ],
+)
+def test_invalid_inputs_answer_400_naming_the_field(
+    emulator: WaveSpeedEmulator, api: Api, model: str, inputs: dict[str, Any], field: str
+) -> None:
+    response = api.submit(model, inputs)
+    assert_envelope_error(response, 400, field)
+    assert emulator.submissions() == []
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"text"', b""])
+def test_submit_body_must_be_a_json_object(api: Api, body: bytes) -> None:
+    response = api.session.post(f"{api.base}/api/v3/{FLUX}", data=body)
+    assert_envelope_error(response, 400, "JSON object")
+
+
+def test_base64_output_with_webhook_and_bad_model_ids_are_rejected(api: Api) -> None:
+    inputs = {"prompt": "x", "enable_base64_output": True}
+    response = api.submit(FLUX, inputs, params={"webhook": "http://127.0.0.1:9/hook"})
+    assert_envelope_error(response, 400, "enable_base64_output")
+    assert_envelope_error(api.submit("bad model/x!", {"prompt": "x"}), 400, "model id")
+
+
+def test_unknown_prediction_and_route_are_404_envelopes(api: Api) -> None:
+    assert_envelope_error(api.result("f" * 32), 404, "not found")
+    assert_envelope_error(api.session.get(f"{api.base}/api/v3/predictions/{'f' * 32}"), 404, "not found")
+    assert_envelope_error(api.session.post(f"{api.base}/api/v3/predictions/x/result", json={}), 404, "not found")
+    assert_envelope_error(api.session.get(f"{api.base}/api/v2/anything"), 404, "not found")
+    assert api.session.get(f"{api.base}/api/v3/{FLUX}").json()["code"] == 405
+
+
+def test_submissions_are_charged_until_the_balance_runs_out(emulator: WaveSpeedEmulator, api: Api) -> None:
+    api.create(FLUX, {"prompt": "x", "num_images": 2})
+    assert api.session.get(f"{api.base}/api/v3/balance").json()["data"]["balance"] == pytest.approx(99.994)
+    emulator.set_balance(0.005)
+    assert_envelope_error(api.submit(FLUX, {"prompt": "x", "num_images": 2}), 403, "Insufficient balance")
+    assert len(emulator.submissions()) == 1
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_http_error_faults_use_html_for_5xx_and_envelopes_for_4xx(emulator: WaveSpeedEmulator, api: Api) -> None:
+    prediction = api.create()
+    emulator.add_fault("result", "http_error", status=502)
+    gateway = api.result(prediction["id"])
+    assert gateway.status_code == 502
+    assert gateway.headers["content-type"].startswith("text/html") and "<html>" in gateway.text
+    emulator.add_fault("result", "http_error", status=400)
+    assert_envelope_error(api.result(prediction["id"]), 400, "bad request")
+    assert api.result(prediction["id"]).status_code == 200  # each fault was used once
+
+
+def test_rate_limit_fault_sends_retry_after(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.add_fault("balance", "rate_limit", retry_after=3)
+    response = api.session.get(f"{api.base}/api/v3/balance")
+    assert_envelope_error(response, 429, "rate limit")
+    assert response.headers["Retry-After"] == "3"
+
+
+def test_body_faults_break_parsing_as_a_client_sees_it(emulator: WaveSpeedEmulator, api: Api) -> None:
+    prediction_id = api.create()["id"]
+    api.wait(prediction_id)
+    emulator.add_fault("result", "html")
+    html = api.result(prediction_id)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        html.json()
+    emulator.add_fault("result", "truncated")
+    truncated = api.result(prediction_id)
+    assert truncated.status_code == 200
+    with pytest.raises(ValueError):
+        json.loads(truncated.content)
+    emulator.add_fault("result", "wrong_types")
+    wrong = api.result(prediction_id).json()["data"]
+    assert wrong["status"] == 123 and wrong["outputs"] == "x"
+    emulator.add_fault("result", "missing_outputs")
+    missing = api.result(prediction_id).json()["data"]
+    assert missing["status"] == "completed" and missing["id"] == prediction_id and "outputs" not in missing
+    emulator.add_fault("result", "envelope_error")
+    assert api.result(prediction_id).json() == {"code": 500, "message": "internal error", "data": None}
+    assert len(api.result(prediction_id).json()["data"]["outputs"]) == 1
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def protocol_emulator(request: pytest.FixtureRequest) -> Iterator[WaveSpeedEmulator]:
+    """Dropping a connection depends on uvicorn internals, so check both protocols."""
+    pytest.importorskip(request.param)
+    with WaveSpeedEmulator(duration=0.2, http=request.param) as emulator:
+        yield emulator
+
+
+def test_drop_closes_the_connection_without_a_response(protocol_emulator: WaveSpeedEmulator) -> None:
+    emulator, api = protocol_emulator, Api(protocol_emulator)
+    prediction_id = api.create()["id"]
+    emulator.add_fault("result", "drop", times=2)
+    with pytest.raises(requests.ConnectionError):
+        api.result(prediction_id)
+    headers = {"Authorization": f"Bearer {emulator.api_key}"}
+    with pytest.raises(httpx.TransportError):  # RemoteProtocolError: disconnected without a response
+        httpx.get(f"{emulator.url}/api/v3/predictions/{prediction_id}/result", headers=headers)
+    assert api.result(prediction_id).status_code == 200  # the server carries on
+    assert emulator.counters()["responses"] == {"200": 2, "0": 2}
+
+    emulator.add_fault("submit", "drop")
+    with pytest.raises(requests.ConnectionError):
+        api.submit(FLUX, {"prompt": "x"})
+    assert len(emulator.submissions()) == 1  # dropped before the prediction existed
+
+
+def test_drop_after_submit_loses_the_response_of_a_created_prediction(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.add_fault("submit", "drop_after_submit")
+    with pytest.raises(requests.ConnectionError):
+        api.submit(FLUX, {"prompt": "lost"})
+    (submission,) = emulator.submissions()
+    assert submission["inputs"] == {"prompt": "lost"}
+    assert emulator.counters()["submissions"] == {FLUX: 1}
+    assert api.wait(submission["id"])["status"] == "completed"
+
+
+def test_slow_fault_delays_then_answers(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.add_fault("balance", "slow", delay=0.5)
+    started = time.monotonic()
+    response = api.session.get(f"{api.base}/api/v3/balance")
+    assert response.status_code == 200 and time.monotonic() - started >= 0.5
+
+
+def test_fault_times_model_filter_and_removal(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.add_fault("submit", "http_error", status=503, times=2, model=WAN_T2V)
+    assert api.submit(FLUX, {"prompt": "x"}).status_code == 200  # other model: untouched
+    assert [api.submit(WAN_T2V, {"prompt": "x"}).status_code for _ in range(3)] == [503, 503, 200]
+    forever = emulator.add_fault("any", "http_error", status=500, times=None)
+    assert [api.session.get(f"{api.base}/api/v3/balance").status_code for _ in range(3)] == [500] * 3
+    assert emulator.remove_fault(forever) is True
+    assert api.session.get(f"{api.base}/api/v3/balance").status_code == 200
+    assert emulator.remove_fault(forever) is False
+    with pytest.raises(ValueError):
+        emulator.add_fault("result", "drop_after_submit")
+
+
+# -- outcomes, durations, limits, keys ---------------------------------------------------------
+
+
+def test_outcomes_fail_matching_predictions(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.set_outcome("failed", error="CUDA out of memory", prompt_contains="huge", times=1)
+    emulator.set_outcome("timeout", model=WAN_T2V)
+    failed = api.wait(api.create(FLUX, {"prompt": "a huge poster"})["id"])
+    assert (failed["status"], failed["error"], failed["outputs"]) == ("failed", "CUDA out of memory", [])
+    assert api.wait(api.create(FLUX, {"prompt": "a huge poster"})["id"])["status"] == "completed"  # times=1 used
+    timed_out = api.wait(api.create(WAN_T2V, {"prompt": "x"})["id"])
+    assert timed_out["status"] == "timeout" and timed_out["error"]
+
+
+def test_duration_ranges_and_per_model_overrides(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.set_duration((0.5, 0.8))
+    emulator.set_duration(3.0, model=WAN_T2V)
+    for _ in range(5):
+        state = emulator.prediction_state(api.create()["id"])
+        assert 0.5 <= state["completes_at"] - state["submitted_at"] <= 0.8
+    video = emulator.prediction_state(api.create(WAN_T2V, {"prompt": "x"})["id"])
+    assert video["completes_at"] - video["submitted_at"] == pytest.approx(3.0)
+
+
+def test_global_rate_limit_answers_429_with_retry_after(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.set_rate_limit(5)
+    responses = [api.session.get(f"{api.base}/api/v3/balance") for _ in range(20)]
+    limited = [response for response in responses if response.status_code == 429]
+    assert 10 <= len(limited) <= 15  # a one-second burst of 5, plus refill while looping
+    assert all(int(response.headers["Retry-After"]) >= 1 for response in limited)
+    assert emulator.counters()["responses"]["429"] == len(limited)
+    emulator.set_rate_limit(None)
+    assert api.session.get(f"{api.base}/api/v3/balance").status_code == 200
+
+
+def test_revoked_key_gets_401_and_reset_restores_it(emulator: WaveSpeedEmulator, api: Api) -> None:
+    original = emulator.api_key
+    emulator.set_api_key("rotated-key")
+    assert_envelope_error(api.session.get(f"{api.base}/api/v3/balance"), 401, "Invalid API key")
+    fresh = requests.get(f"{api.base}/api/v3/balance", headers={"Authorization": "Bearer rotated-key"})
+    assert fresh.status_code == 200
+    emulator.reset()
+    assert emulator.api_key == original
+    assert api.session.get(f"{api.base}/api/v3/balance").status_code == 200
+
+
+def test_counters_request_log_and_submissions(emulator: WaveSpeedEmulator, api: Api) -> None:
+    started = time.time()
+    prediction_id = api.create()["id"]
+    api.result(prediction_id)
+    api.result("0" * 32)
+    requests.get(f"{api.base}/api/v3/balance")
+    counters = emulator.counters()
+    assert counters["requests"] == {"submit": 1, "result": 2, "balance": 1}
+    assert counters["responses"] == {"200": 2, "404": 1, "401": 1}
+    assert counters["submissions"] == {FLUX: 1}
+    assert counters["total_requests"] == 4
+    log = emulator.request_log(since=started)
+    assert [entry[1:] for entry in log] == [["submit", 200], ["result", 200], ["result", 404], ["balance", 401]]
+    assert all(started <= entry[0] <= time.time() for entry in log)
+    assert emulator.request_log(since=time.time() + 1) == []
+    (submission,) = emulator.submissions()
+    assert submission["id"] == prediction_id and started <= submission["submitted_at"] <= time.time()
+    with pytest.raises(KeyError):
+        emulator.prediction_state("missing")
+
+
+def test_api_key_never_reaches_logs(emulator: WaveSpeedEmulator, api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    emulator.add_fault("result", "drop")
+    prediction_id = api.create()["id"]
+    with pytest.raises(requests.ConnectionError):
+        api.result(prediction_id)
+    requests.get(f"{api.base}/api/v3/balance", headers={"Authorization": "Bearer not-the-key"})
+    assert emulator.api_key not in caplog.text
+    assert "not-the-key" not in caplog.text
+    assert not [record for record in caplog.records if record.name.startswith("uvicorn")]
+
+
+# -- other endpoints ---------------------------------------------------------------------------
+
+
+def test_upload_round_trip_keeps_binary_bytes(emulator: WaveSpeedEmulator, api: Api) -> None:
+    content = bytes(range(256)) * 8 + b"\r\n--not-a-boundary\r\n\r\n" + PNG_SIGNATURE
+    response = api.session.post(
+        f"{api.base}/api/v3/media/upload/binary", files={"file": ("my photo.png", content, "image/png")}
+    )
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["type"] == "image" and data["size"] == len(content) and data["filename"] == "my_photo.png"
+    download = requests.get(data["download_url"])
+    assert download.status_code == 200 and download.content == content
+    missing = api.session.post(f"{api.base}/api/v3/media/upload/binary", files={"other": ("a.txt", b"x")})
+    assert_envelope_error(missing, 400, "file")
+    assert emulator.counters()["requests"]["upload"] == 2
+
+
+@pytest.mark.parametrize(
+    ("model_id", "inputs", "price"),
+    [
+        (FLUX, {"num_images": 3}, 0.009),
+        (FLUX, {}, 0.003),
+        (WAN_T2V, {"duration": 10}, 0.6),
+        (WAN_I2V, {}, 0.3),
+        ("someone/else", {}, 0.01),
+    ],
+)
+def test_pricing(api: Api, model_id: str, inputs: dict[str, Any], price: float) -> None:
+    response = api.session.post(f"{api.base}/api/v3/model/pricing", json={"model_id": model_id, "inputs": inputs})
+    assert response.json()["data"] == {"model_id": model_id, "unit_price": pytest.approx(price), "currency": "USD"}
+
+
+def test_price_override_and_pricing_validation(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.set_price(1.5, model="acme/pricey")
+    priced = api.session.post(f"{api.base}/api/v3/model/pricing", json={"model_id": "acme/pricey"})
+    assert priced.json()["data"]["unit_price"] == 1.5
+    api.create("acme/pricey")
+    assert api.session.get(f"{api.base}/api/v3/balance").json()["data"]["balance"] == pytest.approx(98.5)
+    assert_envelope_error(api.session.post(f"{api.base}/api/v3/model/pricing", json={}), 400, "model_id")
+
+
+def test_history_and_delete(api: Api) -> None:
+    ids = [api.create(FLUX)["id"], api.create(FLUX)["id"], api.create(WAN_T2V, {"prompt": "x"})["id"]]
+    page = api.session.post(f"{api.base}/api/v3/predictions", json={"page": 1, "page_size": 2}).json()["data"]
+    assert page["total"] == 3 and [item["id"] for item in page["items"]] == ids[::-1][:2]
+    flux = api.session.post(f"{api.base}/api/v3/predictions", json={"page": 1, "page_size": 10, "model": FLUX})
+    assert sorted(item["id"] for item in flux.json()["data"]["items"]) == sorted(ids[:2])
+    too_big = api.session.post(f"{api.base}/api/v3/predictions", json={"page": 1, "page_size": 101})
+    assert_envelope_error(too_big, 400, "page_size")
+    deleted = api.session.post(f"{api.base}/api/v3/predictions/delete", json={"ids": [*ids[:2], "f" * 32]})
+    assert deleted.json()["data"] == {"deleted_count": 2}
+    assert api.result(ids[0]).status_code == 404 and api.result(ids[2]).status_code == 200
+
+
+def test_models_lists_the_representative_models(api: Api) -> None:
+    models = api.session.get(f"{api.base}/api/v3/models").json()["data"]
+    by_id = {model["model_id"]: model for model in models}
+    assert {FLUX, WAN_T2V, WAN_I2V} <= set(by_id)
+    assert "prompt" in by_id[FLUX]["inputs"] and by_id[WAN_I2V]["required"] == ["prompt", "image"]
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[tuple[str, queue.Queue[tuple[dict[str, str], bytes]]]]:
+    received: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.put(({key.lower(): value for key, value in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hooks/wavespeed?source=test", received
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_webhook_is_signed_and_carries_the_bare_prediction(
+    emulator: WaveSpeedEmulator, api: Api, webhook_receiver: tuple[str, queue.Queue[tuple[dict[str, str], bytes]]]
+) -> None:
+    url, received = webhook_receiver
+    emulator.set_webhook_secret("whsec_c2VjcmV0LXRlc3Q=")
+    emulator.set_outcome("failed", error="nsfw", prompt_contains="bad")
+    completed = api.create(FLUX, {"prompt": "good"}, params={"webhook": url})
+    failed = api.create(FLUX, {"prompt": "bad"}, params={"webhook": url})
+    api.create(FLUX, {"prompt": "no hook"})
+    deliveries = [received.get(timeout=5), received.get(timeout=5)]
+    by_id = {}
+    for headers, body in deliveries:
+        signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+        expected = hmac.new(b"c2VjcmV0LXRlc3Q=", signed, hashlib.sha256).hexdigest()
+        assert headers["webhook-signature"] == f"v3,{expected}"
+        assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
+        payload = json.loads(body)
+        assert "code" not in payload  # no envelope
+        by_id[payload["id"]] = payload
+    assert by_id[completed["id"]]["status"] == "completed" and by_id[completed["id"]]["outputs"]
+    assert by_id[failed["id"]]["status"] == "failed" and by_id[failed["id"]]["error"] == "nsfw"
+    time.sleep(0.5)
+    assert received.empty()
+    assert emulator.counters()["webhooks"] == {"sent": 2, "failed": 0}
+
+
+# -- out-of-process control ---------------------------------------------------------------------
+
+
+def test_control_methods_match_the_state_everywhere() -> None:
+    for name in CONTROL_METHODS:
+        state = inspect.signature(getattr(EmulatorState, name)).parameters
+        shared = inspect.signature(getattr(EmulatorControlMethods, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in state.values()] == [
+            (p.name, p.kind, p.default) for p in shared.values()
+        ], name
+        assert issubclass(WaveSpeedEmulator, EmulatorControlMethods)
+        assert issubclass(EmulatorControl, EmulatorControlMethods)
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WS_TEST_KEY": "process-secret-key"}
+    command = [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--port", "0"]
+    command += ["--api-key-env", "WS_TEST_KEY", "--duration", "0.2", "--duration-max", "0.3"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.fullmatch(r"WaveSpeed emulator listening on (http://127\.0\.0\.1:\d+)\n", line)
+    assert match, line
+    yield process, match.group(1)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_emulator_control_drives_a_cli_subprocess(emulator_process: tuple[subprocess.Popen[str], str]) -> None:
+    process, url = emulator_process
+    control = EmulatorControl(url)
+    assert control.health()
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer process-secret-key"
+    submitted = session.post(f"{url}/api/v3/{FLUX}", json={"prompt": "x"}).json()["data"]
+    control.add_fault("result", "http_error", status=502)
+    assert session.get(f"{url}/api/v3/predictions/{submitted['id']}/result").status_code == 502
+    control.set_outcome("cancelled", model=WAN_T2V)
+    state = control.prediction_state(submitted["id"])
+    assert 0.2 <= state["completes_at"] - state["submitted_at"] <= 0.3
+    assert control.submissions()[0]["id"] == submitted["id"]
+    assert control.counters()["responses"] == {"200": 1, "502": 1}
+    assert [entry[1:] for entry in control.request_log()] == [["submit", 200], ["result", 502]]
+    with pytest.raises(KeyError):
+        control.prediction_state("nope")
+    with pytest.raises(ValueError):
+        control.add_fault("nowhere", "drop")
+    control.set_duration((0.1, 0.2))
+    control.set_api_key("rotated")
+    assert session.get(f"{url}/api/v3/balance").status_code == 401
+    control.reset()
+    assert control.counters()["total_requests"] == 0 and control.submissions() == []
+    assert session.get(f"{url}/api/v3/balance").json()["data"]["balance"] == 100.0
+
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "process-secret-key" not in stdout + stderr
+
+
+def test_pytest_plugin_fixtures(tmp_path: Path) -> None:
+    (tmp_path / "test_uses_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            import json, os, requests
+
+            def test_connection(wavespeed_connection):
+                conn = json.loads(os.environ["AIRFLOW_CONN_WAVESPEED_DEFAULT"])
+                assert conn["conn_type"] == "wavespeed" and conn["host"] == wavespeed_connection.url
+                auth = {"Authorization": "Bearer " + conn["password"]}
+                assert requests.get(conn["host"] + "/api/v3/balance", headers=auth).status_code == 200
+
+            def test_reset_between_tests(wavespeed_emulator):
+                assert wavespeed_emulator.counters()["total_requests"] == 0
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "airflow_provider_wavespeed.testing.pytest_plugin"]
+    command += ["-p", "no:cacheprovider", str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+# -- scale ------------------------------------------------------------------------------------
+
+
+def test_two_thousand_concurrent_polls_are_all_answered(emulator_process: tuple[subprocess.Popen[str], str]) -> None:
+    # A separate server process, as in the benchmarks: in one process the client and the
+    # server thread hand the GIL back and forth on every request, which measures Python.
+    _, url = emulator_process
+    control = EmulatorControl(url)
+    headers = {"Authorization": "Bearer process-secret-key"}
+    ids = [requests.post(f"{url}/api/v3/acme/model", json={}, headers=headers).json()["data"]["id"] for _ in range(20)]
+
+    async def poll_all() -> list[int]:
+        # 100 connections over 20 clients: httpcore's pool scans every queued request
+        # against every connection, so one big pool makes the *client* the bottleneck.
+        limits = httpx.Limits(max_connections=5, max_keepalive_connections=5)
+        clients = [httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) for _ in range(20)]
+        gates = [asyncio.Semaphore(5) for _ in clients]
+
+        async def poll(index: int) -> int:
+            async with gates[index % 20]:
+                response = await clients[index % 20].get(f"/api/v3/predictions/{ids[index % len(ids)]}/result")
+                return response.status_code
+
+        try:
+            return await asyncio.gather(*(poll(index) for index in range(2000)))
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    statuses = asyncio.run(poll_all())
+    assert statuses == [200] * 2000
+    assert control.counters()["requests"] == {"submit": 20, "result": 2000}
+    assert sum(control.prediction_state(prediction_id)["polls"] for prediction_id in ids) == 2000
