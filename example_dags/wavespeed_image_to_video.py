@@ -23,7 +23,7 @@ with DAG(
     image = WaveSpeedSubmitOperator(
         task_id="text_to_image",
         model="wavespeed-ai/flux-dev",
-        inputs={"prompt": "{{ params.prompt }}", "size": "832*480"},
+        inputs={"prompt": "{{ params.prompt }}", "size": "1024*576"},
         wait_for_completion=True,
         poll_interval=2,
     )

@@ -148,7 +148,7 @@ async def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> int:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         lines = [
             f"POST {target} HTTP/1.1",
-            f"Host: {host}:{port}",
+            f"Host: {parts.netloc.rpartition('@')[2]}",
             "Content-Type: application/json",
             f"Content-Length: {len(body)}",
             "Connection: close",
