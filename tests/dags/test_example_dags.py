@@ -15,6 +15,7 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
+from airflow_helpers import dag_test, dag_xcoms, ti_states
 
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
@@ -35,35 +36,6 @@ def _load(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _dag_test(dag: DAG) -> Any:
-    """``dag.test()`` for a DAG built here: Airflow 3.1+ only runs DAGs it has serialized, so store it first."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
-    return dag.test()
-
-
-def _xcoms(dag_run: Any) -> dict[tuple[str, int, str], Any]:
-    """Every XCom of the run, read back from the metadata database."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id)).all()
-        return {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row) for row in rows}
-
-
-def _states(dag_run: Any) -> dict[tuple[str, int], str]:
-    return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
 
 
 def _file_prompts() -> list[str]:
@@ -107,10 +79,10 @@ def test_text_to_image_runs_end_to_end(wavespeed_connection: WaveSpeedEmulator) 
     wavespeed_connection.set_duration(0.3)
     dag = _load(EXAMPLE_DAGS / "wavespeed_text_to_image.py").dag
     dag_run = dag.test()
-    assert dag_run.state == "success", _states(dag_run)
+    assert dag_run.state == "success", ti_states(dag_run)
     [submission] = wavespeed_connection.submissions()
     assert submission["inputs"]["prompt"] == dag.params["prompt"]
-    urls = _xcoms(dag_run)[("use_outputs", -1, "return_value")]
+    urls = dag_xcoms(dag_run)[("use_outputs", -1, "return_value")]
     assert urls and all(url.startswith(f"{wavespeed_connection.url}/_emulator/files/") for url in urls)
     assert [url.rsplit("/", 1)[-1] for url in urls] == wavespeed_connection.prediction_state(submission["id"])[
         "outputs"
@@ -121,10 +93,10 @@ def test_image_to_video_feeds_the_image_url_to_the_video_model(wavespeed_connect
     wavespeed_connection.set_duration(0.3)
     dag = _load(EXAMPLE_DAGS / "wavespeed_image_to_video.py").dag
     dag_run = dag.test()
-    assert dag_run.state == "success", _states(dag_run)
+    assert dag_run.state == "success", ti_states(dag_run)
     image, video = wavespeed_connection.submissions()
     assert (image["model"], video["model"]) == (FLUX, WAN_I2V)
-    xcoms = _xcoms(dag_run)
+    xcoms = dag_xcoms(dag_run)
     image_url = xcoms[("text_to_image", -1, "return_value")]["outputs"][0]
     assert video["inputs"] == {"prompt": dag.params["motion"], "image": image_url, "duration": 5}
     report = xcoms[("report", -1, "return_value")]
@@ -138,11 +110,11 @@ def test_content_pipeline_writes_one_output_per_prompt(
     monkeypatch.setenv("WAVESPEED_OUTPUT_DIR", str(tmp_path))
     dag = _load(EXAMPLE_DAGS / "wavespeed_content_pipeline.py").dag
     dag_run = dag.test()
-    assert dag_run.state == "success", _states(dag_run)
+    assert dag_run.state == "success", ti_states(dag_run)
     prompts = _file_prompts()
     submissions = wavespeed_connection.submissions()
     assert Counter(entry["inputs"]["prompt"] for entry in submissions) == Counter(prompts)  # one submit per prompt
-    manifest_path = Path(_xcoms(dag_run)[("write_manifest", -1, "return_value")])
+    manifest_path = Path(dag_xcoms(dag_run)[("write_manifest", -1, "return_value")])
     assert manifest_path.parent == tmp_path
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     assert len(manifest) == len(prompts) == len(submissions)
@@ -197,9 +169,9 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
             task_id="poke", prediction_id="{{ ti.xcom_pull(task_ids='deferred')['id'] }}", deferrable=False
         )
         [deferred, in_worker] >> poke
-    runs.append(_dag_test(dag))
+    runs.append(dag_test(dag))
     assert [run.state for run in runs] == ["success", "success"]
-    existing_id = _xcoms(runs[-1])[("deferred", -1, "prediction_id")]
+    existing_id = dag_xcoms(runs[-1])[("deferred", -1, "prediction_id")]
 
     # 2. Paths that fail, whose messages quote the API: the account's key was rotated.
     wavespeed_emulator.set_api_key("sk-the-new-key")
@@ -207,12 +179,12 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
         WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "z"})
         WaveSpeedTaskSensor(task_id="deferred_wait", prediction_id=existing_id, poll_interval=0.2)
         WaveSpeedTaskSensor(task_id="poke_wait", prediction_id=existing_id, deferrable=False)
-    runs.append(_dag_test(dag))
-    assert set(_states(runs[-1]).values()) == {"failed"}
+    runs.append(dag_test(dag))
+    assert set(ti_states(runs[-1]).values()) == {"failed"}
 
     captured = capsys.readouterr()
     logs = captured.out + captured.err + caplog.text
-    xcoms = [value for run in runs for value in _xcoms(run).values()]
+    xcoms = [value for run in runs for value in dag_xcoms(run).values()]
     # The audit saw the real material: task logs, 401 messages, prediction XComs and trigger kwargs.
     assert logs.count("HTTP 401") >= 3 and "Airflow connection 'wavespeed_default'" in logs
     assert sum(isinstance(value, dict) and value.get("status") == "completed" for value in xcoms) >= 3

@@ -9,6 +9,7 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
+from airflow_helpers import dag_test, dag_xcoms, ti_states
 
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -19,35 +20,6 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
 # -- running a DAG built in a test ------------------------------------------------------------
-
-
-def _dag_test(dag: DAG) -> Any:
-    """``dag.test()`` for a DAG built here: Airflow 3.1+ only runs DAGs it has serialized, so store it first."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
-    return dag.test()
-
-
-def _xcoms(dag_run: Any) -> dict[tuple[str, int, str], Any]:
-    """Every XCom of the run, read back from the metadata database."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id)).all()
-        return {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row) for row in rows}
-
-
-def _states(dag_run: Any) -> dict[tuple[str, int], str]:
-    return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
 
 
 def _dag(request: pytest.FixtureRequest, **kwargs: Any) -> DAG:
@@ -63,9 +35,9 @@ def test_submit_only_returns_the_prediction_id(
 ) -> None:
     with _dag(request) as dag:
         WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "a red fox", "num_images": 2})
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("submit", -1): "success"}
-    xcoms = _xcoms(dag_run)
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "success"}
+    xcoms = dag_xcoms(dag_run)
     [submission] = wavespeed_connection.submissions()
     assert xcoms[("submit", -1, "return_value")] == xcoms[("submit", -1, "prediction_id")] == submission["id"]
     assert submission["model"] == FLUX and submission["inputs"] == {"prompt": "a red fox", "num_images": 2}
@@ -89,8 +61,8 @@ def test_templated_model_and_nested_inputs_render(
                 "seed": 7,
             },
         )
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("submit", -1): "success"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "success"}
     [submission] = wavespeed_connection.submissions()
     assert submission["model"] == "acme/painter-v2"
     assert submission["inputs"] == {
@@ -100,7 +72,8 @@ def test_templated_model_and_nested_inputs_render(
         "seed": 7,
     }
     assert (
-        _xcoms(dag_run)[("submit", -1, WaveSpeedModelLink().xcom_key)] == "https://wavespeed.ai/models/acme/painter-v2"
+        dag_xcoms(dag_run)[("submit", -1, WaveSpeedModelLink().xcom_key)]
+        == "https://wavespeed.ai/models/acme/painter-v2"
     )
 
 
@@ -122,9 +95,9 @@ def test_wait_for_completion_returns_the_completed_prediction(
             poll_interval=0.2,
             timeout=60,
         )
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("generate", -1): "success"}
-    xcoms = _xcoms(dag_run)
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("generate", -1): "success"}
+    xcoms = dag_xcoms(dag_run)
     value = xcoms[("generate", -1, "return_value")]
     [submission] = wavespeed_connection.submissions()
     assert value["id"] == submission["id"] == xcoms[("generate", -1, "prediction_id")]
@@ -145,9 +118,9 @@ def test_expand_submits_once_per_mapped_task_and_waits_deferred(
         WaveSpeedSubmitOperator.partial(
             task_id="generate", model=FLUX, wait_for_completion=True, poll_interval=0.2, timeout=60
         ).expand(inputs=prompts)
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("generate", index): "success" for index in range(3)}
-    xcoms = _xcoms(dag_run)
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("generate", index): "success" for index in range(3)}
+    xcoms = dag_xcoms(dag_run)
     by_id = {entry["id"]: entry for entry in wavespeed_connection.submissions()}
     assert len(by_id) == 3  # exactly one submission per mapped task instance
     for index, inputs in enumerate(prompts):
@@ -166,9 +139,9 @@ def test_expand_kwargs_submits_once_per_mapped_task(
     ]
     with _dag(request) as dag:
         WaveSpeedSubmitOperator.partial(task_id="submit").expand_kwargs(kwargs_list)
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("submit", index): "success" for index in range(3)}
-    xcoms = _xcoms(dag_run)
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", index): "success" for index in range(3)}
+    xcoms = dag_xcoms(dag_run)
     by_id = {entry["id"]: entry for entry in wavespeed_connection.submissions()}
     assert len(by_id) == 3
     for index, kwargs in enumerate(kwargs_list):
@@ -188,14 +161,14 @@ def test_lost_submit_response_fails_without_any_retry(
         WaveSpeedSubmitOperator(
             task_id="submit", model=FLUX, inputs={"prompt": "a paid picture"}, retries=2, retry_delay=timedelta(0)
         )
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("submit", -1): "failed"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "failed"}
     assert dag_run.get_task_instances()[0].try_number == 1
     counters = wavespeed_connection.counters()
     assert counters["requests"]["submit"] == 1 and counters["submissions"] == {FLUX: 1}  # created once, never again
     log = capsys.readouterr().out
     assert "AirflowFailException" in log and "may have reached the API and created a paid prediction" in log
-    assert ("submit", -1, "return_value") not in _xcoms(dag_run)
+    assert ("submit", -1, "return_value") not in dag_xcoms(dag_run)
 
 
 def test_server_error_on_submit_fails_without_any_retry(
@@ -206,8 +179,8 @@ def test_server_error_on_submit_fails_without_any_retry(
         WaveSpeedSubmitOperator(
             task_id="submit", model=FLUX, inputs={"prompt": "x"}, retries=2, retry_delay=timedelta(0)
         )
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("submit", -1): "failed"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "failed"}
     assert wavespeed_connection.counters()["requests"]["submit"] == 1
     log = capsys.readouterr().out
     assert "HTTP 503" in log and "the outcome is unknown" in log
@@ -234,8 +207,8 @@ def test_bad_model_or_inputs_fail_before_any_request(
 ) -> None:
     with _dag(request) as dag:
         WaveSpeedSubmitOperator(task_id="submit", model=model, inputs=inputs, retries=2, retry_delay=timedelta(0))
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("submit", -1): "failed"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "failed"}
     assert dag_run.get_task_instances()[0].try_number == 1
     assert message in capsys.readouterr().out
     assert wavespeed_connection.counters()["total_requests"] == 0
@@ -260,11 +233,11 @@ def test_failed_generation_is_retried_by_airflow_retries(
             retries=1,
             retry_delay=timedelta(0),
         )
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("generate", -1): "success"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("generate", -1): "success"}
     first, second = wavespeed_connection.submissions()
     assert wavespeed_connection.prediction_state(first["id"])["status"] == "failed"
-    assert _xcoms(dag_run)[("generate", -1, "return_value")]["id"] == second["id"]
+    assert dag_xcoms(dag_run)[("generate", -1, "return_value")]["id"] == second["id"]
 
 
 def test_wait_past_its_timeout_fails_without_resubmitting(
@@ -282,7 +255,7 @@ def test_wait_past_its_timeout_fails_without_resubmitting(
             retries=2,
             retry_delay=timedelta(0),
         )
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {("generate", -1): "failed"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("generate", -1): "failed"}
     [submission] = wavespeed_connection.submissions()  # the running prediction was not paid for twice
     assert f"WaveSpeed prediction {submission['id']} did not finish before the wait limit" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import pendulum
 import pytest
 from airflow.exceptions import AirflowFailException, AirflowSensorTimeout
 from airflow.sdk import DAG
+from airflow_helpers import dag_test, dag_xcoms, ti_states
 
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -22,35 +23,6 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
 # -- running a DAG built in a test ------------------------------------------------------------
-
-
-def _dag_test(dag: DAG) -> Any:
-    """``dag.test()`` for a DAG built here: Airflow 3.1+ only runs DAGs it has serialized, so store it first."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
-    return dag.test()
-
-
-def _xcoms(dag_run: Any) -> dict[tuple[str, int, str], Any]:
-    """Every XCom of the run, read back from the metadata database."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id)).all()
-        return {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row) for row in rows}
-
-
-def _states(dag_run: Any) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
 def _sensor_dag(request: pytest.FixtureRequest, prediction_id: str, **sensor_kwargs: Any) -> DAG:
@@ -72,9 +44,9 @@ def test_completed_prediction_is_the_xcom_value(
 ) -> None:
     wavespeed_connection.set_duration(0.3)
     prediction_id = _submit({"prompt": "two images", "num_images": 2})
-    dag_run = _dag_test(_sensor_dag(request, prediction_id))
-    assert dag_run.state == "success" and _states(dag_run) == {"wait": "success"}
-    value = _xcoms(dag_run)[("wait", -1, "return_value")]
+    dag_run = dag_test(_sensor_dag(request, prediction_id))
+    assert dag_run.state == "success" and ti_states(dag_run) == {("wait", -1): "success"}
+    value = dag_xcoms(dag_run)[("wait", -1, "return_value")]
     assert value["id"] == prediction_id and value["status"] == "completed" and value["model"] == FLUX
     assert len(value["outputs"]) == 2
     assert all(url.startswith(f"{wavespeed_connection.url}/_emulator/files/") for url in value["outputs"])
@@ -92,8 +64,8 @@ def test_unsuccessful_prediction_fails_with_the_api_error(
     wavespeed_connection.set_outcome(status, error=f"emulated {status}: out of GPU memory")
     prediction_id = _submit()
     dag = _sensor_dag(request, prediction_id, retries=2, retry_delay=timedelta(0))
-    dag_run = _dag_test(dag)
-    assert dag_run.state == "failed" and _states(dag_run) == {"wait": "failed"}
+    dag_run = dag_test(dag)
+    assert dag_run.state == "failed" and ti_states(dag_run) == {("wait", -1): "failed"}
     log = capsys.readouterr().out
     assert (
         f"WaveSpeed prediction {prediction_id} ({FLUX}) ended {status!r}: emulated {status}: out of GPU memory" in log
@@ -112,8 +84,8 @@ def test_sensor_timeout_fails_or_skips(
 ) -> None:
     wavespeed_connection.set_duration(60)
     prediction_id = _submit()
-    dag_run = _dag_test(_sensor_dag(request, prediction_id, timeout=0.8, soft_fail=soft_fail))
-    assert _states(dag_run) == {"wait": state}
+    dag_run = dag_test(_sensor_dag(request, prediction_id, timeout=0.8, soft_fail=soft_fail))
+    assert ti_states(dag_run) == {("wait", -1): state}
     log = capsys.readouterr().out
     if soft_fail:
         assert "Skipping due to soft_fail" in log
@@ -132,9 +104,9 @@ def test_transient_errors_while_polling_still_succeed(
     wavespeed_connection.add_fault("result", "rate_limit", times=3, retry_after=0)
     wavespeed_connection.add_fault("result", "http_error", status=503, times=2)
     wavespeed_connection.add_fault("result", "drop", times=2)
-    dag_run = _dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
-    assert _states(dag_run) == {"wait": "success"}
-    assert _xcoms(dag_run)[("wait", -1, "return_value")]["id"] == prediction_id
+    dag_run = dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
+    assert ti_states(dag_run) == {("wait", -1): "success"}
+    assert dag_xcoms(dag_run)[("wait", -1, "return_value")]["id"] == prediction_id
     statuses = [status for _, name, status in wavespeed_connection.request_log() if name == "result"]
     assert statuses[:7] == [429, 429, 429, 503, 503, 0, 0] and statuses[-1] == 200
 
@@ -150,8 +122,8 @@ def test_wrong_key_fails_fast_with_few_requests(
     wavespeed_connection.set_api_key("the-key-was-rotated")
     # A wrong key retried until the timeout would hang here for 120 s; it must fail on the first answer.
     dag = _sensor_dag(request, prediction_id, deferrable=deferrable, timeout=120, retries=2, retry_delay=timedelta(0))
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {"wait": "failed"}
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("wait", -1): "failed"}
     assert wavespeed_connection.counters()["requests"]["result"] == 1
     log = capsys.readouterr().out
     assert "HTTP 401" in log and "Airflow connection 'wavespeed_default'" in log
@@ -170,10 +142,10 @@ def test_non_deferrable_modes_work_without_the_triggerer(
         # Submitted in the run, so the sensor starts while the prediction is still running.
         submit = WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "a heron"})
         WaveSpeedTaskSensor(task_id="wait", prediction_id=submit.output, poll_interval=0.2, deferrable=False, mode=mode)
-    dag_run = _dag_test(dag)
-    assert _states(dag_run) == {"submit": "success", "wait": "success"}
-    prediction_id = _xcoms(dag_run)[("submit", -1, "return_value")]
-    value = _xcoms(dag_run)[("wait", -1, "return_value")]
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "success", ("wait", -1): "success"}
+    prediction_id = dag_xcoms(dag_run)[("submit", -1, "return_value")]
+    value = dag_xcoms(dag_run)[("wait", -1, "return_value")]
     assert value["id"] == prediction_id and value["status"] == "completed" and value["outputs"]
     log = capsys.readouterr().out
     assert f"WaveSpeed prediction {prediction_id} is processing" in log and "Deferring until" not in log
@@ -187,8 +159,8 @@ def test_invalid_prediction_id_fails_before_any_request(
     capsys: pytest.CaptureFixture[str],
     deferrable: bool,
 ) -> None:
-    dag_run = _dag_test(_sensor_dag(request, "../../balance?x=1", deferrable=deferrable, mode="poke"))
-    assert _states(dag_run) == {"wait": "failed"}
+    dag_run = dag_test(_sensor_dag(request, "../../balance?x=1", deferrable=deferrable, mode="poke"))
+    assert ti_states(dag_run) == {("wait", -1): "failed"}
     assert "invalid prediction id '../../balance?x=1'" in capsys.readouterr().out
     assert wavespeed_connection.counters()["total_requests"] == 0
 
@@ -205,13 +177,13 @@ def test_base64_outputs_too_large_for_xcom_fail_clearly(
     monkeypatch.setattr(_media, "output_bytes", lambda pid, index, ext: hashlib.sha256(pid.encode()).digest() * 1536)
     wavespeed_connection.set_duration(0.2)
     prediction_id = _submit({"prompt": "big", "num_images": 4, "enable_base64_output": True})
-    dag_run = _dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
-    assert _states(dag_run) == {"wait": "failed"}
+    dag_run = dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
+    assert ti_states(dag_run) == {("wait", -1): "failed"}
     log = capsys.readouterr().out
     assert f"WaveSpeed prediction {prediction_id} ({FLUX}) completed, but its outputs are" in log
     assert "too large for XCom" in log and "Drop 'enable_base64_output'" in log
     assert "WaveSpeedHook().get_prediction(prediction_id)" in log
-    assert ("wait", -1, "return_value") not in _xcoms(dag_run)
+    assert ("wait", -1, "return_value") not in dag_xcoms(dag_run)
 
 
 # -- the event handler, given events a healthy trigger never sends ---------------------------
