@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +17,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.storage import OutputPath, store_outputs
 from airflow_provider_wavespeed.triggers.wavespeed import (
     EVENT_DEADLINE,
     EVENT_ERROR,
@@ -79,8 +80,18 @@ def prediction_result(prediction: Prediction) -> dict[str, Any]:
     return prediction.to_dict()
 
 
-def prediction_from_event(event: object, *, prediction_id: str, on_deadline: type[AirflowException]) -> Prediction:
-    """Validate a trigger event and return its terminal prediction; raise for anything else."""
+def prediction_from_event(
+    event: object,
+    *,
+    prediction_id: str,
+    on_deadline: type[AirflowException],
+    reread: Callable[[str], Prediction] | None = None,
+) -> Prediction:
+    """Validate a trigger event and return its terminal prediction; raise for anything else.
+
+    The trigger leaves outputs too large for an event out of it; with ``reread`` (a task
+    that stores them), the completed prediction is read again from the API instead of failing.
+    """
     status = event.get("status") if isinstance(event, dict) else None
     if not isinstance(event, dict) or status not in EVENT_STATUSES:
         raise AirflowFailException(
@@ -106,5 +117,79 @@ def prediction_from_event(event: object, *, prediction_id: str, on_deadline: typ
         )
     omitted = event.get("outputs_omitted_bytes")
     if prediction.is_success and omitted:
-        raise _too_large(prediction, int(omitted))
+        if reread is None:
+            raise _too_large(prediction, int(omitted))
+        prediction = reread(prediction_id)
+        if prediction.id != prediction_id or not prediction.is_success:
+            raise AirflowFailException(
+                f"WaveSpeed prediction {prediction_id} completed, but reading it again returned "
+                f"{prediction.id} with status {prediction.status!r}"
+            )
     return prediction
+
+
+def budget_usd(value: object, name: str) -> float | None:
+    """A budget parameter as a non-negative number of USD (templated values arrive as strings)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None  # unset, or a template that rendered an unset param
+    try:
+        usd = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        usd = float("nan")
+    if not usd >= 0 or usd == float("inf"):
+        raise AirflowFailException(f"{name} must be a non-negative number of USD, got {value!r}")
+    return usd
+
+
+def completed_result(
+    context: Any,
+    prediction: Prediction,
+    *,
+    output_path: OutputPath | None,
+    outlets: Sequence[object],
+    retryable: tuple[type[WaveSpeedError], ...],
+    log: Any,
+    store_failure_hint: str = "",
+) -> dict[str, Any]:
+    """The XCom result of a completed prediction: its outputs stored first when ``output_path`` is set.
+
+    With ``output_path`` the result gains ``stored_paths`` and keeps outputs too large for
+    XCom (base64 data) out of it. Each :class:`~airflow.sdk.Asset` in ``outlets`` gets
+    ``{"prediction_id", "model"[, "stored_paths"]}`` as the extra of its asset event.
+    """
+    stored: list[str] | None = None
+    if output_path is None or output_path == "":
+        result = prediction_result(prediction)
+    else:
+        try:
+            stored = store_outputs(prediction, output_path)
+        except retryable as exc:
+            raise AirflowException(f"{exc}{store_failure_hint}") from None
+        except WaveSpeedError as exc:
+            raise AirflowFailException(f"{exc}{store_failure_hint}") from None
+        log.info("Stored %d output(s) of WaveSpeed prediction %s: %s", len(stored), prediction.id, ", ".join(stored))
+        result = prediction.to_dict()
+        size = outputs_size(prediction)
+        if size > MAX_OUTPUTS_BYTES:  # the files are stored: XCom keeps their paths, not their bytes
+            result["outputs"] = []
+            result["outputs_omitted_bytes"] = size
+        result["stored_paths"] = stored
+    announce_assets(context, outlets, prediction, stored)
+    return result
+
+
+def announce_assets(
+    context: Any, outlets: Sequence[object], prediction: Prediction, stored_paths: list[str] | None
+) -> None:
+    """Describe the generation in the asset event of every Asset outlet (for downstream DAGs)."""
+    from airflow.sdk import Asset
+
+    assets = [outlet for outlet in outlets or () if isinstance(outlet, Asset)]
+    outlet_events = context.get("outlet_events") if assets else None
+    if outlet_events is None:
+        return
+    extra: dict[str, Any] = {"prediction_id": prediction.id, "model": prediction.model}
+    if stored_paths is not None:
+        extra["stored_paths"] = list(stored_paths)
+    for asset in assets:
+        outlet_events[asset].extra.update(extra)

@@ -1,4 +1,4 @@
-"""WaveSpeedSubmitOperator: submit a generation and, optionally, wait for it."""
+"""WaveSpeedSubmitOperator (submit a generation and, optionally, wait for it) and WaveSpeedUploadOperator."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from airflow.sdk import BaseOperator
 from airflow_provider_wavespeed._common import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    TRANSIENT_ERRORS,
     airflow_errors,
+    budget_usd,
+    completed_result,
     default_deferrable,
     prediction_from_event,
-    prediction_result,
 )
 from airflow_provider_wavespeed.api.client import ensure_success
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError
@@ -25,6 +27,7 @@ from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
+from airflow_provider_wavespeed.storage import OutputPath, WaveSpeedStorageError, open_source
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ XCOM_PREDICTION_ID = "prediction_id"
 # A retry of this task submits again. That is what a user's retries are for after a failed
 # generation, but never after a lost wait: that prediction may still finish (and was paid).
 _WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
+_UPLOAD_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
 
 
 class WaveSpeedSubmitOperator(BaseOperator):
@@ -45,7 +49,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
     Without waiting, the return value is the prediction id (also pushed under the key
     ``prediction_id``), for a :class:`WaveSpeedTaskSensor` downstream. With
     ``wait_for_completion=True`` it waits, deferring to :class:`WaveSpeedTaskTrigger`
-    when ``deferrable``, and returns the completed prediction as a dict.
+    when ``deferrable``, and returns the completed prediction as a dict; with
+    ``output_path`` its outputs are copied there first and the dict gains ``stored_paths``.
+
+    Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
+    (``/model/pricing``) and the task fails without submitting when it is higher; with
+    ``min_balance_usd`` it fails without submitting when the account balance is lower.
 
     :param model: The model id, e.g. ``wavespeed-ai/flux-dev`` (templated).
     :param inputs: The model's inputs (templated, nested values too).
@@ -55,9 +64,14 @@ class WaveSpeedSubmitOperator(BaseOperator):
     :param deferrable: Wait in the triggerer instead of a worker (default True).
     :param poll_interval: Longest wait between polls, in seconds.
     :param timeout: Seconds to wait for completion.
+    :param output_path: Where to copy the outputs when waiting (templated): a directory path,
+        a URL (``file:///data/out/``, ``s3://bucket/prefix/``) or an ``ObjectStoragePath``.
+        Files are named ``<prediction id>_<index>.<ext>``; a re-run overwrites them.
+    :param max_cost_usd: Refuse to submit when one prediction with these inputs costs more (templated).
+    :param min_balance_usd: Refuse to submit when the account balance is below this (templated).
     """
 
-    template_fields: Sequence[str] = ("model", "inputs", "webhook")
+    template_fields: Sequence[str] = ("model", "inputs", "webhook", "output_path", "max_cost_usd", "min_balance_usd")
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (WaveSpeedModelLink(),)
     ui_color = "#b3e5ff"
@@ -73,9 +87,17 @@ class WaveSpeedSubmitOperator(BaseOperator):
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        output_path: OutputPath | None = None,
+        max_cost_usd: float | str | None = None,
+        min_balance_usd: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if output_path is not None and not wait_for_completion:
+            raise ValueError(
+                f"{self.task_id}: output_path needs wait_for_completion=True (or give it to the "
+                "WaveSpeedTaskSensor that waits for this prediction)"
+            )
         self.model = model
         self.inputs = inputs
         self.wavespeed_conn_id = wavespeed_conn_id
@@ -84,6 +106,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
         self.timeout = timeout
+        self.output_path = output_path
+        self.max_cost_usd = max_cost_usd
+        self.min_balance_usd = min_balance_usd
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -95,11 +120,55 @@ class WaveSpeedSubmitOperator(BaseOperator):
             model = validate_model(self.model)
             inputs = validate_inputs(self.inputs)
             webhook = validate_webhook_url(self.webhook) if self.webhook else None
+            self.check_budget(model, inputs)
             prediction = self.hook.submit(model, inputs, webhook=webhook)
         self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
         WaveSpeedModelLink.persist(context, model)
         return prediction
+
+    def check_budget(self, model: str, inputs: dict[str, Any]) -> None:
+        """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``."""
+        max_cost = budget_usd(self.max_cost_usd, "max_cost_usd")
+        min_balance = budget_usd(self.min_balance_usd, "min_balance_usd")
+        if max_cost is not None:
+            price = self.hook.get_price(model, inputs)
+            if price > max_cost:
+                raise AirflowFailException(
+                    f"WaveSpeed cost guard: one prediction of {model} with these inputs costs {price:.4f} USD, "
+                    f"over max_cost_usd={max_cost:.4f}; nothing was submitted. Raise max_cost_usd or make the "
+                    "inputs cheaper (fewer images, shorter video, smaller size)"
+                )
+            self.log.info("WaveSpeed price %.4f USD is within max_cost_usd %.4f", price, max_cost)
+        if min_balance is not None:
+            balance = self.hook.get_balance()
+            if balance < min_balance:
+                raise AirflowFailException(
+                    f"WaveSpeed cost guard: the account balance is {balance:.4f} USD, below "
+                    f"min_balance_usd={min_balance:.4f}; nothing was submitted. Top up the account on "
+                    "wavespeed.ai or lower min_balance_usd"
+                )
+
+    def _completed(self, context: Context, prediction: Prediction) -> dict[str, Any]:
+        # Storage failures fail for good: a retry of this task would submit (and pay) again.
+        hint = (
+            f". Prediction {prediction.id} completed and is kept 7 days: to store its outputs without "
+            f"submitting again, wait on it with WaveSpeedTaskSensor(prediction_id={prediction.id!r}, "
+            "output_path=...) instead of re-running this task"
+        )
+        return completed_result(
+            context,
+            prediction,
+            output_path=self.output_path,
+            outlets=self.outlets,
+            retryable=(),
+            log=self.log,
+            store_failure_hint=hint,
+        )
+
+    def _reread(self, prediction_id: str) -> Prediction:
+        with airflow_errors(_WAIT_RETRYABLE):
+            return self.hook.get_prediction(prediction_id)
 
     def execute(self, context: Context) -> Any:
         prediction = self.submit(context)
@@ -119,14 +188,63 @@ class WaveSpeedSubmitOperator(BaseOperator):
             )
         with airflow_errors(_WAIT_RETRYABLE):
             done = self.hook.wait_for_prediction(prediction.id, poll_interval=self.poll_interval, timeout=self.timeout)
-        return prediction_result(done)
+        return self._completed(context, done)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, prediction_id: str = ""
     ) -> dict[str, Any]:
         """Resume after the trigger: validate the event, fail or return the prediction."""
-        prediction = prediction_from_event(event, prediction_id=prediction_id, on_deadline=AirflowFailException)
+        if not prediction_id and isinstance(event, dict):
+            # dag.test() resumes with the event alone (it drops defer kwargs); the event names the
+            # prediction its trigger, created by this task, waited for.
+            prediction_id = str(event.get("prediction_id") or "")
+        prediction = prediction_from_event(
+            event,
+            prediction_id=prediction_id,
+            on_deadline=AirflowFailException,
+            reread=self._reread if self.output_path else None,
+        )
         with airflow_errors(_WAIT_RETRYABLE):
             ensure_success(prediction)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
-        return prediction_result(prediction)
+        return self._completed(context, prediction)
+
+
+class WaveSpeedUploadOperator(BaseOperator):
+    """Upload a file to WaveSpeed (``/media/upload/binary``) and return its download URL.
+
+    The URL feeds image-to-image and image-to-video models (their ``image`` input); WaveSpeed
+    keeps uploads 7 days. The file is streamed, never read whole into memory.
+
+    :param path: The file (templated): a local path, a URL such as ``file:///data/in/cat.png``
+        or ``s3://bucket/in/cat.png``, or an ``ObjectStoragePath``.
+    :param filename: The name to upload it under (default: the file's own name).
+    :param wavespeed_conn_id: The WaveSpeed connection id.
+    """
+
+    template_fields: Sequence[str] = ("path", "filename")
+    ui_color = "#b3e5ff"
+
+    def __init__(
+        self,
+        *,
+        path: OutputPath,
+        filename: str | None = None,
+        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+        self.filename = filename
+        self.wavespeed_conn_id = wavespeed_conn_id
+
+    @cached_property
+    def hook(self) -> WaveSpeedHook:
+        return WaveSpeedHook(self.wavespeed_conn_id)
+
+    def execute(self, context: Context) -> str:
+        # Uploading again only stores another copy (free, kept 7 days), so transient errors may retry.
+        with airflow_errors(_UPLOAD_RETRYABLE), open_source(self.path) as (source, name):
+            url = self.hook.upload_media(source, filename=self.filename or name)
+        self.log.info("Uploaded %s to WaveSpeed: %s", self.filename or name, url)
+        return url

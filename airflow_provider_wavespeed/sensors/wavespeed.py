@@ -16,13 +16,16 @@ from airflow_provider_wavespeed._common import (
     DEFAULT_TIMEOUT,
     TRANSIENT_ERRORS,
     airflow_errors,
+    completed_result,
     default_deferrable,
     prediction_from_event,
-    prediction_result,
 )
 from airflow_provider_wavespeed.api.client import ensure_success
+from airflow_provider_wavespeed.api.errors import WaveSpeedError
+from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.storage import OutputPath, WaveSpeedStorageError
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 # The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is a
 # backstop for a trigger that never reports (a lost triggerer), so it comes a little later.
 _DEFERRAL_GRACE = 60.0
+# Storing again only re-reads and re-copies, so a retry of the sensor may repeat any storage failure.
+_STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
 
 
 class WaveSpeedTaskSensor(BaseSensorOperator):
@@ -50,9 +55,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
+    :param output_path: Copy the outputs there and add ``stored_paths`` to the result (templated):
+        a directory path, a URL (``file:///data/out/``, ``s3://bucket/prefix/``) or an
+        ``ObjectStoragePath``. Files are named ``<prediction id>_<index>.<ext>``.
     """
 
-    template_fields: Sequence[str] = ("prediction_id",)
+    template_fields: Sequence[str] = ("prediction_id", "output_path")
     ui_color = "#d9f2ff"
 
     def __init__(
@@ -63,6 +71,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         deferrable: bool | None = None,
+        output_path: OutputPath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
@@ -70,6 +79,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = poll_interval
         self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.output_path = output_path
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -107,12 +117,31 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 self.log.info("WaveSpeed prediction %s is %s", prediction_id, prediction.status)
                 return False
             ensure_success(prediction)
-        return PokeReturnValue(is_done=True, xcom_value=prediction_result(prediction))
+        return PokeReturnValue(is_done=True, xcom_value=self._completed(context, prediction))
+
+    def _completed(self, context: Context, prediction: Prediction) -> dict[str, Any]:
+        return completed_result(
+            context,
+            prediction,
+            output_path=self.output_path,
+            outlets=self.outlets,
+            retryable=_STORE_RETRYABLE,
+            log=self.log,
+        )
+
+    def _reread(self, prediction_id: str) -> Prediction:
+        with airflow_errors():
+            return self.hook.get_prediction(prediction_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: validate the event, fail or return the prediction."""
-        prediction = prediction_from_event(event, prediction_id=self._prediction_id(), on_deadline=AirflowSensorTimeout)
+        prediction = prediction_from_event(
+            event,
+            prediction_id=self._prediction_id(),
+            on_deadline=AirflowSensorTimeout,
+            reread=self._reread if self.output_path else None,
+        )
         with airflow_errors():
             ensure_success(prediction)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
-        return prediction_result(prediction)
+        return self._completed(context, prediction)

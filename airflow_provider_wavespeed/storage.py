@@ -1,0 +1,455 @@
+"""Copy a prediction's outputs to a local directory or Airflow object storage.
+
+WaveSpeed deletes predictions and their files after 7 days, so a pipeline that keeps its
+results copies them. :func:`store_outputs` writes each output as
+``<prediction id>_<index>.<ext>``: URL outputs are streamed in chunks (never held whole in
+memory), base64 outputs are decoded, and every file is written under a temporary name and
+moved into place, so a reader never sees a partial file and a re-run overwrites the same
+names. Downloads that fail transiently are retried with the project's :class:`RetryPolicy`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import mimetypes
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import IO, TYPE_CHECKING, Union
+from urllib.parse import urlsplit, urlunsplit
+from urllib.request import url2pathname
+
+import requests
+
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedAPIError,
+    WaveSpeedError,
+    WaveSpeedNotFoundError,
+    WaveSpeedRateLimitError,
+    WaveSpeedServerError,
+    WaveSpeedTransportError,
+)
+from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.retry import RetryPolicy
+from airflow_provider_wavespeed.api.validation import validate_prediction_id
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+__all__ = [
+    "OutputPath",
+    "WaveSpeedStorageError",
+    "open_source",
+    "output_extension",
+    "resolve_output_path",
+    "store_outputs",
+]
+
+OutputPath = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
+
+CHUNK_SIZE = 1 << 20  # 1 MiB per read and write: videos stream through a small buffer
+# (connect, read) seconds; the read timeout is per chunk, so long videos are not cut off.
+DOWNLOAD_TIMEOUT = (10.0, 60.0)
+_LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
+_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/binary"})
+# The names WaveSpeed itself uses (its `output_format` says "jpeg"), ahead of mimetypes' guesses.
+_EXTENSIONS = {
+    "image/jpeg": "jpeg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/ogg": "ogg",
+    "audio/flac": "flac",
+    "model/gltf-binary": "glb",
+    "application/json": "json",
+    "text/plain": "txt",
+}
+_EXT_RE = re.compile(r"[a-z0-9]{1,8}")
+
+
+class WaveSpeedStorageError(WaveSpeedError):
+    """An output could not be written: bad ``output_path``, permissions, missing bucket or filesystem."""
+
+
+# -- where the files go ---------------------------------------------------------------
+
+
+class _Destination:
+    """A directory that files are written into atomically (temporary name, then a move)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def open_temp(self, name: str) -> IO[bytes]:
+        raise NotImplementedError
+
+    def commit(self, temp_name: str, final_name: str) -> str:
+        """Move ``temp_name`` over ``final_name``; return the stored file's path or URL."""
+        raise NotImplementedError
+
+    def discard(self, temp_name: str) -> None:
+        raise NotImplementedError
+
+
+class _LocalDirectory(_Destination):
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.directory = directory
+
+    def prepare(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+
+    def open_temp(self, name: str) -> IO[bytes]:
+        return open(os.path.join(self.directory, name), "wb")  # the caller closes it
+
+    def commit(self, temp_name: str, final_name: str) -> str:
+        final = os.path.join(self.directory, final_name)
+        os.replace(os.path.join(self.directory, temp_name), final)  # atomic within one filesystem
+        return final
+
+    def discard(self, temp_name: str) -> None:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(self.directory, temp_name))
+
+
+class _ObjectStore(_Destination):
+    """Any fsspec filesystem through Airflow's ObjectStoragePath (S3, GCS, Azure, memory...).
+
+    Object stores publish an object only when its upload completes, and ``mv`` there is a
+    server-side copy, so the final name is never seen half written. Buckets are not created:
+    creating storage is the deployment's decision, not a task's.
+    """
+
+    def __init__(self, root: ObjectStoragePath) -> None:
+        super().__init__(str(root))
+        self.root = root
+
+    def prepare(self) -> None:
+        pass
+
+    def open_temp(self, name: str) -> IO[bytes]:
+        return (self.root / name).open("wb")
+
+    def commit(self, temp_name: str, final_name: str) -> str:
+        temp, final = self.root / temp_name, self.root / final_name
+        temp.fs.mv(temp.path, final.path)
+        return str(final)
+
+    def discard(self, temp_name: str) -> None:
+        temp = self.root / temp_name
+        with contextlib.suppress(Exception):
+            temp.fs.rm(temp.path)
+
+
+def _locate(location: OutputPath, what: str) -> str | ObjectStoragePath:
+    """A local absolute path, or an ObjectStoragePath for anything that is not local.
+
+    Accepts an ``ObjectStoragePath``, a URL string (``file:///data/out/``,
+    ``s3://bucket/prefix/``, ``s3://conn_id@bucket/prefix/``) or a local path.
+    """
+    try:
+        from airflow.sdk import ObjectStoragePath
+    except ImportError:  # without Airflow's object storage only local paths work
+        ObjectStoragePath = None  # type: ignore[assignment,misc]
+
+    if ObjectStoragePath is not None and isinstance(location, ObjectStoragePath):
+        if location.protocol in _LOCAL_PROTOCOLS:
+            return os.path.abspath(location.path)
+        return location
+    if isinstance(location, os.PathLike):
+        return os.path.abspath(os.fspath(location))
+    if not isinstance(location, str) or not location.strip():
+        raise WaveSpeedStorageError(
+            f"{what} must be a local path, a URL such as 'file:///data/out/' or 's3://bucket/prefix/', "
+            f"or an ObjectStoragePath; got {location!r}"
+        )
+    text = location.strip()
+    if "://" not in text:
+        return os.path.abspath(os.path.expanduser(text))
+    parts = urlsplit(text)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise WaveSpeedStorageError(f"{what} {text!r}: a file:// URL must name a local path (file:///dir/)")
+        return os.path.abspath(url2pathname(parts.path))
+    if ObjectStoragePath is None:
+        raise WaveSpeedStorageError(f"{what} {text!r} needs Airflow's ObjectStoragePath (airflow.sdk)")
+    try:
+        return ObjectStoragePath(text)
+    except Exception as exc:
+        raise WaveSpeedStorageError(
+            f"cannot use {what} {text!r}: {type(exc).__name__}: {exc}. Object storage needs the "
+            "filesystem's package (e.g. s3fs via apache-airflow-providers-amazon, gcsfs via "
+            "apache-airflow-providers-google) installed on the workers"
+        ) from None
+
+
+def resolve_output_path(output_path: OutputPath) -> _LocalDirectory | _ObjectStore:
+    """The destination ``output_path`` names: a local directory or an object-store prefix."""
+    location = _locate(output_path, "output_path")
+    return _LocalDirectory(location) if isinstance(location, str) else _ObjectStore(location)
+
+
+# -- what the files are called -----------------------------------------------------------
+
+
+def output_extension(content_type: str | None, url: str = "") -> str:
+    """The file extension for a download, from its Content-Type or its URL (``bin`` if neither says).
+
+    The URL's extension wins when the Content-Type agrees with it or says nothing specific
+    (``application/octet-stream``), so ``x.jpeg`` served as ``image/jpeg`` stays ``jpeg``.
+    """
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    suffix = PurePosixPath(urlsplit(url).path).suffix.lstrip(".").lower() if url else ""
+    url_ext = suffix if _EXT_RE.fullmatch(suffix) else ""
+    if url_ext and (mime in _GENERIC_TYPES or mimetypes.guess_type(f"x.{url_ext}")[0] == mime):
+        return url_ext
+    if mime not in _GENERIC_TYPES:
+        guessed = _EXTENSIONS.get(mime) or (mimetypes.guess_extension(mime) or "").lstrip(".")
+        if _EXT_RE.fullmatch(guessed):
+            return guessed
+    return url_ext or "bin"
+
+
+_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "png"),
+    (0, b"\xff\xd8\xff", "jpeg"),
+    (0, b"GIF8", "gif"),
+    (4, b"ftypqt", "mov"),
+    (4, b"ftyp", "mp4"),
+    (0, b"\x1a\x45\xdf\xa3", "webm"),
+    (0, b"OggS", "ogg"),
+    (0, b"fLaC", "flac"),
+    (0, b"ID3", "mp3"),
+    (0, b"glTF", "glb"),
+)
+
+
+def _sniff_extension(data: bytes) -> str:
+    """The extension of decoded base64 bytes, from their magic number."""
+    if data[:4] == b"RIFF" and data[8:12] in (b"WEBP", b"WAVE"):
+        return "webp" if data[8:12] == b"WEBP" else "wav"
+    for offset, magic, ext in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return ext
+    return "bin"
+
+
+def _decode_inline(output: str, what: str) -> tuple[bytes, str]:
+    """Bytes and extension of a base64 output (bare, as the API sends it, or a ``data:`` URL)."""
+    mime = ""
+    payload = output
+    if output.startswith("data:"):
+        header, sep, payload = output.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise WaveSpeedStorageError(f"{what} is a data: URL that is not base64")
+        mime = header[len("data:") : -len(";base64")]
+    try:
+        data = base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise WaveSpeedStorageError(f"{what} is neither an http(s) URL nor base64 data: {output[:60]!r}") from None
+    ext = output_extension(mime) if mime else "bin"
+    return data, ext if ext != "bin" else _sniff_extension(data)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without query and fragment: signed URLs carry tokens that do not belong in logs."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+# -- copying --------------------------------------------------------------------------
+
+
+def _http_error(response: requests.Response, what: str) -> WaveSpeedAPIError:
+    status = response.status_code
+    text = f"{what} failed with HTTP {status}"
+    if status == 429:
+        retry_after: float | None
+        try:
+            retry_after = max(0.0, float(response.headers.get("Retry-After", "")))
+        except ValueError:
+            retry_after = None
+        return WaveSpeedRateLimitError(text, retry_after=retry_after, status_code=status)
+    if status >= 500:
+        return WaveSpeedServerError(text, status_code=status)
+    if status == 404:
+        return WaveSpeedNotFoundError(
+            f"{text}: the file is gone (WaveSpeed keeps outputs 7 days) or the URL is wrong", status_code=status
+        )
+    return WaveSpeedAPIError(text, status_code=status)
+
+
+def _body_chunks(response: requests.Response, chunk_size: int, what: str) -> Iterator[bytes]:
+    """The response body in chunks; a connection lost mid-body becomes a retryable transport error."""
+    try:
+        yield from response.iter_content(chunk_size)
+    except requests.RequestException as exc:
+        raise WaveSpeedTransportError(
+            f"{what}: download interrupted ({type(exc).__name__}: {exc})", connected=True
+        ) from None
+
+
+def _write(dest: _Destination, temp_name: str, chunks: Iterator[bytes], what: str) -> int:
+    """Write ``chunks`` to ``temp_name``; return the byte count. Storage failures become WaveSpeedStorageError."""
+    written = 0
+    try:
+        with dest.open_temp(temp_name) as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                written += len(chunk)
+    except WaveSpeedError:
+        raise
+    except Exception as exc:  # fsspec backends raise their own types, not only OSError
+        raise WaveSpeedStorageError(
+            f"{what}: cannot write to {dest.description}: {type(exc).__name__}: {exc}"
+        ) from None
+    return written
+
+
+def _commit(dest: _Destination, temp_name: str, final_name: str, what: str) -> str:
+    try:
+        return dest.commit(temp_name, final_name)
+    except Exception as exc:
+        raise WaveSpeedStorageError(
+            f"{what}: cannot move the file into place as {final_name} in {dest.description}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _download_once(
+    session: requests.Session,
+    url: str,
+    dest: _Destination,
+    temp_name: str,
+    *,
+    what: str,
+    timeout: float | tuple[float, float],
+    chunk_size: int,
+) -> str:
+    """One streamed download into ``temp_name``; returns the file extension."""
+    try:
+        response = session.get(url, stream=True, timeout=timeout)
+    except requests.RequestException as exc:
+        raise WaveSpeedTransportError(f"{what}: network error ({type(exc).__name__}: {exc})", connected=True) from None
+    with response:
+        if response.status_code >= 400:
+            raise _http_error(response, what)
+        ext = output_extension(response.headers.get("Content-Type"), response.url or url)
+        written = _write(dest, temp_name, _body_chunks(response, chunk_size, what), what)
+        expected = response.headers.get("Content-Length")
+        # Compressed bodies are counted after decoding, so only plain ones can be checked.
+        plain = not response.headers.get("Content-Encoding")
+        if plain and expected is not None and expected.isdigit() and written != int(expected):
+            raise WaveSpeedTransportError(f"{what}: the body ended after {written} of {expected} bytes", connected=True)
+    return ext
+
+
+def _download(
+    session: requests.Session,
+    url: str,
+    dest: _Destination,
+    temp_name: str,
+    *,
+    what: str,
+    retry: RetryPolicy,
+    timeout: float | tuple[float, float],
+    chunk_size: int,
+) -> str:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _download_once(session, url, dest, temp_name, what=what, timeout=timeout, chunk_size=chunk_size)
+        except WaveSpeedStorageError:
+            raise  # the destination failed: downloading again cannot help
+        except WaveSpeedError as exc:
+            delay = retry.next_delay(attempt, exc, idempotent=True, what=what)  # raises when final
+        time.sleep(delay)
+
+
+def store_outputs(
+    prediction: Prediction,
+    output_path: OutputPath,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | tuple[float, float] = DOWNLOAD_TIMEOUT,
+    chunk_size: int = CHUNK_SIZE,
+    session: requests.Session | None = None,
+) -> list[str]:
+    """Copy every output of ``prediction`` into ``output_path``; return the stored paths, in order.
+
+    Names are ``<prediction id>_<index>.<ext>``; an existing file of that name is replaced
+    (a re-run overwrites, it does not duplicate). Local destinations give absolute paths,
+    object stores give URLs (``s3://bucket/prefix/<id>_0.png``).
+
+    Raises :class:`WaveSpeedStorageError` when the destination cannot be written, and the
+    download's own error (transport, 5xx, 429, 404...) once ``retry`` gives up on it. No
+    API key is sent: output URLs are public CDN links.
+    """
+    prediction_id = validate_prediction_id(prediction.id)  # it becomes a file name
+    dest = resolve_output_path(output_path)
+    policy = retry or RetryPolicy()
+    try:
+        dest.prepare()
+    except Exception as exc:
+        raise WaveSpeedStorageError(f"cannot create output directory {dest.description}: {exc}") from None
+    own_session = session is None
+    http = session or requests.Session()
+    stored: list[str] = []
+    try:
+        for index, output in enumerate(prediction.outputs):
+            stem = f"{prediction_id}_{index}"
+            what = f"WaveSpeed output {index} of prediction {prediction_id}"
+            temp_name = f".{stem}.{uuid.uuid4().hex[:12]}.part"  # hidden, unique per attempt of the task
+            try:
+                if isinstance(output, dict):
+                    url = output.get("url")
+                    if isinstance(url, str) and url.startswith(("http://", "https://")):
+                        output = url
+                    else:  # an object output without a file: keep it as JSON
+                        _write(dest, temp_name, iter([json.dumps(output).encode()]), what)
+                        stored.append(_commit(dest, temp_name, f"{stem}.json", what))
+                        continue
+                if output.startswith(("http://", "https://")):
+                    what = f"{what} ({_safe_url(output)})"
+                    ext = _download(
+                        http, output, dest, temp_name, what=what, retry=policy, timeout=timeout, chunk_size=chunk_size
+                    )
+                else:
+                    data, ext = _decode_inline(output, what)
+                    _write(dest, temp_name, iter([data]), what)
+                stored.append(_commit(dest, temp_name, f"{stem}.{ext}", what))
+            except BaseException:
+                dest.discard(temp_name)
+                raise
+    finally:
+        if own_session:
+            http.close()
+    return stored
+
+
+@contextlib.contextmanager
+def open_source(source: OutputPath) -> Iterator[tuple[str | IO[bytes], str]]:
+    """What to upload for ``source`` and its file name: a local path as is, or an open object-store file."""
+    location = _locate(source, "path")
+    if isinstance(location, str):
+        yield location, os.path.basename(location)
+        return
+    try:
+        handle = location.open("rb")
+    except Exception as exc:
+        raise WaveSpeedStorageError(f"cannot open {location}: {type(exc).__name__}: {exc}") from None
+    with handle:
+        yield handle, location.name

@@ -1,0 +1,272 @@
+"""store_outputs: outputs copied to local or object storage, streamed, atomic, retried, deterministic."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from feature_helpers import LocalHTTPServer, needs_object_storage
+
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedNotFoundError,
+    WaveSpeedServerError,
+    WaveSpeedTransportError,
+)
+from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.retry import RetryPolicy
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.storage import WaveSpeedStorageError, output_extension, store_outputs
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+
+FLUX = "wavespeed-ai/flux-dev"
+FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.05)
+
+
+def _generate(emulator: WaveSpeedEmulator, model: str = FLUX, **inputs: Any) -> Prediction:
+    emulator.set_duration(0.0)
+    return WaveSpeedHook().run(model, {"prompt": "a kite", **inputs}, poll_interval=0.05, timeout=10)
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_url_outputs_are_copied_under_deterministic_names(
+    wavespeed_connection: WaveSpeedEmulator, tmp_path: Path
+) -> None:
+    prediction = _generate(wavespeed_connection, num_images=3, output_format="png")
+    stored = store_outputs(prediction, tmp_path / "out")
+    names = [f"{prediction.id}_{index}.png" for index in range(3)]
+    assert stored == [str(tmp_path / "out" / name) for name in names]
+    assert _files(tmp_path / "out") == names  # nothing else: no temporary files left
+    for path, url in zip(stored, prediction.outputs, strict=True):
+        assert isinstance(url, str)
+        assert Path(path).read_bytes() == requests.get(url, timeout=5).content
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs", "ext"),
+    [(FLUX, {}, "jpeg"), (FLUX, {"output_format": "png"}, "png"), ("wavespeed-ai/wan-2.1/t2v-480p", {}, "mp4")],
+)
+def test_the_extension_follows_the_served_file(
+    wavespeed_connection: WaveSpeedEmulator, tmp_path: Path, model: str, inputs: dict[str, Any], ext: str
+) -> None:
+    prediction = _generate(wavespeed_connection, model, **inputs)
+    (stored,) = store_outputs(prediction, tmp_path)
+    assert stored.endswith(f"{prediction.id}_0.{ext}")
+
+
+def test_base64_outputs_are_decoded(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
+    prediction = _generate(wavespeed_connection, num_images=2, output_format="png", enable_base64_output=True)
+    assert not str(prediction.outputs[0]).startswith("http")
+    stored = store_outputs(prediction, tmp_path)
+    assert [Path(p).name for p in stored] == [f"{prediction.id}_0.png", f"{prediction.id}_1.png"]
+    for path, data in zip(stored, prediction.outputs, strict=True):
+        assert isinstance(data, str)
+        assert Path(path).read_bytes() == base64.b64decode(data)
+    # A video returned as base64 gets its extension from its bytes.
+    video = _generate(wavespeed_connection, "wavespeed-ai/wan-2.1/t2v-480p", enable_base64_output=True)
+    assert store_outputs(video, tmp_path)[0].endswith(".mp4")
+
+
+def test_a_rerun_overwrites_the_same_names(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
+    prediction = _generate(wavespeed_connection, num_images=2)
+    first = store_outputs(prediction, tmp_path)
+    original = Path(first[0]).read_bytes()
+    Path(first[0]).write_bytes(b"stale")
+    assert store_outputs(prediction, tmp_path) == first
+    assert Path(first[0]).read_bytes() == original
+    assert len(_files(tmp_path)) == 2
+
+
+def test_output_path_forms_name_the_same_directory(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
+    prediction = _generate(wavespeed_connection)
+    expected = [str(tmp_path / f"{prediction.id}_0.jpeg")]
+    assert store_outputs(prediction, str(tmp_path)) == expected
+    assert store_outputs(prediction, f"file://{tmp_path}/") == expected
+    assert store_outputs(prediction, tmp_path) == expected
+
+
+@needs_object_storage
+def test_a_local_object_storage_path_is_a_local_directory(
+    wavespeed_connection: WaveSpeedEmulator, tmp_path: Path
+) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    prediction = _generate(wavespeed_connection)
+    expected = [str(tmp_path / f"{prediction.id}_0.jpeg")]
+    assert store_outputs(prediction, ObjectStoragePath(f"file://{tmp_path}")) == expected
+
+
+def test_transient_download_errors_are_retried(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
+    prediction = _generate(wavespeed_connection)
+    wavespeed_connection.add_fault("files", "http_error", status=503, times=2)
+    wavespeed_connection.add_fault("files", "drop", times=1)
+    (stored,) = store_outputs(prediction, tmp_path, retry=FAST_RETRY)
+    assert Path(stored).read_bytes() == requests.get(str(prediction.outputs[0]), timeout=5).content
+    assert wavespeed_connection.counters()["requests"]["files"] == 4 + 1  # 3 failures, the copy, our check
+
+
+def test_downloads_give_up_after_the_retry_policy(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
+    prediction = _generate(wavespeed_connection)
+    wavespeed_connection.add_fault("files", "http_error", status=502, times=None)
+    with pytest.raises(WaveSpeedServerError, match=rf"output 0 of prediction {prediction.id}.*HTTP 502"):
+        store_outputs(prediction, tmp_path, retry=FAST_RETRY)
+    assert wavespeed_connection.counters()["requests"]["files"] == FAST_RETRY.max_retries + 1
+    assert _files(tmp_path) == []
+
+
+def test_a_missing_file_fails_at_once_and_leaves_nothing(
+    wavespeed_connection: WaveSpeedEmulator, tmp_path: Path
+) -> None:
+    prediction = _generate(wavespeed_connection)
+    wavespeed_connection.add_fault("files", "http_error", status=404)
+    with pytest.raises(WaveSpeedNotFoundError, match="7 days"):
+        store_outputs(prediction, tmp_path, retry=FAST_RETRY)
+    assert wavespeed_connection.counters()["requests"]["files"] == 1
+    assert _files(tmp_path) == []
+
+
+def _serve_truncated(handler: Any) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/png")
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    handler.wfile.write(b"\x89PNG" + b"x" * 1000)  # then the connection closes mid-body
+    handler.wfile.flush()
+    handler.close_connection = True
+
+
+def test_an_interrupted_download_never_replaces_the_stored_file(local_http: LocalHTTPServer, tmp_path: Path) -> None:
+    attempts: list[int] = []
+
+    def truncated(handler: Any) -> None:
+        attempts.append(1)
+        _serve_truncated(handler)
+
+    local_http.routes["/cut.png"] = truncated
+    prediction = Prediction(id="p1", model="m/x", status="completed", outputs=[local_http.url("/cut.png")])
+    previous = tmp_path / "p1_0.png"
+    previous.write_bytes(b"the complete earlier copy")
+    with pytest.raises(WaveSpeedTransportError, match="output 0 of prediction p1"):
+        store_outputs(prediction, tmp_path, retry=FAST_RETRY)
+    assert len(attempts) == FAST_RETRY.max_retries + 1
+    assert previous.read_bytes() == b"the complete earlier copy"
+    assert _files(tmp_path) == ["p1_0.png"]  # no partial or temporary file
+
+
+def test_downloads_are_streamed_in_chunks(
+    local_http: LocalHTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = os.urandom(3 * 1024 * 1024)
+
+    def big(handler: Any) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "video/mp4")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    local_http.routes["/video"] = big
+    writes: list[int] = []
+    from airflow_provider_wavespeed import storage
+
+    real_open = storage._LocalDirectory.open_temp
+
+    class Recording:
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def write(self, data: bytes) -> int:
+            writes.append(len(data))
+            return int(self.handle.write(data))
+
+        def __enter__(self) -> Recording:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+    monkeypatch.setattr(storage._LocalDirectory, "open_temp", lambda self, name: Recording(real_open(self, name)))
+    prediction = Prediction(id="v1", model="m/t2v", status="completed", outputs=[local_http.url("/video")])
+    (stored,) = store_outputs(prediction, tmp_path, chunk_size=64 * 1024)
+    assert stored.endswith("v1_0.mp4")  # no extension in the URL: taken from the Content-Type
+    assert Path(stored).read_bytes() == body
+    assert max(writes) <= 64 * 1024 and len(writes) >= len(body) // (64 * 1024)
+
+
+def test_no_api_key_is_sent_to_the_file_host(
+    wavespeed_connection: WaveSpeedEmulator, local_http: LocalHTTPServer, tmp_path: Path
+) -> None:
+    seen: list[dict[str, str]] = []
+
+    def record(handler: Any) -> None:
+        seen.append(dict(handler.headers.items()))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/webp")
+        handler.send_header("Content-Length", "4")
+        handler.end_headers()
+        handler.wfile.write(b"RIFF")
+
+    local_http.routes["/img"] = record
+    WaveSpeedHook().get_balance()  # the hook's client is set up with the key...
+    prediction = Prediction(id="k1", model="m/x", status="completed", outputs=[local_http.url("/img")])
+    assert store_outputs(prediction, tmp_path)[0].endswith("k1_0.webp")
+    assert seen and not any(name.lower() == "authorization" for name in seen[0])  # ...downloads never see it
+    assert wavespeed_connection.api_key not in repr(seen)
+
+
+@needs_object_storage
+def test_object_storage_destinations(wavespeed_connection: WaveSpeedEmulator, memory_store: None) -> None:
+    from airflow.sdk import ObjectStoragePath
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    prediction = _generate(wavespeed_connection, num_images=2, output_format="png")
+    stored = store_outputs(prediction, ObjectStoragePath("memory://bucket/generated/"))
+    assert stored == [f"memory://bucket/generated/{prediction.id}_{i}.png" for i in range(2)]
+    for path, url in zip(stored, prediction.outputs, strict=True):
+        assert ObjectStoragePath(path).read_bytes() == requests.get(str(url), timeout=5).content
+    assert store_outputs(prediction, "memory://bucket/other") == [p.replace("generated", "other") for p in stored]
+    assert sorted(MemoryFileSystem().find("/bucket")) == sorted(
+        f"/bucket/{folder}/{prediction.id}_{i}.png" for folder in ("generated", "other") for i in range(2)
+    )  # only the final names: the temporary ones were moved
+
+
+def test_unusable_destinations_raise_storage_errors(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
+    prediction = _generate(wavespeed_connection)
+    with pytest.raises(WaveSpeedStorageError, match="nosuchfs://bucket"):
+        store_outputs(prediction, "nosuchfs://bucket/out/")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(WaveSpeedStorageError, match="a-file"):
+        store_outputs(prediction, blocker)
+    with pytest.raises(WaveSpeedStorageError, match="output_path"):
+        store_outputs(prediction, "  ")
+
+
+def test_outputs_that_are_not_urls_or_base64_are_refused(tmp_path: Path) -> None:
+    prediction = Prediction(id="b1", model="m/x", status="completed", outputs=["not base64 at all!"])
+    with pytest.raises(WaveSpeedStorageError, match="neither an http"):
+        store_outputs(prediction, tmp_path)
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "url", "ext"),
+    [
+        ("image/jpeg", "https://cdn/x/abc.jpeg", "jpeg"),
+        ("image/jpeg", "https://cdn/x/abc.jpg?sig=1", "jpg"),
+        ("image/png; charset=binary", "https://cdn/x/abc", "png"),
+        ("application/octet-stream", "https://cdn/x/abc.webp", "webp"),
+        ("video/mp4", "https://cdn/x/abc.bin", "mp4"),
+        (None, "https://cdn/x/abc.MP4", "mp4"),
+        (None, "https://cdn/x/abc", "bin"),
+        ("audio/mpeg", "", "mp3"),
+    ],
+)
+def test_extension_rules(content_type: str | None, url: str, ext: str) -> None:
+    assert output_extension(content_type, url) == ext
