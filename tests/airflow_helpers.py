@@ -42,3 +42,9 @@ def dag_xcoms(dag_run: Any) -> dict[tuple[str, int, str], Any]:
 def ti_states(dag_run: Any) -> dict[tuple[str, int], str]:
     """(task_id, map_index) -> state of every task instance of the run."""
     return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+
+
+def task_output(capfd: Any) -> str:
+    """Everything the tasks printed and logged so far (Airflow 3.0 logs them to stderr, 3.1+ to stdout)."""
+    out, err = capfd.readouterr()
+    return str(out) + str(err)

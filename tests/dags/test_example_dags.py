@@ -137,7 +137,7 @@ def _metadata_files() -> list[Path]:
 def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
     wavespeed_emulator: WaveSpeedEmulator,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     key = f"sk-audit-{uuid.uuid4().hex}"
@@ -182,7 +182,7 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
     runs.append(dag_test(dag))
     assert set(ti_states(runs[-1]).values()) == {"failed"}
 
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     logs = captured.out + captured.err + caplog.text
     xcoms = [value for run in runs for value in dag_xcoms(run).values()]
     # The audit saw the real material: task logs, 401 messages, prediction XComs and trigger kwargs.

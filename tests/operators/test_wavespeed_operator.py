@@ -9,7 +9,7 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
-from airflow_helpers import dag_test, dag_xcoms, ti_states
+from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -154,7 +154,7 @@ def test_expand_kwargs_submits_once_per_mapped_task(
 
 
 def test_lost_submit_response_fails_without_any_retry(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
     wavespeed_connection.add_fault("submit", "drop_after_submit")
     with _dag(request) as dag:
@@ -166,13 +166,13 @@ def test_lost_submit_response_fails_without_any_retry(
     assert dag_run.get_task_instances()[0].try_number == 1
     counters = wavespeed_connection.counters()
     assert counters["requests"]["submit"] == 1 and counters["submissions"] == {FLUX: 1}  # created once, never again
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     assert "AirflowFailException" in log and "may have reached the API and created a paid prediction" in log
     assert ("submit", -1, "return_value") not in dag_xcoms(dag_run)
 
 
 def test_server_error_on_submit_fails_without_any_retry(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
     wavespeed_connection.add_fault("submit", "http_error", status=503)
     with _dag(request) as dag:
@@ -182,7 +182,7 @@ def test_server_error_on_submit_fails_without_any_retry(
     dag_run = dag_test(dag)
     assert ti_states(dag_run) == {("submit", -1): "failed"}
     assert wavespeed_connection.counters()["requests"]["submit"] == 1
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     assert "HTTP 503" in log and "the outcome is unknown" in log
 
 
@@ -200,7 +200,7 @@ def test_server_error_on_submit_fails_without_any_retry(
 def test_bad_model_or_inputs_fail_before_any_request(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     model: str,
     inputs: Any,
     message: str,
@@ -210,7 +210,7 @@ def test_bad_model_or_inputs_fail_before_any_request(
     dag_run = dag_test(dag)
     assert ti_states(dag_run) == {("submit", -1): "failed"}
     assert dag_run.get_task_instances()[0].try_number == 1
-    assert message in capsys.readouterr().out
+    assert message in task_output(capfd)
     assert wavespeed_connection.counters()["total_requests"] == 0
 
 
@@ -241,7 +241,7 @@ def test_failed_generation_is_retried_by_airflow_retries(
 
 
 def test_wait_past_its_timeout_fails_without_resubmitting(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
     wavespeed_connection.set_duration(60)
     with _dag(request) as dag:
@@ -258,4 +258,4 @@ def test_wait_past_its_timeout_fails_without_resubmitting(
     dag_run = dag_test(dag)
     assert ti_states(dag_run) == {("generate", -1): "failed"}
     [submission] = wavespeed_connection.submissions()  # the running prediction was not paid for twice
-    assert f"WaveSpeed prediction {submission['id']} did not finish before the wait limit" in capsys.readouterr().out
+    assert f"WaveSpeed prediction {submission['id']} did not finish before the wait limit" in task_output(capfd)

@@ -11,7 +11,7 @@ import pendulum
 import pytest
 from airflow.exceptions import AirflowFailException, AirflowSensorTimeout
 from airflow.sdk import DAG
-from airflow_helpers import dag_test, dag_xcoms, ti_states
+from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -40,7 +40,7 @@ def _submit(inputs: dict[str, Any] | None = None) -> str:
 
 
 def test_completed_prediction_is_the_xcom_value(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
     wavespeed_connection.set_duration(0.3)
     prediction_id = _submit({"prompt": "two images", "num_images": 2})
@@ -50,14 +50,14 @@ def test_completed_prediction_is_the_xcom_value(
     assert value["id"] == prediction_id and value["status"] == "completed" and value["model"] == FLUX
     assert len(value["outputs"]) == 2
     assert all(url.startswith(f"{wavespeed_connection.url}/_emulator/files/") for url in value["outputs"])
-    assert "Deferring until WaveSpeed prediction" in capsys.readouterr().out  # it deferred (the default)
+    assert "Deferring until WaveSpeed prediction" in task_output(capfd)  # it deferred (the default)
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled", "timeout"])
 def test_unsuccessful_prediction_fails_with_the_api_error(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     status: str,
 ) -> None:
     wavespeed_connection.set_duration(0.3)
@@ -66,7 +66,7 @@ def test_unsuccessful_prediction_fails_with_the_api_error(
     dag = _sensor_dag(request, prediction_id, retries=2, retry_delay=timedelta(0))
     dag_run = dag_test(dag)
     assert dag_run.state == "failed" and ti_states(dag_run) == {("wait", -1): "failed"}
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     assert (
         f"WaveSpeed prediction {prediction_id} ({FLUX}) ended {status!r}: emulated {status}: out of GPU memory" in log
     )
@@ -78,7 +78,7 @@ def test_unsuccessful_prediction_fails_with_the_api_error(
 def test_sensor_timeout_fails_or_skips(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     soft_fail: bool,
     state: str,
 ) -> None:
@@ -86,7 +86,7 @@ def test_sensor_timeout_fails_or_skips(
     prediction_id = _submit()
     dag_run = dag_test(_sensor_dag(request, prediction_id, timeout=0.8, soft_fail=soft_fail))
     assert ti_states(dag_run) == {("wait", -1): state}
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     if soft_fail:
         assert "Skipping due to soft_fail" in log
     else:
@@ -115,7 +115,7 @@ def test_transient_errors_while_polling_still_succeed(
 def test_wrong_key_fails_fast_with_few_requests(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     deferrable: bool,
 ) -> None:
     prediction_id = _submit()
@@ -125,7 +125,7 @@ def test_wrong_key_fails_fast_with_few_requests(
     dag_run = dag_test(dag)
     assert ti_states(dag_run) == {("wait", -1): "failed"}
     assert wavespeed_connection.counters()["requests"]["result"] == 1
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     assert "HTTP 401" in log and "Airflow connection 'wavespeed_default'" in log
 
 
@@ -133,7 +133,7 @@ def test_wrong_key_fails_fast_with_few_requests(
 def test_non_deferrable_modes_work_without_the_triggerer(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     mode: str,
 ) -> None:
     wavespeed_connection.set_duration(0.6)
@@ -147,7 +147,7 @@ def test_non_deferrable_modes_work_without_the_triggerer(
     prediction_id = dag_xcoms(dag_run)[("submit", -1, "return_value")]
     value = dag_xcoms(dag_run)[("wait", -1, "return_value")]
     assert value["id"] == prediction_id and value["status"] == "completed" and value["outputs"]
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     assert f"WaveSpeed prediction {prediction_id} is processing" in log and "Deferring until" not in log
     assert wavespeed_connection.prediction_state(prediction_id)["polls"] >= 2  # it poked until done
 
@@ -156,12 +156,12 @@ def test_non_deferrable_modes_work_without_the_triggerer(
 def test_invalid_prediction_id_fails_before_any_request(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     deferrable: bool,
 ) -> None:
     dag_run = dag_test(_sensor_dag(request, "../../balance?x=1", deferrable=deferrable, mode="poke"))
     assert ti_states(dag_run) == {("wait", -1): "failed"}
-    assert "invalid prediction id '../../balance?x=1'" in capsys.readouterr().out
+    assert "invalid prediction id '../../balance?x=1'" in task_output(capfd)
     assert wavespeed_connection.counters()["total_requests"] == 0
 
 
@@ -169,7 +169,7 @@ def test_invalid_prediction_id_fails_before_any_request(
 def test_base64_outputs_too_large_for_xcom_fail_clearly(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     deferrable: bool,
 ) -> None:
@@ -179,7 +179,7 @@ def test_base64_outputs_too_large_for_xcom_fail_clearly(
     prediction_id = _submit({"prompt": "big", "num_images": 4, "enable_base64_output": True})
     dag_run = dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
     assert ti_states(dag_run) == {("wait", -1): "failed"}
-    log = capsys.readouterr().out
+    log = task_output(capfd)
     assert f"WaveSpeed prediction {prediction_id} ({FLUX}) completed, but its outputs are" in log
     assert "too large for XCom" in log and "Drop 'enable_base64_output'" in log
     assert "WaveSpeedHook().get_prediction(prediction_id)" in log
