@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from airflow.exceptions import AirflowException, AirflowFailException
-
+from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedRateLimitError,

@@ -45,9 +45,7 @@ with DAG(
     submit = WaveSpeedSubmitOperator.partial(task_id="submit", model="wavespeed-ai/flux-dev").expand(
         inputs=load_prompts()
     )
-    wait = WaveSpeedTaskSensor.partial(task_id="wait", poll_interval=2, timeout=900).expand(
-        prediction_id=submit.output
-    )
+    wait = WaveSpeedTaskSensor.partial(task_id="wait", poll_interval=2, timeout=900).expand(prediction_id=submit.output)
 
     @task
     def write_manifest(predictions: list[dict[str, Any]], run_id: str | None = None) -> str:

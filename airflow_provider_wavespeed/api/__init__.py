@@ -20,6 +20,13 @@ from airflow_provider_wavespeed.api.errors import (
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 from airflow_provider_wavespeed.api.validation import DEFAULT_BASE_URL
+from airflow_provider_wavespeed.api.webhooks import (
+    WaveSpeedWebhookError,
+    WaveSpeedWebhookPayloadError,
+    WaveSpeedWebhookSignatureError,
+    WaveSpeedWebhookTimestampError,
+    verify_webhook,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -43,5 +50,10 @@ __all__ = [
     "WaveSpeedTimeoutError",
     "WaveSpeedTransportError",
     "WaveSpeedValidationError",
+    "WaveSpeedWebhookError",
+    "WaveSpeedWebhookPayloadError",
+    "WaveSpeedWebhookSignatureError",
+    "WaveSpeedWebhookTimestampError",
     "ensure_success",
+    "verify_webhook",
 ]

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowNotFoundException
-
-from airflow_provider_wavespeed._compat import BaseHook
+from airflow_provider_wavespeed._compat import AirflowNotFoundException, BaseHook
 from airflow_provider_wavespeed.api.client import (
     DEFAULT_TIMEOUT,
     AsyncWaveSpeedClient,
@@ -31,13 +29,6 @@ from airflow_provider_wavespeed.get_provider_info import (
 
 if TYPE_CHECKING:
     import httpx
-
-try:  # the task SDK raises its own class; older cores re-export a different one
-    from airflow.sdk.exceptions import AirflowNotFoundException as _SdkNotFound
-
-    _NOT_FOUND: tuple[type[Exception], ...] = (AirflowNotFoundException, _SdkNotFound)
-except ImportError:  # pragma: no cover - Airflow without the task SDK module
-    _NOT_FOUND = (AirflowNotFoundException,)
 
 API_KEY_ENV = "WAVESPEED_API_KEY"
 
@@ -155,7 +146,7 @@ class WaveSpeedHook(BaseHook):
         """Credentials from the connection (sync lookup; not for use inside a trigger)."""
         try:
             conn = self.get_connection(self.wavespeed_conn_id)
-        except _NOT_FOUND:
+        except AirflowNotFoundException:
             conn = None
         return credentials_from_connection(conn, self.wavespeed_conn_id)
 
@@ -169,7 +160,7 @@ class WaveSpeedHook(BaseHook):
                 from asgiref.sync import sync_to_async
 
                 conn = await sync_to_async(self.get_connection)(self.wavespeed_conn_id)
-        except _NOT_FOUND:
+        except AirflowNotFoundException:
             conn = None
         return credentials_from_connection(conn, self.wavespeed_conn_id)
 

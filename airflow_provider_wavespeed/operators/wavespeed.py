@@ -8,7 +8,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import (
@@ -21,6 +20,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     prediction_from_event,
 )
+from airflow_provider_wavespeed._compat import AirflowFailException
 from airflow_provider_wavespeed.api.client import ensure_success
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError
 from airflow_provider_wavespeed.api.models import Prediction

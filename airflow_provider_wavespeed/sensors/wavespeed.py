@@ -8,7 +8,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowSensorTimeout
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_wavespeed._common import (
@@ -20,6 +19,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     prediction_from_event,
 )
+from airflow_provider_wavespeed._compat import AirflowSensorTimeout
 from airflow_provider_wavespeed.api.client import ensure_success
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
