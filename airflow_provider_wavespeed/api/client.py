@@ -345,7 +345,8 @@ class AsyncWaveSpeedClient(_Protocol):
     """Asynchronous WaveSpeed client for the triggerer (``httpx.AsyncClient``).
 
     Pass ``http_client`` to share one connection pool among many clients; it is then not
-    closed by :meth:`aclose`. ``limiter`` paces every request when given.
+    closed by :meth:`aclose` and its own timeouts apply. ``limiter`` paces every request
+    when given; ``max_in_flight`` bounds the requests sent at once (the others wait in order).
     """
 
     def __init__(
@@ -358,13 +359,17 @@ class AsyncWaveSpeedClient(_Protocol):
         credential_source: str = "the configured credentials",
         http_client: httpx.AsyncClient | None = None,
         limiter: RateLimiter | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         super().__init__(api_key, base_url, credential_source=credential_source)
         self.retry = retry or RetryPolicy()
         self._owns_client = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
-        self._timeout = timeout
         self._limiter = limiter
+        # Waiting callers queue here (FIFO, O(1) per wake-up), not in httpcore's pool, whose
+        # queue costs O(waiting x connections) on every request: at thousands of pollers
+        # that scan, not the network, used up the event loop.
+        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight else None
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -383,14 +388,11 @@ class AsyncWaveSpeedClient(_Protocol):
             if self._limiter is not None:
                 await self._limiter.acquire()
             try:
-                response = await self._http.request(
-                    request.method,
-                    self._url(request.path),
-                    json=request.json,
-                    params=request.params or None,
-                    headers=self._headers,
-                    timeout=self._timeout,
-                )
+                if self._gate is None:
+                    response = await self._request(request)
+                else:
+                    async with self._gate:
+                        response = await self._request(request)
                 return self._read(request, response.status_code, response.content, response.headers.get("Retry-After"))
             except httpx.TransportError as exc:
                 error: WaveSpeedError = _httpx_transport_error(exc, request.what)
@@ -401,6 +403,15 @@ class AsyncWaveSpeedClient(_Protocol):
             if self._limiter is not None and retry_after is not None:
                 self._limiter.pause(retry_after)  # a 429 slows every user of the limiter
             await asyncio.sleep(delay)
+
+    async def _request(self, request: _Request) -> httpx.Response:
+        return await self._http.request(
+            request.method,
+            self._url(request.path),
+            json=request.json,
+            params=request.params or None,
+            headers=self._headers,
+        )  # the client's timeouts: ours when we made it, the owner's when shared
 
     async def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
         """Create a prediction; the same submit rule as the sync client."""

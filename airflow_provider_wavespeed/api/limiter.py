@@ -34,12 +34,15 @@ class TokenBucket:
     async def acquire(self) -> None:
         """Wait for this caller's slot."""
         delay = self._reserve()
-        if delay > 0:
+        while delay > 0:
+            paused_until = self._paused_until
             await asyncio.sleep(delay)
-        # A pause that began while we slept still applies to us.
-        remaining = self._paused_until - time.monotonic()
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+            if self._paused_until <= paused_until:
+                return
+            # A pause began while we slept: our slot is void. Take a new one on the schedule
+            # after the pause, so the callers it held back come back at the rate, not at once
+            # (sleepers wake in slot order, so they keep their order).
+            delay = self._reserve()
 
     def pause(self, seconds: float) -> None:
         """Hold every caller back for ``seconds`` (the server said so)."""

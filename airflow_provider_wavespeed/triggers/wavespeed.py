@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_wavespeed.api._transport import KeepAliveTransport, proxy_configured
 from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.limiter import TokenBucket
@@ -28,7 +29,11 @@ EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
 # Base64 outputs can be megabytes: events and XCom live in the metadata database.
 MAX_OUTPUTS_BYTES = 64 * 1024
 
-POOL_SIZE = 32  # keep-alive connections per connection id and event loop
+# Connections (and requests in flight) per connection id and event loop. Even the top API
+# tier allows about 83 requests/s, which 16 connections carry at round trips up to ~190 ms;
+# on loopback 16 carry thousands per second (docs/benchmarks.md).
+POOL_SIZE = 16
+POOL_TIMEOUT = 120.0  # seconds a poll may queue for a connection before it counts as failed
 
 
 @dataclass
@@ -37,11 +42,13 @@ class _Shared:
 
     client: AsyncWaveSpeedClient
     http: httpx.AsyncClient
+    transport: KeepAliveTransport | None
     users: int = 0
 
 
-# loop -> conn id -> shared transport; a closed, collected loop drops its entries.
-_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Shared]]] = (
+# loop -> conn id -> shared transport (None while a trigger that was creating it got cancelled);
+# a closed, collected loop drops its entries.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Shared | None]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -51,38 +58,59 @@ def outputs_size(prediction: Prediction) -> int:
     return len(json.dumps(prediction.outputs))
 
 
+async def _create_shared(conn_id: str) -> _Shared:
+    creds = await WaveSpeedHook(conn_id).aget_credentials()
+    timeout = httpx.Timeout(DEFAULT_TIMEOUT, pool=POOL_TIMEOUT)
+    transport = None
+    gate = None
+    if proxy_configured(creds.base_url):
+        # httpx's own transport honours the proxy; the gate keeps waiting polls out of its pool queue.
+        gate = POOL_SIZE
+        limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+        http = httpx.AsyncClient(timeout=timeout, limits=limits)
+    else:
+        transport = KeepAliveTransport(max_connections=POOL_SIZE)
+        http = httpx.AsyncClient(timeout=timeout, transport=transport)
+    limiter = TokenBucket(creds.max_requests_per_second) if creds.max_requests_per_second else None
+    client = AsyncWaveSpeedClient(
+        creds.api_key,
+        creds.base_url,
+        credential_source=creds.source,
+        http_client=http,
+        limiter=limiter,
+        retry=RetryPolicy(max_retries=2),  # the trigger's own loop keeps trying after that
+        max_in_flight=gate,
+    )
+    return _Shared(client=client, http=http, transport=transport)
+
+
 async def acquire_shared_client(conn_id: str) -> AsyncWaveSpeedClient:
     """The loop's shared client for ``conn_id``; credentials are looked up once, not per trigger."""
     loop = asyncio.get_running_loop()
     per_loop = _SHARED.setdefault(loop, {})
-    future = per_loop.get(conn_id)
-    if future is None:
-        future = loop.create_future()
-        per_loop[conn_id] = future
-        try:
-            creds = await WaveSpeedHook(conn_id).aget_credentials()
-            http = httpx.AsyncClient(
-                timeout=httpx.Timeout(DEFAULT_TIMEOUT, pool=120.0),
-                limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
-            )
-            limiter = TokenBucket(creds.max_requests_per_second) if creds.max_requests_per_second else None
-            client = AsyncWaveSpeedClient(
-                creds.api_key,
-                creds.base_url,
-                credential_source=creds.source,
-                http_client=http,
-                limiter=limiter,
-                retry=RetryPolicy(max_retries=2),  # the trigger's own loop keeps trying after that
-            )
-            future.set_result(_Shared(client=client, http=http))
-        except BaseException as exc:
-            per_loop.pop(conn_id, None)
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: other waiters get it through await
-            raise
-    shared = await future
-    shared.users += 1
-    return shared.client
+    while True:
+        future = per_loop.get(conn_id)
+        if future is None:
+            future = loop.create_future()
+            per_loop[conn_id] = future
+            try:
+                shared = await _create_shared(conn_id)
+            except asyncio.CancelledError:
+                per_loop.pop(conn_id, None)
+                future.set_result(None)  # the triggers waiting for it try again themselves
+                raise
+            except BaseException as exc:
+                per_loop.pop(conn_id, None)
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: other waiters get it through await
+                raise
+            future.set_result(shared)
+        # shield: a waiter being cancelled must not cancel the creation for everyone.
+        result = await asyncio.shield(future)
+        if result is not None and per_loop.get(conn_id) is future:
+            result.users += 1
+            return result.client
+        # Creation was cancelled, or the last user closed this one before we woke: start over.
 
 
 async def release_shared_client(conn_id: str) -> None:
@@ -93,16 +121,37 @@ async def release_shared_client(conn_id: str) -> None:
     if future is None or not future.done() or future.exception() is not None:
         return
     shared = future.result()
+    if shared is None:
+        return
     shared.users -= 1
     if shared.users <= 0:
         per_loop.pop(conn_id, None)
         await shared.http.aclose()
 
 
+def _current_shared() -> dict[str, _Shared]:
+    per_loop = _SHARED.get(asyncio.get_running_loop(), {})
+    shared = {cid: f.result() for cid, f in per_loop.items() if f.done() and f.exception() is None}
+    return {cid: s for cid, s in shared.items() if s is not None}
+
+
 def shared_pool_stats() -> dict[str, int]:
     """Users per connection id of the running loop's shared clients (for tests and benchmarks)."""
-    per_loop = _SHARED.get(asyncio.get_running_loop(), {})
-    return {cid: f.result().users for cid, f in per_loop.items() if f.done() and f.exception() is None}
+    return {cid: shared.users for cid, shared in _current_shared().items()}
+
+
+def shared_transport_stats() -> dict[str, dict[str, int]]:
+    """Per connection id: users, open connections, connections opened so far, polls queued."""
+    stats = {}
+    for cid, shared in _current_shared().items():
+        transport = shared.transport
+        stats[cid] = {
+            "users": shared.users,
+            "open_connections": transport.open_connections if transport else -1,
+            "connections_opened": transport.connections_opened if transport else -1,
+            "waiting": transport.waiting if transport else -1,
+        }
+    return stats
 
 
 class WaveSpeedTaskTrigger(BaseTrigger):

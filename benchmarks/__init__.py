@@ -1,0 +1,1 @@
+"""Benchmarks of airflow-provider-wavespeed (not tests): ``python -m benchmarks [--smoke]``."""

@@ -1,0 +1,198 @@
+"""The real-Airflow part: N mapped generations, deferrable vs ``mode="poke"``, same parallelism.
+
+Runs ``benchmarks/dags/wavespeed_benchmark_fanout.py`` in a real deployment
+(``scripts/airflow_stack.py``: api-server, scheduler, dag-processor, triggerer; LocalExecutor,
+SQLite) against the emulator, one DAG run per mode, one after the other.
+
+Worker-slot seconds held by the waits are measured two ways:
+
+- *sampled*: every ``--sample`` seconds the REST API is asked how many ``wait`` task
+  instances are ``running`` (a running task instance holds a worker slot); the counts are
+  summed over time. Unbiased, but blind to runs much shorter than the sampling period.
+- *from the task logs*: each ``wait`` try's log (JSON lines written by the task supervisor
+  in the worker slot) gives, for every run in a worker, its first and last timestamp; in
+  deferrable mode a try has two runs (defer, then resume) and the gap between them is
+  spent in the triggerer. This counts from the supervisor's first line to its last, so it
+  includes the task process's start-up, which the ``running`` state does not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from airflow_stack import AirflowStack, reset_home  # noqa: E402
+
+DAGS = REPO / "benchmarks" / "dags"
+TASK = "generation.wait"
+# A gap this long between two log lines of one try means the task left the worker (deferred).
+_RUN_GAP = 3.0
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    tasks: int
+    state: str = "not run"
+    wall_s: float | None = None
+    sensor_states: dict[str, int] = field(default_factory=dict)
+    slot_seconds_sampled: float = 0.0
+    slot_seconds_logs: float | None = None
+    runs_per_try: float | None = None
+    max_running_sensors: int = 0
+    max_deferred_sensors: int = 0
+    sensor_running_dates_s: float | None = None  # sum of end - start (spans deferral when deferred)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, running, deferred)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["timeline"] = self.timeline[:: max(1, len(self.timeline) // 200)]
+        return data
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def _stamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _count(stack: AirflowStack, dag_id: str, run_id: str, state: str) -> int:
+    page = stack.api(
+        "GET",
+        f"dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+        params={"state": state, "task_id": TASK, "limit": 1},
+    )
+    return int(page["total_entries"])
+
+
+def _log_runs(home: Path, dag_id: str, run_id: str) -> tuple[float, int, int] | None:
+    """(seconds in workers, worker runs, tries) from the ``wait`` tries' task logs.
+
+    A try's log holds one run per worker process: a deferred try ends a run with
+    "Pausing task as DEFERRED" and starts the next when it resumes.
+    """
+    total, runs, tries = 0.0, 0, 0
+    pattern = f"dag_id={dag_id}/run_id={run_id}/task_id={TASK}/**/attempt=*.log"
+    for path in (home / "logs").glob(pattern):
+        if not re.fullmatch(r"attempt=\d+\.log", path.name):
+            continue  # the triggerer's part of the log is not a worker's
+        lines: list[tuple[float, str]] = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+                lines.append((_stamp(record["timestamp"]), str(record.get("event", ""))))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+        if not lines:
+            continue
+        tries += 1
+        start = previous = lines[0][0]
+        deferred = False
+        for stamp, event in lines[1:]:
+            if deferred and stamp - previous > _RUN_GAP:  # resumed in a new worker process
+                total += previous - start
+                runs += 1
+                start, deferred = stamp, False
+            deferred = deferred or event.startswith("Pausing task as DEFERRED")
+            previous = stamp
+        total += previous - start
+        runs += 1
+    return (total, runs, tries) if tries else None
+
+
+def run_mode(stack: AirflowStack, mode: str, tasks: int, *, sample: float, timeout: float) -> ModeResult:
+    dag_id = f"wavespeed_benchmark_{mode}"
+    result = ModeResult(mode=mode, tasks=tasks)
+    stack.wait_for_dag(dag_id)
+    run_id = stack.trigger(dag_id)
+    started = time.monotonic()
+    last = started
+    state = "queued"
+    while time.monotonic() - started < timeout:
+        running = _count(stack, dag_id, run_id, "running")
+        deferred = _count(stack, dag_id, run_id, "deferred")
+        now = time.monotonic()
+        result.slot_seconds_sampled += running * (now - last)
+        last = now
+        result.timeline.append((now - started, running, deferred))
+        result.max_running_sensors = max(result.max_running_sensors, running)
+        result.max_deferred_sensors = max(result.max_deferred_sensors, deferred)
+        state = stack.run_state(dag_id, run_id)
+        if state in ("success", "failed"):
+            break
+        time.sleep(max(0.0, sample - (time.monotonic() - now)))
+    result.state = state
+    run = stack.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
+    start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
+    result.wall_s = end - start if start and end else None
+    sensors = [ti for ti in stack.task_instances(dag_id, run_id) if ti["task_id"] == TASK]
+    for ti in sensors:
+        result.sensor_states[str(ti["state"])] = result.sensor_states.get(str(ti["state"]), 0) + 1
+    spans = [(_ts(ti.get("start_date")), _ts(ti.get("end_date"))) for ti in sensors]
+    result.sensor_running_dates_s = sum(e - s for s, e in spans if s and e)
+    logs = _log_runs(stack.home, dag_id, run_id)
+    if logs:
+        result.slot_seconds_logs = logs[0]
+        result.runs_per_try = logs[1] / logs[2]
+    return result
+
+
+def run(
+    *,
+    home: Path,
+    emulator_url: str,
+    api_key: str,
+    tasks: int,
+    parallelism: int,
+    duration: float,
+    sample: float = 1.0,
+    timeout: float = 3600,
+    control: Any = None,
+) -> dict[str, Any]:
+    """Both modes, one after the other, in one deployment; returns the figures."""
+    reset_home(home)
+    env = {
+        "AIRFLOW_CONN_WAVESPEED_DEFAULT": json.dumps(
+            {
+                "conn_type": "wavespeed",
+                "host": emulator_url,
+                "password": api_key,
+                "extra": {"max_requests_per_second": 200},
+            }
+        ),
+        "WAVESPEED_BENCH_TASKS": str(tasks),
+        "AIRFLOW__TRIGGERER__CAPACITY": str(max(1000, tasks)),
+        "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, tasks)),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+    if control is not None:
+        control.set_duration(duration)
+    stack = AirflowStack(home=home, dags_folder=DAGS, env=env, parallelism=parallelism)
+    results: dict[str, Any] = {"tasks": tasks, "parallelism": parallelism, "duration_s": duration}
+    begun = time.monotonic()
+    try:
+        stack.start()
+        results["stack_start_s"] = time.monotonic() - begun
+        for mode in ("deferrable", "poke"):
+            print(f"  real Airflow: {tasks} generations, {mode} ...", flush=True)
+            mode_result = run_mode(stack, mode, tasks, sample=sample, timeout=timeout)
+            results[mode] = mode_result.to_dict()
+            print(
+                f"    {mode_result.state} in {mode_result.wall_s or 0:.0f} s; worker-slot seconds of the waits: "
+                f"{mode_result.slot_seconds_sampled:.0f} (sampled), {mode_result.slot_seconds_logs or 0:.0f} (logs)",
+                flush=True,
+            )
+    finally:
+        stack.stop()
+    return results

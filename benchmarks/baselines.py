@@ -1,0 +1,96 @@
+"""Baseline triggers: the way older providers poll, with our polling policy and events.
+
+Both wait on a prediction exactly like :class:`WaveSpeedTaskTrigger` (same kwargs, same
+:class:`PollSchedule`, same event payloads, same error handling); only the transport of one
+poll differs, so the benchmark measures the transport and nothing else:
+
+- :class:`NewClientPerPollTrigger` opens a new ``httpx.AsyncClient`` for every poll, as the dbt
+  Cloud and Fivetran triggers open a new HTTP session per poll.
+- :class:`ThreadedRequestsTrigger` runs a sync ``requests`` call in a thread per poll
+  (``asyncio.to_thread``, the loop's default executor), as triggers wrapping a sync SDK or
+  ``HttpHook.run`` do; each call uses a new ``requests.Session``, like ``HttpHook.run``.
+
+Both look the connection up once per trigger (not per poll), which is kinder than the
+providers they stand for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+from airflow.triggers.base import TriggerEvent
+
+from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient, WaveSpeedClient
+from airflow_provider_wavespeed.api.errors import WaveSpeedError
+from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
+from airflow_provider_wavespeed.triggers.wavespeed import EVENT_DEADLINE, EVENT_ERROR, WaveSpeedTaskTrigger
+
+_RETRY = RetryPolicy(max_retries=2)  # what the shared client of WaveSpeedTaskTrigger uses
+
+
+class _BaselineTrigger(WaveSpeedTaskTrigger):
+    """WaveSpeedTaskTrigger's wait loop with a pluggable one-poll transport."""
+
+    def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
+        raise NotImplementedError
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        schedule = PollSchedule(poll_interval=self.poll_interval, first_interval=self.first_poll_interval)
+        try:
+            creds = await WaveSpeedHook(self.wavespeed_conn_id).aget_credentials()
+        except WaveSpeedError as exc:
+            yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+            return
+        poll_once = self._poller(creds)
+        poll = 0
+        while True:
+            wait = min(schedule.interval(poll), self.end_time - time.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            poll += 1
+            if time.time() >= self.end_time:
+                yield self._event(EVENT_DEADLINE, message=f"prediction {self.prediction_id} did not finish in time")
+                return
+            try:
+                prediction = await poll_once()
+            except WaveSpeedError as exc:
+                if _RETRY.is_retryable(exc, idempotent=True):
+                    continue
+                yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+                return
+            if prediction.is_terminal:
+                yield self._terminal_event(prediction)
+                return
+
+
+class NewClientPerPollTrigger(_BaselineTrigger):
+    """A new ``httpx.AsyncClient`` (new connection, new TLS context) for every poll."""
+
+    def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
+        async def poll_once() -> Prediction:
+            async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT) as http:
+                client = AsyncWaveSpeedClient(
+                    creds.api_key, creds.base_url, credential_source=creds.source, http_client=http, retry=_RETRY
+                )
+                return await client.get_prediction(self.prediction_id)
+
+        return poll_once
+
+
+class ThreadedRequestsTrigger(_BaselineTrigger):
+    """A sync ``requests`` poll (new session) in the loop's default thread pool."""
+
+    def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
+        def poll_sync() -> Prediction:
+            with WaveSpeedClient(creds.api_key, creds.base_url, credential_source=creds.source, retry=_RETRY) as client:
+                return client.get_prediction(self.prediction_id)
+
+        async def poll_once() -> Prediction:
+            return await asyncio.to_thread(poll_sync)
+
+        return poll_once

@@ -1,0 +1,265 @@
+"""Render the figures as ``docs/benchmarks.md``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_wavespeed.triggers.wavespeed import POOL_SIZE
+
+TARGET_N = 5000
+LABELS = {
+    "shared": "WaveSpeedTaskTrigger (shared pool)",
+    "new-client": "baseline: new httpx client per poll",
+    "threaded-requests": "baseline: requests in a thread per poll",
+    "shared-httpx-pool": "before: shared httpx pool (32), no gate",
+    "sleep-reference": "reference: Airflow DateTimeTrigger (no I/O)",
+}
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def one_line(r: dict[str, Any]) -> str:
+    if r.get("error"):
+        return f"{r['variant']} N={r['n']}: {r['error']}"
+    return (
+        f"{r['polls_per_s'] or 0:.0f} polls/s, {_f(r['cpu_s_per_1000_polls'], 2)} CPU s/1000 polls, "
+        f"lag p50/p99/max {_f(r['lag_p50_ms'])}/{_f(r['lag_p99_ms'])}/{_f(r['lag_max_ms'])} ms, "
+        f"{_f(r['rss_per_trigger_kib'])} KiB/trigger, {r['connections_opened']} connections, "
+        f"detection p50/p99 {_f(r['detection_p50_s'], 2)}/{_f(r['detection_p99_s'], 2)} s, "
+        f"{r['detected']}/{r['n']} detected, other load {_f(r.get('other_load_cores'), 2)} cores"
+    )
+
+
+def _find(scale: list[dict[str, Any]], variant: str, n: int) -> dict[str, Any] | None:
+    for r in scale:
+        if r["variant"] == variant and r["n"] == n and not r.get("error"):
+            return r
+    return None
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:,.1f}x"
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    scale = results["scale"]
+    n = max((r["n"] for r in scale), default=0)
+    ours = _find(scale, "shared", n)
+    new_client = _find(scale, "new-client", n)
+    lines = [
+        f"At N = {n:,}" + (" (the smoke run: the targets are stated for N = 5,000)" if n != TARGET_N else "") + ":",
+        "",
+        "| Target | Measured | |",
+        "|---|---|---|",
+    ]
+    if ours is None:
+        return [*lines, "| (the run of WaveSpeedTaskTrigger failed) | | |"]
+
+    def row(name: str, value: str, ok: bool | None, miss: str = "") -> None:
+        verdict = "met" if ok else ("missed" + (f": {miss}" if miss else "") if ok is not None else "-")
+        lines.append(f"| {name} | {value} | {verdict} |")
+
+    p99, peak = ours["lag_p99_ms"], ours["lag_max_ms"]
+    row("event-loop lag p99 < 100 ms", f"{_f(p99)} ms", p99 < 100, f"by {p99 - 100:.0f} ms")
+    row("event-loop lag max < 200 ms", f"{_f(peak)} ms", peak < 200, f"by {peak - 200:.0f} ms")
+    limit = ours["poll_interval"] + 1
+    det = ours["detection_p99_s"]
+    row(
+        f"detection p99 within the interval + 1 s ({limit:g} s)",
+        f"{_f(det, 2)} s",
+        det is not None and det <= limit,
+        f"by {det - limit:.2f} s" if det is not None else "",
+    )
+    conns = ours["connections_opened"]
+    row(f"connections opened bounded by the pool ({POOL_SIZE})", f"{conns}", conns <= POOL_SIZE)
+    if new_client:
+        ratio = new_client["cpu_s_per_1000_polls"] / ours["cpu_s_per_1000_polls"]
+        row("CPU per poll >= 3x lower than a new client per poll", f"{ratio:.1f}x lower", ratio >= 3)
+    rss = ours["rss_per_trigger_kib"]
+    row("peak memory < 20 KiB per deferred trigger", f"{_f(rss)} KiB", rss < 20, f"by {rss - 20:.1f} KiB")
+    airflow = results.get("airflow")
+    if airflow and "deferrable" in airflow and "poke" in airflow:
+        deferred = airflow["deferrable"]["slot_seconds_sampled"]
+        poked = airflow["poke"]["slot_seconds_sampled"]
+        ratio = poked / deferred if deferred else None
+        row(
+            "deferrable holds >= 20x fewer worker-slot seconds than poke",
+            f"{_f(ratio)}x fewer" if ratio else "-",
+            ratio is not None and ratio >= 20,
+        )
+    return lines
+
+
+def _scale_table(scale: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| N | Trigger | Polls/s | Polls per prediction | CPU s per 1,000 polls | Loop lag p50 / p99 / max (ms) "
+        "| Lag bounded by own CPU p99 / max (ms) | Peak RSS per trigger (KiB) | TCP connections opened (peak open) "
+        "| Detection p50 / p99 / max (s) | Detected | Emulator CPU (s) | Other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in scale:
+        if r.get("error"):
+            lines.append(f"| {r['n']:,} | {LABELS.get(r['variant'], r['variant'])} | {r['error']} |" + " |" * 10)
+            continue
+        lines.append(
+            f"| {r['n']:,} | {LABELS.get(r['variant'], r['variant'])} | {_f(r['polls_per_s'], 0)} "
+            f"| {_f(r['polls_per_prediction'])} | {_f(r['cpu_s_per_1000_polls'], 2)} "
+            f"| {_f(r['lag_p50_ms'])} / {_f(r['lag_p99_ms'])} / {_f(r['lag_max_ms'])} "
+            f"| {_f(r['lag_cpu_p99_ms'])} / {_f(r['lag_cpu_max_ms'])} "
+            f"| {_f(r['rss_per_trigger_kib'])} | {r['connections_opened']:,} ({r.get('peak_open_connections', '-')}) "
+            f"| {_f(r['detection_p50_s'], 2)} / {_f(r['detection_p99_s'], 2)} / {_f(r['detection_max_s'], 2)} "
+            f"| {r['detected']:,}/{r['n']:,} | {_f(r.get('emulator_cpu_s'))} | {_f(r.get('other_load_cores'), 2)} |"
+        )
+    return lines
+
+
+def _ratio_table(scale: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "How many times worse the baseline is than WaveSpeedTaskTrigger (baseline / ours; higher is better for us):",
+        "",
+        "| N | Baseline | CPU per poll | Loop lag p99 | Loop lag max | RSS per trigger | Connections opened "
+        "| Detection p99 | Polls/s (ours / baseline) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted({r["n"] for r in scale}):
+        ours = _find(scale, "shared", n)
+        if ours is None:
+            continue
+        for variant in ("new-client", "threaded-requests", "shared-httpx-pool"):
+            base = _find(scale, variant, n)
+            if base is None:
+                continue
+            lines.append(
+                f"| {n:,} | {LABELS[variant]} | {_ratio(base['cpu_s_per_1000_polls'], ours['cpu_s_per_1000_polls'])} "
+                f"| {_ratio(base['lag_p99_ms'], ours['lag_p99_ms'])} "
+                f"| {_ratio(base['lag_max_ms'], ours['lag_max_ms'])} "
+                f"| {_ratio(base['rss_per_trigger_kib'], ours['rss_per_trigger_kib'])} "
+                f"| {_ratio(base['connections_opened'], ours['connections_opened'])} "
+                f"| {_ratio(base['detection_p99_s'], ours['detection_p99_s'])} "
+                f"| {_ratio(ours['polls_per_s'], base['polls_per_s'])} |"
+            )
+    return lines
+
+
+def _policy_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| Prediction lasts | Policy | Requests (mean) | Completion noticed after: mean / worst (s) |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['duration_s']:g} s | {row['policy']} | {row['requests_mean']:.1f} "
+            f"| {row['delay_mean_s']:.2f} / {row['delay_max_s']:.2f} |"
+        )
+    return lines
+
+
+def _airflow_table(airflow: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{airflow['tasks']} mapped generations (submit, then wait), {airflow['duration_s']:g} s predictions, "
+        f"LocalExecutor parallelism {airflow['parallelism']} (worker slots) in both runs, SQLite; "
+        f"deployment started in {_f(airflow.get('stack_start_s'))} s.",
+        "",
+        "| Wait | Run | Wall time (s) | Worker-slot seconds of the waits: sampled `running` / task logs "
+        "| Worker runs per wait | Most waits running at once | Most waits deferred at once | Wait states |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in ("deferrable", "poke"):
+        r = airflow.get(mode)
+        if not r:
+            continue
+        lines.append(
+            f"| {mode} | {r['state']} | {_f(r['wall_s'])} | {_f(r['slot_seconds_sampled'])} / "
+            f"{_f(r['slot_seconds_logs'])} | {_f(r['runs_per_try'], 2)} | {r['max_running_sensors']} "
+            f"| {r['max_deferred_sensors']} | {r['sensor_states']} |"
+        )
+    if airflow.get("deferrable") and airflow.get("poke"):
+        d, p = airflow["deferrable"], airflow["poke"]
+        lines += [
+            "",
+            f"Poke mode holds {_ratio(p['slot_seconds_sampled'], d['slot_seconds_sampled'])} the worker-slot "
+            f"seconds of deferrable mode (sampled; {_ratio(p['slot_seconds_logs'], d['slot_seconds_logs'])} "
+            f"from the task logs); wall time poke / deferrable: {_ratio(p['wall_s'], d['wall_s'])}.",
+        ]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lo, hi = results["duration_range_s"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{results['command']}` on {results['started']} in {results['suite_wall_s'] / 60:.0f} min "
+        "(the figures below are this run's, unedited). The suite and what each figure means: `benchmarks/`.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, {m['os']}; Python {m['python']}, "
+        f"Airflow {m['airflow']}, httpx {m['httpx']}, airflow-provider-wavespeed {m['provider']}.",
+        "",
+        "## Targets",
+        "",
+        *_targets(results),
+        "",
+        "## Trigger scale",
+        "",
+        f"N triggers in one process, driven by Airflow's own `TriggerRunner`; the emulator in another process; "
+        f"predictions finish {lo:g}-{hi:g} s after submission (uniform); `poll_interval` 5 s. Each row is a fresh "
+        "process. *Other load* is the CPU the rest of the machine (not this suite) used meanwhile: this 2-core "
+        "machine was shared, and lag above what the run's own CPU explains is time spent waiting for a core.",
+        "",
+        *_scale_table(results["scale"]),
+        "",
+        "### Ratios",
+        "",
+        *_ratio_table(results["scale"]),
+        "",
+        "## Polling policy",
+        "",
+        "Simulated (`benchmarks/policy.py`) with the provider's own `PollSchedule`: requests made until "
+        "completion is seen, and how long after completion; each duration +-10 %, 2,000 draws.",
+        "",
+        *_policy_table(results.get("policy", [])),
+        "",
+        "## Real Airflow",
+        "",
+    ]
+    if results.get("airflow"):
+        out += _airflow_table(results["airflow"])
+    else:
+        out.append("Not run (`--smoke` or `--no-airflow`).")
+    out += ["", METHOD]
+    return "\n".join(out) + "\n"
+
+
+METHOD = """## How the figures are measured
+
+- **Driving the triggers.** `benchmarks/scale.py` runs Airflow's `TriggerRunner` (the triggerer's
+  subprocess code) with only its supervisor socket replaced by an in-process stand-in that hands over one
+  `RunTrigger` workload per prediction (Fernet-encrypted kwargs, a TaskInstance) on the first state sync
+  and collects events. `create_triggers`, `run_trigger` (greenback portal, span, JSON logs), cleanup, the
+  1 s loop and the watchdog are Airflow's. All N triggers are handed over at once (a deployment hands over
+  up to `[triggerer] capacity`, default 1,000, per triggerer).
+- **Polls/s, polls per prediction**: the emulator's request counters / per-prediction poll counts.
+  **CPU**: user + system time of the trigger process (all threads) from the hand-over to the last event.
+- **Loop lag**: a probe task sleeps 50 ms in a loop; lag = how late it wakes. *Lag bounded by own CPU* is,
+  per sample, the smaller of the lag and the CPU the loop's thread used meanwhile: the part of the lag
+  the process itself can have caused; the rest was spent waiting for a CPU core.
+- **Peak RSS per trigger**: (VmHWM, reset just before the hand-over, minus VmRSS then) / N.
+- **TCP connections opened**: `socket.socket.connect` calls to the emulator's port in the trigger process
+  (asyncio and urllib3 both connect through it); in brackets the most ESTABLISHED sockets to it seen at once
+  by sampling the process from outside every second.
+- **Detection latency**: event time (when the trigger's event reached the runner's queue) minus the
+  emulator's `completes_at` for that prediction.
+- **Baselines** (`benchmarks/baselines.py`): the same wait loop, polling policy and events; only one
+  poll's transport differs. *before* is WaveSpeedTaskTrigger with the shared client as first written.
+- **Real Airflow** (`benchmarks/airflow_run.py`): worker-slot seconds of the waits = the number of `wait`
+  task instances in state `running`, sampled through the REST API every second and summed over time;
+  cross-checked with the task logs (first to last line of each worker run of each try)."""

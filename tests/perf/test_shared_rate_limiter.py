@@ -1,0 +1,69 @@
+"""TokenBucket: the request budget shared by every trigger of a connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from airflow_provider_wavespeed.api import limiter as limiter_module
+from airflow_provider_wavespeed.api.limiter import TokenBucket
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_slots_follow_the_rate_in_call_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(limiter_module.time, "monotonic", clock)
+    bucket = TokenBucket(10, burst=2)
+    delays = [bucket._reserve() for _ in range(5)]
+    assert delays == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])  # a burst of 2, then 10 per second
+
+
+def test_a_pause_moves_the_schedule_after_it_without_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(limiter_module.time, "monotonic", clock)
+    bucket = TokenBucket(10, burst=5)
+    bucket.pause(2.0)
+    delays = [bucket._reserve() for _ in range(3)]
+    assert delays == pytest.approx([2.0, 2.1, 2.2])  # no burst of 5 when the pause ends
+
+
+async def test_callers_proceed_in_the_order_they_asked() -> None:
+    bucket = TokenBucket(200, burst=1)
+    order: list[int] = []
+
+    async def caller(index: int) -> None:
+        await bucket.acquire()
+        order.append(index)
+
+    await asyncio.gather(*(caller(index) for index in range(40)))
+    assert order == list(range(40))
+
+
+async def test_a_pause_during_the_wait_holds_sleepers_back_and_keeps_their_order() -> None:
+    bucket = TokenBucket(50, burst=1)
+    loop = asyncio.get_running_loop()
+    released: list[tuple[int, float]] = []
+
+    async def caller(index: int) -> None:
+        await bucket.acquire()
+        released.append((index, loop.time()))
+
+    tasks = [asyncio.create_task(caller(index)) for index in range(10)]
+    await asyncio.sleep(0.05)  # a few got through; the rest sleep towards their slots
+    paused_at = loop.time()
+    bucket.pause(0.5)
+    await asyncio.gather(*tasks)
+    held = [(index, at) for index, at in released if at > paused_at]
+    assert held, "some callers were still waiting when the pause began"
+    assert all(at >= paused_at + 0.5 for _, at in held)  # none went before the pause ended
+    assert [index for index, _ in released] == list(range(10))  # and the order was kept
+    # After the pause they come back one slot (20 ms) apart, not all at once.
+    assert held[-1][1] - held[0][1] >= 0.02 * (len(held) - 1) * 0.9
