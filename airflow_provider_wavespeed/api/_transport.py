@@ -31,6 +31,8 @@ from collections import deque
 
 import httpx
 
+from airflow_provider_wavespeed.api.limiter import FairSemaphore
+
 _RETRY_ON_STALE = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 _MAX_HEAD = 64 * 1024
@@ -49,50 +51,6 @@ def proxy_configured(url: str) -> bool:
 
 class _Stale(Exception):
     """A reused connection turned out closed before the server sent anything."""
-
-
-class _Slots:
-    """A FIFO semaphore whose waits can time out, without a task per waiter."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self, timeout: float | None) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            # The slot may have been handed over just as we were cancelled: pass it on.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release()
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # hand the slot over: no newcomer can overtake a waiter
-                return
-        self._free += 1
-
-    @property
-    def waiting(self) -> int:
-        return sum(not waiter.done() for waiter in self._waiters)
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.PoolTimeout("no free connection slot within the pool timeout"))
 
 
 class _Connection:
@@ -136,7 +94,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
-        self._slots = _Slots(max_connections)
+        self._slots = FairSemaphore(max_connections)
         self._idle: deque[_Connection] = deque()
         self._open = 0
         self._closed = False
@@ -160,7 +118,10 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         origin: Origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         head = _request_head(request, await request.aread())
-        await self._slots.acquire(timeouts.get("pool"))
+        try:
+            await self._slots.acquire(timeouts.get("pool"))
+        except asyncio.TimeoutError:
+            raise httpx.PoolTimeout("no free connection within the pool timeout") from None
         try:
             for attempt in (1, 2):
                 conn = self._take_idle(origin)

@@ -28,6 +28,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
+from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 from airflow_provider_wavespeed.api.validation import (
@@ -366,10 +367,11 @@ class AsyncWaveSpeedClient(_Protocol):
         self._owns_client = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
         self._limiter = limiter
-        # Waiting callers queue here (FIFO, O(1) per wake-up), not in httpcore's pool, whose
-        # queue costs O(waiting x connections) on every request: at thousands of pollers
-        # that scan, not the network, used up the event loop.
-        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        # Waiting callers queue here, in order and before any request object exists: a queued
+        # poll costs one future. (In httpcore's own pool queue each waiting request costs
+        # O(connections) on every request that ends: at thousands of pollers that scan, not
+        # the network, used up the event loop.)
+        self._gate = FairSemaphore(max_in_flight) if max_in_flight else None
 
     async def aclose(self) -> None:
         if self._owns_client:

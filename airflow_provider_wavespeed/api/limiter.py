@@ -1,9 +1,71 @@
-"""A fair asyncio rate limiter shared by every poller of one connection."""
+"""Fair asyncio limiters shared by every poller of one connection: a rate and a concurrency."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from types import TracebackType
+
+
+class FairSemaphore:
+    """At most ``size`` holders; waiters are served strictly in arrival order.
+
+    A freed place goes straight to the oldest waiter, so a newcomer never overtakes one
+    (``asyncio.Semaphore`` lets it on Python 3.10). A wait costs one future, no task, and
+    can time out (:class:`asyncio.TimeoutError`) without ``wait_for``.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, timeout: float | None = None) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            # The place may have been handed over just as we were cancelled: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued now."""
+        return sum(not waiter.done() for waiter in self._waiters)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
 
 
 class TokenBucket:

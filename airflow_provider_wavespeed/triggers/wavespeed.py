@@ -33,7 +33,7 @@ MAX_OUTPUTS_BYTES = 64 * 1024
 # tier allows about 83 requests/s, which 16 connections carry at round trips up to ~190 ms;
 # on loopback 16 carry thousands per second (docs/benchmarks.md).
 POOL_SIZE = 16
-POOL_TIMEOUT = 120.0  # seconds a poll may queue for a connection before it counts as failed
+POOL_TIMEOUT = 120.0  # seconds a request may wait for a connection once it is let through
 
 
 @dataclass
@@ -62,12 +62,9 @@ async def _create_shared(conn_id: str) -> _Shared:
     creds = await WaveSpeedHook(conn_id).aget_credentials()
     timeout = httpx.Timeout(DEFAULT_TIMEOUT, pool=POOL_TIMEOUT)
     transport = None
-    gate = None
     if proxy_configured(creds.base_url):
-        # httpx's own transport honours the proxy; the gate keeps waiting polls out of its pool queue.
-        gate = POOL_SIZE
         limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
-        http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        http = httpx.AsyncClient(timeout=timeout, limits=limits)  # httpx's own transport honours the proxy
     else:
         transport = KeepAliveTransport(max_connections=POOL_SIZE)
         http = httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -79,7 +76,8 @@ async def _create_shared(conn_id: str) -> _Shared:
         http_client=http,
         limiter=limiter,
         retry=RetryPolicy(max_retries=2),  # the trigger's own loop keeps trying after that
-        max_in_flight=gate,
+        # Polls beyond the pool wait in the client's queue (a future each), not as built requests.
+        max_in_flight=POOL_SIZE,
     )
     return _Shared(client=client, http=http, transport=transport)
 
@@ -141,7 +139,7 @@ def shared_pool_stats() -> dict[str, int]:
 
 
 def shared_transport_stats() -> dict[str, dict[str, int]]:
-    """Per connection id: users, open connections, connections opened so far, polls queued."""
+    """Per connection id: users, open connections, connections opened so far (-1: httpx's transport)."""
     stats = {}
     for cid, shared in _current_shared().items():
         transport = shared.transport
@@ -149,7 +147,6 @@ def shared_transport_stats() -> dict[str, dict[str, int]]:
             "users": shared.users,
             "open_connections": transport.open_connections if transport else -1,
             "connections_opened": transport.connections_opened if transport else -1,
-            "waiting": transport.waiting if transport else -1,
         }
     return stats
 

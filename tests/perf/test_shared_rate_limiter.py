@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from airflow_provider_wavespeed.api import limiter as limiter_module
-from airflow_provider_wavespeed.api.limiter import TokenBucket
+from airflow_provider_wavespeed.api.limiter import FairSemaphore, TokenBucket
 
 
 class _Clock:
@@ -67,3 +67,39 @@ async def test_a_pause_during_the_wait_holds_sleepers_back_and_keeps_their_order
     assert [index for index, _ in released] == list(range(10))  # and the order was kept
     # After the pause they come back one slot (20 ms) apart, not all at once.
     assert held[-1][1] - held[0][1] >= 0.02 * (len(held) - 1) * 0.9
+
+
+async def test_fair_semaphore_serves_waiters_in_order_and_never_lets_a_newcomer_overtake() -> None:
+    gate = FairSemaphore(2)
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def holder(index: int) -> None:
+        async with gate:
+            order.append(index)
+            await release.wait()
+
+    tasks = [asyncio.create_task(holder(index)) for index in range(6)]
+    await asyncio.sleep(0.01)
+    assert order == [0, 1] and gate.waiting == 4
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == list(range(6))
+    # Free again: two places, taken at once.
+    await gate.acquire()
+    await gate.acquire()
+    assert gate.waiting == 0
+
+
+async def test_fair_semaphore_wait_can_time_out_and_a_cancelled_waiter_passes_its_place_on() -> None:
+    gate = FairSemaphore(1)
+    await gate.acquire()
+    with pytest.raises(asyncio.TimeoutError):
+        await gate.acquire(timeout=0.05)
+    cancelled = asyncio.create_task(gate.acquire())
+    behind = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0.01)
+    gate.release()  # handed to `cancelled`...
+    cancelled.cancel()  # ...which is cancelled before it runs: the place must reach `behind`
+    await asyncio.wait_for(behind, 1.0)
+    assert cancelled.cancelled()
