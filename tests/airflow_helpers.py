@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow import __version__ as _airflow_version
+from packaging.version import Version
+
+AIRFLOW_3_0 = Version(_airflow_version).release[:2] == (3, 0)
+"""Airflow 3.0.x: some behaviour (log wording, dag.test() details, fixed bugs) differs from 3.1+."""
+
 
 def dag_test(dag: Any) -> Any:
     """``dag.test()`` for a DAG built in a test; returns the DagRun.
@@ -35,7 +41,9 @@ def dag_xcoms(dag_run: Any) -> dict[tuple[str, int, str], Any]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id)).all()
+        query: Any = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id)
+        # Airflow 3.0 returns an ORM Query, 3.1+ a select() statement.
+        rows = query.all() if hasattr(query, "all") else session.scalars(query).all()
         return {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row) for row in rows}
 
 
@@ -45,6 +53,12 @@ def ti_states(dag_run: Any) -> dict[tuple[str, int], str]:
 
 
 def task_output(capfd: Any) -> str:
-    """Everything the tasks printed and logged so far (Airflow 3.0 logs them to stderr, 3.1+ to stdout)."""
+    """Everything the tasks printed and logged so far, read from ``capfd``.
+
+    The task runner's own lines (exceptions, "Task failed with exception", skip reasons) are
+    structlog's, the operators' lines stdlib logging's: both reach the test's stdout capture on
+    every supported Airflow (on 3.0 thanks to tests/conftest.py's ``task_logs_at_deployment_level``).
+    stderr is read too, so nothing written there is missed.
+    """
     out, err = capfd.readouterr()
     return str(out) + str(err)

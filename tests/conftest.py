@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
 
@@ -28,3 +31,73 @@ def airflow_db() -> Path:
     """A migrated SQLite metadata database in the test AIRFLOW_HOME."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ)
     return _HOME
+
+
+class _ConsoleHandledByRoot(logging.StreamHandler):
+    """Writes nothing: holds the place of the console handler Airflow 3.0's ``dag.test()`` adds.
+
+    3.0's ``dag.test()`` gives the ``airflow.task`` logger a ``StreamHandler(sys.stdout)`` unless it
+    has a StreamHandler already. Under pytest that is the first test's capture, closed once that
+    test ends ("I/O operation on closed file" for every later task log line). Airflow's root
+    console handler already writes these records to the current ``sys.stdout``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the time: the test's capture (capsys/capfd) or pytest's own."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def task_logs_at_deployment_level() -> Iterator[None]:
+    """Task logs (structlog) rendered at the deployment's log level into the current ``sys.stdout``.
+
+    Airflow 3.1+ configure structlog when imported: INFO (``[logging] logging_level``), written to
+    the current stdout, where capfd sees it. Airflow 3.0 leaves structlog unconfigured in the
+    process that runs ``dag.test()``: structlog's defaults then log every DEBUG line (3.0's in-process
+    supervisor logs its comms with the task at DEBUG, secrets to mask included, which a deployment
+    at INFO never writes), render tracebacks with all local variables, and print to the stdout
+    structlog saw when first imported (pytest's session capture), so a test never sees them. Do
+    what a 3.0 deployment's task runner does instead: filter at the configured level, no locals
+    in tracebacks; written to the stdout of the moment so capfd gets the task's log lines. The
+    operators' own (stdlib) log lines reach capfd through Airflow's root console handler.
+    """
+    import airflow  # noqa: F401  (3.1+ configure structlog here)
+    import structlog
+
+    if structlog.is_configured():
+        yield
+        return
+    from airflow.configuration import conf
+
+    level = conf.get("logging", "logging_level", fallback="INFO")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S"),
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(structlog.stdlib.NAME_TO_LEVEL[level.lower()]),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStdout())),
+        cache_logger_on_first_use=False,
+    )
+    task_logger = logging.getLogger("airflow.task")
+    placeholder = _ConsoleHandledByRoot()
+    task_logger.addHandler(placeholder)
+    yield
+    task_logger.removeHandler(placeholder)
+    structlog.reset_defaults()

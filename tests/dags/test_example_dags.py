@@ -49,10 +49,13 @@ def _file_prompts() -> list[str]:
 def test_example_dags_parse_without_errors_or_network(
     wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    bundle: dict[str, Any] = {"bundle_path": EXAMPLE_DAGS, "bundle_name": "dags-folder"}
     try:
         from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.0
+    except ImportError:  # Airflow 3.0: DagBag has no bundle_name (bundles are named by the DAG processor)
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        del bundle["bundle_name"]
 
     attempts: list[Any] = []
 
@@ -62,7 +65,7 @@ def test_example_dags_parse_without_errors_or_network(
 
     # A DAG file that calls the API (or anything else) at parse time fails to import here.
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    bag = DagBag(dag_folder=str(EXAMPLE_DAGS), bundle_path=EXAMPLE_DAGS, bundle_name="dags-folder")
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS), **bundle)
     monkeypatch.undo()
     assert bag.import_errors == {}
     assert {"wavespeed_text_to_image", "wavespeed_image_to_video", "wavespeed_content_pipeline"} <= set(bag.dag_ids)
@@ -182,6 +185,11 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
     runs.append(dag_test(dag))
     assert set(ti_states(runs[-1]).values()) == {"failed"}
 
+    # Logs are audited at the level a deployment runs at, Airflow's default [logging] logging_level
+    # INFO (3.1+ configure their task logging so; tests/conftest.py does the same on 3.0). At DEBUG,
+    # Airflow itself writes the key: the task SDK logs each request to its supervisor, including the
+    # MaskSecret(value=<key>) that registers the connection password for masking. That is Airflow's
+    # code and its debug output, the same on 3.0 and 3.3, not something this provider can change.
     captured = capfd.readouterr()
     logs = captured.out + captured.err + caplog.text
     xcoms = [value for run in runs for value in dag_xcoms(run).values()]

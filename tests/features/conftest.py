@@ -18,7 +18,10 @@ def local_http() -> Iterator[LocalHTTPServer]:
 @pytest.fixture
 def memory_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Register fsspec's in-memory filesystem for ``memory://``, as a provider registers ``s3://``."""
-    from airflow.sdk.io import fs as airflow_fs
+    try:
+        from airflow.sdk.io import fs as airflow_fs
+    except ImportError:  # Airflow 3.0 keeps the scheme registry in airflow.io
+        import airflow.io as airflow_fs  # type: ignore[no-redef]
     from fsspec.implementations.memory import MemoryFileSystem
 
     def memory_fs(conn_id: str | None, options: object = None) -> MemoryFileSystem:
