@@ -1,19 +1,19 @@
-"""The real-Airflow part: N mapped generations, deferrable vs ``mode="poke"``, same parallelism.
+"""The real-Airflow part: N mapped generations, deferrable vs waiting in a worker, same parallelism.
 
-Runs ``benchmarks/dags/wavespeed_benchmark_fanout.py`` in a real deployment
+Runs the DAGs of ``benchmarks/dags/wavespeed_benchmark_fanout.py`` in a real deployment
 (``scripts/airflow_stack.py``: api-server, scheduler, dag-processor, triggerer; LocalExecutor,
-SQLite) against the emulator, one DAG run per mode, one after the other.
+SQLite) against the emulator, one DAG run at a time: a submit + ``WaveSpeedTaskSensor`` pair
+(deferrable vs ``mode="poke"``) and a single ``WaveSpeedSubmitOperator(wait_for_completion=True)``
+(deferrable vs blocking).
 
-Worker-slot seconds held by the waits are measured two ways:
+Worker-slot seconds held by the waiting tasks are measured two ways:
 
-- *sampled*: every ``--sample`` seconds the REST API is asked how many ``wait`` task
+- *sampled*: every ``sample`` seconds the REST API is asked how many of the waiting task's
   instances are ``running`` (a running task instance holds a worker slot); the counts are
-  summed over time. Unbiased, but blind to runs much shorter than the sampling period.
-- *from the task logs*: each ``wait`` try's log (JSON lines written by the task supervisor
-  in the worker slot) gives, for every run in a worker, its first and last timestamp; in
-  deferrable mode a try has two runs (defer, then resume) and the gap between them is
-  spent in the triggerer. This counts from the supervisor's first line to its last, so it
-  includes the task process's start-up, which the ``running`` state does not.
+  summed over time. Unbiased, but coarse for runs much shorter than the sampling period.
+- *from the task logs*: each try's log (JSON lines from the task process) gives, for every
+  run in a worker, its first and last timestamp; a deferred try has two runs (defer, then
+  resume) and the gap between them is spent in the triggerer.
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ sys.path.insert(0, str(REPO / "scripts"))
 from airflow_stack import AirflowStack, reset_home  # noqa: E402
 
 DAGS = REPO / "benchmarks" / "dags"
-TASK = "generation.wait"
+# design -> (task that waits, [(label, dag id)]); the deferrable run first.
+DESIGNS = {
+    "sensor": (
+        "generation.wait",
+        [("deferrable", "wavespeed_benchmark_deferrable"), ("poke", "wavespeed_benchmark_poke")],
+    ),
+    "task": (
+        "generate",
+        [("deferrable", "wavespeed_benchmark_task_deferrable"), ("blocking", "wavespeed_benchmark_task_blocking")],
+    ),
+}
 # A gap this long between two log lines of one try means the task left the worker (deferred).
 _RUN_GAP = 3.0
 
@@ -67,23 +77,23 @@ def _stamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _count(stack: AirflowStack, dag_id: str, run_id: str, state: str) -> int:
+def _count(stack: AirflowStack, dag_id: str, run_id: str, task_id: str, state: str) -> int:
     page = stack.api(
         "GET",
         f"dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-        params={"state": state, "task_id": TASK, "limit": 1},
+        params={"state": state, "task_id": task_id, "limit": 1},
     )
     return int(page["total_entries"])
 
 
-def _log_runs(home: Path, dag_id: str, run_id: str) -> tuple[float, int, int] | None:
-    """(seconds in workers, worker runs, tries) from the ``wait`` tries' task logs.
+def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> tuple[float, int, int] | None:
+    """(seconds in workers, worker runs, tries) from the waiting task's tries' logs.
 
     A try's log holds one run per worker process: a deferred try ends a run with
     "Pausing task as DEFERRED" and starts the next when it resumes.
     """
     total, runs, tries = 0.0, 0, 0
-    pattern = f"dag_id={dag_id}/run_id={run_id}/task_id={TASK}/**/attempt=*.log"
+    pattern = f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/**/attempt=*.log"
     for path in (home / "logs").glob(pattern):
         if not re.fullmatch(r"attempt=\d+\.log", path.name):
             continue  # the triggerer's part of the log is not a worker's
@@ -111,8 +121,9 @@ def _log_runs(home: Path, dag_id: str, run_id: str) -> tuple[float, int, int] | 
     return (total, runs, tries) if tries else None
 
 
-def run_mode(stack: AirflowStack, mode: str, tasks: int, *, sample: float, timeout: float) -> ModeResult:
-    dag_id = f"wavespeed_benchmark_{mode}"
+def run_mode(
+    stack: AirflowStack, dag_id: str, task_id: str, mode: str, tasks: int, *, sample: float, timeout: float
+) -> ModeResult:
     result = ModeResult(mode=mode, tasks=tasks)
     stack.wait_for_dag(dag_id)
     run_id = stack.trigger(dag_id)
@@ -120,8 +131,8 @@ def run_mode(stack: AirflowStack, mode: str, tasks: int, *, sample: float, timeo
     last = started
     state = "queued"
     while time.monotonic() - started < timeout:
-        running = _count(stack, dag_id, run_id, "running")
-        deferred = _count(stack, dag_id, run_id, "deferred")
+        running = _count(stack, dag_id, run_id, task_id, "running")
+        deferred = _count(stack, dag_id, run_id, task_id, "deferred")
         now = time.monotonic()
         result.slot_seconds_sampled += running * (now - last)
         last = now
@@ -136,12 +147,12 @@ def run_mode(stack: AirflowStack, mode: str, tasks: int, *, sample: float, timeo
     run = stack.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
     start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
     result.wall_s = end - start if start and end else None
-    sensors = [ti for ti in stack.task_instances(dag_id, run_id) if ti["task_id"] == TASK]
+    sensors = [ti for ti in stack.task_instances(dag_id, run_id) if ti["task_id"] == task_id]
     for ti in sensors:
         result.sensor_states[str(ti["state"])] = result.sensor_states.get(str(ti["state"]), 0) + 1
     spans = [(_ts(ti.get("start_date")), _ts(ti.get("end_date"))) for ti in sensors]
     result.sensor_running_dates_s = sum(e - s for s, e in spans if s and e)
-    logs = _log_runs(stack.home, dag_id, run_id)
+    logs = _log_runs(stack.home, dag_id, run_id, task_id)
     if logs:
         result.slot_seconds_logs = logs[0]
         result.runs_per_try = logs[1] / logs[2]
@@ -184,15 +195,18 @@ def run(
     try:
         stack.start()
         results["stack_start_s"] = time.monotonic() - begun
-        for mode in ("deferrable", "poke"):
-            print(f"  real Airflow: {tasks} generations, {mode} ...", flush=True)
-            mode_result = run_mode(stack, mode, tasks, sample=sample, timeout=timeout)
-            results[mode] = mode_result.to_dict()
-            print(
-                f"    {mode_result.state} in {mode_result.wall_s or 0:.0f} s; worker-slot seconds of the waits: "
-                f"{mode_result.slot_seconds_sampled:.0f} (sampled), {mode_result.slot_seconds_logs or 0:.0f} (logs)",
-                flush=True,
-            )
+        for design, (task_id, runs) in DESIGNS.items():
+            results[design] = {"task_id": task_id}
+            for mode, dag_id in runs:
+                print(f"  real Airflow: {tasks} generations, {design} {mode} ({dag_id}) ...", flush=True)
+                mode_result = run_mode(stack, dag_id, task_id, mode, tasks, sample=sample, timeout=timeout)
+                results[design][mode] = mode_result.to_dict()
+                print(
+                    f"    {mode_result.state} in {mode_result.wall_s or 0:.0f} s; worker-slot seconds of "
+                    f"{task_id}: {mode_result.slot_seconds_sampled:.0f} (sampled), "
+                    f"{mode_result.slot_seconds_logs or 0:.0f} (logs)",
+                    flush=True,
+                )
     finally:
         stack.stop()
     return results

@@ -2,10 +2,10 @@
 
 The triggerer's loop is shared by every trigger of a deployment, so the CPU one poll costs
 is what decides how many pollers a triggerer holds. httpx's default transport (httpcore)
-spends about 0.7 ms of CPU per request on this kind of machine, and its pool rescans every
-waiting request and every connection (with a ``poll()`` per idle connection) each time a
-request ends, so thousands of waiting pollers cost far more. This transport speaks plain
-HTTP/1.1 over asyncio streams (about 0.05 ms per request, see ``docs/benchmarks.md``):
+checks every pooled connection (a ``poll()`` system call each) and rescans every waiting
+request each time a request ends, and spends most of a small poll's CPU in its layers
+(h11, anyio). This transport speaks plain HTTP/1.1 over asyncio streams; what that saves
+per poll, and in loop lag, is measured in ``docs/benchmarks.md`` (``benchmarks/``):
 
 - at most ``max_connections`` requests in flight and connections open: callers wait in a
   FIFO queue (each wake-up O(1)) and a freed slot goes straight to the oldest waiter;
@@ -54,14 +54,13 @@ class _Stale(Exception):
 
 
 class _Connection:
-    __slots__ = ("idle_since", "origin", "reader", "timed_out", "used", "writer")
+    __slots__ = ("idle_since", "origin", "reader", "timed_out", "writer")
 
     def __init__(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.origin = origin
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
-        self.used = False
         self.timed_out = False
 
     def reusable(self, now: float, expiry: float) -> bool:
@@ -116,7 +115,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        origin: Origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        host = url.raw_host.decode("ascii")  # IDNA-encoded, as DNS and TLS want it
+        origin: Origin = (url.scheme, host, url.port or (443 if url.scheme == "https" else 80))
         head = _request_head(request, await request.aread())
         try:
             await self._slots.acquire(timeouts.get("pool"))

@@ -1,12 +1,14 @@
-"""The real-Airflow benchmark: N mapped generations, each a submit then a wait on its prediction.
+"""The real-Airflow benchmark: N mapped generations with 20 s predictions, waited on two ways.
 
-Two DAGs differ only in the wait: ``wavespeed_benchmark_deferrable`` defers it to the
-triggerer, ``wavespeed_benchmark_poke`` pokes in a worker slot (``mode="poke"``). N comes
-from ``WAVESPEED_BENCH_TASKS`` (default 200); started by ``python -m benchmarks``.
+Four DAGs (N from ``WAVESPEED_BENCH_TASKS``, default 200; started by ``python -m benchmarks``):
 
-The pair is a mapped task group, so each wait starts as soon as its own submit is done
-(mapping the sensor over the submit's output would start every wait only after the last
-submit, when most predictions are already finished and there is nothing left to wait for).
+- ``wavespeed_benchmark_deferrable`` / ``wavespeed_benchmark_poke``: a mapped task group per
+  generation, a submit then a ``WaveSpeedTaskSensor`` that defers to the triggerer, or pokes
+  in its worker slot (``deferrable=False, mode="poke"``). Waits outrank submits
+  (``weight_rule="upstream"``) so each wait starts as soon as its own submit is done.
+- ``wavespeed_benchmark_task_deferrable`` / ``wavespeed_benchmark_task_blocking``: one mapped
+  ``WaveSpeedSubmitOperator(wait_for_completion=True)`` per generation that defers, or waits in
+  its worker slot; here the wait always covers the whole prediction.
 """
 
 from __future__ import annotations
@@ -21,20 +23,23 @@ from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 
 TASKS = int(os.environ.get("WAVESPEED_BENCH_TASKS", "200"))
 POLL_INTERVAL = float(os.environ.get("WAVESPEED_BENCH_POLL_INTERVAL", "5"))
+FLUX = "wavespeed-ai/flux-dev"
+INPUTS = [{"prompt": f"benchmark image {index}"} for index in range(TASKS)]
+DAG_ARGS = {
+    "schedule": None,
+    "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+    "catchup": False,
+    "max_active_tasks": 1024,  # the executor's parallelism is the only limit
+    "default_args": {"weight_rule": "upstream"},
+    "tags": ["wavespeed", "benchmark"],
+}
 
 for mode, deferrable in (("deferrable", True), ("poke", False)):
-    with DAG(
-        dag_id=f"wavespeed_benchmark_{mode}",
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_tasks=1024,  # the executor's parallelism is the only limit
-        tags=["wavespeed", "benchmark"],
-    ):
+    with DAG(dag_id=f"wavespeed_benchmark_{mode}", **DAG_ARGS):  # type: ignore[arg-type]
 
         @task_group(group_id="generation")
         def generation(inputs: dict[str, str], deferrable: bool = deferrable) -> None:
-            submit = WaveSpeedSubmitOperator(task_id="generate", model="wavespeed-ai/flux-dev", inputs=inputs)
+            submit = WaveSpeedSubmitOperator(task_id="generate", model=FLUX, inputs=inputs)
             WaveSpeedTaskSensor(
                 task_id="wait",
                 prediction_id=submit.output,  # type: ignore[arg-type]  # rendered from XCom
@@ -44,4 +49,15 @@ for mode, deferrable in (("deferrable", True), ("poke", False)):
                 mode="poke",
             )
 
-        generation.expand(inputs=[{"prompt": f"benchmark image {index}"} for index in range(TASKS)])
+        generation.expand(inputs=INPUTS)
+
+for mode, deferrable in (("task_deferrable", True), ("task_blocking", False)):
+    with DAG(dag_id=f"wavespeed_benchmark_{mode}", **DAG_ARGS):  # type: ignore[arg-type]
+        WaveSpeedSubmitOperator.partial(
+            task_id="generate",
+            model=FLUX,
+            wait_for_completion=True,
+            deferrable=deferrable,
+            poll_interval=POLL_INTERVAL,
+            timeout=1800,
+        ).expand(inputs=INPUTS)
