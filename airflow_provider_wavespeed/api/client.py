@@ -277,6 +277,7 @@ class WaveSpeedClient(_Protocol):
         poll = 0
         status = "not yet read"
         while True:
+            server_wait = 0.0
             try:
                 prediction = self.get_prediction(prediction_id)
             except WaveSpeedError as exc:
@@ -284,11 +285,12 @@ class WaveSpeedClient(_Protocol):
                 if not self.retry.is_retryable(exc, idempotent=True):
                     raise
                 status = f"unreadable ({exc})"
+                server_wait = self.retry.server_wait(exc)
             else:
                 if prediction.is_terminal:
                     return ensure_success(prediction)
                 status = repr(prediction.status)
-            wait = schedule.interval(poll)
+            wait = max(schedule.interval(poll), server_wait)
             poll += 1
             if time.monotonic() + wait > deadline:
                 raise WaveSpeedTimeoutError(
@@ -400,10 +402,11 @@ class AsyncWaveSpeedClient(_Protocol):
                 error: WaveSpeedError = _httpx_transport_error(exc, request.what)
             except WaveSpeedError as exc:
                 error = exc
+            server_wait = self.retry.server_wait(error)
+            if self._limiter is not None and server_wait:
+                # Before next_delay, which raises once retries are spent: the pause holds either way.
+                self._limiter.pause(server_wait)  # a 429 slows every user of the limiter
             delay = self.retry.next_delay(attempt, error, idempotent=request.idempotent, what=request.what)
-            retry_after = getattr(error, "retry_after", None)
-            if self._limiter is not None and retry_after is not None:
-                self._limiter.pause(retry_after)  # a 429 slows every user of the limiter
             await asyncio.sleep(delay)
 
     async def _request(self, request: _Request) -> httpx.Response:

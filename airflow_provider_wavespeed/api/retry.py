@@ -52,6 +52,15 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never near zero
 
+    def server_wait(self, exc: WaveSpeedError) -> float:
+        """Seconds the server asked us to wait (``Retry-After`` of a 429), 0 when it did not.
+
+        Pollers use it as the floor of their next wait once a request's own retries are spent.
+        """
+        if isinstance(exc, WaveSpeedRateLimitError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry_after_max)
+        return 0.0
+
     def next_delay(self, attempt: int, exc: WaveSpeedError, *, idempotent: bool, what: str) -> float:
         """The wait before retry ``attempt``, or raise: ``exc`` when it is final.
 

@@ -225,8 +225,10 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             return
         try:
             poll = 0
+            server_wait = 0.0  # Retry-After of a 429 that outlasted the request's own retries
             while True:
-                wait = min(schedule.interval(poll), self.end_time - time.time())
+                wait = min(max(schedule.interval(poll), server_wait), self.end_time - time.time())
+                server_wait = 0.0
                 if wait > 0:
                     await asyncio.sleep(wait)
                 poll += 1
@@ -242,6 +244,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
                 except WaveSpeedError as exc:
                     if client.retry.is_retryable(exc, idempotent=True):
                         self.log.warning("Poll of %s failed, will retry: %s", self.prediction_id, exc)
+                        server_wait = client.retry.server_wait(exc)
                         continue
                     yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
                     return

@@ -115,12 +115,6 @@ async def test_transient_errors_while_polling_are_survived(wavespeed_connection:
     assert _statuses(wavespeed_connection) == [429, 429, 429, 503, 503, 0, 0, 200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Retry-After of the 429 that exhausts the client's retries is ignored: AsyncWaveSpeedClient._send "
-    "raises from next_delay() before limiter.pause(), and the trigger then polls again after its own "
-    "short interval",
-)
 async def test_retry_after_is_honoured_through_a_429_storm(wavespeed_connection: WaveSpeedEmulator) -> None:
     wavespeed_connection.set_duration(0.2)
     prediction_id = _submit()
