@@ -1,39 +1,58 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing but python3 and the package registries:
 # for the newest Airflow 3.x and the oldest supported (3.0.x), a fresh virtual environment,
-# the provider installed in it, ruff + mypy (newest only), and pytest.
-#   scripts/test.sh            everything
-#   QUICK=1 scripts/test.sh    newest Airflow only, quick suite only (no deployment tier)
+# the provider installed in it, ruff + mypy, and the quick suite (emulator + dag.test());
+# then, on the newest Airflow, the real-deployment tier (PostgreSQL, scheduler, two
+# triggerers, browser; Debian packages installed when missing) and a benchmark smoke run.
+#   bash scripts/test.sh            everything (what CI runs)
+#   QUICK=1 bash scripts/test.sh    newest Airflow only, quick suite only
+#   TIER=deployment bash scripts/test.sh   newest Airflow only, deployment tier only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 AIRFLOW_VERSIONS=${AIRFLOW_VERSIONS:-"3.* 3.0.*"}
-[ -n "${QUICK:-}" ] && AIRFLOW_VERSIONS="3.*"
+TIER=${TIER:-all}
+[ -n "${QUICK:-}" ] && TIER=quick
+[ "$TIER" != all ] && AIRFLOW_VERSIONS="3.*"
 
-make_venv() {  # make_venv DIR AIRFLOW_SPEC
+make_venv() {  # make_venv DIR AIRFLOW_SPEC EXTRAS
   local constraints=()
   [ "$2" = "3.0.*" ] && constraints=(-c scripts/constraints/airflow-3.0.txt)
   rm -rf "$1"
   "$PYTHON" -m venv "$1"
   "$1/bin/pip" install --quiet --upgrade pip
-  "$1/bin/pip" install --quiet "apache-airflow==$2" -e ".[dev]" "${constraints[@]}"
+  "$1/bin/pip" install --quiet "apache-airflow==$2" -e ".[$3]" "${constraints[@]}"
   "$1/bin/pip" check
 }
 
-first=1
+newest=""
 for version in $AIRFLOW_VERSIONS; do
   venv=".venvs/airflow-${version//[*.]/}"
+  extras=dev
+  [ -z "$newest" ] && [ "$TIER" != quick ] && extras=dev,deployment
   echo "=== Airflow $version: fresh environment in $venv"
-  make_venv "$venv" "$version"
+  make_venv "$venv" "$version" "$extras"
   "$venv/bin/python" -c "import airflow; print('Airflow', airflow.__version__)"
-  if [ $first = 1 ]; then
+  if [ -z "$newest" ]; then
+    newest=$venv
     echo "=== ruff and mypy"
     "$venv/bin/ruff" check .
     "$venv/bin/ruff" format --check .
     "$venv/bin/mypy"
   fi
-  echo "=== pytest (Airflow $version)"
-  "$venv/bin/python" -m pytest tests -q -p no:cacheprovider -m "not deployment"
-  first=0
+  if [ "$TIER" != deployment ]; then
+    echo "=== quick suite (Airflow $version)"
+    "$venv/bin/python" -m pytest tests -q -p no:cacheprovider -m "not deployment" --ignore=tests/deployment
+  fi
 done
+
+if [ "$TIER" = all ] || [ "$TIER" = deployment ]; then
+  echo "=== real-deployment tier (Airflow ${AIRFLOW_VERSIONS%% *})"
+  bash scripts/install-system-deps.sh
+  WAVESPEED_DEPLOYMENT_REQUIRED=1 "$newest/bin/python" -m pytest tests/deployment -q -p no:cacheprovider -m deployment
+fi
+if [ "$TIER" = all ]; then
+  echo "=== benchmark smoke run (figures printed, not asserted)"
+  "$newest/bin/python" -m benchmarks --smoke
+fi
 echo "=== all test runs passed"
