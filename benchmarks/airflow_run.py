@@ -61,6 +61,9 @@ class ModeResult:
     max_running_sensors: int = 0
     max_deferred_sensors: int = 0
     sensor_running_dates_s: float | None = None  # sum of end - start (spans deferral when deferred)
+    # Failed by Airflow's scheduler: the executor reported the deferring run's exit after the
+    # trigger had already fired and the task was queued again ("state changed externally").
+    failed_by_executor_race: int = 0
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, running, deferred)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +155,11 @@ def run_mode(
         result.sensor_states[str(ti["state"])] = result.sensor_states.get(str(ti["state"]), 0) + 1
     spans = [(_ts(ti.get("start_date")), _ts(ti.get("end_date"))) for ti in sensors]
     result.sensor_running_dates_s = sum(e - s for s, e in spans if s and e)
+    race = f"<TaskInstance: {dag_id}.{task_id} {run_id} "
+    scheduler_log = (stack.log_dir / "scheduler.log").read_text(errors="replace")
+    result.failed_by_executor_race = sum(
+        race in line and "but the task instance's state attribute is" in line for line in scheduler_log.splitlines()
+    )
     logs = _log_runs(stack.home, dag_id, run_id, task_id)
     if logs:
         result.slot_seconds_logs = logs[0]

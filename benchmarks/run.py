@@ -130,10 +130,14 @@ def scale_run(
     load_before = machine.load_average()
     started = time.monotonic()
     worker = subprocess.Popen(command, cwd=REPO, env=env)
+    window = out.with_suffix(".window")  # exists while the triggers run (not while submitting)
     peak_open = 0
     try:
         watched = psutil.Process(worker.pid)
         while worker.poll() is None:
+            if not window.exists():
+                time.sleep(0.2)
+                continue
             try:
                 open_now = sum(
                     1
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             variants = ["shared", *BASELINES]
             if n == max(sizes):
-                variants += ["shared-httpx-pool", "sleep-reference"]
+                variants += ["shared-httpx-pool", "sleep-reference", "shared-gc-freeze"]
             for variant in variants:
                 print(f"Trigger scale: N={n} {variant} ...", flush=True)
                 result = scale_run(variant, n, url=url, env=env, emulator=emulator, work=work, duration=duration)

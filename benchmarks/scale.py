@@ -42,6 +42,9 @@ VARIANTS = {
     "threaded-requests": "benchmarks.baselines.ThreadedRequestsTrigger",
     # Our trigger on the shared client as it was first written: httpx's own pool (32), no gate.
     "shared-httpx-pool": "airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger",
+    # Ours in a triggerer that gc.freeze()s its start-up heap (Airflow does not): what full
+    # collections cost when they walk only the triggers' objects.
+    "shared-gc-freeze": "airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger",
     # No I/O at all: what the triggerer itself spends per deferred trigger (memory, loop).
     "sleep-reference": "airflow.triggers.temporal.DateTimeTrigger",
 }
@@ -183,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     lag_cpu: list[float] = []
     marks: dict[str, float] = {}
     failures: list[Any] = []
-    gc_pauses: list[tuple[int, float]] = []
-    gc_started: list[float] = []
+    gc_pauses: list[tuple[int, float, float]] = []  # (generation, wall seconds, CPU seconds)
+    gc_started: list[tuple[float, float]] = []
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            gc_started.append(time.perf_counter())
+            gc_started.append((time.perf_counter(), time.thread_time()))
         elif gc_started:
-            gc_pauses.append((info["generation"], time.perf_counter() - gc_started.pop()))
+            wall, cpu = gc_started.pop()
+            gc_pauses.append((info["generation"], time.perf_counter() - wall, time.thread_time() - cpu))
 
     class StampedEvents(deque):
         """The runner's outbound event queue, noting when each trigger yielded its event."""
@@ -259,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
                 if "created" not in marks and len(self.triggers) + len(event_times) >= n:
                     marks["created"] = time.time()
                     marks["cpu_created"] = cpu_seconds()
+                elif "counted" not in marks and "created" in marks and time.time() > marks["created"] + 10:
+                    # Once, in the steady state: what a full collection has to walk (takes ~0.1 s,
+                    # so this sample's lag is not counted).
+                    marks["counted"] = time.time()
+                    marks["tracked"] = len(gc.get_objects())
+                    await asyncio.sleep(PROBE_INTERVAL)
+                    continue
                 if len(event_times) + len(failures) >= n or time.time() > end_time + 30:
                     marks["done"] = time.time()
                     marks["cpu_done"] = cpu_seconds()
@@ -275,19 +286,27 @@ def main(argv: list[str] | None = None) -> int:
     port = int(args.emulator.rsplit(":", 1)[1].split("/")[0])
     connects = ConnectCounter(port)
     polls_before = control.counters()["requests"].get("result", 0)
+    control.close()  # its keep-alive connection is not one of the triggers'
     gc.collect()
+    if args.variant == "shared-gc-freeze":
+        gc.freeze()
+    tracked_before = len(gc.get_objects())
     rss_before = _status_kib("VmRSS")
     hwm_reset = reset_peak_rss()
     switches_before = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     cpu_before = cpu_seconds()
     started = time.time()
     connects.count = 0
+    window_marker = args.out.with_suffix(".window")
+    window_marker.touch()  # tells the orchestrator's socket sampling that the window is open
     gc.callbacks.append(on_gc)
     runner.run()  # asyncio.run(self.arun()), as in the triggerer's subprocess
     gc.callbacks.remove(on_gc)
+    window_marker.unlink()
     rss_peak = _status_kib("VmHWM") if hwm_reset else None
     connections = connects.count
     switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches_before
+    control = EmulatorControl(args.emulator)
     polls = control.counters()["requests"].get("result", 0) - polls_before
     window = marks.get("done", time.time()) - started
     cpu = marks.get("cpu_done", cpu_seconds()) - cpu_before
@@ -303,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         statuses[status] = statuses.get(status, 0) + 1
         if stamp and status in ("completed", "fired"):
             detection.append(stamp[0] - completes[index])
-    gc_full = [pause for generation, pause in gc_pauses if generation == 2]
+    gc_full = [pause for generation, pause, _ in gc_pauses if generation == 2]
     result = {
         "variant": args.variant,
         "classpath": classpath,
@@ -326,8 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         "involuntary_switches": switches,
         "gc_collections": len(gc_pauses),
         "gc_full_collections": len(gc_full),
-        "gc_max_ms": _ms(max((pause for _, pause in gc_pauses), default=0.0)),
-        "gc_total_s": sum(pause for _, pause in gc_pauses),
+        "gc_max_ms": _ms(max((pause for _, pause, _ in gc_pauses), default=0.0)),
+        "gc_max_cpu_ms": _ms(max((cpu for _, _, cpu in gc_pauses), default=0.0)),
+        "gc_total_s": sum(pause for _, pause, _ in gc_pauses),
+        "tracked_objects_per_trigger": (marks["tracked"] - tracked_before) / n if "tracked" in marks else None,
         "rss_before_kib": rss_before,
         "rss_peak_kib": rss_peak,
         "rss_per_trigger_kib": (rss_peak - rss_before) / n if rss_peak is not None else None,
