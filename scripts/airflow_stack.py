@@ -55,6 +55,9 @@ class AirflowStack:
         self.home = self.home.resolve()
         self.port = self.port or free_port()
         self._token: str | None = None
+        self._http = requests.Session()
+        self._commands: dict[str, tuple[str, ...]] = {}  # component name -> `airflow` arguments
+        self.job_ids: dict[str, int] = {}  # component name -> its row in the job table (when tracked)
 
     @property
     def url(self) -> str:
@@ -128,10 +131,16 @@ class AirflowStack:
         )
         log.close()
         self.processes[name] = process
+        self._commands[name] = args
         return process
 
-    def start(self, *, migrate: bool = True, timeout: float = 180) -> AirflowStack:
-        """Migrate the database, start every component and wait until the API answers."""
+    def start(self, *, migrate: bool = True, timeout: float = 180, track_triggerer_jobs: bool = False) -> AirflowStack:
+        """Migrate the database, start every component and wait until the API answers.
+
+        With ``track_triggerer_jobs`` the triggerers start one after the other and
+        ``job_ids["triggerer-N"]`` records each one's job id (what the trigger table's
+        ``triggerer_id`` refers to), so a test can tell which process runs which trigger.
+        """
         if migrate:
             self.migrate()
         try:
@@ -140,11 +149,40 @@ class AirflowStack:
             self.start_component("scheduler", "scheduler")
             self.start_component("dag-processor", "dag-processor")
             for index in range(self.triggerers):
-                self.start_component(f"triggerer-{index + 1}", "triggerer")
+                name = f"triggerer-{index + 1}"
+                known = {job["id"] for job in self.jobs("TriggererJob")} if track_triggerer_jobs else set()
+                self.start_component(name, "triggerer")
+                if track_triggerer_jobs:
+                    self.job_ids[name] = self._wait_for_new_job("TriggererJob", known, timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _wait_for_new_job(self, job_type: str, known: set[int], timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            new = [job["id"] for job in self.jobs(job_type) if job["id"] not in known]
+            if len(new) > 1:
+                raise RuntimeError(f"more than one new {job_type} appeared: {new}")
+            if new:
+                return int(new[0])
+            time.sleep(0.5)
+        raise TimeoutError(f"no new {job_type} registered within {timeout} s")
+
+    def restart(self, name: str, timeout: float = 60) -> subprocess.Popen[bytes]:
+        """Stop a component the way a service manager does (SIGTERM to its main process,
+        SIGKILL to what is left of its group after ``timeout``), then start it again."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return self.start_component(name, *self._commands[name])
 
     def wait_for_api(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -179,8 +217,12 @@ class AirflowStack:
             process.wait()
         self.processes.clear()
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each running component, task processes included (Linux)."""
+        return group_cpu_seconds({p.pid: name for name, p in self.processes.items() if p.poll() is None})
+
     def kill(self, name: str) -> None:
-        """`kill -9` one component (and its process group)."""
+        """`kill -9` one component (and its process group); it is not started again."""
         process = self.processes.pop(name)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -195,12 +237,14 @@ class AirflowStack:
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             # All-admins mode hands out a token without credentials (and 3.1+ adds it by itself).
-            response = requests.get(f"{self.url}/auth/token", timeout=10)
+            response = self._http.get(f"{self.url}/auth/token", timeout=10)
             self._token = response.json().get("access_token", "") if response.ok else ""
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.url}/api/v2/{path}", headers=self._headers(), timeout=30, **kwargs)
+        response = self._http.request(
+            method, f"{self.url}/api/v2/{path}", headers=self._headers(), timeout=30, **kwargs
+        )
         if not response.ok:
             raise RuntimeError(f"Airflow API {method} {path} -> HTTP {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
@@ -209,7 +253,7 @@ class AirflowStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            response = requests.get(f"{self.url}/api/v2/dags/{dag_id}", headers=self._headers(), timeout=10)
+            response = self._http.get(f"{self.url}/api/v2/dags/{dag_id}", headers=self._headers(), timeout=10)
             if response.ok:
                 if response.json().get("is_paused"):
                     self.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
@@ -235,6 +279,22 @@ class AirflowStack:
             if len(items) >= page["total_entries"] or not page["task_instances"]:
                 return items
 
+    def count_task_instances(self, dag_id: str, run_id: str, state: str, task_id: str | None = None) -> int:
+        """How many task instances of the run (of ``task_id``, when given) are in ``state`` (one cheap query)."""
+        params: dict[str, Any] = {"state": state, "limit": 1}
+        if task_id is not None:
+            params["task_id"] = task_id
+        page = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params=params)
+        return int(page["total_entries"])
+
+    def jobs(self, job_type: str) -> list[dict[str, Any]]:
+        """Rows of the job table of one type (SchedulerJob, TriggererJob, DagProcessorJob)."""
+        return list(self.api("GET", "jobs", params={"job_type": job_type, "limit": 100})["jobs"])
+
+    def health(self) -> dict[str, Any]:
+        """The api-server's view of the metadatabase, scheduler, triggerer and dag-processor."""
+        return dict(self.api("GET", "monitor/health"))
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.api("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
@@ -243,6 +303,21 @@ class AirflowStack:
         """Every log file under the deployment home (component and task logs)."""
         for path in self.home.rglob("*.log"):
             yield path, path.read_text(errors="replace")
+
+
+def group_cpu_seconds(groups: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used by every process of each process group ``{pgid: name}``, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(groups.values(), 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        name = groups.get(int(fields[2]))  # its process group
+        if name is not None:  # utime, stime, and the same for its reaped children
+            used[name] += sum(int(value) for value in fields[11:15]) / ticks
+    return used
 
 
 def reset_home(home: Path) -> None:

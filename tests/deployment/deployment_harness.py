@@ -1,0 +1,494 @@
+"""The deployment under test: PostgreSQL, a full Airflow stack with two triggerers, the emulator.
+
+Everything runs on loopback in processes of its own; `Deployment.stop` ends each one by
+process id. Task states come from Airflow's REST API; what the REST API does not show
+(trigger rows, XCom, rendered fields) is read from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deployment_postgres import PostgresCluster
+
+from airflow_provider_wavespeed.testing import EmulatorControl
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from airflow_stack import AirflowStack, free_port, group_cpu_seconds  # noqa: E402
+
+DAGS = Path(__file__).resolve().parent / "dags"
+CONN_ID = "wavespeed_deploy"  # these three must match dags/deployment_dag_factory.py
+LIMITED_CONN_ID = "wavespeed_deploy_limited"
+HTTP_CONN_ID = "wavespeed_deploy_http"
+TRIGGERER_HEALTH_THRESHOLD = 20  # seconds without a heartbeat before another triggerer takes over
+TERMINAL_RUN_STATES = ("success", "failed")
+RATE_LIMIT = 4.0  # requests per second the emulator allows in the rate-limit scenario
+# LocalExecutor slots. 16 on 2 cores: tasks mostly wait on the scheduler and the API server,
+# not the CPU (the 200-generation run took 221 s with 8 slots, 154 s with 16, 156 s with 32).
+PARALLELISM = 16
+
+
+INSTALL_HINT = "run `bash scripts/install-system-deps.sh` and `pip install -e '.[dev,deployment]'`"
+
+
+def missing_piece(what: str) -> None:
+    """Skip (a developer without the system packages) or fail (the full test command sets
+    ``WAVESPEED_DEPLOYMENT_REQUIRED``, so there a missing piece is an error, not a skip)."""
+    message = f"deployment tier: {what} ({INSTALL_HINT})"
+    if os.environ.get("WAVESPEED_DEPLOYMENT_REQUIRED"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def epoch(timestamp: str | None) -> float | None:
+    """An Airflow API timestamp as epoch seconds."""
+    if not timestamp:
+        return None
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+class EmulatorProcess:
+    """``python -m airflow_provider_wavespeed.testing`` in its own process group."""
+
+    def __init__(self, api_key: str, duration: float = 2.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_wavespeed.testing",
+                "--port",
+                str(self.port),
+                "--api-key-env",
+                "WAVESPEED_DEPLOY_EMULATOR_KEY",
+                "--duration",
+                str(duration),
+            ],
+            env={**os.environ, "WAVESPEED_DEPLOY_EMULATOR_KEY": api_key},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"the WaveSpeed emulator did not start: {line!r}")
+        self.control = EmulatorControl(self.url)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Sample:
+    """Task-instance counts of a run at one moment (from the REST API)."""
+
+    elapsed: float
+    running: int  # all running task instances of the run (worker slots in use)
+    deferred: int
+    sensors_running: int  # running instances of the sensor task (holding a slot)
+
+
+@dataclass
+class RunResult:
+    dag_id: str
+    run_id: str
+    state: str
+    seconds: float
+    task_instances: list[dict[str, Any]]
+    # Failed by the scheduler as "changed externally" (see Deployment.executor_events).
+    state_mismatches: list[str] = field(default_factory=list)
+
+    def of(self, task_id: str) -> list[dict[str, Any]]:
+        return sorted((ti for ti in self.task_instances if ti["task_id"] == task_id), key=lambda ti: ti["map_index"])
+
+    def states(self, task_id: str | None = None) -> Counter[str]:
+        tis = self.task_instances if task_id is None else self.of(task_id)
+        return Counter(str(ti["state"]) for ti in tis)
+
+    def assert_states(self, task_id: str, expected: dict[str, int]) -> None:
+        """The task's instances end in exactly these states; the message tells Airflow's race apart."""
+        states = dict(self.states(task_id))
+        assert states == expected, f"{self.dag_id}.{task_id}: {states}, expected {expected}" + (
+            f"; the scheduler failed {self.state_mismatches} as 'changed externally' (a trigger "
+            "fired before it processed the deferral: apache/airflow#67287, #72716)"
+            if self.state_mismatches
+            else ""
+        )
+
+    def tries(self, task_id: str) -> Counter[int]:
+        return Counter(int(ti["try_number"]) for ti in self.of(task_id))
+
+
+@dataclass
+class LoadRun:
+    """The 200-generation run, plus what was observed while it ran."""
+
+    result: RunResult
+    samples: list[Sample]
+    trigger_snapshots: list[list[dict[str, Any]]]
+    submissions: Counter[int]
+    counters: dict[str, Any]
+
+
+LOAD_DAG = "wsdeploy_load"
+LOAD_COUNT = 200
+
+
+class Sampler:
+    """Samples running/deferred counts of one run in a background thread."""
+
+    def __init__(
+        self, stack: AirflowStack, dag_id: str, run_id: str, interval: float = 2.0, task_id: str = "generate.wait"
+    ) -> None:
+        self.stack, self.dag_id, self.run_id, self.interval, self.task_id = stack, dag_id, run_id, interval, task_id
+        self.samples: list[Sample] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._started = time.monotonic()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                count = self.stack.count_task_instances
+                running = count(self.dag_id, self.run_id, "running")
+                deferred = count(self.dag_id, self.run_id, "deferred")
+                sensors = count(self.dag_id, self.run_id, "running", task_id=self.task_id)
+                self.samples.append(Sample(time.monotonic() - self._started, running, deferred, sensors))
+            except Exception as exc:  # keep sampling; the test reports what went wrong
+                self.errors.append(repr(exc))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class Deployment:
+    """PostgreSQL + Airflow (api-server, scheduler, dag-processor, two triggerers) + emulator."""
+
+    def __init__(self, home: Path, pg_bin: Path, api_key: str) -> None:
+        self.api_key = api_key
+        self.home = home
+        self.pg = PostgresCluster(pg_bin, free_port())
+        self.emulator: EmulatorProcess | None = None
+        self.stack: AirflowStack | None = None
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Deployment:
+        started = time.monotonic()
+        try:
+            self.pg.start()
+            self.emulator = EmulatorProcess(self.api_key)
+            connection = {
+                "conn_type": "wavespeed",
+                "host": self.emulator.url,
+                "password": self.api_key,
+                "extra": {"max_requests_per_second": 20},
+            }
+            # The rate-limit scenario's account allows RATE_LIMIT requests/s; the budget in the
+            # extra is per triggerer, so with two triggerers each gets half of it.
+            limited = {
+                "conn_type": "wavespeed",
+                "host": self.emulator.url,
+                "password": self.api_key,
+                "extra": {"max_requests_per_second": RATE_LIMIT / 2},
+            }
+            # Plain http to a host that is not loopback: the provider must refuse to send the key.
+            insecure = {"conn_type": "wavespeed", "host": "http://api.wavespeed.ai", "password": self.api_key}
+            self.stack = AirflowStack(
+                home=self.home,
+                dags_folder=DAGS,
+                sql_alchemy_conn=self.pg.url,
+                triggerers=2,
+                parallelism=PARALLELISM,
+                env={
+                    f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection),
+                    f"AIRFLOW_CONN_{LIMITED_CONN_ID.upper()}": json.dumps(limited),
+                    f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(insecure),
+                    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(TRIGGERER_HEALTH_THRESHOLD),
+                    "WAVESPEED_API_KEY": "",  # only the connections above may supply a key
+                },
+            )
+            migrate_started = time.monotonic()
+            self.stack.migrate()
+            self.timings["airflow db migrate"] = time.monotonic() - migrate_started
+            self.stack.start(migrate=False, track_triggerer_jobs=True)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["deployment start"] = time.monotonic() - started
+        return self
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used by each process of the deployment so far (for the tier's report)."""
+        groups = {p.pid: name for name, p in self.airflow.processes.items() if p.poll() is None}
+        if self.emulator is not None:
+            groups[self.emulator.process.pid] = "emulator"
+        used = group_cpu_seconds(groups)
+        if self.pg.pid is not None:  # the postmaster and its backends (not a process group of ours)
+            used["postgresql"] = _process_tree_cpu_seconds(self.pg.pid)
+        return used
+
+    def stop(self) -> None:
+        """Stop everything this deployment started, each by process id, whatever failed before."""
+        steps: list[Callable[[], None]] = []
+        if self.stack is not None:
+            steps.append(self.stack.stop)
+        if self.emulator is not None:
+            steps.append(self.emulator.stop)
+        steps.append(self.pg.stop)
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # one failure must not leave the other processes running
+                print(f"deployment stop: {exc!r}", file=sys.stderr)
+
+    # -- shortcuts ---------------------------------------------------------------------
+
+    @property
+    def airflow(self) -> AirflowStack:
+        assert self.stack is not None
+        return self.stack
+
+    @property
+    def control(self) -> EmulatorControl:
+        assert self.emulator is not None
+        return self.emulator.control
+
+    def reset_emulator(self, duration: float | tuple[float, float] = 2.0) -> None:
+        self.control.reset()
+        self.control.set_duration(duration)
+
+    def assert_healthy(self) -> None:
+        """Every component process alive, the api-server reports them healthy, and each
+        running triggerer's own job heartbeats (the health endpoint only shows the latest)."""
+        self.airflow._check_alive()
+        health = self.airflow.health()
+        for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+            status = (health.get(part) or {}).get("status")
+            assert status == "healthy", f"{part} is {status!r}: {health}"
+        jobs = {job["id"]: job for job in self.airflow.jobs("TriggererJob")}
+        for name, job_id in self.airflow.job_ids.items():
+            if name in self.airflow.processes:
+                beat = epoch(jobs[job_id]["latest_heartbeat"])
+                assert beat is not None and time.time() - beat < TRIGGERER_HEALTH_THRESHOLD, (
+                    f"{name} (job {job_id}) last heartbeat {jobs[job_id]['latest_heartbeat']}"
+                )
+
+    # -- runs --------------------------------------------------------------------------
+
+    def trigger(self, dag_id: str) -> str:
+        self.airflow.wait_for_dag(dag_id)
+        return self.airflow.trigger(dag_id)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> float:
+        """Poll ``condition`` until it holds; return the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            self.airflow._check_alive()
+            if condition():
+                return time.monotonic() - started
+            time.sleep(interval)
+        raise TimeoutError(f"{what}: not reached within {timeout} s")
+
+    def count(self, dag_id: str, run_id: str, state: str) -> int:
+        return self.airflow.count_task_instances(dag_id, run_id, state)
+
+    def finish(self, dag_id: str, run_id: str, timeout: float, started: float | None = None) -> RunResult:
+        """Wait for the run to end; return its task instances."""
+        started = time.monotonic() if started is None else started
+        self.wait_until(
+            lambda: self.airflow.run_state(dag_id, run_id) in TERMINAL_RUN_STATES,
+            timeout,
+            f"DAG run {dag_id} {run_id} to end",
+            interval=2.0,
+        )
+        return RunResult(
+            dag_id,
+            run_id,
+            self.airflow.run_state(dag_id, run_id),
+            time.monotonic() - started,
+            self.airflow.task_instances(dag_id, run_id),
+            self.state_mismatches(dag_id, run_id),
+        )
+
+    def executor_events(self, dag_id: str, run_id: str, task_id: str, state: str = "success") -> int:
+        """How many executor events of ``state`` the scheduler has processed for a task of a run.
+
+        Each deferral ends the worker process with a "success" event; until the scheduler has
+        processed it, a trigger that fires races it (apache/airflow#67287, #72716: the resumed
+        task is then failed as "killed externally"). Scenarios that make triggers fire on
+        purpose wait for these events first, so they test the provider, not that race.
+        """
+        pattern = re.compile(
+            rf"Received executor event with state {state} for task instance TaskInstanceKey\("
+            rf"dag_id='{re.escape(dag_id)}', task_id='{re.escape(task_id)}', run_id='{re.escape(run_id)}'"
+        )
+        text = (self.airflow.log_dir / "scheduler.log").read_text(errors="replace")
+        return len(pattern.findall(text))
+
+    def wait_settled(self, dag_id: str, run_id: str, task_id: str, deferred: int, timeout: float = 60) -> None:
+        """Wait until the scheduler has seen the deferral exit of ``deferred`` instances of ``task_id``."""
+        self.wait_until(
+            lambda: self.executor_events(dag_id, run_id, task_id) >= deferred,
+            timeout,
+            f"the scheduler to process the deferral of {deferred} {task_id}",
+        )
+
+    def state_mismatches(self, dag_id: str, run_id: str) -> list[str]:
+        """Task instances the scheduler failed as "changed externally" (the Airflow race above)."""
+        text = (self.airflow.log_dir / "scheduler.log").read_text(errors="replace")
+        found = re.findall(
+            rf"reported that the task instance <TaskInstance: {re.escape(dag_id)}\.(\S+) {re.escape(run_id)}"
+            rf"(?: map_index=(\d+))? \[(\w+)\]",
+            text,
+        )
+        return [f"{task}[{index or -1}] ({state})" for task, index, state in found]
+
+    # -- what the emulator saw ------------------------------------------------------------
+
+    def submissions_of(self, run_id: str) -> list[dict[str, Any]]:
+        """Accepted submissions whose prompt names this run."""
+        marker = f"deployment {run_id} index "
+        return [s for s in self.control.submissions() if marker in str(s["inputs"].get("prompt"))]
+
+    def submissions_per_index(self, run_id: str, model: str | None = None) -> Counter[int]:
+        counts: Counter[int] = Counter()
+        for submission in self.submissions_of(run_id):
+            if model is None or submission["model"] == model:
+                counts[int(str(submission["inputs"]["prompt"]).rsplit(" ", 1)[1])] += 1
+        return counts
+
+    # -- PostgreSQL ------------------------------------------------------------------------
+
+    def fernet_key(self) -> str:
+        return (self.airflow.home / "stack-secrets").read_text().split()[1]
+
+    def trigger_rows(self) -> list[dict[str, Any]]:
+        """The trigger table with decrypted kwargs (Airflow encrypts them with the Fernet key)."""
+        from cryptography.fernet import Fernet
+
+        fernet = Fernet(self.fernet_key().encode())
+        rows = self.pg.query("SELECT id, classpath, kwargs, triggerer_id, created_date FROM trigger ORDER BY id")
+        result = []
+        for trigger_id, classpath, kwargs, triggerer_id, created in rows:
+            text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
+            result.append(
+                {
+                    "id": trigger_id,
+                    "classpath": classpath,
+                    "kwargs_text": text,
+                    "kwargs": json.loads(text),
+                    "triggerer_id": triggerer_id,
+                    "created": created,
+                }
+            )
+        return result
+
+    def deferred_triggers(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """``"<task_id>[<map_index>]" -> trigger row`` for the run's task instances waiting on a trigger."""
+        rows = self.pg.query(
+            "SELECT task_id, map_index, trigger_id FROM task_instance "
+            "WHERE dag_id = %s AND run_id = %s AND trigger_id IS NOT NULL",
+            (dag_id, run_id),
+        )
+        triggers = {row["id"]: row for row in self.trigger_rows()}
+        return {f"{task}[{index}]": triggers[tid] for task, index, tid in rows if tid in triggers}
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def task_log_dir(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Path:
+        path = self.airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return path / f"map_index={map_index}" if map_index >= 0 else path
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+        """Every attempt's log of one task instance, trigger logs included."""
+        directory = self.task_log_dir(dag_id, run_id, task_id, map_index)
+        return "\n".join(path.read_text(errors="replace") for path in sorted(directory.glob("attempt=*.log*")))
+
+    def all_files(self) -> Iterator[Path]:
+        """Every file of the deployment home: task logs, component logs, config."""
+        for path in self.airflow.home.rglob("*"):
+            if path.is_file():
+                yield path
+
+
+def _process_tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process and its direct children, from /proc."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == root or int(fields[1]) == root:
+            total += sum(int(value) for value in fields[11:15]) / ticks
+    return total
+
+
+def failure_messages(log_text: str) -> list[str]:
+    """Exception texts of a task log (JSON lines), for the assertion messages."""
+    messages = []
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        for detail in record.get("error_detail") or []:
+            if isinstance(detail, dict) and detail.get("exc_value"):
+                messages.append(f"{detail.get('exc_type')}: {detail['exc_value']}")
+    return messages
+
+
+def requests_per_window(log: list[list[Any]], window: float, since: float) -> list[int]:
+    """Request counts in consecutive windows of ``window`` seconds from ``since`` (emulator request log)."""
+    times = sorted(entry[0] for entry in log if entry[0] >= since)
+    if not times:
+        return []
+    counts = [0] * (int((times[-1] - since) // window) + 1)
+    for moment in times:
+        counts[int((moment - since) // window)] += 1
+    return counts
+
+
+def max_in_sliding_window(times: list[float], window: float) -> int:
+    """The most events in any interval of ``window`` seconds."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -1,0 +1,198 @@
+"""Generations in a real deployment: load, a triggerer killed, the scheduler restarted."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from deployment_harness import (
+    LOAD_COUNT,
+    PARALLELISM,
+    TRIGGERER_HEALTH_THRESHOLD,
+    Deployment,
+    LoadRun,
+    RunResult,
+    epoch,
+    failure_messages,
+)
+
+pytestmark = pytest.mark.deployment
+
+
+def _all_success(result: RunResult, task_ids: tuple[str, ...]) -> None:
+    for task_id in task_ids:
+        result.assert_states(task_id, {"success": len(result.of(task_id))})
+
+
+def test_load_200_generations_wait_deferred_and_submit_once(load_run: LoadRun, deployment: Deployment) -> None:
+    result, samples = load_run.result, load_run.samples
+    waiting = [s for s in samples if s.deferred > 0]
+    peak = max(samples, key=lambda s: s.deferred)
+    # Of the sensor instances alive while sensors wait, the share that holds a worker slot
+    # (starting or resuming); a sensor waiting in a worker would hold one all along (share 1).
+    in_slots = sum(s.sensors_running for s in waiting) / max(1, sum(s.sensors_running + s.deferred for s in waiting))
+    print(
+        f"\nload: {LOAD_COUNT} generations in {result.seconds:.0f} s; peak {peak.deferred} sensors deferred "
+        f"while {peak.running} task instances ran; share of sensors in a worker slot while others wait "
+        f"{in_slots:.2f}; sensor tries {dict(result.tries('generate.wait'))}; emulator {load_run.counters}"
+    )
+    assert len(result.of("generate.submit")) == LOAD_COUNT
+    _all_success(result, ("generate.submit", "generate.wait"))
+    assert result.state == "success"
+
+    # Exactly one submission per map index: nothing lost, nothing submitted twice.
+    assert load_run.submissions == {index: 1 for index in range(LOAD_COUNT)}
+    assert load_run.counters["submissions"] == {"wavespeed-ai/flux-dev": LOAD_COUNT}
+
+    # Waiting sensors hold no worker slot: far more sensors wait at once than there are slots,
+    # and while they wait, hardly any sensor runs (only the brief defer and resume steps).
+    assert peak.deferred > 2 * PARALLELISM, f"at most {peak.deferred} sensors were deferred at once"
+    assert in_slots <= 0.2
+    # Every sensor waited in a triggerer process (its trigger log was written by a triggerer job),
+    # or had nothing to wait for: one short worker run that found the prediction finished.
+    triggerer_ids = set(deployment.airflow.job_ids.values())
+    deferred = 0
+    for ti in result.of("generate.wait"):
+        directory = deployment.task_log_dir(result.dag_id, result.run_id, "generate.wait", ti["map_index"])
+        jobs = {int(path.name.rsplit(".", 2)[-2]) for path in directory.glob("attempt=*.log.trigger.*.log")}
+        if jobs:
+            assert jobs <= triggerer_ids, f"sensor {ti['map_index']} trigger logs: {jobs}"
+            deferred += 1
+        else:
+            assert ti["duration"] < 10, f"sensor {ti['map_index']} waited {ti['duration']} s in a worker"
+    print(f"load: {deferred} sensors deferred to a triggerer, {LOAD_COUNT - deferred} found the prediction done")
+
+
+KILL_DAG = "wsdeploy_triggerer_kill"
+KILL_GENERATIONS, KILL_PROBES = 30, 6
+PROBE_MODEL, PROBE_TIMEOUT = "deploy-test/long-running", 55.0
+
+
+def test_triggerer_killed_other_takes_over_without_resubmitting(deployment: Deployment) -> None:
+    airflow = deployment.airflow
+    deployment.reset_emulator(duration=(40.0, 55.0))  # outlive the kill and the takeover
+    deployment.control.set_duration(600.0, model=PROBE_MODEL)  # never finishes within the probe's limit
+    run_id = deployment.trigger(KILL_DAG)
+    started = time.monotonic()
+    total = KILL_GENERATIONS + KILL_PROBES
+    deployment.wait_until(lambda: deployment.count(KILL_DAG, run_id, "deferred") == total, 240, "all sensors deferred")
+
+    def assigned() -> dict[str, dict[str, Any]] | None:
+        rows = deployment.deferred_triggers(KILL_DAG, run_id)
+        return rows if len(rows) == total and all(r["triggerer_id"] is not None for r in rows.values()) else None
+
+    deployment.wait_until(lambda: assigned() is not None, 60, "every trigger assigned to a triggerer")
+    before = assigned()
+    assert before is not None
+    by_job: dict[int, list[str]] = {}
+    for ti_key, row in before.items():
+        by_job.setdefault(row["triggerer_id"], []).append(ti_key)
+    names = {job_id: name for name, job_id in airflow.job_ids.items()}
+    assert set(by_job) <= set(names), f"triggers held by unknown triggerers: {by_job.keys()} vs {names}"
+
+    # Kill the triggerer holding the most probes (ties: the most triggers), so a deadline moves.
+    victim_job = max(
+        names, key=lambda job: (sum(k.startswith("probe") for k in by_job.get(job, [])), len(by_job.get(job, [])))
+    )
+    survivor_job = next(job for job in names if job != victim_job)
+    moved = sorted(by_job.get(victim_job, []))
+    print(
+        f"\ntriggerer kill: {len(moved)} of {total} triggers on {names[victim_job]} (job {victim_job}), "
+        f"{len(by_job.get(survivor_job, []))} on {names[survivor_job]}"
+    )
+    assert any(key.startswith("probe") for key in moved) and any(key.startswith("generate") for key in moved)
+    airflow.kill(names[victim_job])  # kill -9, process group included
+    killed_at = time.time()
+
+    def taken_over() -> bool:
+        now = deployment.deferred_triggers(KILL_DAG, run_id)
+        return all(now[key]["triggerer_id"] == survivor_job for key in moved if key in now)
+
+    takeover = deployment.wait_until(taken_over, 120, "the surviving triggerer to take the triggers over")
+    taken_over_at = time.time()
+    after = deployment.deferred_triggers(KILL_DAG, run_id)
+    print(f"triggerer kill: taken over {takeover:.0f} s after the kill (threshold {TRIGGERER_HEALTH_THRESHOLD} s)")
+    for key in moved:
+        if key in after:  # still waiting: the same trigger row, with the same absolute deadline
+            assert after[key]["id"] == before[key]["id"]
+            assert after[key]["kwargs_text"] == before[key]["kwargs_text"]
+
+    result = deployment.finish(KILL_DAG, run_id, timeout=300, started=started)
+    _all_success(result, ("generate.submit", "generate.wait", "probe.submit"))
+    result.assert_states("probe.wait", {"failed": KILL_PROBES})
+
+    # No duplicate submission, in either group.
+    assert deployment.submissions_per_index(run_id, "wavespeed-ai/flux-dev") == {i: 1 for i in range(KILL_GENERATIONS)}
+    assert deployment.submissions_per_index(run_id, PROBE_MODEL) == {i: 1 for i in range(KILL_PROBES)}
+
+    # Moved sensors finished on the survivor: their trigger logs come from its job.
+    for key in moved:
+        task_id, index = key.split("[")
+        directory = deployment.task_log_dir(KILL_DAG, run_id, task_id, int(index.rstrip("]")))
+        assert list(directory.glob(f"attempt=*.log.trigger.{survivor_job}.log")), f"{key} never ran on the survivor"
+
+    # The moved probes' wait limit held: each ended at its original end_time (or at the takeover,
+    # when that came later), not a fresh PROBE_TIMEOUT after the takeover.
+    probes = {f"probe.wait[{ti['map_index']}]": ti for ti in result.of("probe.wait")}
+    for key in (k for k in moved if k.startswith("probe")):
+        end_time = _end_time(before[key]["kwargs"])
+        ended = epoch(probes[key]["end_date"])
+        assert ended is not None
+        log = deployment.task_log(KILL_DAG, run_id, "probe.wait", probes[key]["map_index"])
+        assert any("did not finish before the wait limit" in m for m in failure_messages(log)), log[-2000:]
+        print(
+            f"triggerer kill: {key} deadline {end_time - killed_at:+.0f} s from the kill, "
+            f"ended {ended - end_time:+.1f} s after it"
+        )
+        due = max(end_time, taken_over_at)
+        assert end_time - 1 <= ended <= due + 15, (
+            f"{key}: end_time {end_time}, taken over {taken_over_at}, ended {ended}"
+        )
+    deployment.assert_healthy()
+
+
+def _end_time(kwargs: Any) -> float:
+    """The trigger's end_time from its (serde-encoded) kwargs."""
+    if isinstance(kwargs, dict):
+        if isinstance(kwargs.get("end_time"), (int, float)):
+            return float(kwargs["end_time"])
+        for value in kwargs.values():
+            found = _end_time(value)
+            if found:
+                return found
+    if isinstance(kwargs, list):
+        for value in kwargs:
+            found = _end_time(value)
+            if found:
+                return found
+    return 0.0
+
+
+RESTART_DAG = "wsdeploy_scheduler_restart"
+RESTART_COUNT = 20
+
+
+def test_scheduler_restart_mid_run_loses_and_repeats_nothing(deployment: Deployment) -> None:
+    airflow = deployment.airflow
+    deployment.reset_emulator(duration=(25.0, 35.0))
+    schedulers_before = {job["id"] for job in airflow.jobs("SchedulerJob")}
+    run_id = deployment.trigger(RESTART_DAG)
+    started = time.monotonic()
+    deployment.wait_until(lambda: deployment.count(RESTART_DAG, run_id, "deferred") >= 3, 180, "sensors deferred")
+    success_before = deployment.count(RESTART_DAG, run_id, "success")
+    assert success_before < 2 * RESTART_COUNT, "the run ended before the restart"
+
+    restarted_at = time.time()
+    airflow.restart("scheduler")
+    print(f"\nscheduler restart: restarted with {success_before} of {2 * RESTART_COUNT} task instances done")
+
+    result = deployment.finish(RESTART_DAG, run_id, timeout=300, started=started)
+    _all_success(result, ("generate.submit", "generate.wait"))
+    assert deployment.submissions_per_index(run_id) == {i: 1 for i in range(RESTART_COUNT)}
+    jobs = airflow.jobs("SchedulerJob")
+    new_schedulers = [job for job in jobs if job["id"] not in schedulers_before]
+    assert [job for job in new_schedulers if (epoch(job["start_date"]) or 0) > restarted_at], (
+        f"no scheduler job started after the restart: {jobs}"
+    )
+    deployment.assert_healthy()

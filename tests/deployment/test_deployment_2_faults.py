@@ -1,0 +1,222 @@
+"""Faults in a real deployment: API outage, revoked key, rate limit, garbage answers, bad DAG input."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from deployment_harness import (
+    CONN_ID,
+    HTTP_CONN_ID,
+    RATE_LIMIT,
+    Deployment,
+    RunResult,
+    epoch,
+    failure_messages,
+    max_in_sliding_window,
+)
+
+pytestmark = pytest.mark.deployment
+
+
+def _messages(deployment: Deployment, result: RunResult, task_id: str, map_index: int = -1) -> str:
+    log = deployment.task_log(result.dag_id, result.run_id, task_id, map_index)
+    return "\n".join(failure_messages(log)) or log[-3000:]
+
+
+OUTAGE_DAG, OUTAGE_COUNT = "wsdeploy_api_outage", 10
+OUTAGE_SECONDS = 60.0
+
+
+def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) -> None:
+    control = deployment.control
+    deployment.reset_emulator(duration=20.0)  # the predictions finish during the outage
+    run_id = deployment.trigger(OUTAGE_DAG)
+    started = time.monotonic()
+    deployment.wait_until(
+        lambda: deployment.count(OUTAGE_DAG, run_id, "deferred") == OUTAGE_COUNT, 180, "all sensors deferred"
+    )
+
+    # First half: the gateway answers 503 (an HTML page); second half: connections are cut.
+    outage_start = time.time()
+    fault = control.add_fault("result", "http_error", status=503, times=None)
+    time.sleep(OUTAGE_SECONDS / 2)
+    control.remove_fault(fault)
+    fault = control.add_fault("result", "drop", times=None)
+    time.sleep(OUTAGE_SECONDS / 2)
+    during = {state: deployment.count(OUTAGE_DAG, run_id, state) for state in ("deferred", "failed")}
+    control.remove_fault(fault)
+    outage_end = time.time()
+
+    polls = [entry for entry in control.request_log(since=outage_start) if entry[1] == "result"]
+    outage_polls = [entry for entry in polls if entry[0] < outage_end]
+    answered = {entry[2] for entry in outage_polls}
+    rate = len(outage_polls) / OUTAGE_SECONDS / OUTAGE_COUNT
+    print(f"\nAPI outage: {len(outage_polls)} polls in {OUTAGE_SECONDS:.0f} s ({rate:.2f}/s per sensor), {answered}")
+    assert during == {"deferred": OUTAGE_COUNT, "failed": 0}, "sensors must keep waiting through the outage"
+    assert answered == {503, 0}, "the sensors kept polling through both kinds of outage"
+    assert rate <= 1.0, "no retry storm during the outage"
+
+    result = deployment.finish(OUTAGE_DAG, run_id, timeout=180, started=started)
+    result.assert_states("generate.submit", {"success": OUTAGE_COUNT})
+    result.assert_states("generate.wait", {"success": OUTAGE_COUNT})
+    assert deployment.submissions_per_index(run_id) == {i: 1 for i in range(OUTAGE_COUNT)}
+    assert min(epoch(ti["end_date"]) or 0 for ti in result.of("generate.wait")) >= outage_end
+
+
+REVOKED_DAG, REVOKED_COUNT = "wsdeploy_key_revoked", 10
+
+
+def test_key_revoked_fails_fast_with_the_fix_and_no_retry_storm(deployment: Deployment) -> None:
+    control = deployment.control
+    deployment.reset_emulator(duration=120.0)  # still running when the key goes
+    run_id = deployment.trigger(REVOKED_DAG)
+    started = time.monotonic()
+    deployment.wait_until(
+        lambda: deployment.count(REVOKED_DAG, run_id, "deferred") == REVOKED_COUNT, 180, "all sensors deferred"
+    )
+    deployment.wait_settled(REVOKED_DAG, run_id, "generate.wait", REVOKED_COUNT)
+    revoked_at = time.time()
+    control.set_api_key("revoked-" + secrets.token_hex(8))  # the deployment's key now gets 401
+
+    result = deployment.finish(REVOKED_DAG, run_id, timeout=180, started=started)
+    result.assert_states("generate.submit", {"success": REVOKED_COUNT})
+    result.assert_states("generate.wait", {"failed": REVOKED_COUNT})
+    ends = [(epoch(ti["end_date"]) or 0) - revoked_at for ti in result.of("generate.wait")]
+    unauthorized = [entry for entry in control.request_log(since=revoked_at) if entry[2] == 401]
+    print(
+        f"\nkey revoked: sensors failed {min(ends):.1f}-{max(ends):.1f} s after; {len(unauthorized)} requests got 401"
+    )
+    assert max(ends) < 60, "the sensors must fail soon after the key is revoked"
+    # Retries are configured (3), but a bad key is final: one try each, no more requests.
+    assert {ti["try_number"] for ti in result.of("generate.wait")} == {1}
+    assert len(unauthorized) <= 2 * REVOKED_COUNT, "no retry storm against a revoked key"
+    for ti in result.of("generate.wait"):
+        text = _messages(deployment, result, "generate.wait", ti["map_index"])
+        assert CONN_ID in text, f"the message names the connection: {text}"
+        assert "API key" in text and "401" in text, f"the message says what to fix: {text}"
+        assert deployment.api_key not in text
+
+
+RATE_DAG, RATE_COUNT = "wsdeploy_rate_limit", 24
+# Workers cannot share a request budget: an Airflow pool keeps their submits few at a time.
+RATE_POOL, RATE_POOL_SLOTS = "wavespeed_rate_limited", 2
+
+
+def test_rate_limit_all_succeed_and_the_rate_stays_under_the_limit(deployment: Deployment) -> None:
+    control = deployment.control
+    deployment.reset_emulator(duration=(20.0, 30.0))
+    if not any(pool["name"] == RATE_POOL for pool in deployment.airflow.api("GET", "pools")["pools"]):
+        deployment.airflow.api("POST", "pools", json={"name": RATE_POOL, "slots": RATE_POOL_SLOTS})
+    control.set_rate_limit(RATE_LIMIT)
+    run_id = deployment.trigger(RATE_DAG)
+    started = time.monotonic()
+    since = time.time()
+    result = deployment.finish(RATE_DAG, run_id, timeout=400, started=started)
+    control.set_rate_limit(None)
+
+    log = [entry for entry in control.request_log(since=since) if entry[1] in ("submit", "result")]
+    limited = [entry[0] for entry in log if entry[2] == 429]
+    assert limited, "the scenario must hit the limit"
+    after = [entry[0] for entry in log if entry[0] >= min(limited)]
+    span = max(after) - min(after)
+    average = len(after) / span if span else float(len(after))
+    busiest = max_in_sliding_window(after, 10.0) / 10.0
+    print(
+        f"\nrate limit {RATE_LIMIT}/s: {len(log)} requests, {len(limited)} answered 429; after the first 429: "
+        f"{average:.2f}/s on average, busiest 10 s {busiest:.2f}/s; run {result.seconds:.0f} s"
+    )
+    result.assert_states("generate.submit", {"success": RATE_COUNT})
+    result.assert_states("generate.wait", {"success": RATE_COUNT})
+    assert deployment.submissions_per_index(run_id) == {i: 1 for i in range(RATE_COUNT)}
+    assert average <= RATE_LIMIT
+    # No burst above the limit either: 10 s may hold 11 s worth (the emulator's own bucket lets
+    # one second's burst through), plus the odd 429.
+    assert busiest <= RATE_LIMIT * 1.2
+
+
+GARBAGE_DAG = "wsdeploy_garbage"
+POLL_GARBAGE = ("html", "truncated", "wrong_types", "missing_outputs")
+SUBMIT_GARBAGE = ("html", "truncated")
+CLEAN_COUNT = 6
+
+
+def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deployment) -> None:
+    control = deployment.control
+    deployment.reset_emulator(duration=30.0)
+    for kind in SUBMIT_GARBAGE:
+        control.add_fault("submit", kind, times=None, model=f"deploy-test/submit-{kind}")
+    run_id = deployment.trigger(GARBAGE_DAG)
+    started = time.monotonic()
+    sensors = [f"poll_{kind}.wait" for kind in POLL_GARBAGE] + ["clean.wait"]
+    waiting = 2 * len(POLL_GARBAGE) + CLEAN_COUNT
+    deployment.wait_until(lambda: deployment.count(GARBAGE_DAG, run_id, "deferred") == waiting, 180, "sensors deferred")
+    for task_id in sensors:
+        deployment.wait_settled(GARBAGE_DAG, run_id, task_id, 2 if task_id != "clean.wait" else CLEAN_COUNT)
+    # Mid-wait, the polls of one model per kind start getting garbage.
+    garbage_from = time.time()
+    for kind in POLL_GARBAGE:
+        control.add_fault("result", kind, times=None, model=f"deploy-test/{kind}")
+    result = deployment.finish(GARBAGE_DAG, run_id, timeout=240, started=started)
+    control.clear_faults()
+
+    messages = {}
+    for kind in POLL_GARBAGE:
+        result.assert_states(f"poll_{kind}.submit", {"success": 2})
+        result.assert_states(f"poll_{kind}.wait", {"failed": 2})
+        assert result.tries(f"poll_{kind}.wait") == {1: 2}
+        for ti in result.of(f"poll_{kind}.wait"):
+            text = messages[f"poll {kind}"] = _messages(deployment, result, f"poll_{kind}.wait", ti["map_index"])
+            prediction_id = deployment.airflow.xcom(
+                GARBAGE_DAG, run_id, f"poll_{kind}.submit", map_index=ti["map_index"]
+            )
+            assert prediction_id in text and "WaveSpeed" in text, f"{kind}: {text}"
+    for kind in SUBMIT_GARBAGE:
+        result.assert_states(f"submit_{kind}.submit", {"failed": 1})
+        result.assert_states(f"submit_{kind}.wait", {"upstream_failed": 1})
+        text = messages[f"submit {kind}"] = _messages(deployment, result, f"submit_{kind}.submit", 0)
+        assert f"deploy-test/submit-{kind}" in text and "WaveSpeed" in text, f"{kind}: {text}"
+        # The API answered 200: the prediction may exist (and be billed); the message must say so.
+        assert "may have" in text and "before re-running" in text, f"{kind}: {text}"
+    print("\ngarbage messages:\n" + "\n".join(f"  {k}: {v[:300]}" for k, v in messages.items()))
+
+    # The clean generations ran beside the garbage, unaffected; every component still healthy.
+    result.assert_states("clean.submit", {"success": CLEAN_COUNT})
+    result.assert_states("clean.wait", {"success": CLEAN_COUNT})
+    # A garbled answer is final: the affected sensors fail soon, they do not keep polling.
+    ended = [(epoch(ti["end_date"]) or 0) - garbage_from for k in POLL_GARBAGE for ti in result.of(f"poll_{k}.wait")]
+    print(f"garbage: affected sensors failed {min(ended):.1f}-{max(ended):.1f} s after the garbage began")
+    assert max(ended) < 30
+    deployment.assert_healthy()
+
+
+BAD_DAG = "wsdeploy_bad_input"
+BAD_TASKS = {
+    "model_traversal": "invalid model id",
+    "model_query": "invalid model id",
+    "model_space": "invalid model id",
+    "inputs_not_json": "inputs must be",
+    "inputs_not_object": "inputs must be",
+    "prediction_id_traversal": "invalid prediction id",
+    "prediction_id_path": "invalid prediction id",
+    "http_base_url_submit": "plain http to a non-loopback host",
+    "http_base_url_sensor": "plain http to a non-loopback host",
+}
+
+
+def test_bad_dag_input_fails_clearly_before_any_request(deployment: Deployment) -> None:
+    deployment.reset_emulator()
+    run_id = deployment.trigger(BAD_DAG)
+    result = deployment.finish(BAD_DAG, run_id, timeout=240)
+    counters = deployment.control.counters()
+    assert counters["total_requests"] == 0, f"requests reached the API: {counters}"
+    assert {ti["task_id"] for ti in result.task_instances} == set(BAD_TASKS)
+    for task_id, expected in BAD_TASKS.items():
+        (ti,) = result.of(task_id)
+        assert ti["state"] == "failed", f"{task_id}: {ti['state']}"
+        assert ti["try_number"] == 1, f"{task_id} was retried: bad input is final"
+        text = _messages(deployment, result, task_id)
+        assert expected in text, f"{task_id}: {text}"
+        assert deployment.api_key not in text
+    assert HTTP_CONN_ID in _messages(deployment, result, "http_base_url_submit")
