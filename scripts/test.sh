@@ -2,18 +2,20 @@
 # The whole test suite, from nothing but python3 and the package registries:
 # for the newest Airflow 3.x and the oldest supported (3.0.x), a fresh virtual environment,
 # the provider installed in it, ruff + mypy, and the quick suite (emulator + dag.test());
-# then, on the newest Airflow, the real-deployment tier (PostgreSQL, scheduler, two
-# triggerers, browser; Debian packages installed when missing) and a benchmark smoke run.
-#   bash scripts/test.sh            everything (what CI runs)
-#   QUICK=1 bash scripts/test.sh    newest Airflow only, quick suite only
+# then, on the newest Airflow, a benchmark smoke run. The real-deployment tier (PostgreSQL,
+# scheduler, two triggerers, browser; Debian packages installed when missing) runs with
+# TIER=deployment, or with everything else under TIER=full.
+#   bash scripts/test.sh                   both Airflow versions + benchmark smoke (what CI runs)
+#   QUICK=1 bash scripts/test.sh           newest Airflow only, quick suite only
 #   TIER=deployment bash scripts/test.sh   newest Airflow only, deployment tier only
+#   TIER=full bash scripts/test.sh         everything, deployment tier included
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 AIRFLOW_VERSIONS=${AIRFLOW_VERSIONS:-"3.* 3.0.*"}
 TIER=${TIER:-all}
 [ -n "${QUICK:-}" ] && TIER=quick
-[ "$TIER" != all ] && AIRFLOW_VERSIONS="3.*"
+case "$TIER" in all|full) ;; *) AIRFLOW_VERSIONS="3.*" ;; esac
 
 make_venv() {  # make_venv DIR AIRFLOW_SPEC EXTRAS
   local constraints=()
@@ -29,7 +31,7 @@ newest=""
 for version in $AIRFLOW_VERSIONS; do
   venv=".venvs/airflow-${version//[*.]/}"
   extras=dev
-  [ -z "$newest" ] && [ "$TIER" != quick ] && extras=dev,deployment
+  [ -z "$newest" ] && { [ "$TIER" = full ] || [ "$TIER" = deployment ]; } && extras=dev,deployment
   echo "=== Airflow $version: fresh environment in $venv"
   make_venv "$venv" "$version" "$extras"
   "$venv/bin/python" -c "import airflow; print('Airflow', airflow.__version__)"
@@ -46,12 +48,12 @@ for version in $AIRFLOW_VERSIONS; do
   fi
 done
 
-if [ "$TIER" = all ] || [ "$TIER" = deployment ]; then
+if [ "$TIER" = full ] || [ "$TIER" = deployment ]; then
   echo "=== real-deployment tier (Airflow ${AIRFLOW_VERSIONS%% *})"
   bash scripts/install-system-deps.sh
   WAVESPEED_DEPLOYMENT_REQUIRED=1 "$newest/bin/python" -m pytest tests/deployment -q -p no:cacheprovider -m deployment
 fi
-if [ "$TIER" = all ]; then
+if [ "$TIER" = all ] || [ "$TIER" = full ]; then
   echo "=== benchmark smoke run (figures printed, not asserted)"
   "$newest/bin/python" -m benchmarks --smoke
 fi
