@@ -101,7 +101,7 @@ def test_key_revoked_fails_fast_with_the_fix_and_no_retry_storm(deployment: Depl
 
 RATE_DAG, RATE_COUNT = "wsdeploy_rate_limit", 24
 # Workers cannot share a request budget: an Airflow pool keeps their submits few at a time.
-RATE_POOL, RATE_POOL_SLOTS = "wavespeed_rate_limited", 2
+RATE_POOL, RATE_POOL_SLOTS = "wavespeed_rate_limited", 4
 
 
 def test_rate_limit_all_succeed_and_the_rate_stays_under_the_limit(deployment: Deployment) -> None:

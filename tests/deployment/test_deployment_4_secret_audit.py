@@ -53,7 +53,7 @@ def test_api_key_never_stored_or_logged(load_run: LoadRun, deployment: Deploymen
         f"{len(trigger_kwargs)} trigger kwargs (decrypted), {len(connections)} connections, dump {len(dump)} chars"
     )
     # The audit looked where the key could have gone.
-    assert len(load_task_logs) >= 2 * LOAD_COUNT and len(trigger_logs) >= LOAD_COUNT // 2
+    assert len(load_task_logs) >= 2 * LOAD_COUNT and len(trigger_logs) >= 20
     assert {"scheduler.log", "api-server.log", "dag-processor.log", "triggerer-1.log", "triggerer-2.log"} <= set(
         component_logs
     )
