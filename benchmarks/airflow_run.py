@@ -30,7 +30,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+import psutil  # noqa: E402
 from airflow_stack import AirflowStack, reset_home  # noqa: E402
+
+from benchmarks import machine  # noqa: E402
 
 DAGS = REPO / "benchmarks" / "dags"
 # design -> (task that waits, [(label, dag id)]); the deferrable run first.
@@ -64,6 +67,7 @@ class ModeResult:
     # Failed by Airflow's scheduler: the executor reported the deferring run's exit after the
     # trigger had already fired and the task was queued again ("state changed externally").
     failed_by_executor_race: int = 0
+    other_load_cores: float | None = None  # CPU used meanwhile by processes outside this deployment
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, running, deferred)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,11 +128,27 @@ def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> tuple[float
     return (total, runs, tries) if tries else None
 
 
+def _stack_cpu(stack: AirflowStack) -> float:
+    """CPU seconds used so far by the deployment's processes, their live descendants and reaped children."""
+    total = 0.0
+    for process in stack.processes.values():
+        try:
+            root = psutil.Process(process.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
 def run_mode(
     stack: AirflowStack, dag_id: str, task_id: str, mode: str, tasks: int, *, sample: float, timeout: float
 ) -> ModeResult:
     result = ModeResult(mode=mode, tasks=tasks)
     stack.wait_for_dag(dag_id)
+    busy_before, total_before = machine.busy_jiffies()
+    stack_cpu_before = _stack_cpu(stack)
     run_id = stack.trigger(dag_id)
     started = time.monotonic()
     last = started
@@ -147,6 +167,10 @@ def run_mode(
             break
         time.sleep(max(0.0, sample - (time.monotonic() - now)))
     result.state = state
+    wall = time.monotonic() - started
+    busy_after, total_after = machine.busy_jiffies()
+    machine_busy = (busy_after - busy_before) / max(1, total_after - total_before) * wall * (psutil.cpu_count() or 1)
+    result.other_load_cores = max(0.0, machine_busy - (_stack_cpu(stack) - stack_cpu_before)) / wall
     run = stack.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
     start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
     result.wall_s = end - start if start and end else None

@@ -186,8 +186,8 @@ def _airflow_table(airflow: dict[str, Any]) -> list[str]:
         "",
         "| Design | Wait | Run | Wall time (s) | Worker-slot seconds of the waiting task: sampled `running` / "
         "task logs | Worker runs per task | Most running at once | Most deferred at once | Final states "
-        "| Failed by the executor-event race |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Failed by the executor-event race | Other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for design, waiting, title in (
@@ -202,7 +202,8 @@ def _airflow_table(airflow: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {title} | {mode} | {r['state']} | {_f(r['wall_s'])} | {_f(r['slot_seconds_sampled'])} / "
                 f"{_f(r['slot_seconds_logs'])} | {_f(r['runs_per_try'], 2)} | {r['max_running_sensors']} "
-                f"| {r['max_deferred_sensors']} | {r['sensor_states']} | {r.get('failed_by_executor_race', '-')} |"
+                f"| {r['max_deferred_sensors']} | {r['sensor_states']} | {r.get('failed_by_executor_race', '-')} "
+                f"| {_f(r.get('other_load_cores'), 2)} |"
             )
         if pair.get("deferrable") and pair.get(waiting):
             d, w = pair["deferrable"], pair[waiting]
