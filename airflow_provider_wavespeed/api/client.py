@@ -123,8 +123,8 @@ class _Protocol:
         )
 
     @staticmethod
-    def _prediction(data: Any, status_code: int = 200) -> Prediction:
-        return Prediction.from_dict(data, status_code=status_code)
+    def _prediction(data: Any, request: _Request) -> Prediction:
+        return Prediction.from_dict(data, status_code=200, context=request.what)
 
     @staticmethod
     def _float_field(data: Any, name: str, what: str) -> float:
@@ -258,11 +258,13 @@ class WaveSpeedClient(_Protocol):
 
     def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
         """Create a prediction (``POST /api/v3/<model>``); never repeated once it may have arrived."""
-        return self._prediction(self._send(self._submit_request(model, inputs, webhook)))
+        request = self._submit_request(model, inputs, webhook)
+        return self._prediction(self._send(request), request)
 
     def get_prediction(self, prediction_id: str) -> Prediction:
         """Read a prediction (``GET /api/v3/predictions/<id>/result``)."""
-        return self._prediction(self._send(self._prediction_request(prediction_id)))
+        request = self._prediction_request(prediction_id)
+        return self._prediction(self._send(request), request)
 
     def wait_for_prediction(
         self, prediction_id: str, *, poll_interval: float = 5.0, timeout: float = 1800.0
@@ -420,11 +422,13 @@ class AsyncWaveSpeedClient(_Protocol):
 
     async def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
         """Create a prediction; the same submit rule as the sync client."""
-        return self._prediction(await self._send(self._submit_request(model, inputs, webhook)))
+        request = self._submit_request(model, inputs, webhook)
+        return self._prediction(await self._send(request), request)
 
     async def get_prediction(self, prediction_id: str) -> Prediction:
         """Read a prediction (``GET /api/v3/predictions/<id>/result``)."""
-        return self._prediction(await self._send(self._prediction_request(prediction_id)))
+        request = self._prediction_request(prediction_id)
+        return self._prediction(await self._send(request), request)
 
     async def get_balance(self) -> float:
         """The account balance in USD."""

@@ -73,21 +73,43 @@ class TokenBucket:
 
     Slots are handed out in call order (a virtual schedule, GCRA), so no caller starves.
     :meth:`pause` (after a 429 with ``Retry-After``) holds back every caller, not only
-    the one that was refused.
+    the one that was refused, and halves the rate: the server's limit is below the budget
+    (other clients share the account), so the budget adapts to it. The rate then grows
+    back by a twentieth of ``rate`` every ``recovery_seconds`` (AIMD, as TCP does), so
+    several processes sharing one limit settle under it instead of each bursting into it.
     """
+
+    #: Seconds between two steps back up towards ``rate`` after a 429 cut it.
+    recovery_seconds = 5.0
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
-        self._interval = 1.0 / rate
-        self._tolerance = (max(1.0, burst if burst is not None else rate) - 1.0) * self._interval
+        self._floor = rate / 32  # a 429 storm slows polling down, never to a stop
+        self._burst = max(1.0, burst if burst is not None else rate)
+        self._set_rate(rate)
         self._tat = 0.0  # theoretical arrival time of the next request
         self._paused_until = 0.0
+        self._grow_at = 0.0
+
+    @property
+    def current_rate(self) -> float:
+        """The rate in force now: ``rate``, or less after a 429."""
+        return self._rate
+
+    def _set_rate(self, rate: float) -> None:
+        self._rate = rate
+        self._interval = 1.0 / rate
+        # The burst shrinks with the rate: a cut rate must not come back as a burst.
+        self._tolerance = (min(self._burst, max(1.0, rate)) - 1.0) * self._interval
 
     def _reserve(self) -> float:
         """Reserve the next slot; return seconds until it."""
         now = time.monotonic()
+        if self._rate < self.rate and now >= self._grow_at:
+            self._set_rate(min(self.rate, self._rate + self.rate / 20))
+            self._grow_at = now + self.recovery_seconds
         base = max(now, self._paused_until)
         tat = max(self._tat, base)
         self._tat = tat + self._interval
@@ -107,9 +129,15 @@ class TokenBucket:
             delay = self._reserve()
 
     def pause(self, seconds: float) -> None:
-        """Hold every caller back for ``seconds`` (the server said so)."""
-        until = time.monotonic() + max(0.0, seconds)
+        """Hold every caller back for ``seconds`` (the server said so) and halve the rate."""
+        now = time.monotonic()
+        until = now + max(0.0, seconds)
+        if now >= self._paused_until:
+            # One cut per pause: the other requests already in flight when the limit was hit
+            # get their 429s during it, and say nothing new.
+            self._set_rate(max(self._floor, self._rate / 2))
         if until > self._paused_until:
             self._paused_until = until
-            # Restart the schedule after the pause at the configured rate, without a burst.
+            # Restart the schedule after the pause at the (new) rate, without a burst.
             self._tat = max(self._tat, until + self._tolerance)
+        self._grow_at = max(self._grow_at, until + self.recovery_seconds)

@@ -64,16 +64,20 @@ class Prediction:
         }
 
     @classmethod
-    def from_dict(cls, data: object, *, status_code: int | None = None, raw: bytes | str = b"") -> Prediction:
+    def from_dict(
+        cls, data: object, *, status_code: int | None = None, raw: bytes | str = b"", context: str = ""
+    ) -> Prediction:
         """Build from the API's ``data`` object, checking every field's type.
 
-        A missing or mistyped field raises :class:`WaveSpeedResponseError` naming it.
+        A missing or mistyped field raises :class:`WaveSpeedResponseError` naming it and
+        ``context`` (the request, e.g. ``"poll of prediction <id>"``).
         """
 
         def bad(what: str) -> WaveSpeedResponseError:
             excerpt = body_excerpt(raw) if raw else body_excerpt(repr(data))
+            source = f" to the {context}" if context else ""
             return WaveSpeedResponseError(
-                f"WaveSpeed returned a malformed prediction (HTTP {status_code}): {what}; body: {excerpt}",
+                f"WaveSpeed returned a malformed prediction{source} (HTTP {status_code}): {what}; body: {excerpt}",
                 status_code=status_code,
                 excerpt=excerpt,
             )

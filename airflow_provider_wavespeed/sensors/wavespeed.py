@@ -41,8 +41,8 @@ _STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpe
 class WaveSpeedTaskSensor(BaseSensorOperator):
     """Wait for a WaveSpeed prediction to finish and return it.
 
-    Deferrable (the default): defers at once to :class:`WaveSpeedTaskTrigger`, so no
-    worker slot is held while the model runs. Otherwise it pokes with the sync hook
+    Deferrable (the default): polls once, then defers to :class:`WaveSpeedTaskTrigger`,
+    so no worker slot is held while the model runs. Otherwise it pokes with the sync hook
     every ``poll_interval`` seconds (``mode="poke"`` or ``"reschedule"``).
 
     On success the XCom return value is the prediction (id, model, status, outputs,
@@ -92,6 +92,13 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        # One poll first, as Airflow's own deferrable sensors do: a wait that starts after the
+        # prediction is over (or with a bad connection) ends here, with no deferral and no second
+        # worker run, and so also outside the window of Airflow's stale defer-exit race
+        # (apache/airflow#72716: a trigger firing at once can get its task failed by the scheduler).
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
         prediction_id = self._prediction_id()
         self.log.info("Deferring until WaveSpeed prediction %s is finished", prediction_id)
         self.defer(

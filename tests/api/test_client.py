@@ -255,6 +255,7 @@ def test_garbage_bodies_give_a_clear_error_with_status_and_excerpt(
     with pytest.raises(WaveSpeedResponseError) as info:
         client.get_prediction(prediction.id)
     assert needle in str(info.value) and "HTTP 200" in str(info.value)
+    assert f"poll of prediction {prediction.id}" in str(info.value)  # which request got it
     assert len(str(info.value)) < 600
     assert wavespeed_emulator.counters()["requests"]["result"] == 1  # not retried
 

@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
+from airflow.triggers.base import TriggerEvent
 from airflow_helpers import dag_test, dag_xcoms, ti_states
 
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
@@ -145,7 +148,8 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
 ) -> None:
     key = f"sk-audit-{uuid.uuid4().hex}"
     wavespeed_emulator.set_api_key(key)
-    wavespeed_emulator.set_duration(0.3)
+    # Long enough to be running when each sensor polls first, so the sensors defer.
+    wavespeed_emulator.set_duration(3.0)
     conn = {"conn_type": "wavespeed", "host": wavespeed_emulator.url, "password": key}
     monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(conn))
     serialized: list[dict[str, Any]] = []
@@ -176,12 +180,26 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
     assert [run.state for run in runs] == ["success", "success"]
     existing_id = dag_xcoms(runs[-1])[("deferred", -1, "prediction_id")]
 
-    # 2. Paths that fail, whose messages quote the API: the account's key was rotated.
-    wavespeed_emulator.set_api_key("sk-the-new-key")
+    # 2. Paths that fail, whose messages quote the API: the account's key is rotated while a sensor
+    # is deferred (its trigger gets the 401), then the other tasks meet the new key too.
+    wavespeed_emulator.set_duration(60.0)
+    running_id = WaveSpeedHook().submit(FLUX, {"prompt": "still running"}).id
+    original_run = WaveSpeedTaskTrigger.run
+
+    async def rotate_then_run(self: WaveSpeedTaskTrigger) -> AsyncIterator[TriggerEvent]:
+        wavespeed_emulator.set_api_key("sk-the-new-key")
+        async for event in original_run(self):
+            yield event
+
+    monkeypatch.setattr(WaveSpeedTaskTrigger, "run", rotate_then_run)
     with DAG("wavespeed_audit_failure", schedule=None, start_date=start) as dag:
-        WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "z"})
-        WaveSpeedTaskSensor(task_id="deferred_wait", prediction_id=existing_id, poll_interval=0.2)
-        WaveSpeedTaskSensor(task_id="poke_wait", prediction_id=existing_id, deferrable=False)
+        deferred_wait = WaveSpeedTaskSensor(task_id="deferred_wait", prediction_id=running_id, poll_interval=0.2)
+        deferred_wait >> [
+            WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "z"}, trigger_rule="all_done"),
+            WaveSpeedTaskSensor(
+                task_id="poke_wait", prediction_id=existing_id, deferrable=False, trigger_rule="all_done"
+            ),
+        ]
     runs.append(dag_test(dag))
     assert set(ti_states(runs[-1]).values()) == {"failed"}
 

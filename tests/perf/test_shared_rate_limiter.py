@@ -32,7 +32,33 @@ def test_a_pause_moves_the_schedule_after_it_without_a_burst(monkeypatch: pytest
     bucket = TokenBucket(10, burst=5)
     bucket.pause(2.0)
     delays = [bucket._reserve() for _ in range(3)]
-    assert delays == pytest.approx([2.0, 2.1, 2.2])  # no burst of 5 when the pause ends
+    assert delays == pytest.approx([2.0, 2.2, 2.4])  # no burst when the pause ends, at half the rate
+
+
+def test_a_429_halves_the_rate_once_per_pause_then_it_grows_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(limiter_module.time, "monotonic", clock)
+    bucket = TokenBucket(8)
+    bucket.pause(1.0)
+    bucket.pause(1.0)  # another request of the same burst refused: no second cut
+    assert bucket.current_rate == 4
+    clock.now += 1.5
+    bucket.pause(1.0)  # refused again after the pause: the limit is lower still
+    assert bucket.current_rate == 2
+    for _ in range(10):
+        bucket.pause(1.0)
+        clock.now += 1.5
+    assert bucket.current_rate == pytest.approx(8 / 32)  # a storm slows polling, never stops it
+    # No 429 for a while: one step of rate / 20 per recovery period, up to the budget and no further.
+    clock.now += 1.0 + TokenBucket.recovery_seconds
+    bucket._reserve()
+    assert bucket.current_rate == pytest.approx(8 / 32 + 8 / 20)
+    bucket._reserve()  # within the same period: no second step
+    assert bucket.current_rate == pytest.approx(8 / 32 + 8 / 20)
+    for _ in range(40):
+        clock.now += TokenBucket.recovery_seconds
+        bucket._reserve()
+    assert bucket.current_rate == 8
 
 
 async def test_callers_proceed_in_the_order_they_asked() -> None:

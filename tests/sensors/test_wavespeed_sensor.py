@@ -19,6 +19,9 @@ from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
 
 FLUX = "wavespeed-ai/flux-dev"
+# A prediction still running when the sensor starts (dag.test() takes a second or more to start a
+# task on a loaded machine), so the deferrable sensor's first poll sees it running and defers.
+IN_TRIGGERER = 4.0
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
@@ -42,7 +45,7 @@ def _submit(inputs: dict[str, Any] | None = None) -> str:
 def test_completed_prediction_is_the_xcom_value(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    wavespeed_connection.set_duration(0.3)
+    wavespeed_connection.set_duration(IN_TRIGGERER)
     prediction_id = _submit({"prompt": "two images", "num_images": 2})
     dag_run = dag_test(_sensor_dag(request, prediction_id))
     assert dag_run.state == "success" and ti_states(dag_run) == {("wait", -1): "success"}
@@ -51,16 +54,31 @@ def test_completed_prediction_is_the_xcom_value(
     assert len(value["outputs"]) == 2
     assert all(url.startswith(f"{wavespeed_connection.url}/_emulator/files/") for url in value["outputs"])
     assert "Deferring until WaveSpeed prediction" in task_output(capfd)  # it deferred (the default)
+    assert wavespeed_connection.prediction_state(prediction_id)["polls"] >= 2  # one before deferring
 
 
+def test_wait_that_starts_after_the_prediction_finished_does_not_defer(
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
+) -> None:
+    wavespeed_connection.set_duration(0)
+    prediction_id = _submit()
+    dag_run = dag_test(_sensor_dag(request, prediction_id))
+    assert ti_states(dag_run) == {("wait", -1): "success"}
+    assert dag_xcoms(dag_run)[("wait", -1, "return_value")]["id"] == prediction_id
+    assert "Deferring until" not in task_output(capfd)  # no deferral, no second worker run
+    assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 1
+
+
+@pytest.mark.parametrize("duration", [0.0, IN_TRIGGERER], ids=["before-deferring", "in-triggerer"])
 @pytest.mark.parametrize("status", ["failed", "cancelled", "timeout"])
 def test_unsuccessful_prediction_fails_with_the_api_error(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
     capfd: pytest.CaptureFixture[str],
     status: str,
+    duration: float,
 ) -> None:
-    wavespeed_connection.set_duration(0.3)
+    wavespeed_connection.set_duration(duration)
     wavespeed_connection.set_outcome(status, error=f"emulated {status}: out of GPU memory")
     prediction_id = _submit()
     dag = _sensor_dag(request, prediction_id, retries=2, retry_delay=timedelta(0))
@@ -103,7 +121,7 @@ def test_sensor_timeout_fails_or_skips(
 def test_transient_errors_while_polling_still_succeed(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, deferrable: bool
 ) -> None:
-    wavespeed_connection.set_duration(0.2)
+    wavespeed_connection.set_duration(IN_TRIGGERER if deferrable else 0.2)
     prediction_id = _submit()
     wavespeed_connection.add_fault("result", "rate_limit", times=3, retry_after=0)
     wavespeed_connection.add_fault("result", "http_error", status=503, times=2)
@@ -182,7 +200,7 @@ def test_base64_outputs_too_large_for_xcom_fail_clearly(
 ) -> None:
     # The emulator's outputs are tiny; make each one 48 KiB so four of them, as base64, pass the XCom limit.
     monkeypatch.setattr(_media, "output_bytes", lambda pid, index, ext: hashlib.sha256(pid.encode()).digest() * 1536)
-    wavespeed_connection.set_duration(0.2)
+    wavespeed_connection.set_duration(IN_TRIGGERER if deferrable else 0.2)
     prediction_id = _submit({"prompt": "big", "num_images": 4, "enable_base64_output": True})
     dag_run = dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
     assert ti_states(dag_run) == {("wait", -1): "failed"}

@@ -1,8 +1,9 @@
 """Airflow DAG: Rate limit: the emulator answers 429 + Retry-After beyond its limit; every task must still succeed.
 
-Configured as a rate-limited account should be: the connection's request budget (per
-triggerer) is the account's limit split between the two triggerers, and the submits, which
-run in separate worker processes that cannot share a budget, go through a small Airflow pool.
+The connection keeps the default request budget (8/s per triggerer), four times the account's
+limit for two triggerers: the 429s must teach the triggerers' shared limiters the real limit.
+The submits, which run in separate worker processes that cannot share a budget, go through a
+small Airflow pool, as the README advises for rate-limited accounts.
 """
 
 from deployment_dag_factory import LIMITED_CONN_ID, add_generations, deployment_dag
