@@ -14,6 +14,10 @@ Worker-slot seconds held by the waiting tasks are measured two ways:
 - *from the task logs*: each try's log (JSON lines from the task process) gives, for every
   run in a worker, its first and last timestamp; a deferred try has two runs (defer, then
   resume) and the gap between them is spent in the triggerer.
+- *while waiting*: of those worker runs, the seconds that overlap the task's own prediction
+  running (emulator ``submitted_at`` to ``completes_at``): a slot held while there was something
+  to wait for. The rest is process start-up, the submit and handling the result, which every
+  design pays once per worker run whatever it waits for.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class ModeResult:
     sensor_states: dict[str, int] = field(default_factory=dict)
     slot_seconds_sampled: float = 0.0
     slot_seconds_logs: float | None = None
+    # From the task logs: worker-run seconds that overlap the task's own prediction running, i.e.
+    # a slot held while there is something to wait for (the rest is start-up, submit, results).
+    slot_seconds_waiting: float | None = None
     runs_per_try: float | None = None
     max_running_sensors: int = 0
     max_deferred_sensors: int = 0
@@ -93,17 +100,18 @@ def _count(stack: AirflowStack, dag_id: str, run_id: str, task_id: str, state: s
     return int(page["total_entries"])
 
 
-def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> tuple[float, int, int] | None:
-    """(seconds in workers, worker runs, tries) from the waiting task's tries' logs.
+def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> dict[int, list[tuple[float, float]]]:
+    """Map index -> the (start, end) epoch of each worker run of the waiting task, every try.
 
     A try's log holds one run per worker process: a deferred try ends a run with
     "Pausing task as DEFERRED" and starts the next when it resumes.
     """
-    total, runs, tries = 0.0, 0, 0
+    runs: dict[int, list[tuple[float, float]]] = {}
     pattern = f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/**/attempt=*.log"
     for path in (home / "logs").glob(pattern):
         if not re.fullmatch(r"attempt=\d+\.log", path.name):
             continue  # the triggerer's part of the log is not a worker's
+        index = re.search(r"map_index=(-?\d+)", str(path))
         lines: list[tuple[float, str]] = []
         for line in path.read_text(errors="replace").splitlines():
             try:
@@ -113,19 +121,33 @@ def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> tuple[float
                 continue
         if not lines:
             continue
-        tries += 1
+        spans = runs.setdefault(int(index.group(1)) if index else -1, [])
         start = previous = lines[0][0]
         deferred = False
         for stamp, event in lines[1:]:
             if deferred and stamp - previous > _RUN_GAP:  # resumed in a new worker process
-                total += previous - start
-                runs += 1
+                spans.append((start, previous))
                 start, deferred = stamp, False
             deferred = deferred or event.startswith("Pausing task as DEFERRED")
             previous = stamp
-        total += previous - start
-        runs += 1
-    return (total, runs, tries) if tries else None
+        spans.append((start, previous))
+    return runs
+
+
+def _predictions_by_index(control: Any, since: float) -> dict[int, tuple[float, float]]:
+    """Map index -> (submitted_at, completes_at) of the generations submitted since ``since``."""
+    found: dict[int, tuple[float, float]] = {}
+    for entry in control.submissions():
+        prompt = str(entry.get("inputs", {}).get("prompt", ""))
+        match = re.fullmatch(r"benchmark image (\d+)", prompt)
+        if match and entry["submitted_at"] >= since:
+            state = control.prediction_state(entry["id"])
+            found[int(match.group(1))] = (state["submitted_at"], state["completes_at"])
+    return found
+
+
+def _overlap(spans: list[tuple[float, float]], window: tuple[float, float]) -> float:
+    return sum(max(0.0, min(end, window[1]) - max(start, window[0])) for start, end in spans)
 
 
 def _stack_cpu(stack: AirflowStack) -> float:
@@ -143,10 +165,19 @@ def _stack_cpu(stack: AirflowStack) -> float:
 
 
 def run_mode(
-    stack: AirflowStack, dag_id: str, task_id: str, mode: str, tasks: int, *, sample: float, timeout: float
+    stack: AirflowStack,
+    dag_id: str,
+    task_id: str,
+    mode: str,
+    tasks: int,
+    *,
+    sample: float,
+    timeout: float,
+    control: Any = None,
 ) -> ModeResult:
     result = ModeResult(mode=mode, tasks=tasks)
     stack.wait_for_dag(dag_id)
+    triggered_at = time.time()
     busy_before, total_before = machine.busy_jiffies()
     stack_cpu_before = _stack_cpu(stack)
     run_id = stack.trigger(dag_id)
@@ -186,8 +217,13 @@ def run_mode(
     )
     logs = _log_runs(stack.home, dag_id, run_id, task_id)
     if logs:
-        result.slot_seconds_logs = logs[0]
-        result.runs_per_try = logs[1] / logs[2]
+        result.slot_seconds_logs = sum(end - start for spans in logs.values() for start, end in spans)
+        result.runs_per_try = sum(map(len, logs.values())) / len(logs)
+    if logs and control is not None:
+        predictions = _predictions_by_index(control, triggered_at)
+        result.slot_seconds_waiting = sum(
+            _overlap(spans, predictions[index]) for index, spans in logs.items() if index in predictions
+        )
     return result
 
 
@@ -231,12 +267,15 @@ def run(
             results[design] = {"task_id": task_id}
             for mode, dag_id in runs:
                 print(f"  real Airflow: {tasks} generations, {design} {mode} ({dag_id}) ...", flush=True)
-                mode_result = run_mode(stack, dag_id, task_id, mode, tasks, sample=sample, timeout=timeout)
+                mode_result = run_mode(
+                    stack, dag_id, task_id, mode, tasks, sample=sample, timeout=timeout, control=control
+                )
                 results[design][mode] = mode_result.to_dict()
                 print(
                     f"    {mode_result.state} in {mode_result.wall_s or 0:.0f} s; worker-slot seconds of "
                     f"{task_id}: {mode_result.slot_seconds_sampled:.0f} (sampled), "
-                    f"{mode_result.slot_seconds_logs or 0:.0f} (logs)",
+                    f"{mode_result.slot_seconds_logs or 0:.0f} (logs), "
+                    f"{mode_result.slot_seconds_waiting or 0:.0f} while its prediction ran",
                     flush=True,
                 )
     finally:

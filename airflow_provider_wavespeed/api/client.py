@@ -30,7 +30,7 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, submit_uncertain
 from airflow_provider_wavespeed.api.validation import (
     DEFAULT_BASE_URL,
     validate_base_url,
@@ -124,7 +124,13 @@ class _Protocol:
 
     @staticmethod
     def _prediction(data: Any, request: _Request) -> Prediction:
-        return Prediction.from_dict(data, status_code=200, context=request.what)
+        try:
+            return Prediction.from_dict(data, status_code=200, context=request.what)
+        except WaveSpeedResponseError as exc:
+            if request.idempotent:
+                raise
+            # Accepted (HTTP 200) but unreadable: the prediction probably exists, unseen.
+            raise submit_uncertain(request.what, exc) from exc
 
     @staticmethod
     def _float_field(data: Any, name: str, what: str) -> float:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedRateLimitError,
+    WaveSpeedResponseError,
     WaveSpeedServerError,
     WaveSpeedSubmitUncertainError,
     WaveSpeedTransportError,
@@ -68,20 +69,30 @@ class RetryPolicy:
         :class:`WaveSpeedSubmitUncertainError` instead of ``exc``.
         """
         if attempt > self.max_retries or not self.is_retryable(exc, idempotent=idempotent):
-            if not idempotent and _may_have_created(exc):
-                raise WaveSpeedSubmitUncertainError(
-                    f"WaveSpeed {what}: the outcome is unknown ({exc}). The request may have reached "
-                    "the API and created a paid prediction, so it was not repeated automatically. "
-                    "Check your recent predictions (WaveSpeed dashboard or history) before re-running, "
-                    "or a second prediction may be created and billed."
-                ) from exc
+            if not idempotent and may_have_created(exc):
+                raise submit_uncertain(what, exc) from exc
             raise exc
         return self.delay(attempt, exc)
 
 
-def _may_have_created(exc: WaveSpeedError) -> bool:
+def submit_uncertain(what: str, exc: WaveSpeedError) -> WaveSpeedSubmitUncertainError:
+    """The error for a submit whose outcome is unknown (``exc`` says why)."""
+    return WaveSpeedSubmitUncertainError(
+        f"WaveSpeed {what}: the outcome is unknown ({exc}). The request may have reached "
+        "the API and created a paid prediction, so it was not repeated automatically. "
+        "Check your recent predictions (WaveSpeed dashboard or history) before re-running, "
+        "or a second prediction may be created and billed."
+    )
+
+
+def may_have_created(exc: WaveSpeedError) -> bool:
+    """Whether a failed submit may still have created the prediction."""
     if isinstance(exc, WaveSpeedTransportError):
         return exc.connected
+    if isinstance(exc, WaveSpeedResponseError):
+        # An unreadable answer under a 2xx status: the API accepted the request, so the
+        # prediction probably exists; under an error status nothing was created.
+        return exc.status_code is None or 200 <= exc.status_code < 300
     return isinstance(exc, WaveSpeedServerError)
 
 

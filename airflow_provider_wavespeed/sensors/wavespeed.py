@@ -36,6 +36,23 @@ if TYPE_CHECKING:
 _DEFERRAL_GRACE = 60.0
 # Storing again only re-reads and re-copies, so a retry of the sensor may repeat any storage failure.
 _STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
+# A retry of the sensor waits again on the same prediction (nothing is resubmitted), so unless
+# the DAG or the deployment chose otherwise it gets retries: they cover a failure no poll can
+# prevent, such as Airflow's scheduler failing a resumed task by mistake when its trigger fired
+# within seconds of the deferral (apache/airflow#72716). Errors no retry can fix stay final.
+SENSOR_RETRIES = 2
+SENSOR_RETRY_DELAY = timedelta(seconds=30)
+
+
+def _default_retries(kwargs: dict[str, Any]) -> None:
+    from airflow.configuration import conf
+
+    given = {**(kwargs.get("default_args") or {}), **kwargs}
+    if "retries" in given or conf.getint("core", "default_task_retries", fallback=0):
+        return
+    kwargs["retries"] = SENSOR_RETRIES
+    if "retry_delay" not in given:
+        kwargs["retry_delay"] = SENSOR_RETRY_DELAY
 
 
 class WaveSpeedTaskSensor(BaseSensorOperator):
@@ -55,6 +72,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
+    :param retries: Default 2 (30 s apart) unless the DAG or ``[core] default_task_retries`` sets
+        them: a retry only waits again on the same prediction.
     :param output_path: Copy the outputs there and add ``stored_paths`` to the result (templated):
         a directory path, a URL (``file:///data/out/``, ``s3://bucket/prefix/``) or an
         ``ObjectStoragePath``. Files are named ``<prediction id>_<index>.<ext>``.
@@ -74,6 +93,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         output_path: OutputPath | None = None,
         **kwargs: Any,
     ) -> None:
+        _default_retries(kwargs)
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
         self.prediction_id = prediction_id
         self.wavespeed_conn_id = wavespeed_conn_id

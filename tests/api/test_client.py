@@ -186,7 +186,9 @@ def test_server_errors_give_up_after_the_retry_budget(
     assert wavespeed_emulator.counters()["requests"]["balance"] == FAST.max_retries + 1
 
 
-@pytest.mark.parametrize("kind", ["http_error", "drop", "drop_after_submit", "envelope_error"])
+@pytest.mark.parametrize(
+    "kind", ["http_error", "drop", "drop_after_submit", "envelope_error", "html", "truncated", "wrong_types"]
+)
 def test_a_submit_that_may_have_reached_the_server_is_never_repeated(
     client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator, kind: str
 ) -> None:

@@ -102,6 +102,7 @@ def test_key_revoked_fails_fast_with_the_fix_and_no_retry_storm(deployment: Depl
 RATE_DAG, RATE_COUNT = "wsdeploy_rate_limit", 24
 # Workers cannot share a request budget: an Airflow pool keeps their submits few at a time.
 RATE_POOL, RATE_POOL_SLOTS = "wavespeed_rate_limited", 4
+SETTLE_SECONDS = 10.0  # 8/s -> 4 -> 2 -> 1 per triggerer: three 429s at least 1 s apart, and slack
 
 
 def test_rate_limit_all_succeed_and_the_rate_stays_under_the_limit(deployment: Deployment) -> None:
@@ -122,17 +123,25 @@ def test_rate_limit_all_succeed_and_the_rate_stays_under_the_limit(deployment: D
     after = [entry[0] for entry in log if entry[0] >= min(limited)]
     span = max(after) - min(after)
     average = len(after) / span if span else float(len(after))
-    busiest = max_in_sliding_window(after, 10.0) / 10.0
+    # The budget starts at 4x the limit and each 429 halves it (one cut per Retry-After pause), so
+    # the first seconds after the first 429 are the triggerers learning the limit; from then on,
+    # no 10 s window may go over it either.
+    settled = [at for at in after if at >= min(limited) + SETTLE_SECONDS]
+    busiest_first = max_in_sliding_window(after, 10.0) / 10.0
+    busiest = max_in_sliding_window(settled, 10.0) / 10.0
     print(
         f"\nrate limit {RATE_LIMIT}/s: {len(log)} requests, {len(limited)} answered 429; after the first 429: "
-        f"{average:.2f}/s on average, busiest 10 s {busiest:.2f}/s; run {result.seconds:.0f} s"
+        f"{average:.2f}/s on average, busiest 10 s {busiest_first:.2f}/s; from {SETTLE_SECONDS:.0f} s later: "
+        f"busiest 10 s {busiest:.2f}/s, {sum(at >= min(limited) + SETTLE_SECONDS for at in limited)} 429s; "
+        f"run {result.seconds:.0f} s"
     )
     result.assert_states("generate.submit", {"success": RATE_COUNT})
     result.assert_states("generate.wait", {"success": RATE_COUNT})
     assert deployment.submissions_per_index(run_id) == {i: 1 for i in range(RATE_COUNT)}
     assert average <= RATE_LIMIT
-    # No burst above the limit either: 10 s may hold 11 s worth (the emulator's own bucket lets
-    # one second's burst through), plus the odd 429.
+    # Once settled, no burst above the limit either: 10 s may hold 11 s worth (the emulator's own
+    # bucket lets one second's burst through), plus the odd 429 of the budget probing back up.
+    assert settled, "the run must go on after the limiters settle"
     assert busiest <= RATE_LIMIT * 1.2
 
 

@@ -255,3 +255,25 @@ def test_deadline_event_is_a_sensor_timeout() -> None:
 def test_completed_event_returns_the_prediction() -> None:
     result = _handler_sensor().execute_complete({}, {"status": "completed", "prediction": _prediction()})  # type: ignore[arg-type]
     assert result["id"] == "abc123" and result["outputs"] == ["https://x/1.png"]
+
+
+# -- retries: a wait is safe to retry -------------------------------------------------------
+
+
+def test_retries_default_to_two_unless_the_dag_or_the_task_sets_them() -> None:
+    start = pendulum.datetime(2026, 1, 1, tz="UTC")
+    with DAG("sensor_retries_default", schedule=None, start_date=start):
+        ours = WaveSpeedTaskSensor(task_id="ours", prediction_id="abc123")
+        explicit = WaveSpeedTaskSensor(task_id="explicit", prediction_id="abc123", retries=0)
+    with DAG("sensor_retries_dag", schedule=None, start_date=start, default_args={"retries": 5}):
+        from_dag = WaveSpeedTaskSensor(task_id="from_dag", prediction_id="abc123")
+    assert (ours.retries, ours.retry_delay) == (2, timedelta(seconds=30))
+    assert explicit.retries == 0
+    assert from_dag.retries == 5 and from_dag.retry_delay == timedelta(seconds=300)  # Airflow's default delay
+
+
+def test_retries_follow_the_deployment_default_when_it_sets_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__DEFAULT_TASK_RETRIES", "4")
+    with DAG("sensor_retries_conf", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id="abc123")
+    assert sensor.retries != 2  # ours stand back; Airflow's own default applies
