@@ -2,18 +2,17 @@
 # The whole test suite, from nothing but python3 and the package registries:
 # for the newest Airflow 3.x and the oldest supported (3.0.x), a fresh virtual environment,
 # the provider installed in it, ruff + mypy, and the quick suite (emulator + dag.test());
-# then, on the newest Airflow, a benchmark smoke run. The real-deployment tier (PostgreSQL,
-# scheduler, two triggerers, browser; Debian packages installed when missing) runs with
-# TIER=deployment, or with everything else under TIER=full.
-#   bash scripts/test.sh                   both Airflow versions + benchmark smoke (what CI runs)
+# then, on the newest Airflow, the real-deployment tier (PostgreSQL, scheduler, two triggerers,
+# browser; Debian packages installed when missing) and a benchmark smoke run.
+#   bash scripts/test.sh                   everything (what CI runs)
 #   QUICK=1 bash scripts/test.sh           newest Airflow only, quick suite only
 #   TIER=deployment bash scripts/test.sh   newest Airflow only, deployment tier only
-#   TIER=full bash scripts/test.sh         everything, deployment tier included
+#   TIER=all bash scripts/test.sh          everything but the deployment tier
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 AIRFLOW_VERSIONS=${AIRFLOW_VERSIONS:-"3.* 3.0.*"}
-TIER=${TIER:-all}
+TIER=${TIER:-full}
 [ -n "${QUICK:-}" ] && TIER=quick
 case "$TIER" in all|full) ;; *) AIRFLOW_VERSIONS="3.*" ;; esac
 

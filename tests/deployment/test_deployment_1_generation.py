@@ -35,7 +35,8 @@ def test_load_200_generations_wait_deferred_and_submit_once(load_run: LoadRun, d
     print(
         f"\nload: {LOAD_COUNT} generations in {result.seconds:.0f} s; peak {peak.deferred} sensors deferred "
         f"while {peak.running} task instances ran; share of sensors in a worker slot while others wait "
-        f"{in_slots:.2f}; sensor tries {dict(result.tries('generate.wait'))}; emulator {load_run.counters}"
+        f"{in_slots:.2f}; sensor tries {dict(result.tries('generate.wait'))}; emulator {load_run.counters}; "
+        f"failed by Airflow's defer/resume race (then retried): {result.state_mismatches}"
     )
     assert len(result.of("generate.submit")) == LOAD_COUNT
     _all_success(result, ("generate.submit", "generate.wait"))
