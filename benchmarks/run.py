@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,50 +28,11 @@ from typing import Any
 
 import psutil
 
+from airflow_provider_wavespeed.testing import EmulatorProcess
 from benchmarks import machine, policy, report
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("new-client", "threaded-requests")
-
-
-def start_emulator(api_key: str, duration: tuple[float, float]) -> tuple[subprocess.Popen[str], str]:
-    """The emulator in its own process (and session), as a deployment would reach the API."""
-    command = [
-        sys.executable,
-        "-m",
-        "airflow_provider_wavespeed.testing",
-        "--port",
-        "0",
-        "--api-key-env",
-        "WAVESPEED_BENCH_KEY",
-        "--duration",
-        str(duration[0]),
-        "--duration-max",
-        str(duration[1]),
-    ]
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, "WAVESPEED_BENCH_KEY": api_key},
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "listening on" not in line:
-        process.kill()
-        raise RuntimeError(f"the WaveSpeed emulator did not start: {line!r}")
-    return process, line.rsplit(" ", 1)[-1].strip()
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -210,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    emulator_process, url = start_emulator(api_key, duration)
+    emulator_process = EmulatorProcess(api_key, duration=duration)
+    url = emulator_process.url
     emulator = psutil.Process(emulator_process.pid)
     print(f"Emulator (separate process) on {url}; predictions take {duration[0]:g}-{duration[1]:g} s", flush=True)
     begun = time.monotonic()
@@ -226,10 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("  " + report.one_line(result), flush=True)
         results["policy"] = policy.table()
         if not (args.smoke or args.no_airflow):
-            from airflow_provider_wavespeed.testing import EmulatorControl
             from benchmarks import airflow_run
 
-            control = EmulatorControl(url)
             results["airflow"] = airflow_run.run(
                 home=work / "airflow-deployment",
                 emulator_url=url,
@@ -237,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                 tasks=args.airflow_tasks,
                 parallelism=args.airflow_parallelism,
                 duration=20.0,
-                control=control,
+                control=emulator_process.control,
             )
     finally:
-        stop(emulator_process)
+        emulator_process.stop(timeout=15)
     results["suite_wall_s"] = time.monotonic() - begun
     text = report.render(results)
     output.parent.mkdir(parents=True, exist_ok=True)

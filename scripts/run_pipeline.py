@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -23,39 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from airflow_stack import AirflowStack, free_port, reset_home
+from airflow_stack import AirflowStack, reset_home
+
+from airflow_provider_wavespeed.testing import EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "wavespeed_content_pipeline"
-
-
-def start_emulator(api_key: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_wavespeed.testing",
-            "--port",
-            str(port),
-            "--api-key-env",
-            "WAVESPEED_EMULATOR_KEY",
-            "--duration",
-            "6",
-            "--duration-max",
-            "14",
-        ],
-        env={**os.environ, "WAVESPEED_EMULATOR_KEY": api_key},
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "listening on" not in line:
-        process.kill()
-        raise RuntimeError(f"the WaveSpeed emulator did not start: {line!r}")
-    return process, line.rsplit(" ", 1)[-1].strip()
 
 
 def summarise(tis: list[dict]) -> str:
@@ -80,7 +52,8 @@ def main() -> int:
         print("WAVESPEED_API_KEY is set: using the real WaveSpeed API (this costs credits)")
     else:
         key = secrets.token_urlsafe(24)
-        emulator, emulator_url = start_emulator(key)
+        emulator = EmulatorProcess(key, duration=(6.0, 14.0))
+        emulator_url = emulator.url
         print(f"WaveSpeed emulator on {emulator_url} (predictions take 6-14 s)")
         env["AIRFLOW_CONN_WAVESPEED_DEFAULT"] = json.dumps(
             {"conn_type": "wavespeed", "host": emulator_url, "password": key, "extra": {"max_requests_per_second": 50}}
@@ -130,8 +103,7 @@ def main() -> int:
     finally:
         stack.stop()
         if emulator is not None:
-            os.killpg(emulator.pid, signal.SIGTERM)
-            emulator.wait(10)
+            emulator.stop()
         print("Stopped every process this run started.")
     return 0 if ok else 1
 

@@ -2,7 +2,9 @@
 
 Rules:
 - 400/401/403/404 and malformed bodies are permanent: never retried.
-- 429 is retried after ``Retry-After`` when sent, else after the backoff delay.
+- 429 is retried after ``Retry-After`` when sent, else after the backoff delay, and with
+  more patience than other errors (``rate_limit_retries``): nothing was created, and a
+  worker's submit must outlast a busy minute, not fail it.
 - 5xx, resets and timeouts are retried for reads with jittered exponential backoff.
 - A submit (a non-idempotent POST) is retried only when the request cannot have created
   a task: after a 429, or when the connection was never established. Any other failure
@@ -30,6 +32,8 @@ class RetryPolicy:
     """Bounded, jittered exponential backoff for one request."""
 
     max_retries: int = 4
+    # 429s are counted apart: about 45-90 s of growing waits before giving up.
+    rate_limit_retries: int = 8
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     # Longest Retry-After we obey; past it we give up and let the caller decide.
@@ -47,11 +51,13 @@ class RetryPolicy:
 
     def delay(self, attempt: int, exc: WaveSpeedError | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        if isinstance(exc, WaveSpeedRateLimitError) and exc.retry_after is not None:
-            # A little jitter on top so a crowd told "1 s" does not return in one burst.
-            return min(exc.retry_after, self.retry_after_max) + random.uniform(0, 0.25)
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never near zero
+        backoff = random.uniform(ceiling / 2, ceiling)  # "equal jitter": never near zero
+        if isinstance(exc, WaveSpeedRateLimitError) and exc.retry_after is not None:
+            # Never sooner than asked; but a crowd told "1 s" again and again (workers, each with
+            # its own budget) backs off further, and a little jitter keeps it from one burst.
+            return max(min(exc.retry_after, self.retry_after_max), backoff) + random.uniform(0, 0.25)
+        return backoff
 
     def server_wait(self, exc: WaveSpeedError) -> float:
         """Seconds the server asked us to wait (``Retry-After`` of a 429), 0 when it did not.
@@ -68,7 +74,8 @@ class RetryPolicy:
         A submit that failed after it may have reached the server raises
         :class:`WaveSpeedSubmitUncertainError` instead of ``exc``.
         """
-        if attempt > self.max_retries or not self.is_retryable(exc, idempotent=idempotent):
+        limit = self.rate_limit_retries if isinstance(exc, WaveSpeedRateLimitError) else self.max_retries
+        if attempt > limit or not self.is_retryable(exc, idempotent=idempotent):
             if not idempotent and may_have_created(exc):
                 raise submit_uncertain(what, exc) from exc
             raise exc

@@ -23,6 +23,7 @@ from airflow_provider_wavespeed._compat import AirflowSensorTimeout
 from airflow_provider_wavespeed.api.client import ensure_success
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.storage import OutputPath, WaveSpeedStorageError
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 _DEFERRAL_GRACE = 60.0
 # Storing again only re-reads and re-copies, so a retry of the sensor may repeat any storage failure.
 _STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
+# A poke told to slow down (429) gives the slot up, to the triggerer or to the next poke,
+# instead of sleeping in it through a submit's long patience.
+_POKE_RETRY = RetryPolicy(rate_limit_retries=1)
 # A retry of the sensor waits again on the same prediction (nothing is resubmitted), so unless
 # the DAG or the deployment chose otherwise it gets retries: they cover a failure no poll can
 # prevent, such as Airflow's scheduler failing a resumed task by mistake when its trigger fired
@@ -105,6 +109,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     def hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
 
+    @cached_property
+    def _poke_hook(self) -> WaveSpeedHook:
+        return WaveSpeedHook(self.wavespeed_conn_id, retry=_POKE_RETRY)
+
     def _prediction_id(self) -> str:
         with airflow_errors():
             return validate_prediction_id(self.prediction_id)
@@ -136,7 +144,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         prediction_id = self._prediction_id()
         with airflow_errors():
             try:
-                prediction = self.hook.get_prediction(prediction_id)
+                prediction = self._poke_hook.get_prediction(prediction_id)
             except TRANSIENT_ERRORS as exc:  # the next poke may get through
                 self.log.warning("Poll of %s failed, will poke again: %s", prediction_id, exc)
                 return False

@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from .control import EmulatorControl
 from .emulator import WaveSpeedEmulator
+from .process import EmulatorProcess
 
-__all__ = ["EmulatorControl", "WaveSpeedEmulator"]
+__all__ = ["EmulatorControl", "EmulatorProcess", "WaveSpeedEmulator"]

@@ -75,7 +75,7 @@ async def _create_shared(conn_id: str) -> _Shared:
         credential_source=creds.source,
         http_client=http,
         limiter=limiter,
-        retry=RetryPolicy(max_retries=2),  # the trigger's own loop keeps trying after that
+        retry=RetryPolicy(max_retries=2, rate_limit_retries=2),  # the trigger's own loop keeps trying after that
         # Polls beyond the pool wait in the client's queue (a future each), not as built requests.
         max_in_flight=POOL_SIZE,
     )

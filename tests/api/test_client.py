@@ -29,7 +29,7 @@ from airflow_provider_wavespeed.api import (
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
-FAST = RetryPolicy(max_retries=3, backoff_base=0.05, backoff_max=0.2)
+FAST = RetryPolicy(max_retries=3, rate_limit_retries=5, backoff_base=0.05, backoff_max=0.2)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_rate_limit_gives_up_after_the_retry_budget(
     wavespeed_emulator.add_fault("balance", "rate_limit", times=None, retry_after=0)
     with pytest.raises(WaveSpeedRateLimitError):
         client.get_balance()
-    assert wavespeed_emulator.counters()["requests"]["balance"] == FAST.max_retries + 1
+    assert wavespeed_emulator.counters()["requests"]["balance"] == FAST.rate_limit_retries + 1
 
 
 @pytest.mark.parametrize("kind", ["http_error", "drop", "envelope_error"])
@@ -204,6 +204,28 @@ def test_submit_is_retried_after_429(client: WaveSpeedClient, wavespeed_emulator
     client.submit(FLUX, {"prompt": "x"})
     counters = wavespeed_emulator.counters()
     assert counters["requests"]["submit"] == 3 and counters["submissions"] == {FLUX: 1}
+
+
+def test_a_submit_outlasts_more_429s_than_other_errors(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+) -> None:
+    # More 429s in a row than max_retries allows for other errors: a busy minute must not fail a
+    # worker's submit (a deployment's workers each have their own budget, so they collide).
+    wavespeed_emulator.add_fault("submit", "rate_limit", times=FAST.rate_limit_retries, retry_after=0)
+    client.submit(FLUX, {"prompt": "x"})
+    counters = wavespeed_emulator.counters()
+    assert counters["requests"]["submit"] == FAST.rate_limit_retries + 1 > FAST.max_retries + 1
+    assert counters["submissions"] == {FLUX: 1}
+
+
+def test_repeated_429s_back_off_beyond_retry_after() -> None:
+    policy = RetryPolicy()
+    limited = WaveSpeedRateLimitError("slow down", status_code=429, retry_after=1.0)
+    first = [policy.delay(1, limited) for _ in range(50)]
+    later = [policy.delay(7, limited) for _ in range(50)]
+    assert all(1.0 <= wait <= 1.25 for wait in first)  # the server's word first
+    assert min(later) >= policy.backoff_max / 2  # then the backoff grows past it
+    assert max(later) <= policy.backoff_max + 0.25
 
 
 def _free_port() -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from deployment_postgres import PostgresCluster
 
-from airflow_provider_wavespeed.testing import EmulatorControl
+from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -60,47 +59,6 @@ def epoch(timestamp: str | None) -> float | None:
     if not timestamp:
         return None
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
-class EmulatorProcess:
-    """``python -m airflow_provider_wavespeed.testing`` in its own process group."""
-
-    def __init__(self, api_key: str, duration: float = 2.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_wavespeed.testing",
-                "--port",
-                str(self.port),
-                "--api-key-env",
-                "WAVESPEED_DEPLOY_EMULATOR_KEY",
-                "--duration",
-                str(duration),
-            ],
-            env={**os.environ, "WAVESPEED_DEPLOY_EMULATOR_KEY": api_key},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on" not in line:
-            self.stop()
-            raise RuntimeError(f"the WaveSpeed emulator did not start: {line!r}")
-        self.control = EmulatorControl(self.url)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @dataclass

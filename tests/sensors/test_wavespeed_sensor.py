@@ -69,6 +69,19 @@ def test_wait_that_starts_after_the_prediction_finished_does_not_defer(
     assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 1
 
 
+def test_a_rate_limited_first_poll_defers_instead_of_sleeping_in_the_slot(
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
+) -> None:
+    wavespeed_connection.set_duration(0)  # finished: a patient first poll would end the wait in the worker
+    prediction_id = _submit()
+    wavespeed_connection.add_fault("result", "rate_limit", times=2, retry_after=0)
+    dag_run = dag_test(_sensor_dag(request, prediction_id))
+    assert ti_states(dag_run) == {("wait", -1): "success"}
+    output = task_output(capfd)
+    assert "will poke again" in output and "Deferring until" in output  # one retry, then the triggerer
+    assert wavespeed_connection.counters()["requests"]["result"] == 3  # two 429s, then the trigger's poll
+
+
 @pytest.mark.parametrize("duration", [0.0, IN_TRIGGERER], ids=["before-deferring", "in-triggerer"])
 @pytest.mark.parametrize("status", ["failed", "cancelled", "timeout"])
 def test_unsuccessful_prediction_fails_with_the_api_error(

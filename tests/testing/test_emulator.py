@@ -27,7 +27,7 @@ import httpx
 import pytest
 import requests
 
-from airflow_provider_wavespeed.testing import EmulatorControl, WaveSpeedEmulator
+from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess, WaveSpeedEmulator
 from airflow_provider_wavespeed.testing._control_api import CONTROL_METHODS, EmulatorControlMethods
 from airflow_provider_wavespeed.testing._state import EmulatorState
 
@@ -592,6 +592,21 @@ def test_emulator_control_drives_a_cli_subprocess(emulator_process: tuple[subpro
     stdout, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "process-secret-key" not in stdout + stderr
+
+
+def test_emulator_process_starts_serves_and_stops_its_process_group() -> None:
+    with EmulatorProcess("process-secret-key", duration=(0.2, 0.3)) as emulator:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", emulator.url)
+        assert emulator.control.health()
+        # The key reaches the child through its environment, not its command line (`ps` shows that).
+        assert b"process-secret-key" not in Path(f"/proc/{emulator.pid}/cmdline").read_bytes()
+        headers = {"Authorization": "Bearer process-secret-key"}
+        submitted = requests.post(f"{emulator.url}/api/v3/{FLUX}", json={"prompt": "x"}, headers=headers)
+        state = emulator.control.prediction_state(submitted.json()["data"]["id"])
+        assert 0.2 <= state["completes_at"] - state["submitted_at"] <= 0.3
+    assert emulator.process.returncode == 0  # SIGTERM to the group: a clean shutdown, not a kill
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{emulator.url}/_emulator/health", timeout=2)
 
 
 def test_pytest_plugin_fixtures(tmp_path: Path) -> None:
