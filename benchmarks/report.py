@@ -70,7 +70,10 @@ def _targets(results: dict[str, Any]) -> list[str]:
 
     p99, peak = ours["lag_p99_ms"], ours["lag_max_ms"]
     row("event-loop lag p99 < 100 ms", f"{_f(p99)} ms", p99 < 100, f"by {p99 - 100:.0f} ms")
-    row("event-loop lag max < 200 ms", f"{_f(peak)} ms", peak < 200, f"by {peak - 200:.0f} ms")
+    reference = _find(scale, "sleep-reference", n)
+    # The runner's own floor in the same run: what 5,000 triggers that do no I/O at all reach.
+    floor = f"; Airflow's DateTimeTrigger (no I/O) reached {_f(reference['lag_max_ms'])} ms" if reference else ""
+    row("event-loop lag max < 200 ms", f"{_f(peak)} ms", peak < 200, f"by {peak - 200:.0f} ms{floor}")
     limit = ours["poll_interval"] + 1
     det = ours["detection_p99_s"]
     row(

@@ -201,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         emulator_process.stop(timeout=15)
     results["suite_wall_s"] = time.monotonic() - begun
+    if args.json:  # first, so a long run's figures survive a failure to render them
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     text = report.render(results)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
     print(text)
     print(f"Written to {output} (work files in {work})")
     failed = [r for r in results["scale"] if r.get("error")]
