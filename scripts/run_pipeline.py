@@ -53,10 +53,9 @@ def main() -> int:
     else:
         key = secrets.token_urlsafe(24)
         emulator = EmulatorProcess(key, duration=(6.0, 14.0))
-        emulator_url = emulator.url
-        print(f"WaveSpeed emulator on {emulator_url} (predictions take 6-14 s)")
+        print(f"WaveSpeed emulator on {emulator.url} (predictions take 6-14 s)")
         env["AIRFLOW_CONN_WAVESPEED_DEFAULT"] = json.dumps(
-            {"conn_type": "wavespeed", "host": emulator_url, "password": key, "extra": {"max_requests_per_second": 50}}
+            {"conn_type": "wavespeed", "host": emulator.url, "password": key, "extra": {"max_requests_per_second": 50}}
         )
     stack = AirflowStack(home=args.home, dags_folder=REPO / "example_dags", env=env, parallelism=8)
     ok = False

@@ -280,6 +280,12 @@ class Deployment:
     def count(self, dag_id: str, run_id: str, state: str) -> int:
         return self.airflow.count_task_instances(dag_id, run_id, state)
 
+    def wait_deferred(self, dag_id: str, run_id: str, count: int, timeout: float = 180.0) -> float:
+        """Wait until exactly ``count`` task instances of the run are deferred."""
+        return self.wait_until(
+            lambda: self.count(dag_id, run_id, "deferred") == count, timeout, f"{count} sensors of {dag_id} deferred"
+        )
+
     def finish(self, dag_id: str, run_id: str, timeout: float, started: float | None = None) -> RunResult:
         """Wait for the run to end; return its task instances."""
         started = time.monotonic() if started is None else started

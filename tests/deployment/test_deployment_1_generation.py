@@ -77,7 +77,7 @@ def test_triggerer_killed_other_takes_over_without_resubmitting(deployment: Depl
     run_id = deployment.trigger(KILL_DAG)
     started = time.monotonic()
     total = KILL_GENERATIONS + KILL_PROBES
-    deployment.wait_until(lambda: deployment.count(KILL_DAG, run_id, "deferred") == total, 240, "all sensors deferred")
+    deployment.wait_deferred(KILL_DAG, run_id, total, timeout=240)
 
     def assigned() -> dict[str, dict[str, Any]] | None:
         rows = deployment.deferred_triggers(KILL_DAG, run_id)

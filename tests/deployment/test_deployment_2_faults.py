@@ -35,9 +35,7 @@ def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) ->
     deployment.reset_emulator(duration=20.0)  # the predictions finish during the outage
     run_id = deployment.trigger(OUTAGE_DAG)
     started = time.monotonic()
-    deployment.wait_until(
-        lambda: deployment.count(OUTAGE_DAG, run_id, "deferred") == OUTAGE_COUNT, 180, "all sensors deferred"
-    )
+    deployment.wait_deferred(OUTAGE_DAG, run_id, OUTAGE_COUNT)
 
     # First half: the gateway answers 503 (an HTML page); second half: connections are cut.
     outage_start = time.time()
@@ -74,9 +72,7 @@ def test_key_revoked_fails_fast_with_the_fix_and_no_retry_storm(deployment: Depl
     deployment.reset_emulator(duration=120.0)  # still running when the key goes
     run_id = deployment.trigger(REVOKED_DAG)
     started = time.monotonic()
-    deployment.wait_until(
-        lambda: deployment.count(REVOKED_DAG, run_id, "deferred") == REVOKED_COUNT, 180, "all sensors deferred"
-    )
+    deployment.wait_deferred(REVOKED_DAG, run_id, REVOKED_COUNT)
     deployment.wait_settled(REVOKED_DAG, run_id, "generate.wait", REVOKED_COUNT)
     revoked_at = time.time()
     control.set_api_key("revoked-" + secrets.token_hex(8))  # the deployment's key now gets 401
@@ -165,7 +161,7 @@ def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deploy
     started = time.monotonic()
     sensors = [f"poll_{kind}.wait" for kind in POLL_GARBAGE] + ["clean.wait"]
     waiting = 2 * len(POLL_GARBAGE) + CLEAN_COUNT
-    deployment.wait_until(lambda: deployment.count(GARBAGE_DAG, run_id, "deferred") == waiting, 180, "sensors deferred")
+    deployment.wait_deferred(GARBAGE_DAG, run_id, waiting)
     for task_id in sensors:
         deployment.wait_settled(GARBAGE_DAG, run_id, task_id, 2 if task_id != "clean.wait" else CLEAN_COUNT)
     # Mid-wait, the polls of one model per kind start getting garbage.
