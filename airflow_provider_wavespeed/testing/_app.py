@@ -163,6 +163,17 @@ async def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> int:
         writer.close()
 
 
+async def _finished(state: EmulatorState, prediction: Prediction) -> float:
+    """Sleep until the prediction is terminal (a held one: until released) or gone; returns the time."""
+    while True:
+        now = time.time()
+        gone = state.predictions.get(prediction.id) is not prediction
+        if gone or (not prediction.held and now >= prediction.completes_at):
+            return max(now, prediction.completes_at)  # the loop's timer may wake a hair early
+        # A release comes from another thread or request: look again shortly rather than wait on it.
+        await asyncio.sleep(0.05 if prediction.held else prediction.completes_at - now)
+
+
 class _Api:
     """Route handlers; all state lives in ``self.state``."""
 
@@ -304,8 +315,7 @@ class _Api:
             return _DropConnection()
         now = time.time()
         if inputs.get("enable_sync_mode") is True:
-            await asyncio.sleep(max(0.0, prediction.completes_at - now))
-            now = max(time.time(), prediction.completes_at)  # the loop's timer may wake a hair early
+            now = await _finished(self.state, prediction)
         return _ok(prediction.to_api(base, now))
 
     async def result(self, request: Request) -> Response:
@@ -323,7 +333,7 @@ class _Api:
             return early
         if prediction is None:
             return _error(404, f"Prediction not found: {prediction_id}")
-        prediction.polls += 1
+        self.state.count_poll(prediction)
         return _ok(prediction.to_api(_base_url(request), time.time()))
 
     async def balance(self, request: Request) -> Response:
@@ -437,10 +447,10 @@ class _Api:
 
     async def _deliver_webhook(self, prediction: Prediction, base: str) -> None:
         """Sleep until the prediction is terminal, then POST it once, signed; never raise."""
-        await asyncio.sleep(max(0.0, prediction.completes_at - time.time()))
+        now = await _finished(self.state, prediction)
         if self.state.predictions.get(prediction.id) is not prediction or prediction.webhook is None:
             return  # deleted, or the emulator was reset
-        body = _dumps(prediction.to_api(base, max(time.time(), prediction.completes_at)))
+        body = _dumps(prediction.to_api(base, now))
         timestamp = str(int(time.time()))
         secret = self.state.webhook_secret.removeprefix("whsec_").encode()
         signed = f"{prediction.id}.{timestamp}.".encode() + body

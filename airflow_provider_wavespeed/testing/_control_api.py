@@ -19,6 +19,8 @@ CONTROL_METHODS = frozenset(
         "clear_faults",
         "set_outcome",
         "set_duration",
+        "hold",
+        "release",
         "set_rate_limit",
         "set_api_key",
         "set_balance",
@@ -91,6 +93,25 @@ class EmulatorControlMethods:
     def set_duration(self, seconds: float | tuple[float, float] | list[float], *, model: str | None = None) -> None:
         """How long later predictions take: seconds or a (min, max) range; per model when given."""
         self._control("set_duration", seconds=list(seconds) if isinstance(seconds, tuple) else seconds, model=model)
+
+    def hold(
+        self,
+        *,
+        model: str | None = None,
+        prompt_contains: str | None = None,
+        polls: int | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Keep matching later submissions ``processing`` until :meth:`release`, whatever the clock.
+
+        ``polls=N``: each finishes by itself once N polls have seen it ``processing`` (poll N+1
+        gets its outcome). ``times``: only the next ``times`` matching submissions.
+        """
+        self._control("hold", model=model, prompt_contains=prompt_contains, polls=polls, times=times)
+
+    def release(self, prediction_id: str | None = None) -> int:
+        """Finish held predictions now with their outcome; no id: all of them, and stop holding. Returns how many."""
+        return cast(int, self._control("release", prediction_id=prediction_id))
 
     def set_rate_limit(self, requests_per_second: float | None) -> None:
         """Answer 429 beyond this many API requests per second; None removes the limit."""

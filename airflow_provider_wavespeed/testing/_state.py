@@ -3,7 +3,9 @@
 Every change a test can make goes through :class:`EmulatorState`, whether it
 comes from a Python call or from the ``/_emulator/control`` HTTP endpoint. The
 server thread and test threads both touch it, so compound updates hold a lock.
-Status is computed from the clock on each read; nothing runs per prediction.
+Status is computed from the clock on each read; nothing runs per prediction. A held
+prediction (:meth:`EmulatorState.hold`) ignores the clock: it is ``processing`` until
+a test releases it, or until it has answered a given number of polls.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import hashlib
+import heapq
+import hmac
 import math
 import os
 import random
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -27,7 +33,8 @@ from typing import Any
 
 from . import _media, _models
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+# "deleted": what a prediction deleted through the API answers (terminal for the official SDK).
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "deleted"})
 OUTCOME_STATUSES = frozenset({"failed", "cancelled", "timeout"})
 FAULT_KINDS = frozenset(
     {
@@ -45,14 +52,38 @@ FAULT_KINDS = frozenset(
 )
 # Endpoints that count as API calls: they need auth and "any" faults match them.
 API_ENDPOINTS = frozenset(
-    {"submit", "result", "prediction", "balance", "upload", "pricing", "history", "delete", "models"}
+    {
+        "submit",
+        "result",
+        "prediction",
+        "balance",
+        "upload",
+        "upload_ticket",
+        "pricing",
+        "history",
+        "delete",
+        "models",
+    }
 )
-FAULT_ENDPOINTS = API_ENDPOINTS | {"files", "any"}
+# "upload_put" is the pre-signed storage URL: no auth, like "files".
+FAULT_ENDPOINTS = API_ENDPOINTS | {"files", "upload_put", "any"}
 DEFAULT_ERRORS = {
     "failed": "Inference failed: the model raised an error (emulated)",
     "cancelled": "Prediction was cancelled (emulated)",
     "timeout": "Prediction timed out (emulated)",
 }
+# The API's failure classes ("Error Codes" page): 1xxx fix the input (1200 moderation), 5xxx server side.
+FAILURE_CODES = frozenset({1200, 1400, 1401, 1402, 1403, 1405, 5000, 5003, 5004})
+DEFAULT_CODES: dict[str, int | None] = {"failed": 1403, "timeout": 5004, "cancelled": None}
+# Account tiers ("Account Levels & Rate Limits"): generations started per minute, concurrent tasks.
+TIERS: dict[str, tuple[int, int]] = {
+    "bronze": (2, 2),
+    "silver": (500, 300),
+    "gold": (3000, 3000),
+    "ultra": (5000, 10000),
+}
+# Documented upload size limits per media type (other types: no limit here).
+UPLOAD_LIMITS = {"image": 20 * 1024 * 1024, "video": 100 * 1024 * 1024, "audio": 50 * 1024 * 1024}
 REQUEST_LOG_SIZE = 200_000
 # "created" lasts this long (or 10 % of the duration when that is shorter).
 CREATED_PHASE_SECONDS = 0.2
@@ -64,10 +95,65 @@ class InsufficientBalance(Exception):
     """A submission costs more than the remaining balance."""
 
 
+class TierRateLimited(Exception):
+    """A submission over the tier's starts per minute; ``retry_after`` whole seconds until one is allowed."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Tier:
+    """An account tier's limits; None means no limit of that kind."""
+
+    name: str
+    starts_per_minute: int | None
+    concurrency: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "starts_per_minute": self.starts_per_minute, "concurrency": self.concurrency}
+
+
+def _positive_int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+    return value
+
+
+def resolve_tier(
+    name: str | None = None, starts_per_minute: int | None = None, concurrency: int | None = None
+) -> Tier | None:
+    """A preset by name, custom numbers overriding it; all None: no tier limits."""
+    starts = _positive_int("starts_per_minute", starts_per_minute)
+    cap = _positive_int("concurrency", concurrency)
+    if name is None:
+        return None if starts is None and cap is None else Tier("custom", starts, cap)
+    if name not in TIERS:
+        raise ValueError(f"unknown tier {name!r}; expected one of {sorted(TIERS)} or None")
+    preset_starts, preset_cap = TIERS[name]
+    return Tier(name, preset_starts if starts is None else starts, preset_cap if cap is None else cap)
+
+
+@dataclass
+class UploadTicket:
+    """A two-step upload: announced by ``POST /media/uploads``, filled by the pre-signed ``PUT``."""
+
+    size: int
+    content_type: str
+    done: bool = False
+
+
 def rfc3339_nanos(epoch_ns: int) -> str:
     """``2025-05-19T06:09:15.948268264Z`` for a ``time.time_ns()`` value."""
     seconds, nanos = divmod(epoch_ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+def _safe_filename(filename: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(filename or "")) or "upload.bin"
 
 
 class Prediction:
@@ -75,11 +161,14 @@ class Prediction:
 
     __slots__ = (
         "base64_output",
+        "code",
         "completes_at",
         "created_at",
+        "deleted",
         "duration",
         "error",
         "ext",
+        "held",
         "id",
         "inputs",
         "model",
@@ -87,6 +176,8 @@ class Prediction:
         "outcome",
         "polls",
         "processing_at",
+        "queued",
+        "release_after_polls",
         "submitted_at",
         "webhook",
     )
@@ -109,8 +200,40 @@ class Prediction:
         self.num_outputs, self.ext = _models.output_spec(model, inputs)
         self.base64_output = inputs.get("enable_base64_output") is True
         self.polls = 0
+        self.held = False
+        self.release_after_polls: int | None = None
+        self.code: int | None = None  # the failure class of a failed/timed-out outcome
+        self.deleted = False
+        self.queued = False  # waiting for a slot under the tier's concurrency cap: "created"
+
+    def enqueue(self) -> None:
+        """Wait in the tier queue: ``created`` until :meth:`start` (the clock does not move it)."""
+        self.queued = True
+        self.processing_at = self.completes_at = math.inf
+
+    def start(self, at: float) -> None:
+        """Leave the queue at ``at`` (when a slot freed): the run time starts then."""
+        self.queued = False
+        self.processing_at = at
+        self.completes_at = at + self.duration
+
+    def hold(self, polls: int | None) -> None:
+        """``processing`` from now until :meth:`release` (or until ``polls`` polls have seen it so)."""
+        self.held = True
+        self.processing_at = self.submitted_at
+        self.release_after_polls = polls
+
+    def release(self, now: float) -> None:
+        """Finish now with the planned outcome; timings report the time it was held."""
+        self.held = False
+        self.completes_at = now
+        self.duration = now - self.submitted_at
 
     def status(self, now: float) -> str:
+        if self.deleted:
+            return "deleted"
+        if self.held:
+            return "processing"
         if now >= self.completes_at:
             return self.outcome
         return "processing" if now >= self.processing_at else "created"
@@ -131,7 +254,8 @@ class Prediction:
             else:
                 outputs = [f"{base_url}/_emulator/files/{name}" for name in self.file_names()]
         terminal = status in TERMINAL_STATUSES
-        return {
+        failed = status in OUTCOME_STATUSES
+        data: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
             "status": status,
@@ -139,9 +263,12 @@ class Prediction:
             "urls": {"get": f"{base_url}/api/v3/predictions/{self.id}/result"},
             "has_nsfw_contents": [False] * len(outputs),
             "created_at": self.created_at,
-            "error": self.error if terminal else "",
+            "error": self.error if failed else "",
             "timings": {"inference": int(self.duration * 1000) if terminal else 0},
         }
+        if failed and self.code is not None:
+            data["code"] = self.code  # where the official SDK reads it (``data.code == 5004``)
+        return data
 
 
 @dataclass
@@ -164,9 +291,9 @@ class Fault:
 
 
 @dataclass
-class _OutcomeRule:
-    status: str
-    error: str
+class _SubmissionRule:
+    """Applies to the next ``remaining`` (None: all) submissions of ``model`` whose prompt contains a text."""
+
     model: str | None
     prompt_contains: str | None
     remaining: int | None
@@ -178,6 +305,30 @@ class _OutcomeRule:
             return True
         prompt = inputs.get("prompt")
         return isinstance(prompt, str) and self.prompt_contains in prompt
+
+
+@dataclass
+class _OutcomeRule(_SubmissionRule):
+    status: str = "completed"
+    error: str = ""
+    code: int | None = None
+
+
+@dataclass
+class _HoldRule(_SubmissionRule):
+    polls: int | None = None
+
+
+def _take_rule(rules: list[Any], model: str, inputs: Mapping[str, Any]) -> Any:
+    """The first rule matching this submission, using up one of its times (caller holds the lock)."""
+    for rule in rules:
+        if rule.matches(model, inputs):
+            if rule.remaining is not None:
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    rules.remove(rule)
+            return rule
+    return None
 
 
 class _TokenBucket:
@@ -216,8 +367,12 @@ def _check_duration(value: Any) -> Duration:
 class EmulatorState:
     """All mutable emulator state and the control operations on it."""
 
-    def __init__(self, *, api_key: str, duration: Duration, balance: float, webhook_secret: str) -> None:
+    def __init__(
+        self, *, api_key: str, duration: Duration, balance: float, webhook_secret: str, tier: Tier | None = None
+    ) -> None:
         self._initial = (api_key, _check_duration(duration), float(balance), webhook_secret)
+        self._initial_tier = tier  # reset() comes back to the tier the emulator started with
+        self._upload_secret = secrets.token_bytes(16)  # signs the pre-signed upload URLs
         self._lock = threading.Lock()
         self.upload_dir = tempfile.mkdtemp(prefix="wavespeed-emulator-")
         self._reset_locked()
@@ -235,6 +390,7 @@ class EmulatorState:
         self.predictions: dict[str, Prediction] = {}
         self.faults: list[Fault] = []
         self.outcomes: list[_OutcomeRule] = []
+        self.holds: list[_HoldRule] = []
         self.rate_limit: _TokenBucket | None = None
         self.request_counts: dict[str, int] = {}
         self.response_counts: dict[str, int] = {}
@@ -243,6 +399,14 @@ class EmulatorState:
         self.submission_log: list[dict[str, Any]] = []
         self.log: deque[tuple[float, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.uploads: dict[str, str] = {}  # served name -> file path
+        self.upload_tickets: dict[str, UploadTicket] = {}  # served name -> announced size and type
+        self.upload_put_with_authorization = 0  # PUTs to a pre-signed URL that carried an Authorization header
+        self.rate_limited: dict[str, int] = {}  # 429 answers per endpoint
+        self.tier: Tier | None = self._initial_tier
+        self._starts: dict[str, deque[float]] = {}  # per kind ("image"/"video"): start times in the last minute
+        self._running: list[tuple[float, str]] = []  # heap of (completes_at, id) holding a concurrency slot
+        self._queue: deque[Prediction] = deque()  # FIFO of predictions waiting for a slot
+        self.tier_counts = {"rejected": 0, "queued_total": 0, "max_queued": 0}
 
     def close(self) -> None:
         """Remove uploaded files."""
@@ -307,11 +471,21 @@ class EmulatorState:
         model: str | None = None,
         prompt_contains: str | None = None,
         times: int | None = None,
+        code: int | None = None,
     ) -> None:
-        """Make matching future submissions end in ``status`` instead of ``completed``."""
+        """Make matching future submissions end in ``status`` instead of ``completed``.
+
+        ``code`` is the failure class the prediction carries (1200 moderation, 14xx input, 5xxx
+        server side); by default 1403 for ``failed``, 5004 for ``timeout``, none for ``cancelled``.
+        """
         if status not in OUTCOME_STATUSES:
             raise ValueError(f"status must be one of {sorted(OUTCOME_STATUSES)}, got {status!r}")
-        rule = _OutcomeRule(status, error or DEFAULT_ERRORS[status], model, prompt_contains, times)
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int) or not 1000 <= code <= 5999):
+            raise ValueError(
+                f"code must be an API failure code (1xxx or 5xxx, e.g. {sorted(FAILURE_CODES)}), got {code!r}"
+            )
+        code = DEFAULT_CODES[status] if code is None else code
+        rule = _OutcomeRule(model, prompt_contains, times, status, error or DEFAULT_ERRORS[status], code)
         with self._lock:
             self.outcomes.append(rule)
 
@@ -324,12 +498,86 @@ class EmulatorState:
             else:
                 self.durations[model] = duration
 
+    def hold(
+        self,
+        *,
+        model: str | None = None,
+        prompt_contains: str | None = None,
+        polls: int | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Keep matching later submissions ``processing``, whatever the clock, until :meth:`release`.
+
+        With ``polls=N`` each also releases itself: its first N polls (GET of the prediction or its
+        result) answer ``processing`` and poll N+1 its outcome. ``times`` limits the rule to the
+        next ``times`` matching submissions. Set durations do not apply to a held prediction.
+        """
+        if polls is not None and (isinstance(polls, bool) or not isinstance(polls, int) or polls < 0):
+            raise ValueError(f"polls must be an integer >= 0 or None, got {polls!r}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 or None")
+        with self._lock:
+            self.holds.append(_HoldRule(model, prompt_contains, times, polls))
+
+    def release(self, prediction_id: str | None = None) -> int:
+        """Finish held predictions now, each with its planned outcome; returns how many.
+
+        One prediction (KeyError when unknown; 0 when it is not held), or with no id every held
+        prediction, and stop holding new submissions (the :meth:`hold` rules are removed).
+        """
+        now = time.time()
+        with self._lock:
+            if prediction_id is not None:
+                prediction = self.predictions.get(prediction_id)
+                if prediction is None:
+                    raise KeyError(f"unknown prediction {prediction_id!r}")
+                held = [prediction] if prediction.held else []
+            else:
+                self.holds = []
+                held = [prediction for prediction in self.predictions.values() if prediction.held]
+            for prediction in held:
+                prediction.release(now)
+        return len(held)
+
     def set_rate_limit(self, requests_per_second: float | None) -> None:
         """Limit all API requests to this rate (429 beyond it); None removes the limit."""
         if requests_per_second is not None and requests_per_second <= 0:
             raise ValueError("requests_per_second must be > 0 or None")
         with self._lock:
             self.rate_limit = None if requests_per_second is None else _TokenBucket(requests_per_second)
+
+    def set_tier(
+        self, name: str | None = None, *, starts_per_minute: int | None = None, concurrency: int | None = None
+    ) -> None:
+        """Apply an account tier's limits to submissions; no arguments: no tier limits.
+
+        ``name`` is a preset (bronze 2/min and 2 concurrent, silver 500/300, gold 3000/3000, ultra
+        5000/10000); the numbers override it, or alone make a custom tier. A submission over the
+        starts per minute (images and videos counted apart) gets 429 with ``Retry-After``; one over
+        the concurrency cap is accepted and stays ``created`` in a FIFO queue until a running
+        prediction finishes, and its run time starts then. Polls are never tier-limited.
+        """
+        tier = resolve_tier(name, starts_per_minute, concurrency)
+        now = time.time()
+        with self._lock:
+            self._advance_locked(now)  # settle the queue under the old cap first
+            tracked = self.tier is not None and self.tier.concurrency is not None
+            self.tier = tier
+            if tier is None or tier.concurrency is None:
+                for prediction in self._queue:
+                    prediction.start(now)
+                self._queue.clear()
+                self._running = []
+                return
+            if not tracked:  # predictions already running take slots from now on
+                self._running = [
+                    (prediction.completes_at, prediction.id)
+                    for prediction in self.predictions.values()
+                    if not prediction.held and prediction.completes_at > now
+                ]
+                heapq.heapify(self._running)
+            while self._queue and len(self._running) < tier.concurrency:  # a raised cap admits at once
+                self._admit_locked(self._queue.popleft(), now)
 
     def set_api_key(self, key: str) -> None:
         """Accept only ``key`` from now on (the old key gets 401)."""
@@ -362,6 +610,16 @@ class EmulatorState:
                 "responses": dict(self.response_counts),
                 "webhooks": dict(self.webhook_counts),
                 "total_requests": sum(self.request_counts.values()),
+                "rate_limited": dict(self.rate_limited),
+                "upload_put_with_authorization": self.upload_put_with_authorization,
+                "tier": None
+                if self.tier is None
+                else {
+                    **self.tier.to_dict(),
+                    **self.tier_counts,
+                    "running": len(self._running),
+                    "queued": len(self._queue),
+                },
             }
 
     def submissions(self) -> list[dict[str, Any]]:
@@ -370,22 +628,32 @@ class EmulatorState:
             return copy.deepcopy(self.submission_log)  # callers may mutate; our record must not change
 
     def prediction_state(self, prediction_id: str) -> dict[str, Any]:
-        """The emulator's view of one prediction (KeyError when unknown)."""
+        """The emulator's view of one prediction (KeyError when unknown).
+
+        A prediction queued under the tier's concurrency cap has ``queued`` True and no
+        ``processing_at``/``completes_at`` yet (None).
+        """
         prediction = self.predictions.get(prediction_id)
         if prediction is None:
             raise KeyError(f"unknown prediction {prediction_id!r}")
+        now = time.time()
+        self.advance(now)
         return {
             "id": prediction.id,
             "model": prediction.model,
             "inputs": copy.deepcopy(prediction.inputs),
-            "status": prediction.status(time.time()),
+            "status": prediction.status(now),
             "outcome": prediction.outcome,
             "error": prediction.error,
+            "code": prediction.code,
+            "deleted": prediction.deleted,
+            "queued": prediction.queued,
             "submitted_at": prediction.submitted_at,
-            "processing_at": prediction.processing_at,
-            "completes_at": prediction.completes_at,
+            "processing_at": None if prediction.queued else prediction.processing_at,
+            "completes_at": None if prediction.queued else prediction.completes_at,
             "duration": prediction.duration,
             "polls": prediction.polls,
+            "held": prediction.held,
             "webhook": prediction.webhook,
             "outputs": prediction.file_names(),
         }
@@ -406,6 +674,8 @@ class EmulatorState:
             self.request_counts[endpoint] = self.request_counts.get(endpoint, 0) + 1
             key = str(status)
             self.response_counts[key] = self.response_counts.get(key, 0) + 1
+            if status == 429:
+                self.rate_limited[endpoint] = self.rate_limited.get(endpoint, 0) + 1
             self.log.append((started, endpoint, status))
 
     def admit_rate(self) -> int | None:
@@ -430,14 +700,66 @@ class EmulatorState:
                     return fault
         return None
 
+    def count_poll(self, prediction: Prediction) -> None:
+        """One answered poll; a prediction held for N polls finishes on poll N+1."""
+        with self._lock:
+            prediction.polls += 1
+            limit = prediction.release_after_polls
+            if prediction.held and limit is not None and prediction.polls > limit:
+                prediction.release(time.time())
+
     def quote(self, model: str, inputs: Mapping[str, Any]) -> float:
         """USD price of one submission."""
         return _models.price(model, inputs, self.prices)
 
+    # -- tier limits: computed lazily on each read/submit, O(log n) per admitted prediction ----------
+
+    def _check_start_rate_locked(self, model: str, now: float) -> deque[float] | None:
+        """The start window this submission goes into; raises TierRateLimited when it is full."""
+        tier = self.tier
+        if tier is None or tier.starts_per_minute is None:
+            return None
+        kind = "video" if _models.is_video(model) else "image"  # the tiers count the two apart
+        window = self._starts.setdefault(kind, deque())
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= tier.starts_per_minute:
+            retry_after = max(1, math.ceil(window[0] + 60.0 - now))
+            self.tier_counts["rejected"] += 1
+            raise TierRateLimited(
+                f"Too many requests: the {tier.name} tier allows {tier.starts_per_minute} {kind} generations "
+                f"started per minute; retry after {retry_after} s",
+                retry_after,
+            )
+        return window
+
+    def _admit_locked(self, prediction: Prediction, at: float) -> None:
+        prediction.start(at)
+        heapq.heappush(self._running, (prediction.completes_at, prediction.id))
+
+    def _advance_locked(self, now: float) -> None:
+        """Admit queued predictions whose slot has come, in order: each starts when its slot freed."""
+        running, queue = self._running, self._queue
+        while queue and running and running[0][0] <= now:
+            freed_at = heapq.heappop(running)[0]
+            self._admit_locked(queue.popleft(), freed_at)  # it may finish before now and free a slot too
+        if not queue:
+            while running and running[0][0] <= now:
+                heapq.heappop(running)
+
+    def advance(self, now: float | None = None) -> None:
+        """Bring the tier queue up to ``now``; free (no lock) when nothing is queued."""
+        if not self._queue:
+            return
+        with self._lock:
+            self._advance_locked(time.time() if now is None else now)
+
     def submit(self, model: str, inputs: dict[str, Any], webhook: str | None) -> Prediction:
-        """Charge the balance and create a prediction (raises InsufficientBalance)."""
+        """Charge the balance and create a prediction (raises TierRateLimited, InsufficientBalance)."""
         cost = self.quote(model, inputs)
         with self._lock:
+            now = time.time()
+            window = self._check_start_rate_locked(model, now)
             if cost > self.balance + 1e-9:
                 raise InsufficientBalance(
                     f"Insufficient balance: {model} costs ${cost:.4f}, balance ${self.balance:.4f}"
@@ -445,16 +767,25 @@ class EmulatorState:
             self.balance = round(self.balance - cost, 9)
             duration = self.durations.get(model, self.default_duration)
             seconds = random.uniform(*duration) if isinstance(duration, tuple) else duration
-            outcome, error = "completed", ""
-            for rule in self.outcomes:
-                if rule.matches(model, inputs):
-                    outcome, error = rule.status, rule.error
-                    if rule.remaining is not None:
-                        rule.remaining -= 1
-                        if rule.remaining <= 0:
-                            self.outcomes.remove(rule)
-                    break
+            outcome_rule: _OutcomeRule | None = _take_rule(self.outcomes, model, inputs)
+            outcome, error = (outcome_rule.status, outcome_rule.error) if outcome_rule else ("completed", "")
             prediction = Prediction(model, inputs, seconds, outcome, error, webhook)
+            prediction.code = outcome_rule.code if outcome_rule else None
+            hold_rule: _HoldRule | None = _take_rule(self.holds, model, inputs)
+            if hold_rule is not None:
+                prediction.hold(hold_rule.polls)
+            if window is not None:
+                window.append(now)
+            cap = None if self.tier is None else self.tier.concurrency
+            if cap is not None and not prediction.held:  # a held prediction is outside the tier's queue
+                self._advance_locked(now)
+                if self._queue or len(self._running) >= cap:
+                    prediction.enqueue()
+                    self._queue.append(prediction)
+                    self.tier_counts["queued_total"] += 1
+                    self.tier_counts["max_queued"] = max(self.tier_counts["max_queued"], len(self._queue))
+                else:
+                    heapq.heappush(self._running, (prediction.completes_at, prediction.id))
             self.predictions[prediction.id] = prediction
             self.submission_counts[model] = self.submission_counts.get(model, 0) + 1
             self.submission_log.append(
@@ -463,25 +794,42 @@ class EmulatorState:
         return prediction
 
     def history(self, page: int, page_size: int, model: str | None, status: str | None) -> tuple[int, list[Prediction]]:
-        """(total matching, one page), newest first."""
+        """(total matching, one page), newest first; deleted predictions are no longer listed."""
         now = time.time()
         with self._lock:
+            self._advance_locked(now)
             matching = [
                 prediction
                 for prediction in reversed(self.predictions.values())
-                if (model is None or prediction.model == model) and (status is None or prediction.status(now) == status)
+                if not prediction.deleted
+                and (model is None or prediction.model == model)
+                and (status is None or prediction.status(now) == status)
             ]
         start = (page - 1) * page_size
         return len(matching), matching[start : start + page_size]
 
     def delete(self, ids: list[str]) -> int:
-        """Delete predictions; returns how many existed."""
+        """Mark predictions deleted (their result then answers ``deleted``); returns how many were not already.
+
+        A queued prediction leaves the queue; a running one keeps its concurrency slot until its
+        planned end (the docs do not promise that deleting stops the work).
+        """
+        count = 0
         with self._lock:
-            return sum(self.predictions.pop(prediction_id, None) is not None for prediction_id in ids)
+            for prediction_id in ids:
+                prediction = self.predictions.get(prediction_id)
+                if prediction is None or prediction.deleted:
+                    continue
+                prediction.deleted = True
+                count += 1
+                if prediction.queued:
+                    self._queue.remove(prediction)
+                    prediction.queued = False
+        return count
 
     def store_upload(self, filename: str | None, content: bytes) -> tuple[str, str]:
         """Keep an uploaded file; returns (served name, original-ish filename)."""
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(filename or "")) or "upload.bin"
+        safe = _safe_filename(filename)
         name = f"{uuid.uuid4().hex[:16]}_{safe}"
         path = os.path.join(self.upload_dir, name)
         os.makedirs(self.upload_dir, exist_ok=True)  # close() may have removed it before a restart
@@ -490,6 +838,37 @@ class EmulatorState:
         with self._lock:
             self.uploads[name] = path
         return name, safe
+
+    # -- the two-step upload: a ticket, then a PUT to a pre-signed URL ----------------------------
+
+    def new_upload_ticket(self, filename: str, size: int, content_type: str) -> tuple[str, str]:
+        """Announce an upload; returns (served name, signature of its pre-signed PUT URL)."""
+        name = f"{uuid.uuid4().hex[:16]}_{_safe_filename(filename)}"
+        with self._lock:
+            self.upload_tickets[name] = UploadTicket(size, content_type)
+        return name, hmac.new(self._upload_secret, name.encode(), hashlib.sha256).hexdigest()
+
+    def upload_ticket(self, name: str, signature: str) -> UploadTicket | None:
+        """The ticket a PUT URL was signed for; None when unknown or the signature is wrong."""
+        expected = hmac.new(self._upload_secret, name.encode(), hashlib.sha256).hexdigest()
+        ticket = self.upload_tickets.get(name)
+        return ticket if ticket is not None and hmac.compare_digest(signature.encode(), expected.encode()) else None
+
+    def upload_path(self, name: str) -> str:
+        os.makedirs(self.upload_dir, exist_ok=True)  # close() may have removed it before a restart
+        return os.path.join(self.upload_dir, name)
+
+    def finish_upload(self, name: str, path: str) -> None:
+        """The PUT stored all announced bytes at ``path``: serve them at the download URL."""
+        with self._lock:
+            self.uploads[name] = path
+            self.upload_tickets[name].done = True
+
+    def note_upload_put(self, with_authorization: bool) -> None:
+        """Record whether a PUT to a pre-signed URL carried an Authorization header (it must not)."""
+        if with_authorization:
+            with self._lock:
+                self.upload_put_with_authorization += 1
 
     def count_webhook(self, delivered: bool) -> None:
         with self._lock:
