@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ._state import TIERS, resolve_tier
 from .emulator import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET, WaveSpeedEmulator
 
 
@@ -27,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--balance", type=float, default=100.0, help="account balance in USD")
     parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET)
     parser.add_argument("--access-log", action="store_true", help="log each request (off by default)")
+    parser.add_argument(
+        "--tier",
+        choices=sorted(TIERS),
+        help="account-tier limits on submissions: starts per minute (429 beyond) and concurrent tasks (queued beyond)",
+    )
+    parser.add_argument("--starts-per-minute", type=int, help="custom tier: generations started per minute")
+    parser.add_argument("--concurrency", type=int, help="custom tier: concurrent tasks before new ones queue")
     return parser
 
 
@@ -41,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.duration_max is not None and args.duration_max < args.duration:
         parser.error("--duration-max must be >= --duration")
     duration = args.duration if args.duration_max is None else (args.duration, args.duration_max)
+    try:
+        resolve_tier(args.tier, args.starts_per_minute, args.concurrency)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -53,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         balance=args.balance,
         webhook_secret=args.webhook_secret,
         access_log=args.access_log,
+        tier=args.tier,
+        starts_per_minute=args.starts_per_minute,
+        concurrency=args.concurrency,
     )
     emulator.start()
     print(f"WaveSpeed emulator listening on {emulator.url}", flush=True)

@@ -24,13 +24,21 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import _media, _models
 from ._control_api import CONTROL_METHODS
-from ._state import EmulatorState, Fault, InsufficientBalance, Prediction
+from ._state import (
+    API_ENDPOINTS,
+    UPLOAD_LIMITS,
+    EmulatorState,
+    Fault,
+    InsufficientBalance,
+    Prediction,
+    TierRateLimited,
+)
 
 JSON = "application/json"
 _DROP = "wavespeed_emulator.drop"  # scope flag: close the connection, send nothing
@@ -167,11 +175,14 @@ async def _finished(state: EmulatorState, prediction: Prediction) -> float:
     """Sleep until the prediction is terminal (a held one: until released) or gone; returns the time."""
     while True:
         now = time.time()
-        gone = state.predictions.get(prediction.id) is not prediction
-        if gone or (not prediction.held and now >= prediction.completes_at):
+        state.advance(now)  # a prediction queued under the tier's concurrency cap may have started
+        if state.predictions.get(prediction.id) is not prediction or prediction.deleted:
+            return now
+        if not prediction.held and now >= prediction.completes_at:
             return max(now, prediction.completes_at)  # the loop's timer may wake a hair early
-        # A release comes from another thread or request: look again shortly rather than wait on it.
-        await asyncio.sleep(0.05 if prediction.held else prediction.completes_at - now)
+        # A release (or a queued one's slot) comes from another thread or request: look again shortly.
+        waiting = prediction.held or prediction.queued
+        await asyncio.sleep(0.05 if waiting else prediction.completes_at - now)
 
 
 class _Api:
@@ -188,14 +199,18 @@ class _Api:
             Route("/api/v3/models", counted("models", self.models), methods=["GET"]),
             Route("/api/v3/predictions/{prediction_id}/result", counted("result", self.result), methods=["GET"]),
             Route("/api/v3/predictions/{prediction_id}", counted("prediction", self.prediction), methods=["GET"]),
+            Route("/api/v3/predictions/{prediction_id}", counted("delete", self.delete_one), methods=["DELETE"]),
             Route("/api/v3/predictions", counted("history", self.history), methods=["POST"]),
             Route("/api/v3/predictions/delete", counted("delete", self.delete), methods=["POST"]),
             Route("/api/v3/model/pricing", counted("pricing", self.pricing), methods=["POST"]),
             Route("/api/v3/media/upload/binary", counted("upload", self.upload), methods=["POST"]),
+            Route("/api/v3/media/uploads", counted("upload_ticket", self.upload_ticket), methods=["POST"]),
+            Route("/api/v3/upload", counted("upload", self.upload), methods=["POST"]),
             # Model ids have any depth, so this catch-all comes after the fixed routes.
             Route("/api/v3/{model:path}", counted("submit", self.submit), methods=["POST"]),
             Route("/_emulator/files/{name}", counted("files", self.files), methods=["GET"]),
             Route("/_emulator/uploads/{name}", counted("uploads", self.uploaded_file), methods=["GET"]),
+            Route("/_emulator/uploads/{name}", counted("upload_put", self.upload_put), methods=["PUT"]),
             Route("/_emulator/control/{method}", self.control, methods=["POST"]),
             Route("/_emulator/health", self.health, methods=["GET"]),
         ]
@@ -217,7 +232,7 @@ class _Api:
         self, request: Request, endpoint: str, model: str | None = None, prediction: Prediction | None = None
     ) -> Response | None:
         """Auth, rate limit and faults, in that order; a Response means "answer this"."""
-        if endpoint != "files":
+        if endpoint in API_ENDPOINTS:  # not the public files nor the pre-signed upload URL
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -304,6 +319,8 @@ class _Api:
             return _error(400, message)
         try:
             prediction = self.state.submit(model, inputs, webhook)
+        except TierRateLimited as exc:
+            return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
         except InsufficientBalance as exc:
             return _error(403, str(exc))
         base = _base_url(request)
@@ -328,6 +345,7 @@ class _Api:
         prediction_id: str = request.path_params["prediction_id"]
         prediction = self.state.predictions.get(prediction_id)
         model = prediction.model if prediction is not None else None
+        self.state.advance()  # admit predictions queued under the tier's cap whose slot has come
         early = await self._gate(request, endpoint, model=model, prediction=prediction)
         if early is not None:
             return early
@@ -392,7 +410,20 @@ class _Api:
             return _error(400, "Invalid request parameters: ids must be a list of prediction ids")
         return _ok({"deleted_count": self.state.delete(ids)})
 
+    async def delete_one(self, request: Request) -> Response:
+        """``DELETE /predictions/{id}``: the prediction then reads ``deleted``; answers its object."""
+        prediction_id: str = request.path_params["prediction_id"]
+        early = await self._gate(request, "delete")
+        if early is not None:
+            return early
+        prediction = self.state.predictions.get(prediction_id)
+        if prediction is None:
+            return _error(404, f"Prediction not found: {prediction_id}")
+        self.state.delete([prediction_id])
+        return _ok(prediction.to_api(_base_url(request), time.time()))
+
     async def upload(self, request: Request) -> Response:
+        """The older one-step flows: multipart ``file`` to ``/media/upload/binary`` (or ``/upload``)."""
         early = await self._gate(request, "upload")
         if early is not None:
             return early
@@ -406,14 +437,90 @@ class _Api:
         name, filename = await asyncio.to_thread(self.state.store_upload, part.filename, part.content)
         content_type = part.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         major = content_type.split("/", 1)[0]
+        legacy = request.url.path.rstrip("/").endswith("/api/v3/upload")
         return _ok(
             {
                 "type": major if major in ("image", "video", "audio") else "file",
                 "download_url": f"{_base_url(request)}/_emulator/uploads/{name}",
+                # The oldest flow, POST /api/v3/upload, named the URL `url`.
+                **({"url": f"{_base_url(request)}/_emulator/uploads/{name}"} if legacy else {}),
                 "filename": filename,
                 "size": len(part.content),
             }
         )
+
+    async def upload_ticket(self, request: Request) -> Response:
+        """Step one of the SDK 2.x upload: ``{filename, size, content_type?}`` -> a pre-signed PUT."""
+        early = await self._gate(request, "upload_ticket")
+        if early is not None:
+            return early
+        body = await self._json_object(request, "filename, size and content_type")
+        if isinstance(body, Response):
+            return body
+        filename, size, content_type = body.get("filename"), body.get("size"), body.get("content_type")
+        if not isinstance(filename, str) or not filename.strip():
+            return _error(400, "Invalid request parameters: filename is required")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return _error(400, "Invalid request parameters: size must be the file's size in bytes (an integer >= 0)")
+        if content_type is not None and not isinstance(content_type, str):
+            return _error(400, "Invalid request parameters: content_type must be a string")
+        content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        major = content_type.split("/", 1)[0]
+        limit = UPLOAD_LIMITS.get(major)
+        if limit is not None and size > limit:
+            return _error(
+                400, f"File too large: {major} uploads are limited to {limit // (1024 * 1024)} MB, got {size} bytes"
+            )
+        name, signature = self.state.new_upload_ticket(filename, size, content_type)
+        base = _base_url(request)
+        return _ok(
+            {
+                "download_url": f"{base}/_emulator/uploads/{name}",
+                "upload": {
+                    "method": "PUT",
+                    "url": f"{base}/_emulator/uploads/{name}?signature={signature}",
+                    "headers": {"Content-Type": content_type},
+                },
+                "filename": name.split("_", 1)[1],
+                "size": size,
+            }
+        )
+
+    async def upload_put(self, request: Request) -> Response:
+        """Step two: the bytes, to the pre-signed URL (no auth; the key must never be sent here)."""
+        name: str = request.path_params["name"]
+        self.state.note_upload_put("authorization" in request.headers)
+        early = await self._gate(request, "upload_put")  # faults only
+        if early is not None:
+            return early
+        ticket = self.state.upload_ticket(name, request.query_params.get("signature", ""))
+        if ticket is None:
+            return _storage_error(403, "SignatureDoesNotMatch", "The URL is not a pre-signed upload URL of this ticket")
+        if request.headers.get("content-type") != ticket.content_type:
+            return _storage_error(
+                403, "SignatureDoesNotMatch", f"Send the ticket's headers exactly: Content-Type {ticket.content_type}"
+            )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared != str(ticket.size):
+            return _storage_error(400, "IncompleteBody", f"The ticket announced {ticket.size} bytes, not {declared}")
+        path = self.state.upload_path(name)
+        partial = path + ".part"
+        received = 0
+        handle = await asyncio.to_thread(open, partial, "wb")
+        try:
+            async for chunk in request.stream():  # streamed to disk: large files never sit in memory
+                received += len(chunk)
+                if received > ticket.size:
+                    break
+                await asyncio.to_thread(handle.write, chunk)
+        finally:
+            await asyncio.to_thread(handle.close)
+        if received != ticket.size:
+            await asyncio.to_thread(Path(partial).unlink, True)
+            return _storage_error(400, "IncompleteBody", f"The ticket announced {ticket.size} bytes, got {received}")
+        await asyncio.to_thread(Path(partial).replace, path)
+        self.state.finish_upload(name, path)
+        return Response(b"", status_code=200)
 
     # -- files (public, like a CDN: no auth) -------------------------------------------
 
@@ -440,15 +547,16 @@ class _Api:
         path = self.state.uploads.get(name)
         if path is None:
             return Response("Not Found", status_code=404, media_type="text/plain")
-        content = await asyncio.to_thread(Path(path).read_bytes)
-        return Response(content, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        ticket = self.state.upload_tickets.get(name)
+        media_type = ticket.content_type if ticket else mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type)
 
     # -- webhooks --------------------------------------------------------------------
 
     async def _deliver_webhook(self, prediction: Prediction, base: str) -> None:
         """Sleep until the prediction is terminal, then POST it once, signed; never raise."""
         now = await _finished(self.state, prediction)
-        if self.state.predictions.get(prediction.id) is not prediction or prediction.webhook is None:
+        if self.state.predictions.get(prediction.id) is not prediction or prediction.deleted or not prediction.webhook:
             return  # deleted, or the emulator was reset
         body = _dumps(prediction.to_api(base, now))
         timestamp = str(int(time.time()))
@@ -489,6 +597,12 @@ class _Api:
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
+
+
+def _storage_error(status: int, code: str, message: str) -> Response:
+    """What an object store answers a bad pre-signed request: XML, not the API's envelope."""
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return Response(body, status_code=status, media_type="application/xml")
 
 
 def _control_error(status: int, kind: str, message: str) -> Response:

@@ -22,6 +22,7 @@ CONTROL_METHODS = frozenset(
         "hold",
         "release",
         "set_rate_limit",
+        "set_tier",
         "set_api_key",
         "set_balance",
         "set_webhook_secret",
@@ -84,10 +85,18 @@ class EmulatorControlMethods:
         model: str | None = None,
         prompt_contains: str | None = None,
         times: int | None = None,
+        code: int | None = None,
     ) -> None:
-        """Make matching later submissions end ``failed``/``cancelled``/``timeout``."""
+        """Make matching later submissions end ``failed``/``cancelled``/``timeout``, with failure ``code``
+        (default 1403 for failed, 5004 for timeout, none for cancelled)."""
         self._control(
-            "set_outcome", status=status, error=error, model=model, prompt_contains=prompt_contains, times=times
+            "set_outcome",
+            status=status,
+            error=error,
+            model=model,
+            prompt_contains=prompt_contains,
+            times=times,
+            code=code,
         )
 
     def set_duration(self, seconds: float | tuple[float, float] | list[float], *, model: str | None = None) -> None:
@@ -117,6 +126,14 @@ class EmulatorControlMethods:
         """Answer 429 beyond this many API requests per second; None removes the limit."""
         self._control("set_rate_limit", requests_per_second=requests_per_second)
 
+    def set_tier(
+        self, name: str | None = None, *, starts_per_minute: int | None = None, concurrency: int | None = None
+    ) -> None:
+        """Account-tier limits on submissions: ``bronze``/``silver``/``gold``/``ultra``, numbers overriding;
+        None: no tier limits. Over the starts per minute: 429 + Retry-After; over the concurrency cap:
+        queued ``created`` (FIFO) until a slot frees. Polls are not tier-limited."""
+        self._control("set_tier", name=name, starts_per_minute=starts_per_minute, concurrency=concurrency)
+
     def set_api_key(self, key: str) -> None:
         """Accept only ``key`` from now on."""
         self._control("set_api_key", key=key)
@@ -134,7 +151,9 @@ class EmulatorControlMethods:
         self._control("set_price", usd=usd, model=model)
 
     def counters(self) -> dict[str, Any]:
-        """``{"requests": {...}, "submissions": {...}, "responses": {...}, "webhooks": {...}, "total_requests": n}``."""
+        """``{"requests": {...}, "submissions": {...}, "responses": {...}, "webhooks": {...}, "total_requests": n,
+        "rate_limited": {endpoint: 429s}, "upload_put_with_authorization": n, "tier": None or {name, limits,
+        "running", "queued", "max_queued", "queued_total", "rejected"}}``."""
         return cast("dict[str, Any]", self._control("counters"))
 
     def submissions(self) -> list[dict[str, Any]]:

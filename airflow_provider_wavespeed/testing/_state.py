@@ -232,6 +232,8 @@ class Prediction:
     def status(self, now: float) -> str:
         if self.deleted:
             return "deleted"
+        if self.queued:  # a held one too: the hold applies once it has a slot
+            return "created"
         if self.held:
             return "processing"
         if now >= self.completes_at:
@@ -405,6 +407,7 @@ class EmulatorState:
         self.tier: Tier | None = self._initial_tier
         self._starts: dict[str, deque[float]] = {}  # per kind ("image"/"video"): start times in the last minute
         self._running: list[tuple[float, str]] = []  # heap of (completes_at, id) holding a concurrency slot
+        self._held_slots: list[Prediction] = []  # held predictions holding a slot: they free it once released
         self._queue: deque[Prediction] = deque()  # FIFO of predictions waiting for a slot
         self.tier_counts = {"rejected": 0, "queued_total": 0, "max_queued": 0}
 
@@ -567,16 +570,16 @@ class EmulatorState:
                 for prediction in self._queue:
                     prediction.start(now)
                 self._queue.clear()
-                self._running = []
+                self._running, self._held_slots = [], []
                 return
             if not tracked:  # predictions already running take slots from now on
-                self._running = [
-                    (prediction.completes_at, prediction.id)
-                    for prediction in self.predictions.values()
-                    if not prediction.held and prediction.completes_at > now
-                ]
+                for prediction in self.predictions.values():
+                    if prediction.held:
+                        self._held_slots.append(prediction)
+                    elif prediction.completes_at > now:
+                        self._running.append((prediction.completes_at, prediction.id))
                 heapq.heapify(self._running)
-            while self._queue and len(self._running) < tier.concurrency:  # a raised cap admits at once
+            while self._queue and self._slots_used() < tier.concurrency:  # a raised cap admits at once
                 self._admit_locked(self._queue.popleft(), now)
 
     def set_api_key(self, key: str) -> None:
@@ -604,6 +607,7 @@ class EmulatorState:
     def counters(self) -> dict[str, Any]:
         """Request, response, submission and webhook counts since the last reset."""
         with self._lock:
+            self._advance_locked(time.time())
             return {
                 "requests": dict(self.request_counts),
                 "submissions": dict(self.submission_counts),
@@ -617,7 +621,7 @@ class EmulatorState:
                 else {
                     **self.tier.to_dict(),
                     **self.tier_counts,
-                    "running": len(self._running),
+                    "running": self._slots_used(),
                     "queued": len(self._queue),
                 },
             }
@@ -733,12 +737,26 @@ class EmulatorState:
             )
         return window
 
+    def _slots_used(self) -> int:
+        return len(self._running) + len(self._held_slots)
+
+    def _take_slot_locked(self, prediction: Prediction) -> None:
+        if prediction.held:
+            self._held_slots.append(prediction)  # its end is not known until it is released
+        else:
+            heapq.heappush(self._running, (prediction.completes_at, prediction.id))
+
     def _admit_locked(self, prediction: Prediction, at: float) -> None:
         prediction.start(at)
-        heapq.heappush(self._running, (prediction.completes_at, prediction.id))
+        self._take_slot_locked(prediction)
 
     def _advance_locked(self, now: float) -> None:
         """Admit queued predictions whose slot has come, in order: each starts when its slot freed."""
+        if self._held_slots and any(not prediction.held for prediction in self._held_slots):
+            for prediction in self._held_slots:  # released since: its slot frees at its release time
+                if not prediction.held:
+                    heapq.heappush(self._running, (prediction.completes_at, prediction.id))
+            self._held_slots = [prediction for prediction in self._held_slots if prediction.held]
         running, queue = self._running, self._queue
         while queue and running and running[0][0] <= now:
             freed_at = heapq.heappop(running)[0]
@@ -749,7 +767,7 @@ class EmulatorState:
 
     def advance(self, now: float | None = None) -> None:
         """Bring the tier queue up to ``now``; free (no lock) when nothing is queued."""
-        if not self._queue:
+        if not self._queue:  # released held slots are settled by the next submission
             return
         with self._lock:
             self._advance_locked(time.time() if now is None else now)
@@ -777,15 +795,15 @@ class EmulatorState:
             if window is not None:
                 window.append(now)
             cap = None if self.tier is None else self.tier.concurrency
-            if cap is not None and not prediction.held:  # a held prediction is outside the tier's queue
+            if cap is not None:
                 self._advance_locked(now)
-                if self._queue or len(self._running) >= cap:
+                if self._queue or self._slots_used() >= cap:
                     prediction.enqueue()
                     self._queue.append(prediction)
                     self.tier_counts["queued_total"] += 1
                     self.tier_counts["max_queued"] = max(self.tier_counts["max_queued"], len(self._queue))
                 else:
-                    heapq.heappush(self._running, (prediction.completes_at, prediction.id))
+                    self._take_slot_locked(prediction)
             self.predictions[prediction.id] = prediction
             self.submission_counts[model] = self.submission_counts.get(model, 0) + 1
             self.submission_log.append(

@@ -17,7 +17,7 @@ import uvicorn
 
 from ._app import build_app
 from ._control_api import EmulatorControlMethods
-from ._state import Duration, EmulatorState
+from ._state import Duration, EmulatorState, resolve_tier
 
 DEFAULT_API_KEY = "wavespeed-emulator-key"
 DEFAULT_WEBHOOK_SECRET = "whsec_emulator"  # noqa: S105 - a public test default, not a credential
@@ -42,11 +42,21 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         webhook_secret: str = DEFAULT_WEBHOOK_SECRET,
         http: str = "auto",
         access_log: bool = False,
+        tier: str | None = None,
+        starts_per_minute: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """``duration`` is seconds or a (min, max) range; ``http`` picks uvicorn's
         protocol ("auto", "h11" or "httptools"). The access log is off by default
-        so nothing per request is printed."""
-        self.state = EmulatorState(api_key=api_key, duration=duration, balance=balance, webhook_secret=webhook_secret)
+        so nothing per request is printed. ``tier``/``starts_per_minute``/``concurrency``
+        are the account-tier limits it starts with (see ``set_tier``; ``reset()`` keeps them)."""
+        self.state = EmulatorState(
+            api_key=api_key,
+            duration=duration,
+            balance=balance,
+            webhook_secret=webhook_secret,
+            tier=resolve_tier(tier, starts_per_minute, concurrency),
+        )
         self.host = host
         self.port = port
         self._http = http

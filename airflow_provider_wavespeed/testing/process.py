@@ -28,12 +28,23 @@ class EmulatorProcess:
         duration: float | tuple[float, float] = 2.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        tier: str | None = None,
+        starts_per_minute: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
+        """``tier`` (``bronze``/``silver``/``gold``/``ultra``) and the numbers set the account-tier
+        limits the emulator starts with (and comes back to on ``reset()``); None: no tier limits."""
         low, high = duration if isinstance(duration, tuple) else (duration, None)
         command = [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--host", host, "--port", str(port)]
         command += ["--api-key-env", _KEY_ENV, "--duration", str(low)]
         if high is not None:
             command += ["--duration-max", str(high)]
+        if tier is not None:
+            command += ["--tier", tier]
+        if starts_per_minute is not None:
+            command += ["--starts-per-minute", str(starts_per_minute)]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
         self.process = subprocess.Popen(  # noqa: S603 - our own module, run by this interpreter
             command,
             env={**os.environ, _KEY_ENV: api_key},

@@ -265,7 +265,7 @@ def test_failed_generation_is_retried_by_airflow_retries(
 def test_wait_past_its_timeout_fails_without_resubmitting(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    wavespeed_connection.set_duration(60)
+    wavespeed_connection.hold()  # still running at the wait limit, however slowly the task starts
     with _dag(request) as dag:
         WaveSpeedSubmitOperator(
             task_id="generate",

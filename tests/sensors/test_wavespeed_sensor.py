@@ -19,9 +19,6 @@ from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
 
 FLUX = "wavespeed-ai/flux-dev"
-# A prediction still running when the sensor starts (dag.test() takes a second or more to start a
-# task on a loaded machine), so the deferrable sensor's first poll sees it running and defers.
-IN_TRIGGERER = 4.0
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
@@ -45,7 +42,8 @@ def _submit(inputs: dict[str, Any] | None = None) -> str:
 def test_completed_prediction_is_the_xcom_value(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    wavespeed_connection.set_duration(IN_TRIGGERER)
+    # Running at the sensor's first poll (in the worker), so it defers; finished at the trigger's.
+    wavespeed_connection.hold(polls=1)
     prediction_id = _submit({"prompt": "two images", "num_images": 2})
     dag_run = dag_test(_sensor_dag(request, prediction_id))
     assert dag_run.state == "success" and ti_states(dag_run) == {("wait", -1): "success"}
@@ -54,7 +52,7 @@ def test_completed_prediction_is_the_xcom_value(
     assert len(value["outputs"]) == 2
     assert all(url.startswith(f"{wavespeed_connection.url}/_emulator/files/") for url in value["outputs"])
     assert "Deferring until WaveSpeed prediction" in task_output(capfd)  # it deferred (the default)
-    assert wavespeed_connection.prediction_state(prediction_id)["polls"] >= 2  # one before deferring
+    assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 2  # one before deferring
 
 
 def test_wait_that_starts_after_the_prediction_finished_does_not_defer(
@@ -82,16 +80,18 @@ def test_a_rate_limited_first_poll_defers_instead_of_sleeping_in_the_slot(
     assert wavespeed_connection.counters()["requests"]["result"] == 3  # two 429s, then the trigger's poll
 
 
-@pytest.mark.parametrize("duration", [0.0, IN_TRIGGERER], ids=["before-deferring", "in-triggerer"])
+@pytest.mark.parametrize("in_triggerer", [False, True], ids=["before-deferring", "in-triggerer"])
 @pytest.mark.parametrize("status", ["failed", "cancelled", "timeout"])
 def test_unsuccessful_prediction_fails_with_the_api_error(
     wavespeed_connection: WaveSpeedEmulator,
     request: pytest.FixtureRequest,
     capfd: pytest.CaptureFixture[str],
     status: str,
-    duration: float,
+    in_triggerer: bool,
 ) -> None:
-    wavespeed_connection.set_duration(duration)
+    wavespeed_connection.set_duration(0)  # over at the first poll, unless held for it
+    if in_triggerer:
+        wavespeed_connection.hold(polls=1)  # the worker's poll sees it running: the trigger sees it end
     wavespeed_connection.set_outcome(status, error=f"emulated {status}: out of GPU memory")
     prediction_id = _submit()
     dag = _sensor_dag(request, prediction_id, retries=2, retry_delay=timedelta(0))
@@ -101,6 +101,7 @@ def test_unsuccessful_prediction_fails_with_the_api_error(
     assert (
         f"WaveSpeed prediction {prediction_id} ({FLUX}) ended {status!r}: emulated {status}: out of GPU memory" in log
     )
+    assert ("Deferring until" in log) is in_triggerer
     assert "AirflowFailException" in log  # final: Airflow's retries cannot change the outcome
     assert dag_run.get_task_instances()[0].try_number == 1
 
@@ -113,7 +114,7 @@ def test_sensor_timeout_fails_or_skips(
     soft_fail: bool,
     state: str,
 ) -> None:
-    wavespeed_connection.set_duration(60)
+    wavespeed_connection.hold()  # running for as long as the test lasts
     prediction_id = _submit()
     dag_run = dag_test(_sensor_dag(request, prediction_id, timeout=0.8, soft_fail=soft_fail))
     assert ti_states(dag_run) == {("wait", -1): state}
@@ -134,7 +135,7 @@ def test_sensor_timeout_fails_or_skips(
 def test_transient_errors_while_polling_still_succeed(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, deferrable: bool
 ) -> None:
-    wavespeed_connection.set_duration(IN_TRIGGERER if deferrable else 0.2)
+    wavespeed_connection.hold(polls=1)  # one answer "processing" among the faults, then "completed"
     prediction_id = _submit()
     wavespeed_connection.add_fault("result", "rate_limit", times=3, retry_after=0)
     wavespeed_connection.add_fault("result", "http_error", status=503, times=2)
@@ -143,7 +144,7 @@ def test_transient_errors_while_polling_still_succeed(
     assert ti_states(dag_run) == {("wait", -1): "success"}
     assert dag_xcoms(dag_run)[("wait", -1, "return_value")]["id"] == prediction_id
     statuses = [status for _, name, status in wavespeed_connection.request_log() if name == "result"]
-    assert statuses[:7] == [429, 429, 429, 503, 503, 0, 0] and statuses[-1] == 200
+    assert statuses == [429, 429, 429, 503, 503, 0, 0, 200, 200]
 
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "poke"])
@@ -171,10 +172,9 @@ def test_non_deferrable_modes_work_without_the_triggerer(
     capfd: pytest.CaptureFixture[str],
     mode: str,
 ) -> None:
-    # Long enough to still be running when the sensor starts: Airflow 3.0's dag.test() takes about a
-    # second to start each task, several on a loaded 2-core machine. Reschedule mode stays short:
-    # Airflow 3.0's dag.test() breaks on a second reschedule (its first_reschedule_date is a str).
-    wavespeed_connection.set_duration(6.0 if mode == "poke" else 2.0)
+    # Running at the sensor's first poke and finished at its second, however late the task starts:
+    # one reschedule only, as Airflow 3.0's dag.test() breaks on a second (first_reschedule_date is a str).
+    wavespeed_connection.hold(polls=1)
     dag_id = re.sub(r"[^A-Za-z0-9_]+", "_", f"sensor_{request.node.name}")
     with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
         # Submitted in the run, so the sensor starts while the prediction is still running.
@@ -187,7 +187,7 @@ def test_non_deferrable_modes_work_without_the_triggerer(
     assert value["id"] == prediction_id and value["status"] == "completed" and value["outputs"]
     log = task_output(capfd)
     assert f"WaveSpeed prediction {prediction_id} is processing" in log and "Deferring until" not in log
-    assert wavespeed_connection.prediction_state(prediction_id)["polls"] >= 2  # it poked until done
+    assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 2  # it poked until done
 
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "poke"])
@@ -212,8 +212,8 @@ def test_base64_outputs_too_large_for_xcom_fail_clearly(
     deferrable: bool,
 ) -> None:
     # The emulator's outputs are tiny; make each one 48 KiB so four of them, as base64, pass the XCom limit.
-    monkeypatch.setattr(_media, "output_bytes", lambda pid, index, ext: hashlib.sha256(pid.encode()).digest() * 1536)
-    wavespeed_connection.set_duration(IN_TRIGGERER if deferrable else 0.2)
+    monkeypatch.setattr(_media, "output_bytes", lambda pid, *_: hashlib.sha256(pid.encode()).digest() * 1536)
+    wavespeed_connection.hold(polls=1)  # the outputs arrive in the triggerer (deferred) or a later poke
     prediction_id = _submit({"prompt": "big", "num_images": 4, "enable_base64_output": True})
     dag_run = dag_test(_sensor_dag(request, prediction_id, deferrable=deferrable, mode="poke"))
     assert ti_states(dag_run) == {("wait", -1): "failed"}

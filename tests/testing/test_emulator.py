@@ -471,7 +471,11 @@ def test_history_and_delete(api: Api) -> None:
     assert_envelope_error(too_big, 400, "page_size")
     deleted = api.session.post(f"{api.base}/api/v3/predictions/delete", json={"ids": [*ids[:2], "f" * 32]})
     assert deleted.json()["data"] == {"deleted_count": 2}
-    assert api.result(ids[0]).status_code == 404 and api.result(ids[2]).status_code == 200
+    # A deleted prediction still answers, with the terminal status `deleted` (as the official SDK expects).
+    assert api.result(ids[0]).json()["data"]["status"] == "deleted"
+    assert api.result(ids[2]).json()["data"]["status"] != "deleted"
+    remaining = api.session.post(f"{api.base}/api/v3/predictions", json={"page": 1, "page_size": 10}).json()["data"]
+    assert [item["id"] for item in remaining["items"]] == [ids[2]]
 
 
 def test_models_lists_the_representative_models(api: Api) -> None:
@@ -523,10 +527,11 @@ def test_webhook_is_signed_and_carries_the_bare_prediction(
         assert headers["webhook-signature"] == f"v3,{expected}"
         assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
         payload = json.loads(body)
-        assert "code" not in payload  # no envelope
+        assert "data" not in payload and "message" not in payload  # no envelope
         by_id[payload["id"]] = payload
     assert by_id[completed["id"]]["status"] == "completed" and by_id[completed["id"]]["outputs"]
     assert by_id[failed["id"]]["status"] == "failed" and by_id[failed["id"]]["error"] == "nsfw"
+    assert by_id[failed["id"]]["code"] == 1403 and "code" not in by_id[completed["id"]]  # the failure class
     time.sleep(0.5)
     assert received.empty()
     assert emulator.counters()["webhooks"] == {"sent": 2, "failed": 0}

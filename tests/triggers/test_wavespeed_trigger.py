@@ -84,7 +84,7 @@ def test_serialized_kwargs_are_primitives_and_never_hold_the_key(
 async def test_each_terminal_status_ends_in_exactly_one_event(
     wavespeed_connection: WaveSpeedEmulator, status: str
 ) -> None:
-    wavespeed_connection.set_duration(0.3)
+    wavespeed_connection.hold(polls=1)  # one "processing" answer, then the outcome
     if status != "completed":
         wavespeed_connection.set_outcome(status, error=f"emulated {status}: the GPU gave up")
     prediction_id = _submit()
@@ -92,6 +92,7 @@ async def test_each_terminal_status_ends_in_exactly_one_event(
     assert len(events) == 1
     payload = events[0].payload
     assert payload["status"] == status and payload["prediction_id"] == prediction_id
+    assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 2
     prediction = payload["prediction"]
     assert prediction["id"] == prediction_id and prediction["status"] == status
     if status == "completed":
@@ -103,7 +104,7 @@ async def test_each_terminal_status_ends_in_exactly_one_event(
 
 
 async def test_transient_errors_while_polling_are_survived(wavespeed_connection: WaveSpeedEmulator) -> None:
-    wavespeed_connection.set_duration(0.2)
+    wavespeed_connection.set_duration(0)  # finished, so the first answered poll is the last
     prediction_id = _submit()
     # Faults are used in the order they were added: a 429 storm, then 503 gateway pages, then resets.
     wavespeed_connection.add_fault("result", "rate_limit", times=3, retry_after=1)
@@ -116,7 +117,7 @@ async def test_transient_errors_while_polling_are_survived(wavespeed_connection:
 
 
 async def test_retry_after_is_honoured_through_a_429_storm(wavespeed_connection: WaveSpeedEmulator) -> None:
-    wavespeed_connection.set_duration(0.2)
+    wavespeed_connection.set_duration(0)  # finished, so the first answered poll is the last
     prediction_id = _submit()
     wavespeed_connection.add_fault("result", "rate_limit", times=4, retry_after=1)
     events = await _events(_trigger(prediction_id))
@@ -171,7 +172,7 @@ async def test_end_time_in_the_past_is_a_deadline_without_any_poll(wavespeed_con
 async def test_short_end_time_is_a_deadline_while_the_prediction_runs(
     wavespeed_connection: WaveSpeedEmulator,
 ) -> None:
-    wavespeed_connection.set_duration(30)
+    wavespeed_connection.hold()  # running past the deadline, however slow the machine
     prediction_id = _submit()
     started = time.time()
     events = await _events(_trigger(prediction_id, wait=0.6))
@@ -201,7 +202,7 @@ async def test_a_resumed_trigger_keeps_its_deadline_and_never_submits(
 
 
 async def test_triggers_of_one_connection_share_one_client(wavespeed_connection: WaveSpeedEmulator) -> None:
-    wavespeed_connection.set_duration(0.8)
+    wavespeed_connection.hold()  # all twenty still waiting when the last one starts
     ids = [_submit({"prompt": f"prompt {n}"}) for n in range(20)]
     seen: list[dict[str, int]] = []
     done = asyncio.Event()
@@ -209,6 +210,8 @@ async def test_triggers_of_one_connection_share_one_client(wavespeed_connection:
     async def watch() -> None:
         while not done.is_set():
             seen.append(shared_pool_stats())
+            if seen[-1] == {CONN_ID: 20}:
+                wavespeed_connection.release()
             await asyncio.sleep(0.02)
 
     watcher = asyncio.create_task(watch())
@@ -237,7 +240,7 @@ async def test_large_base64_outputs_are_left_out_of_the_event(
     wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The emulator's outputs are tiny; make each one 48 KiB so four of them, as base64, pass the limit.
-    monkeypatch.setattr(_media, "output_bytes", lambda pid, index, ext: hashlib.sha256(pid.encode()).digest() * 1536)
+    monkeypatch.setattr(_media, "output_bytes", lambda pid, *_: hashlib.sha256(pid.encode()).digest() * 1536)
     wavespeed_connection.set_duration(0.2)
     prediction_id = _submit({"prompt": "big", "num_images": 4, "enable_base64_output": True})
     events = await _events(_trigger(prediction_id))
@@ -254,20 +257,21 @@ def test_run_does_no_blocking_io_on_the_event_loop(
 ) -> None:
     """Each poll takes 0.5 s at the server: blocking I/O would hold one loop step that long.
 
-    The 0.25 s threshold leaves room for a busy machine; a blocking poll would still cross it.
+    A blocking poll holds one step for at least 0.5 s; the 0.4 s threshold leaves a busy machine room.
     """
-    wavespeed_connection.set_duration(1.0)
+    wavespeed_connection.set_duration(0)
     asyncio.run(_events(_trigger(_submit())))  # warm-up: one-off imports are not what we measure
+    wavespeed_connection.hold(polls=2)  # three slow polls: two "processing", then "completed"
     prediction_id = _submit()
     wavespeed_connection.add_fault("result", "slow", delay=0.5, times=None)
 
     async def watched() -> list[TriggerEvent]:
-        asyncio.get_running_loop().slow_callback_duration = 0.25
+        asyncio.get_running_loop().slow_callback_duration = 0.4
         return await _events(_trigger(prediction_id))
 
     caplog.set_level(logging.WARNING, logger="asyncio")
     events = asyncio.run(watched(), debug=True)
     assert [event.payload["status"] for event in events] == ["completed"]
-    assert wavespeed_connection.prediction_state(prediction_id)["polls"] >= 2  # several slow polls happened
+    assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 3  # several slow polls happened
     slow_steps = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
     assert slow_steps == []
