@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +25,13 @@ from typing import Any
 import requests
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+# How long a SQLite connection waits for another process's write lock before "database is
+# locked" (Python's default is 5 s, too short when four components write on a loaded machine).
+SQLITE_BUSY_TIMEOUT = 60
+# Retries of a REST call that Airflow answered with 5xx or not at all (a loaded api-server).
+API_ATTEMPTS = 6
+# Log lines that explain a failure, searched in the component logs when something goes wrong.
+_PROBLEM_MARKERS = ("database is locked", "Traceback", "ERROR", "CRITICAL", "Error:", "Exception")
 
 
 def free_port() -> int:
@@ -67,6 +75,11 @@ class AirflowStack:
     def log_dir(self) -> Path:
         return self.home / "component-logs"
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite metadatabase file, or None when ``sql_alchemy_conn`` names another database."""
+        return None if self.sql_alchemy_conn else self.home / "airflow.db"
+
     def component_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -102,6 +115,11 @@ class AirflowStack:
         )
         if self.sql_alchemy_conn:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.sql_alchemy_conn
+        else:
+            # `timeout` in the URL reaches sqlite3.connect() through both of Airflow's engines
+            # (pysqlite for the sync one, aiosqlite for the async one, which Airflow derives
+            # from this URL), so every component waits for a lock instead of failing.
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.sqlite_path}?timeout={SQLITE_BUSY_TIMEOUT}"
         env.update(self.env)
         return env
 
@@ -118,6 +136,12 @@ class AirflowStack:
 
     def migrate(self) -> None:
         self.airflow("db", "migrate")
+        if self.sqlite_path is not None:
+            # Write-ahead logging: readers no longer block the writer nor the writer the readers,
+            # so the scheduler's reads and the api-server's writes stop taking turns. The mode
+            # is stored in the database file, so one statement here covers every component.
+            with contextlib.closing(sqlite3.connect(self.sqlite_path, timeout=SQLITE_BUSY_TIMEOUT)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
 
     def start_component(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +223,37 @@ class AirflowStack:
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"Airflow {name} exited with {process.returncode}:\n{tail}")
+                tail = self.log_tail(name, 40)
+                raise RuntimeError(f"Airflow {name} exited with {process.returncode}; the end of its log:\n{tail}")
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        """The last ``lines`` lines of a component's log, indented."""
+        path = self.log_dir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "    (empty log)"
+
+    def diagnose(self, max_lines: int = 8) -> str:
+        """Which component logged a problem, and the lines that say what it was.
+
+        For each component log: the last few lines that look like a problem (``database is
+        locked``, tracebacks, ERROR...), each with its line number, then the log's path.
+        """
+        report = []
+        for name in sorted(self.processes) or sorted(p.stem for p in self.log_dir.glob("*.log")):
+            path = self.log_dir / f"{name}.log"
+            if not path.exists():
+                continue
+            found = [
+                (number, line.strip())
+                for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+                if any(marker in line for marker in _PROBLEM_MARKERS)
+            ]
+            process = self.processes.get(name)
+            status = "" if process is None or process.poll() is None else f", exited with {process.returncode}"
+            if found or status:
+                report.append(f"  {name}{status}: {len(found)} problem line(s) in {path}; the last ones:")
+                report.extend(f"    line {number}: {line[:300]}" for number, line in found[-max_lines:])
+        return "\n".join(report) if report else f"  no component log under {self.log_dir} reports a problem"
 
     def stop(self, timeout: float = 20) -> None:
         """Stop every process this stack started (TERM, then KILL), by process group."""
@@ -237,34 +290,75 @@ class AirflowStack:
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             # All-admins mode hands out a token without credentials (and 3.1+ adds it by itself).
-            response = self._http.get(f"{self.url}/auth/token", timeout=10)
+            response = self._request("GET", f"{self.url}/auth/token", timeout=10)
             self._token = response.json().get("access_token", "") if response.ok else ""
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(
-            method, f"{self.url}/api/v2/{path}", headers=self._headers(), timeout=30, **kwargs
-        )
-        if not response.ok:
-            raise RuntimeError(f"Airflow API {method} {path} -> HTTP {response.status_code}: {response.text[:500]}")
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One HTTP request, tried again when Airflow answers 5xx or not at all.
+
+        A loaded api-server can fail a request (a database lock held too long, a worker busy
+        past the timeout) that succeeds a moment later; each retry waits longer (1, 2, 4... s).
+        Writes are retried too: callers make them idempotent (``trigger`` names its run).
+        """
+        for attempt in range(1, API_ATTEMPTS + 1):
+            self._check_alive()  # a dead component is the answer, not a retry
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except requests.RequestException as exc:
+                if attempt == API_ATTEMPTS:
+                    raise RuntimeError(
+                        f"Airflow API {method} {url}: no answer after {attempt} attempts ({exc})\n{self.diagnose()}"
+                    ) from None
+            else:
+                if response.status_code < 500 or attempt == API_ATTEMPTS:
+                    return response
+                print(
+                    f"  (Airflow answered {method} {url.removeprefix(self.url)} with HTTP {response.status_code}: "
+                    f"{response.text[:200]!r}; retrying)",
+                    flush=True,
+                )
+            time.sleep(min(2 ** (attempt - 1), 10))
+        raise AssertionError("unreachable")
+
+    def api(self, method: str, path: str, *, ok_statuses: Iterable[int] = (), **kwargs: Any) -> Any:
+        """Call the REST API; a status in ``ok_statuses`` is accepted besides 2xx."""
+        response = self._request(method, f"{self.url}/api/v2/{path}", headers=self._headers(), timeout=30, **kwargs)
+        if not response.ok and response.status_code not in ok_statuses:
+            problem = f"Airflow API {method} {path} -> HTTP {response.status_code}: {response.text[:500]}"
+            if response.status_code >= 500:
+                problem += "\n" + self.diagnose()
+            raise RuntimeError(problem)
         return response.json() if response.content else None
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+    def wait_for_dag(self, dag_id: str, timeout: float = 120, *, unpause: bool = True) -> dict[str, Any]:
+        """Wait until the dag-processor has stored ``dag_id``; return the API's view of it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
-            response = self._http.get(f"{self.url}/api/v2/dags/{dag_id}", headers=self._headers(), timeout=10)
+            response = self._request("GET", f"{self.url}/api/v2/dags/{dag_id}", headers=self._headers(), timeout=10)
             if response.ok:
-                if response.json().get("is_paused"):
-                    self.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
-                return
+                dag: dict[str, Any] = response.json()
+                if unpause and dag.get("is_paused"):
+                    self.unpause(dag_id)
+                return dag
             time.sleep(1)
         errors = self.api("GET", "importErrors")
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout} s; import errors: {errors}")
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        body = {"logical_date": None, "conf": conf or {}}
-        return str(self.api("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, *, logical_date: str | None = None) -> str:
+        """Create one run of ``dag_id`` and return its id.
+
+        The run id is chosen here, so a retry after an answer lost to a 5xx cannot make a
+        second run: Airflow answers 409 for the id it already has.
+        """
+        run_id = f"manual__{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}_{secrets.token_hex(3)}"
+        body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf or {}}
+        self.api("POST", f"dags/{dag_id}/dagRuns", json=body, ok_statuses=(409,))
+        self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")  # a 409 for another reason would fail here
+        return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"])

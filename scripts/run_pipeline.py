@@ -1,9 +1,10 @@
 """The main job: run the content pipeline DAG in a real Airflow deployment.
 
 Starts the local WaveSpeed emulator (unless WAVESPEED_API_KEY is set: then the real API),
-then an Airflow api-server, scheduler, dag-processor and triggerer, triggers
-`wavespeed_content_pipeline`, shows the sensors deferred in the triggerer while the models
-run, prints the generated outputs and stops every process it started.
+then an Airflow api-server, scheduler, dag-processor and triggerer, triggers exactly one run
+of `wavespeed_content_pipeline`, shows the sensors deferred in the triggerer while the models
+run, prints the gallery of the outputs (copied to .demo/output/<run>/) and stops every
+process it started. When something fails it names the component and its log lines.
 
     python scripts/run_pipeline.py [--keep-running] [--home DIR]
 """
@@ -18,6 +19,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +39,39 @@ def summarise(tis: list[dict]) -> str:
     return " | ".join(f"{task}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items())) for task, c in by_task.items())
 
 
+def start_one_run(stack: AirflowStack) -> str:
+    """Trigger one run of the (paused) DAG, then unpause it; no scheduled run joins ours.
+
+    The run takes the logical date the scheduler would give its next scheduled run: the
+    scheduler sees that run exists and moves on to the next day instead of adding one.
+    """
+    dag = stack.wait_for_dag(DAG_ID, unpause=False)
+    due = dag.get("next_dagrun_run_after")
+    is_due = bool(due) and datetime.fromisoformat(due.replace("Z", "+00:00")) <= datetime.now(timezone.utc)
+    logical_date = dag.get("next_dagrun_logical_date") if is_due else None
+    run_id = stack.trigger(DAG_ID, logical_date=logical_date)
+    stack.unpause(DAG_ID)
+    return run_id
+
+
+def report_failure(stack: AirflowStack, run_id: str, home: Path) -> None:
+    """Print the unfinished task instances with their log's last lines, and what the components logged."""
+    for ti in stack.task_instances(DAG_ID, run_id):
+        if ti["state"] == "success":
+            continue
+        print(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']}")
+        folder = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+        if ti["map_index"] >= 0:
+            folder = folder / f"map_index={ti['map_index']}"
+        logs = sorted(folder.rglob("*.log"))
+        if logs:
+            tail = logs[-1].read_text(errors="replace").splitlines()[-8:]
+            print(f"    last lines of {logs[-1]}:")
+            print("\n".join(f"      {line[:300]}" for line in tail))
+    print(f"What the Airflow components logged:\n{stack.diagnose()}")
+    print(f"Component logs: {stack.log_dir}; task logs: {home / 'logs'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=REPO / ".demo" / "airflow-home")
@@ -46,7 +81,9 @@ def main() -> int:
 
     reset_home(args.home)
     output_dir = args.home.parent / "output"
-    env = {"WAVESPEED_OUTPUT_DIR": str(output_dir)}
+    # The DAG is created paused so its own @daily schedule cannot start a second run before
+    # ours exists (two runs would double the writes to SQLite); see start_one_run().
+    env = {"WAVESPEED_OUTPUT_DIR": str(output_dir), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
     emulator = None
     if os.environ.get("WAVESPEED_API_KEY"):
         print("WAVESPEED_API_KEY is set: using the real WaveSpeed API (this costs credits)")
@@ -55,15 +92,19 @@ def main() -> int:
         emulator = EmulatorProcess(key, duration=(6.0, 14.0))
         print(f"WaveSpeed emulator on {emulator.url} (predictions take 6-14 s)")
         env["AIRFLOW_CONN_WAVESPEED_DEFAULT"] = json.dumps(
-            {"conn_type": "wavespeed", "host": emulator.url, "password": key, "extra": {"max_requests_per_second": 50}}
+            {
+                "conn_type": "wavespeed",
+                "host": emulator.url,
+                "password": key,
+                "extra": {"max_submissions_per_minute": 3000},
+            }
         )
     stack = AirflowStack(home=args.home, dags_folder=REPO / "example_dags", env=env, parallelism=8)
     ok = False
     try:
         print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) in {args.home} ...")
         stack.start()
-        stack.wait_for_dag(DAG_ID)
-        run_id = stack.trigger(DAG_ID)
+        run_id = start_one_run(stack)
         print(f"Triggered {DAG_ID} run {run_id}; UI: {stack.url}/dags/{DAG_ID}")
         started, last, max_deferred, state = time.monotonic(), "", 0, "queued"
         while time.monotonic() - started < args.timeout:
@@ -85,20 +126,24 @@ def main() -> int:
             if ".log.trigger." in path.name and f"run_id={run_id}" in str(path)
         )
         print(f"The triggerer process fired {fired} WaveSpeedTaskTrigger event(s) (see the *.log.trigger.* task logs)")
+        runs = stack.api("GET", f"dags/{DAG_ID}/dagRuns", params={"limit": 10})["dag_runs"]
+        print(f"DAG runs of {DAG_ID}: {len(runs)} ({', '.join(r['dag_run_id'] for r in runs)})")
         if state == "success":
-            manifest_path = stack.xcom(DAG_ID, run_id, "write_manifest")
-            print(f"Manifest: {manifest_path}")
-            for entry in json.loads(Path(manifest_path).read_text()):
-                print(f"  {entry['prediction_id']}: {' '.join(map(str, entry['outputs']))}")
+            gallery = Path(stack.xcom(DAG_ID, run_id, "write_manifest"))
+            for entry in json.loads((gallery.parent / "manifest.json").read_text()):
+                print(f"  {entry['prediction_id']}: {' '.join(entry['files'])}  <- {entry['prompt']!r}")
+            print(f"Outputs and manifest.json in {gallery.parent}")
+            print(f"Gallery: {gallery}  (open file://{gallery} in a browser)")
         else:
-            for ti in stack.task_instances(DAG_ID, run_id):
-                if ti["state"] != "success":
-                    print(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']}")
-            print(f"Component logs: {stack.log_dir}; task logs: {args.home / 'logs'}")
-        ok = state == "success" and max_deferred > 0 and fired > 0
+            report_failure(stack, run_id, args.home)
+        ok = state == "success" and max_deferred > 0 and fired > 0 and len(runs) == 1
         if args.keep_running:
             print(f"Airflow UI: {stack.url} (no login needed). Press Ctrl-C to stop everything.")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except Exception as exc:
+        print(f"The main job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"What the Airflow components logged:\n{stack.diagnose()}", file=sys.stderr)
+        raise
     finally:
         stack.stop()
         if emulator is not None:

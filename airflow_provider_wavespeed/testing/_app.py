@@ -539,7 +539,8 @@ class _Api:
             or prediction.status(time.time()) != "completed"
         ):
             return Response("Not Found", status_code=404, media_type="text/plain")
-        content = _media.output_bytes(prediction_id, int(index), ext)
+        # Drawn in a thread (once per output, then cached): other requests go on meanwhile.
+        content = await asyncio.to_thread(_media.output_bytes, prediction_id, int(index), ext, prediction.inputs)
         return Response(content, media_type=_media.CONTENT_TYPES.get(ext, "application/octet-stream"))
 
     async def uploaded_file(self, request: Request) -> Response:

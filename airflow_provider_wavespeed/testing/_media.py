@@ -1,16 +1,25 @@
-"""Real (tiny) media bytes and a multipart parser for the emulator.
+"""Media bytes and a multipart parser for the emulator.
 
-Everything here is built in code so the emulator needs no data files and no
-imaging or multipart libraries.
+Images are drawn with Pillow so a person can tell the outputs apart: the requested size's
+shape (scaled down to at most ``MAX_SIDE`` pixels, aspect ratio kept), a pattern derived
+from the prompt, and the prompt's text. They are deterministic per prediction id, index and
+inputs, and cached, because a client may fetch the same output many times.
 """
 
 from __future__ import annotations
 
 import email.message
 import email.utils
+import functools
 import hashlib
+import io
+import re
 import struct
-import zlib
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
 
 CONTENT_TYPES = {
     "png": "image/png",
@@ -19,53 +28,12 @@ CONTENT_TYPES = {
     "webp": "image/webp",
     "mp4": "video/mp4",
 }
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def png_bytes(rgb: tuple[int, int, int], size: int = 16) -> bytes:
-    """A valid ``size``x``size`` PNG filled with one colour."""
-    row = b"\x00" + bytes(rgb) * size  # filter byte 0 ("None") + RGB pixels
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit truecolour
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(row * size))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def _jpeg_segment(marker: int, payload: bytes) -> bytes:
-    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
-
-
-def _build_jpeg() -> bytes:
-    """A valid baseline JPEG: one 8x8 mid-grey block.
-
-    With every pixel at 128 the level-shifted block is all zeros, so the only
-    symbols needed are "DC category 0" and "AC end-of-block". Each Huffman table
-    therefore holds a single 1-bit code ``0``, and the scan is the bits ``00``
-    padded with ones: one byte, 0x3F.
-    """
-    one_code = bytes([1] + [0] * 15)  # one code of length 1
-    return b"".join(
-        [
-            b"\xff\xd8",  # SOI
-            _jpeg_segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),
-            _jpeg_segment(0xDB, b"\x00" + b"\x01" * 64),  # quantisation table 0, all ones
-            _jpeg_segment(0xC0, struct.pack(">BHHB", 8, 8, 8, 1) + b"\x01\x11\x00"),
-            _jpeg_segment(0xC4, b"\x00" + one_code + b"\x00"),  # DC table 0
-            _jpeg_segment(0xC4, b"\x10" + one_code + b"\x00"),  # AC table 0
-            _jpeg_segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"),  # SOS, 1 component
-            b"\x3f",
-            b"\xff\xd9",  # EOI
-        ]
-    )
-
-
-JPEG_BYTES = _build_jpeg()
+# The longest side of a drawn image: the requested size class, scaled down to keep files small.
+MAX_SIDE = 512
+MIN_SIDE = 64
+DEFAULT_SIZE = "1024*1024"  # what flux-dev generates when no size is given
+_SIZE_RE = re.compile(r"\s*(\d{1,5})\s*[*xX]\s*(\d{1,5})\s*")
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 
 # ftyp (ISO base media, "isom"/"mp41" brands) then an empty mdat: enough for
 # content sniffers and for clients that only check the header.
@@ -81,14 +49,82 @@ MP4_BYTES = (
 )
 
 
-def output_bytes(prediction_id: str, index: int, ext: str) -> bytes:
-    """The bytes of output ``index`` of a prediction; PNGs get a colour per output."""
+def image_dimensions(size: object) -> tuple[int, int]:
+    """Pixel width and height drawn for a ``size`` input such as ``"1280*720"``.
+
+    The aspect ratio is the requested one; the longest side is at most ``MAX_SIDE``
+    (smaller requests are drawn at their size) and no side is under ``MIN_SIDE``.
+    """
+    match = _SIZE_RE.fullmatch(size) if isinstance(size, str) else None
+    width, height = (int(match[1]), int(match[2])) if match else (1024, 1024)
+    width, height = max(width, 1), max(height, 1)
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    return max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+
+
+def _colour(data: bytes, low: int, span: int) -> tuple[int, int, int]:
+    return (low + data[0] % span, low + data[1] % span, low + data[2] % span)
+
+
+@functools.lru_cache(maxsize=512)
+def draw_image(prediction_id: str, index: int, ext: str, prompt: str, size: str) -> bytes:
+    """An image in format ``ext``: shapes whose colours and places come from the prompt
+    (the same prompt looks alike), varied per prediction and output, with the prompt's text
+    on top and a footer naming the requested size, prediction id and output index."""
+    width, height = image_dimensions(size)
+    theme = hashlib.blake2b(prompt.encode(), digest_size=32).digest()
+    variant = hashlib.blake2b(f"{prediction_id}:{index}".encode(), digest_size=32).digest()
+    image = Image.new("RGB", (width, height), _colour(theme, 30, 110))
+    draw = ImageDraw.Draw(image)
+    longest = max(width, height)
+    for shape in range(6):
+        cx, cy = theme[3 + shape] / 255 * width, theme[9 + shape] / 255 * height
+        radius = (0.1 + variant[shape] / 255 * 0.35) * longest
+        draw.ellipse(
+            (cx - radius, cy - radius, cx + radius, cy + radius),
+            fill=_colour(theme[15 + shape :] + variant[shape:], 90, 166),
+        )
+    font_size = max(10, width // 16)
+    font = ImageFont.load_default(size=font_size)
+    lines = textwrap.wrap(prompt, width=max(8, int(width / (font_size * 0.55)))) or [""]
+    if len(lines) > 6:
+        lines = [*lines[:5], lines[5][: max(1, len(lines[5]) - 1)] + "…"]
+    text = "\n".join(lines)
+    spacing = font_size // 4
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=spacing)
+    x, y = (width - (right - left)) / 2, (height - (bottom - top)) / 2
+    pad = font_size // 2
+    draw.rounded_rectangle(
+        (x - pad, y - pad, x + right - left + pad, y + bottom - top + pad), radius=pad, fill=(20, 20, 20)
+    )
+    draw.multiline_text((x - left, y - top), text, font=font, fill=(255, 255, 255), spacing=spacing, align="center")
+    small = ImageFont.load_default(size=max(8, width // 36))
+    footer = f"emulated {size}  {prediction_id[:8]} #{index}"
+    draw.text((pad, height - pad - max(8, width // 36)), footer, font=small, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    if ext == "png":  # a palette of 64 colours: a few KiB instead of tens
+        image.quantize(64, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG")
+    else:
+        image.save(buffer, _PIL_FORMATS[ext], quality=85)
+    return buffer.getvalue()
+
+
+def output_bytes(prediction_id: str, index: int, ext: str, inputs: Mapping[str, Any] | None = None) -> bytes:
+    """The bytes of output ``index`` of a prediction made from ``inputs``.
+
+    Images show the ``prompt`` and the ``size`` class; other kinds are minimal valid files.
+    """
     if ext == "mp4":
         return MP4_BYTES
-    if ext in ("jpeg", "jpg"):
-        return JPEG_BYTES
-    digest = hashlib.blake2b(f"{prediction_id}:{index}".encode(), digest_size=3).digest()
-    return png_bytes((digest[0], digest[1], digest[2]))
+    inputs = inputs or {}
+    prompt, size = inputs.get("prompt"), inputs.get("size")
+    return draw_image(
+        prediction_id,
+        index,
+        ext if ext in _PIL_FORMATS else "png",
+        prompt if isinstance(prompt, str) else "",
+        size if isinstance(size, str) and _SIZE_RE.fullmatch(size) else DEFAULT_SIZE,
+    )
 
 
 def _header_param(value: str, header: str, param: str) -> str | None:

@@ -250,7 +250,7 @@ class Prediction:
         if status == "completed":
             if self.base64_output:
                 outputs = [
-                    base64.b64encode(_media.output_bytes(self.id, index, self.ext)).decode()
+                    base64.b64encode(_media.output_bytes(self.id, index, self.ext, self.inputs)).decode()
                     for index in range(self.num_outputs)
                 ]
             else:

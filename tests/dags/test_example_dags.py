@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import pendulum
 import pytest
+import requests
 from airflow.sdk import DAG
 from airflow.triggers.base import TriggerEvent
 from airflow_helpers import dag_test, dag_xcoms, ti_states
@@ -120,16 +122,24 @@ def test_content_pipeline_writes_one_output_per_prompt(
     prompts = _file_prompts()
     submissions = wavespeed_connection.submissions()
     assert Counter(entry["inputs"]["prompt"] for entry in submissions) == Counter(prompts)  # one submit per prompt
-    manifest_path = Path(dag_xcoms(dag_run)[("write_manifest", -1, "return_value")])
-    assert manifest_path.parent == tmp_path
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    gallery = Path(dag_xcoms(dag_run)[("write_manifest", -1, "return_value")])
+    run_dir = tmp_path / "".join(c if c.isalnum() or c in "-_." else "_" for c in dag_run.run_id)
+    assert gallery == run_dir / "index.html"
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert len(manifest) == len(prompts) == len(submissions)
     by_id = {entry["id"]: entry for entry in submissions}
     assert sorted(entry["prediction_id"] for entry in manifest) == sorted(by_id)
+    page = gallery.read_text(encoding="utf-8")
     for entry in manifest:
         [url] = entry["outputs"]
         assert url.startswith(wavespeed_connection.url) and entry["prediction_id"] in url
         assert entry["model"] == FLUX
+        assert entry["prompt"] == by_id[entry["prediction_id"]]["inputs"]["prompt"]  # each caption names its prompt
+        # The sensor's output_path copied the file into the run's folder; the page shows it with its prompt.
+        assert entry["files"] == [f"{entry['prediction_id']}_0.png"]
+        assert (run_dir / entry["files"][0]).read_bytes() == requests.get(url, timeout=10).content
+        assert f"src='{entry['files'][0]}'" in page and entry["prediction_id"] in page
+        assert html.escape(entry["prompt"]) in page
 
 
 # -- the API key stays in the connection ----------------------------------------------------------
@@ -148,8 +158,8 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
 ) -> None:
     key = f"sk-audit-{uuid.uuid4().hex}"
     wavespeed_emulator.set_api_key(key)
-    # Long enough to be running when each sensor polls first, so the sensors defer.
-    wavespeed_emulator.set_duration(3.0)
+    # Running when each wait polls first (so the sensors defer), finished at the next poll.
+    wavespeed_emulator.hold(polls=1)
     conn = {"conn_type": "wavespeed", "host": wavespeed_emulator.url, "password": key}
     monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(conn))
     serialized: list[dict[str, Any]] = []
@@ -182,7 +192,8 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_database(
 
     # 2. Paths that fail, whose messages quote the API: the account's key is rotated while a sensor
     # is deferred (its trigger gets the 401), then the other tasks meet the new key too.
-    wavespeed_emulator.set_duration(60.0)
+    wavespeed_emulator.release()  # ends the hold above; this one runs until the test ends
+    wavespeed_emulator.hold(prompt_contains="still running")
     running_id = WaveSpeedHook().submit(FLUX, {"prompt": "still running"}).id
     original_run = WaveSpeedTaskTrigger.run
 
