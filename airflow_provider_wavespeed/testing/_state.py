@@ -758,9 +758,11 @@ class EmulatorState:
                     heapq.heappush(self._running, (prediction.completes_at, prediction.id))
             self._held_slots = [prediction for prediction in self._held_slots if prediction.held]
         running, queue = self._running, self._queue
+        cap = None if self.tier is None else self.tier.concurrency
         while queue and running and running[0][0] <= now:
             freed_at = heapq.heappop(running)[0]
-            self._admit_locked(queue.popleft(), freed_at)  # it may finish before now and free a slot too
+            if cap is None or self._slots_used() < cap:  # after a lowered cap, ends first drain the excess
+                self._admit_locked(queue.popleft(), freed_at)  # it may finish before now and free a slot too
         if not queue:
             while running and running[0][0] <= now:
                 heapq.heappop(running)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -198,6 +199,38 @@ def test_raising_or_removing_the_cap_admits_queued_tasks_at_once(emulator: WaveS
     assert api.status(second) == "processing" and api.status(third) == "created"
     emulator.set_tier(None)
     assert api.status(third) == "processing" and emulator.counters()["tier"] is None
+
+
+def test_after_a_lowered_cap_ends_drain_the_excess_before_the_queue_moves(
+    emulator: WaveSpeedEmulator, api: Api
+) -> None:
+    emulator.set_tier(concurrency=2)
+    emulator.hold(times=2)
+    first, second = api.create(), api.create()
+    emulator.set_tier(concurrency=1)
+    third = api.create(INSTANT)
+    emulator.release(first)
+    assert api.status(first) == "completed" and api.status(third) == "created"  # `second` still fills the cap
+    emulator.release(second)
+    assert api.status(third) == "completed"
+    assert emulator.prediction_state(third)["processing_at"] == emulator.prediction_state(second)["completes_at"]
+
+
+def test_sync_mode_on_a_queued_task_answers_once_it_has_run(emulator: WaveSpeedEmulator, api: Api) -> None:
+    emulator.set_tier(concurrency=1)
+    emulator.hold(times=1)
+    first = api.create()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        body = {"prompt": "x", "enable_sync_mode": True}
+        answer = pool.submit(api.session.post, f"{api.base}/api/v3/{INSTANT}", json=body)
+        deadline = time.monotonic() + 30
+        while len(emulator.submissions()) < 2 and time.monotonic() < deadline:  # waits for the state, not a time
+            time.sleep(0.01)
+        second = emulator.submissions()[1]["id"]
+        assert emulator.prediction_state(second)["status"] == "created" and not answer.done()
+        emulator.release(first)
+        data = answer.result(timeout=30).json()["data"]
+    assert data["id"] == second and data["status"] == "completed" and data["outputs"]
 
 
 def test_a_deleted_queued_task_leaves_the_queue(emulator: WaveSpeedEmulator, api: Api) -> None:
