@@ -13,6 +13,7 @@ import html
 import json
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,17 @@ with DAG(
     inputs = load_prompts()
     submit = WaveSpeedSubmitOperator.partial(task_id="submit", model="wavespeed-ai/flux-dev").expand(inputs=inputs)
     # The provider copies each prediction's files into this run's folder (WaveSpeed deletes them after 7 days).
+    # Retries are given here because a mapped task's are fixed by .partial(), not by the sensor's
+    # own default: they cover Airflow's scheduler failing a resumed sensor whose trigger fired
+    # before the deferring worker's exit was processed (apache/airflow#72716, seen on a busy
+    # machine). A retry only waits on the same prediction again: nothing is submitted twice.
     wait = WaveSpeedTaskSensor.partial(
-        task_id="wait", poll_interval=2, timeout=900, output_path=OUTPUT_DIR + "/{{ run_id | safe_name }}"
+        task_id="wait",
+        poll_interval=2,
+        timeout=900,
+        output_path=OUTPUT_DIR + "/{{ run_id | safe_name }}",
+        retries=2,
+        retry_delay=timedelta(seconds=5),
     ).expand(prediction_id=submit.output)
 
     @task

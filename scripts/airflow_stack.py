@@ -31,7 +31,7 @@ SQLITE_BUSY_TIMEOUT = 60
 # Retries of a REST call that Airflow answered with 5xx or not at all (a loaded api-server).
 API_ATTEMPTS = 6
 # Log lines that explain a failure, searched in the component logs when something goes wrong.
-_PROBLEM_MARKERS = ("database is locked", "Traceback", "ERROR", "CRITICAL", "Error:", "Exception")
+_PROBLEM_MARKERS = ("database is locked", "Traceback", "[error", "[critical", "ERROR", "CRITICAL", "Error:")
 
 
 def free_port() -> int:

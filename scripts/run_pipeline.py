@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import sys
@@ -54,6 +55,17 @@ def start_one_run(stack: AirflowStack) -> str:
     return run_id
 
 
+def race_failures(stack: AirflowStack, run_id: str) -> list[str]:
+    """Task instances the scheduler failed as "finished, but the state is queued": Airflow's
+    defer/resume race (apache/airflow#72716), which the sensor's retries recover from."""
+    text = (stack.log_dir / "scheduler.log").read_text(errors="replace")
+    found = re.findall(
+        rf"reported that the task instance <TaskInstance: {DAG_ID}\.(\S+) {re.escape(run_id)}(?: map_index=(\d+))?",
+        text,
+    )
+    return [f"{task}[{index or -1}]" for task, index in found]
+
+
 def report_failure(stack: AirflowStack, run_id: str, home: Path) -> None:
     """Print the unfinished task instances with their log's last lines, and what the components logged."""
     for ti in stack.task_instances(DAG_ID, run_id):
@@ -63,7 +75,8 @@ def report_failure(stack: AirflowStack, run_id: str, home: Path) -> None:
         folder = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
         if ti["map_index"] >= 0:
             folder = folder / f"map_index={ti['map_index']}"
-        logs = sorted(folder.rglob("*.log"))
+        # attempt=N.log is the worker's log; attempt=N.log.trigger.M.log the triggerer's part.
+        logs = sorted(folder.rglob("attempt=*.log"), key=lambda path: int(path.stem.split("=")[1]))
         if logs:
             tail = logs[-1].read_text(errors="replace").splitlines()[-8:]
             print(f"    last lines of {logs[-1]}:")
@@ -126,6 +139,9 @@ def main() -> int:
             if ".log.trigger." in path.name and f"run_id={run_id}" in str(path)
         )
         print(f"The triggerer process fired {fired} WaveSpeedTaskTrigger event(s) (see the *.log.trigger.* task logs)")
+        raced = race_failures(stack, run_id)
+        if raced:
+            print(f"Failed by Airflow's defer/resume race, then retried by the sensor's retries: {', '.join(raced)}")
         runs = stack.api("GET", f"dags/{DAG_ID}/dagRuns", params={"limit": 10})["dag_runs"]
         print(f"DAG runs of {DAG_ID}: {len(runs)} ({', '.join(r['dag_run_id'] for r in runs)})")
         if state == "success":
