@@ -330,7 +330,8 @@ class _Api:
             task.add_done_callback(self._webhook_tasks.discard)
         if request.scope.get(_DROP_AFTER_SUBMIT):
             return _DropConnection()
-        now = time.time()
+        # The answer describes the task as created, however long this thread waited for the CPU since.
+        now = prediction.submitted_at
         if inputs.get("enable_sync_mode") is True:
             now = await _finished(self.state, prediction)
         return _ok(prediction.to_api(base, now))
