@@ -31,6 +31,7 @@ from airflow_provider_wavespeed.testing import EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "wavespeed_content_pipeline"
+HELD_POLLS = 5
 
 
 def summarise(tis: list[dict]) -> str:
@@ -102,8 +103,15 @@ def main() -> int:
         print("WAVESPEED_API_KEY is set: using the real WaveSpeed API (this costs credits)")
     else:
         key = secrets.token_urlsafe(24)
-        emulator = EmulatorProcess(key, duration=(6.0, 14.0))
-        print(f"WaveSpeed emulator on {emulator.url} (predictions take 6-14 s)")
+        emulator = EmulatorProcess(key, duration=(6.0, 14.0))  # the inference times the API reports
+        # Each prediction stays `processing` until HELD_POLLS polls have seen it (the sensor's own
+        # look, then the trigger's, 2 s apart), not for a wall-clock time: its sensor defers on
+        # any machine, however late a loaded machine starts it.
+        emulator.control.hold(polls=HELD_POLLS)
+        print(
+            f"WaveSpeed emulator on {emulator.url} (each prediction completes on its status poll "
+            f"number {HELD_POLLS + 1}: about {2 * HELD_POLLS} s after its sensor defers to the triggerer)"
+        )
         env["AIRFLOW_CONN_WAVESPEED_DEFAULT"] = json.dumps(
             {
                 "conn_type": "wavespeed",
