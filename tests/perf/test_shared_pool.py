@@ -53,7 +53,7 @@ async def test_many_triggers_share_a_bounded_pool_that_closes_after_the_last(
     wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fast_connection(wavespeed_emulator, monkeypatch)
-    wavespeed_emulator.set_duration((0.5, 1.5))
+    wavespeed_emulator.hold()  # all 300 still waiting when the last one starts, however slow the machine
     ids = _submit(300)
     seen: list[dict[str, dict[str, int]]] = []
     done = asyncio.Event()
@@ -61,6 +61,8 @@ async def test_many_triggers_share_a_bounded_pool_that_closes_after_the_last(
     async def watch() -> None:
         while not done.is_set():
             seen.append(shared_transport_stats())
+            if seen[-1].get(CONN_ID, {}).get("users") == 300:
+                wavespeed_emulator.release()
             await asyncio.sleep(0.01)
 
     watcher = asyncio.create_task(watch())
@@ -144,14 +146,23 @@ async def test_a_429_pauses_every_trigger_of_the_connection(
     wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fast_connection(wavespeed_emulator, monkeypatch)
-    wavespeed_emulator.set_duration(2.5)
+    wavespeed_emulator.hold()  # running until polling has resumed after the pause
     ids = _submit(20)
     since = time.time()
 
+    def result_log() -> list[tuple[float, int]]:
+        return [(stamp, status) for stamp, name, status in wavespeed_emulator.request_log(since) if name == "result"]
+
     async def refuse_once_polling_starts() -> float:
-        while sum(1 for _, name, _ in wavespeed_emulator.request_log(since) if name == "result") < 20:
+        while len(result_log()) < 20:
             await asyncio.sleep(0.02)
         wavespeed_emulator.add_fault("result", "rate_limit", retry_after=1, times=1)
+        while not any(status == 429 for _, status in result_log()):
+            await asyncio.sleep(0.02)
+        refused_at = next(stamp for stamp, status in result_log() if status == 429)
+        while not any(stamp >= refused_at + 0.95 for stamp, _ in result_log()):
+            await asyncio.sleep(0.02)
+        wavespeed_emulator.release()
         return time.time()
 
     results, _ = await asyncio.gather(
@@ -165,5 +176,5 @@ async def test_a_429_pauses_every_trigger_of_the_connection(
     # polls already on their way when the 429 went out reach the server during the pause.
     in_pause = [stamp - refused[0] for stamp, _ in log if refused[0] < stamp < refused[0] + 0.95]
     assert len(in_pause) <= POOL_SIZE
-    assert all(delay < 0.3 for delay in in_pause)
+    assert all(delay < 0.5 for delay in in_pause)  # already on their way (loopback, with room for a busy machine)
     assert any(stamp >= refused[0] + 0.95 for stamp, _ in log)  # and polling resumed after it
