@@ -104,7 +104,7 @@ def test_non_completed_terminal_statuses_raise_with_the_api_error(
 def test_wait_timeout_says_the_prediction_may_still_finish(
     client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
 ) -> None:
-    wavespeed_emulator.set_duration(60)
+    wavespeed_emulator.hold()  # still running at the timeout, however slow the machine
     prediction = client.submit(FLUX, {"prompt": "x"})
     with pytest.raises(WaveSpeedTimeoutError, match="may still finish"):
         client.wait_for_prediction(prediction.id, poll_interval=0.1, timeout=0.5)
