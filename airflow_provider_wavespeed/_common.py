@@ -47,15 +47,22 @@ def default_deferrable() -> bool:
 
 
 @contextmanager
-def airflow_errors(retryable: tuple[type[WaveSpeedError], ...] = TRANSIENT_ERRORS) -> Iterator[None]:
+def airflow_errors(
+    retryable: tuple[type[WaveSpeedError], ...] = TRANSIENT_ERRORS,
+    *,
+    unless: type[WaveSpeedError] | tuple[type[WaveSpeedError], ...] = (),
+) -> Iterator[None]:
     """Turn WaveSpeed errors into Airflow failures with the same clear message.
 
     Errors in ``retryable`` raise ``AirflowException`` (Airflow's task retries may run
     again); all others raise ``AirflowFailException``, so a retry can never repeat them
-    (a retried uncertain submit could pay twice). The chain is cut: the message says it all.
+    (a retried uncertain submit could pay twice). Errors of type ``unless`` pass through
+    unchanged, for the caller to handle. The chain is cut: the message says it all.
     """
     try:
         yield
+    except unless:
+        raise
     except retryable as exc:
         raise AirflowException(str(exc)) from None
     except WaveSpeedError as exc:

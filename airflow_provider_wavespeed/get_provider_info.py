@@ -11,7 +11,9 @@ from airflow_provider_wavespeed import __version__
 # read) are built from these same dicts.
 CONN_TYPE = "wavespeed"
 DEFAULT_BASE_URL = "https://api.wavespeed.ai"
-DEFAULT_MAX_REQUESTS_PER_SECOND = 8.0  # the Silver tier's 500 requests/minute
+# The Silver tier's start rate. The tiers cap generations started per minute (and concurrent
+# tasks, which the API queues itself); they say nothing about result polls.
+DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "login", "port", "extra"],
@@ -20,13 +22,14 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 CONN_FIELDS: dict[str, Any] = {
-    "max_requests_per_second": {
-        "label": "Max requests per second",
+    "max_submissions_per_minute": {
+        "label": "Max submissions per minute",
         "description": (
-            "Request budget shared by all WaveSpeed triggers of this connection in one triggerer; "
-            "set it to your account tier's rate (Bronze 0.03, Silver 8, Gold 50, Ultra 83)."
+            "Generations this connection starts per minute, at most, in each worker or triggerer process: "
+            "your account tier's start rate (Bronze 2, Silver 500, Gold 3000, Ultra 5000). Result polls are "
+            "not counted (no tier limits them); they slow down only when the API answers 429. Empty or 0: no budget."
         ),
-        "schema": {"type": ["number", "null"], "default": DEFAULT_MAX_REQUESTS_PER_SECOND},
+        "schema": {"type": ["number", "null"], "default": DEFAULT_MAX_SUBMISSIONS_PER_MINUTE},
     },
 }
 

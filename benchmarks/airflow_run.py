@@ -247,7 +247,7 @@ def run(
                 "conn_type": "wavespeed",
                 "host": emulator_url,
                 "password": api_key,
-                "extra": {"max_requests_per_second": 200},
+                "extra": {"max_submissions_per_minute": 12000},
             }
         ),
         "WAVESPEED_BENCH_TASKS": str(tasks),

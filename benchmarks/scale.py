@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument("--duration", type=float, nargs=2, default=(30.0, 60.0), help="sleep-reference only")
     parser.add_argument("--max-wait", type=float, default=240.0, help="trigger end_time, seconds from the start")
-    parser.add_argument("--rate", type=float, default=0, help="max_requests_per_second in the connection (0: none)")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="max_submissions_per_minute in the connection (0: the shipped default)"
+    )
     parser.add_argument("--log-file", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             "conn_type": "wavespeed",
             "host": args.emulator,
             "password": api_key,
-            "extra": {"max_requests_per_second": args.rate},
+            "extra": {"max_submissions_per_minute": args.rate} if args.rate else {},
         }
     )
     # Imported here: the environment above must be in place first.
@@ -371,7 +373,7 @@ def _use_httpx_pool() -> None:
     import httpx
 
     from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient
-    from airflow_provider_wavespeed.api.limiter import TokenBucket
+    from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
     from airflow_provider_wavespeed.api.retry import RetryPolicy
     from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
     from airflow_provider_wavespeed.triggers import wavespeed
@@ -382,13 +384,12 @@ def _use_httpx_pool() -> None:
             timeout=httpx.Timeout(DEFAULT_TIMEOUT, pool=120.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
-        limiter = TokenBucket(creds.max_requests_per_second) if creds.max_requests_per_second else None
         client = AsyncWaveSpeedClient(
             creds.api_key,
             creds.base_url,
             credential_source=creds.source,
             http_client=http,
-            limiter=limiter,
+            limiter=AdaptiveLimiter(),  # as the shipped shared client: no poll budget until a 429
             retry=RetryPolicy(max_retries=2),
         )
         return wavespeed._Shared(client=client, http=http, transport=None)

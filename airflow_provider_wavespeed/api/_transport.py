@@ -216,6 +216,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 raise httpx.ReadError(f"connection lost while reading the answer: {exc!r}") from None
             if isinstance(exc, (asyncio.LimitOverrunError, ValueError)):
                 raise httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}") from None
+            if isinstance(exc, OSError):  # e.g. ssl.SSLError from a corrupted TLS record
+                raise httpx.ReadError(f"the connection failed: {exc!r}") from None
             raise
         finally:
             if timer is not None:

@@ -7,29 +7,36 @@ Both build requests and read answers through :class:`_Protocol`, and both retry 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import io
+import logging
+import mimetypes
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import h11
+import httpcore
 import httpx
 import requests
+import urllib3
 
 from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedAPIError,
     WaveSpeedError,
     WaveSpeedPredictionFailedError,
+    WaveSpeedRateLimitError,
     WaveSpeedResponseError,
+    WaveSpeedServerError,
     WaveSpeedTimeoutError,
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
-from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
+from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction, _retry_after, body_excerpt, parse_envelope
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, submit_uncertain
 from airflow_provider_wavespeed.api.validation import (
     DEFAULT_BASE_URL,
@@ -40,19 +47,69 @@ from airflow_provider_wavespeed.api.validation import (
     validate_webhook_url,
 )
 
-__all__ = ["AsyncWaveSpeedClient", "RateLimiter", "WaveSpeedClient", "ensure_success"]
+__all__ = ["AsyncWaveSpeedClient", "RateLimiter", "SyncRateLimiter", "WaveSpeedClient", "ensure_success"]
 
 DEFAULT_TIMEOUT = 30.0
 MediaSource = str | os.PathLike[str] | bytes | IO[bytes]
 
+_log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+# The API's documented upload limits, by the kind of media (content type); other files are
+# held to the largest. An unseekable stream is read into memory first: at most this much.
+UPLOAD_LIMITS = {"image": 20 * MB, "video": 100 * MB, "audio": 50 * MB}
+MAX_UNSEEKABLE_UPLOAD = 200 * MB
+
+# What the HTTP stacks can raise beneath their own exception types (a corrupted TLS record
+# surfaces as a raw ssl.SSLError, an OSError; a protocol violation as an h11/httpcore error;
+# undecodable header bytes as a UnicodeError). Each is a failed exchange, nothing else.
+_RAW_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # ssl.SSLError, ConnectionError, TimeoutError...
+    UnicodeError,
+    http.client.HTTPException,
+    urllib3.exceptions.HTTPError,
+    h11.ProtocolError,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.TimeoutException,
+)
+_SYNC_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.RequestException, *_RAW_TRANSPORT_ERRORS)
+_ASYNC_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.RequestError,
+    httpx.StreamError,
+    *_RAW_TRANSPORT_ERRORS,
+)
+
 
 def ensure_success(prediction: Prediction) -> Prediction:
-    """Return a completed prediction; raise for failed, cancelled or timed-out ones."""
+    """Return a completed prediction; raise for failed, cancelled, timed-out or deleted ones."""
     if prediction.is_terminal and not prediction.is_success:
         raise WaveSpeedPredictionFailedError(
-            prediction_id=prediction.id, model=prediction.model, status=prediction.status, error=prediction.error
+            prediction_id=prediction.id,
+            model=prediction.model,
+            status=prediction.status,
+            error=prediction.error,
+            code=prediction.code,
         )
     return prediction
+
+
+def note_unknown_status(prediction: Prediction, seen: set[str], log: Any = _log) -> None:
+    """Log a status this client does not know, once per prediction (``seen`` remembers); polling goes on.
+
+    A newer API may add statuses: an unknown one is not a reason to fail a paid generation,
+    but it must not make a wait silently run to its deadline either.
+    """
+    if prediction.status in KNOWN_STATUSES or prediction.id in seen:
+        return
+    seen.add(prediction.id)
+    log.warning(
+        "WaveSpeed prediction %s (%s) has status %r, unknown to this provider version; treating it as "
+        "still running and polling on until a known terminal status or the wait limit",
+        prediction.id,
+        prediction.model or "unknown model",
+        prediction.status,
+    )
 
 
 @dataclass(frozen=True)
@@ -64,11 +121,24 @@ class _Request:
     params: dict[str, str] = field(default_factory=dict)
     idempotent: bool = True
 
+    @property
+    def is_submit(self) -> bool:
+        """Starts a generation: what the account tier's starts-per-minute limit counts."""
+        return not self.idempotent
+
 
 class RateLimiter(Protocol):
     """What the async client needs of a shared rate limiter (see the trigger's transport)."""
 
     async def acquire(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+class SyncRateLimiter(Protocol):
+    """What the sync client needs of a submission limiter (:class:`~.limiter.TokenBucket`)."""
+
+    def acquire_sync(self) -> None: ...
 
     def pause(self, seconds: float) -> None: ...
 
@@ -140,7 +210,7 @@ class _Protocol:
         return float(value)
 
 
-def _requests_transport_error(exc: requests.RequestException, what: str) -> WaveSpeedTransportError:
+def _requests_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:
     # Connection never made: refused, DNS, connect timeout. Everything else may have sent bytes.
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     never_connected = isinstance(exc, requests.ConnectTimeout) or (
@@ -148,69 +218,125 @@ def _requests_transport_error(exc: requests.RequestException, what: str) -> Wave
         and type(reason).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
     )
     return WaveSpeedTransportError(
-        f"WaveSpeed {what}: network error ({type(exc).__name__}: {exc})", connected=not never_connected
+        f"WaveSpeed {what}: network error ({type(exc).__name__}: {exc or 'no detail'})", connected=not never_connected
     )
 
 
-def _httpx_transport_error(exc: httpx.TransportError, what: str) -> WaveSpeedTransportError:
+def _httpx_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:
+    # Only httpx's own connect-phase errors prove the request never left; anything raw may have.
     never_connected = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
     return WaveSpeedTransportError(
         f"WaveSpeed {what}: network error ({type(exc).__name__}: {exc or 'no detail'})", connected=not never_connected
     )
 
 
-class _MultipartFile:
-    """A multipart/form-data body streamed from a file object, with a known length.
+@dataclass
+class _Media:
+    """A file to upload: its stream (rewound for each attempt), name, size and content type."""
 
-    requests streams any object with ``read`` and ``__len__`` and sends a Content-Length,
-    so a large video is never held in memory.
-    """
+    stream: IO[bytes]
+    name: str
+    size: int
+    content_type: str
+    close: bool  # we opened it
+    start: int = 0
 
-    def __init__(self, fileobj: IO[bytes], filename: str, size: int) -> None:
-        boundary = uuid.uuid4().hex
-        self.content_type = f"multipart/form-data; boundary={boundary}"
-        safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
-        self._parts: Iterator[IO[bytes]] = iter([io.BytesIO(head), fileobj, io.BytesIO(tail)])
-        self._current: IO[bytes] | None = next(self._parts)
-        self._len = len(head) + size + len(tail)
-
-    def __len__(self) -> int:
-        return self._len
-
-    def read(self, size: int = -1) -> bytes:
-        out = b""
-        while self._current is not None and (size < 0 or len(out) < size):
-            chunk = self._current.read(-1 if size < 0 else size - len(out))
-            if chunk:
-                out += chunk
-            else:
-                self._current = next(self._parts, None)
-        return out
+    def rewind(self) -> IO[bytes]:
+        self.stream.seek(self.start)
+        return self.stream
 
 
-def _open_media(source: MediaSource, filename: str | None) -> tuple[IO[bytes], str, int, bool]:
-    """(file object, file name, size, whether we opened it) for an upload."""
+def _open_media(source: MediaSource, filename: str | None) -> _Media:
+    """The upload's stream and facts, size limits checked: nothing is sent for a file over them."""
+    opened = False
     if isinstance(source, bytes):
-        return io.BytesIO(source), filename or "upload.bin", len(source), True
-    if isinstance(source, (str, os.PathLike)):
+        stream: IO[bytes] = io.BytesIO(source)
+        name, size = filename or "upload.bin", len(source)
+    elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise WaveSpeedValidationError(f"cannot upload {str(path)!r}: no such file")
-        return path.open("rb"), filename or path.name, path.stat().st_size, True
-    start = source.tell()
-    size = source.seek(0, os.SEEK_END) - start
-    source.seek(start)
-    name = filename or os.path.basename(str(getattr(source, "name", "") or "upload.bin"))
-    return source, name, size, False
+        name, size = filename or path.name, path.stat().st_size
+        stream, opened = path.open("rb"), True
+    else:
+        name = filename or os.path.basename(str(getattr(source, "name", "") or "upload.bin"))
+        try:
+            start = source.tell()
+            size = source.seek(0, os.SEEK_END) - start
+            source.seek(start)
+            stream = source
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            # A pipe or socket: read it (the size must be known first), at most the SDK's limit.
+            data = _read_at_most(source, MAX_UNSEEKABLE_UPLOAD + 1)
+            if len(data) > MAX_UNSEEKABLE_UPLOAD:
+                raise WaveSpeedValidationError(
+                    f"cannot upload {name!r}: it is a stream that cannot seek and is over the "
+                    f"{MAX_UNSEEKABLE_UPLOAD // MB} MB such streams may hold; upload it from a file instead"
+                ) from None
+            stream, size = io.BytesIO(data), len(data)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    kind = content_type.split("/", 1)[0]
+    limit = UPLOAD_LIMITS.get(kind, max(UPLOAD_LIMITS.values()))
+    if size > limit:
+        if opened:
+            stream.close()
+        raise WaveSpeedValidationError(
+            f"cannot upload {name!r}: it is {size / MB:.1f} MB, over WaveSpeed's {limit // MB} MB limit for "
+            f"{kind if kind in UPLOAD_LIMITS else 'other'} files ({content_type}); make it smaller "
+            "(compress, resize, shorten) or pass a URL the model can fetch instead"
+        )
+    return _Media(stream, name, size, content_type, opened, stream.tell())
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes: a pipe or socket gives them in short reads, until its end."""
+    buffer = bytearray()
+    while len(buffer) < limit:
+        chunk = stream.read(min(limit - len(buffer), MB))
+        if not chunk:
+            break
+        buffer += chunk
+    return bytes(buffer)
+
+
+def _upload_instruction(data: Any, what: str) -> tuple[str, str, dict[str, str]]:
+    """(download URL, PUT URL, headers) from an upload ticket, or a clear error."""
+    upload = data.get("upload") if isinstance(data, dict) else None
+    download_url = data.get("download_url") if isinstance(data, dict) else None
+    url = upload.get("url") if isinstance(upload, dict) else None
+    method = upload.get("method", "PUT") if isinstance(upload, dict) else None
+    headers = upload.get("headers") if isinstance(upload, dict) else None
+    if headers is None:
+        headers = {}
+    if (
+        not isinstance(download_url, str)
+        or not download_url
+        or not isinstance(url, str)
+        or urlsplit(url).scheme not in ("http", "https")
+        or not isinstance(method, str)
+        or method.upper() != "PUT"
+        or not isinstance(headers, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise WaveSpeedResponseError(
+            f"WaveSpeed {what} returned an upload ticket without a usable 'download_url' and "
+            f"'upload' {{method: PUT, url, headers}}: {body_excerpt(repr(data))}"
+        )
+    return download_url, url, headers
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    # An explicit auth that adds nothing: requests would otherwise add ~/.netrc credentials.
+    return request
 
 
 class WaveSpeedClient(_Protocol):
-    """Synchronous WaveSpeed client (one pooled ``requests`` session)."""
+    """Synchronous WaveSpeed client (one pooled ``requests`` session).
+
+    ``submit_limiter`` (a :class:`~.limiter.TokenBucket`, shared by the process's clients of
+    one account) paces submissions to the account tier's starts per minute; a 429 on a
+    submit pauses it for everyone who shares it.
+    """
 
     def __init__(
         self,
@@ -221,10 +347,12 @@ class WaveSpeedClient(_Protocol):
         retry: RetryPolicy | None = None,
         credential_source: str = "the configured credentials",
         session: requests.Session | None = None,
+        submit_limiter: SyncRateLimiter | None = None,
     ) -> None:
         super().__init__(api_key, base_url, credential_source=credential_source)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self.submit_limiter = submit_limiter
         self._session = session or requests.Session()
 
     def close(self) -> None:
@@ -236,30 +364,30 @@ class WaveSpeedClient(_Protocol):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, request: _Request, body: Callable[[], _MultipartFile] | None = None) -> Any:
+    def _send(self, request: _Request) -> Any:
+        limiter = self.submit_limiter if request.is_submit else None
         attempt = 0
         while True:
             attempt += 1
-            headers = self._headers
-            data = None
-            if body is not None:
-                data = body()  # a fresh stream per attempt: a sent stream is consumed
-                headers = {**headers, "Content-Type": data.content_type}
+            if limiter is not None:
+                limiter.acquire_sync()
             try:
                 response = self._session.request(
                     request.method,
                     self._url(request.path),
                     json=request.json,
-                    data=data,
                     params=request.params or None,
-                    headers=headers,
+                    headers=self._headers,
                     timeout=self.timeout,
                 )
                 return self._read(request, response.status_code, response.content, response.headers.get("Retry-After"))
-            except requests.RequestException as exc:
+            except _SYNC_TRANSPORT_ERRORS as exc:
                 error: WaveSpeedError = _requests_transport_error(exc, request.what)
             except WaveSpeedError as exc:
                 error = exc
+            server_wait = self.retry.server_wait(error)
+            if limiter is not None and server_wait:
+                limiter.pause(server_wait)  # before next_delay, which raises once retries are spent
             time.sleep(self.retry.next_delay(attempt, error, idempotent=request.idempotent, what=request.what))
 
     def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
@@ -277,13 +405,15 @@ class WaveSpeedClient(_Protocol):
     ) -> Prediction:
         """Poll until terminal; return a completed prediction or raise.
 
-        Raises :class:`WaveSpeedPredictionFailedError` for failed/cancelled/timeout and
-        :class:`WaveSpeedTimeoutError` when ``timeout`` seconds pass first.
+        Raises :class:`WaveSpeedPredictionFailedError` for failed/cancelled/timeout/deleted and
+        :class:`WaveSpeedTimeoutError` when ``timeout`` seconds pass first. An unknown status
+        is logged once and polling goes on.
         """
         schedule = PollSchedule(poll_interval=poll_interval)
         deadline = time.monotonic() + timeout
         poll = 0
         status = "not yet read"
+        unknown: set[str] = set()
         while True:
             server_wait = 0.0
             try:
@@ -297,6 +427,7 @@ class WaveSpeedClient(_Protocol):
             else:
                 if prediction.is_terminal:
                     return ensure_success(prediction)
+                note_unknown_status(prediction, unknown)
                 status = repr(prediction.status)
             wait = max(schedule.interval(poll), server_wait)
             poll += 1
@@ -321,26 +452,52 @@ class WaveSpeedClient(_Protocol):
         return self.wait_for_prediction(prediction.id, poll_interval=poll_interval, timeout=timeout)
 
     def upload_media(self, source: MediaSource, *, filename: str | None = None) -> str:
-        """Upload a file (path, bytes or binary file object), streamed; return its download URL."""
-        fileobj, name, size, opened = _open_media(source, filename)
-        start = fileobj.tell()
+        """Upload a file (path, bytes or binary file object); return its download URL.
 
-        def body() -> _MultipartFile:
-            fileobj.seek(start)
-            return _MultipartFile(fileobj, name, size)
-
-        # Uploading twice only stores a second copy (kept 7 days, not billed), so it is
-        # treated as idempotent and retried like a read.
-        request = _Request("POST", "media/upload/binary", f"upload of {name!r}")
+        The official SDK's two steps: ``POST /api/v3/media/uploads`` for a ticket, then a
+        ``PUT`` of the bytes, streamed, to the ticket's pre-signed URL with exactly its
+        headers, and never the API key (that URL is a storage host's, not the API's).
+        Files over the API's size limits are refused before any request.
+        """
+        media = _open_media(source, filename)
+        what = f"upload of {media.name!r}"
         try:
-            data = self._send(request, body)
+            # A second ticket or PUT only stores another copy (kept 7 days, not billed), so both
+            # are retried like reads.
+            ticket = _Request(
+                "POST",
+                "media/uploads",
+                f"{what} (ticket)",
+                json={"filename": media.name, "size": media.size, "content_type": media.content_type},
+            )
+            download_url, put_url, put_headers = _upload_instruction(self._send(ticket), ticket.what)
+            self._put(media, put_url, put_headers, what)
         finally:
-            if opened:
-                fileobj.close()
-        url = data.get("download_url") if isinstance(data, dict) else None
-        if not isinstance(url, str) or not url:
-            raise WaveSpeedResponseError(f"WaveSpeed upload of {name!r} returned no 'download_url': {data!r:.200}")
-        return url
+            if media.close:
+                media.stream.close()
+        return download_url
+
+    def _put(self, media: _Media, url: str, headers: dict[str, str], what: str) -> None:
+        host = urlsplit(url).hostname or "the storage host"
+        what = f"{what} (PUT to {host})"  # never the URL itself: its query is a signature
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = requests.request(  # no session: none of its headers or cookies go to a foreign host
+                    "PUT",
+                    url,
+                    data=media.rewind(),  # streamed with this length, never read whole
+                    headers={**headers, "Content-Length": str(media.size)},
+                    auth=_no_auth,
+                    timeout=self.timeout,
+                )
+                if 200 <= response.status_code < 300:
+                    return
+                error: WaveSpeedError = _put_error(response, what)
+            except _SYNC_TRANSPORT_ERRORS as exc:
+                error = _requests_transport_error(exc, what)
+            time.sleep(self.retry.next_delay(attempt, error, idempotent=True, what=what))
 
     def get_balance(self) -> float:
         """The account balance in USD (``GET /api/v3/balance``)."""
@@ -352,12 +509,27 @@ class WaveSpeedClient(_Protocol):
         return self._float_field(self._send(request), "unit_price", request.what)
 
 
+def _put_error(response: requests.Response, what: str) -> WaveSpeedError:
+    excerpt = body_excerpt(response.content)
+    text = f"WaveSpeed {what} failed with HTTP {response.status_code}: {excerpt or 'no message'}"
+    kwargs: dict[str, Any] = {"status_code": response.status_code, "excerpt": excerpt}
+    if response.status_code == 429:
+        return WaveSpeedRateLimitError(text, retry_after=_retry_after(response.headers.get("Retry-After")), **kwargs)
+    if response.status_code >= 500:
+        return WaveSpeedServerError(text, **kwargs)
+    # 403 here is the pre-signed URL refused (expired, or headers not as signed), not the API key.
+    return WaveSpeedAPIError(text + "; upload the file again for a new upload URL", **kwargs)
+
+
 class AsyncWaveSpeedClient(_Protocol):
     """Asynchronous WaveSpeed client for the triggerer (``httpx.AsyncClient``).
 
     Pass ``http_client`` to share one connection pool among many clients; it is then not
-    closed by :meth:`aclose` and its own timeouts apply. ``limiter`` paces every request
-    when given; ``max_in_flight`` bounds the requests sent at once (the others wait in order).
+    closed by :meth:`aclose` and its own timeouts apply. ``limiter`` paces every request but
+    submissions (the triggerer's polls: an :class:`~.limiter.AdaptiveLimiter`, which only
+    engages after a 429); ``submit_limiter`` paces submissions (the tier's starts per minute).
+    A 429 pauses the limiter that paced the refused request. ``max_in_flight`` bounds the
+    requests sent at once (the others wait in order).
     """
 
     def __init__(
@@ -370,6 +542,7 @@ class AsyncWaveSpeedClient(_Protocol):
         credential_source: str = "the configured credentials",
         http_client: httpx.AsyncClient | None = None,
         limiter: RateLimiter | None = None,
+        submit_limiter: RateLimiter | None = None,
         max_in_flight: int | None = None,
     ) -> None:
         super().__init__(api_key, base_url, credential_source=credential_source)
@@ -377,6 +550,7 @@ class AsyncWaveSpeedClient(_Protocol):
         self._owns_client = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
         self._limiter = limiter
+        self._submit_limiter = submit_limiter
         # Waiting callers queue here, in order and before any request object exists: a queued
         # poll costs one future. (In httpcore's own pool queue each waiting request costs
         # O(connections) on every request that ends: at thousands of pollers that scan, not
@@ -394,11 +568,12 @@ class AsyncWaveSpeedClient(_Protocol):
         await self.aclose()
 
     async def _send(self, request: _Request) -> Any:
+        limiter = self._submit_limiter if request.is_submit else self._limiter
         attempt = 0
         while True:
             attempt += 1
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            if limiter is not None:
+                await limiter.acquire()
             try:
                 if self._gate is None:
                     response = await self._request(request)
@@ -406,14 +581,14 @@ class AsyncWaveSpeedClient(_Protocol):
                     async with self._gate:
                         response = await self._request(request)
                 return self._read(request, response.status_code, response.content, response.headers.get("Retry-After"))
-            except httpx.TransportError as exc:
+            except _ASYNC_TRANSPORT_ERRORS as exc:
                 error: WaveSpeedError = _httpx_transport_error(exc, request.what)
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
-            if self._limiter is not None and server_wait:
+            if limiter is not None and server_wait:
                 # Before next_delay, which raises once retries are spent: the pause holds either way.
-                self._limiter.pause(server_wait)  # a 429 slows every user of the limiter
+                limiter.pause(server_wait)  # a 429 slows every user of the limiter
             delay = self.retry.next_delay(attempt, error, idempotent=request.idempotent, what=request.what)
             await asyncio.sleep(delay)
 

@@ -11,9 +11,9 @@ WaveSpeedError
 │   ├── WaveSpeedRateLimitError     429: retried, honouring Retry-After
 │   ├── WaveSpeedServerError        5xx: reads retried with backoff
 │   └── WaveSpeedResponseError      a body that is not the documented envelope
-├── WaveSpeedTransportError         no HTTP answer: refused, reset, timed out
+├── WaveSpeedTransportError         no HTTP answer: refused, reset, timed out, TLS/protocol garbage
 ├── WaveSpeedSubmitUncertainError   a submit that may have created a paid task
-├── WaveSpeedPredictionFailedError  the prediction ended failed/cancelled/timeout
+├── WaveSpeedPredictionFailedError  the prediction ended failed/cancelled/timeout/deleted (.code)
 └── WaveSpeedTimeoutError           our own wait limit passed
 ```
 No message ever contains the API key: the client never puts it anywhere but a header.
@@ -106,16 +106,50 @@ class WaveSpeedSubmitUncertainError(WaveSpeedError):
     """A submit whose outcome is unknown: the API may already have created (and billed) it."""
 
 
-class WaveSpeedPredictionFailedError(WaveSpeedError):
-    """The prediction reached a terminal status other than ``completed``."""
+def failure_advice(status: str, code: int | None) -> str:
+    """What a prediction's terminal status and failure ``code`` mean, and what to do (the one place)."""
+    if status == "deleted":
+        return "the prediction was deleted (through the API or the dashboard) before it completed; submit it again"
+    if code == 1200:
+        return f"content moderation rejected it (code {code}): change the prompt or the input media"
+    if code is not None and 1000 <= code < 2000:
+        return f"the API refused the input (code {code}): fix the inputs; the same inputs will fail again"
+    if code is not None and 5000 <= code < 6000:
+        return f"a server-side failure (code {code}): not caused by the inputs; retry later"
+    if code is not None:
+        return f"failure code {code}"
+    return ""
 
-    def __init__(self, *, prediction_id: str, model: str, status: str, error: str) -> None:
+
+class WaveSpeedPredictionFailedError(WaveSpeedError):
+    """The prediction reached a terminal status other than ``completed``.
+
+    ``code`` is the API's failure class when it gave one (1xxx: the input, 1200: content
+    moderation; 5xxx: server side, worth retrying later).
+    """
+
+    def __init__(self, *, prediction_id: str, model: str, status: str, error: str, code: int | None = None) -> None:
         reason = error or "the API gave no error text"
-        super().__init__(f"WaveSpeed prediction {prediction_id} ({model}) ended {status!r}: {reason}")
+        message = f"WaveSpeed prediction {prediction_id} ({model}) ended {status!r}: {reason}"
+        advice = failure_advice(status, code)
+        if advice:
+            message += f" ({advice})"
+        super().__init__(message)
         self.prediction_id = prediction_id
         self.model = model
         self.status = status
         self.error = error
+        self.code = code
+
+    @property
+    def is_server_failure(self) -> bool:
+        """A confirmed failure on the server's side (5xxx): the same inputs may well succeed later."""
+        return self.status == "failed" and self.code is not None and 5000 <= self.code < 6000
+
+    @property
+    def is_input_failure(self) -> bool:
+        """A failure the inputs caused (1xxx, 1200 moderation): running them again fails again."""
+        return self.code is not None and 1000 <= self.code < 2000
 
 
 class WaveSpeedTimeoutError(WaveSpeedError):

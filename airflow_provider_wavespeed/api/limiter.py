@@ -1,8 +1,18 @@
-"""Fair asyncio limiters shared by every poller of one connection: a rate and a concurrency."""
+"""Limiters: a fair concurrency gate, a rate (submissions), and a rate that only a 429 engages (polls).
+
+- :class:`FairSemaphore`: at most N requests in flight, in arrival order (the triggerer's pool).
+- :class:`TokenBucket`: at most ``rate`` per second, shared by threads (``acquire_sync``) and
+  coroutines (``acquire``) of one process; a 429 pauses it and halves its rate (AIMD). It paces
+  submissions: the account tier caps generations started per minute.
+- :class:`AdaptiveLimiter`: no limit at all until the API answers 429, then a :class:`TokenBucket`
+  at the rate measured before the 429 (halved at once) until it has grown back. It guards polls,
+  which no tier limits, so they only slow down when the API itself says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from types import TracebackType
@@ -92,6 +102,8 @@ class TokenBucket:
         self._tat = 0.0  # theoretical arrival time of the next request
         self._paused_until = 0.0
         self._grow_at = 0.0
+        # Threads of one worker share a bucket (sync submits); uncontended in an event loop.
+        self._lock = threading.Lock()
 
     @property
     def current_rate(self) -> float:
@@ -106,6 +118,10 @@ class TokenBucket:
 
     def _reserve(self) -> float:
         """Reserve the next slot; return seconds until it."""
+        with self._lock:
+            return self._reserve_locked()
+
+    def _reserve_locked(self) -> float:
         now = time.monotonic()
         if self._rate < self.rate and now >= self._grow_at:
             self._set_rate(min(self.rate, self._rate + self.rate / 20))
@@ -128,8 +144,27 @@ class TokenBucket:
             # (sleepers wake in slot order, so they keep their order).
             delay = self._reserve()
 
+    def acquire_sync(self) -> None:
+        """Wait for this caller's slot, blocking the thread (the sync client)."""
+        delay = self._reserve()
+        while delay > 0:
+            paused_until = self._paused_until
+            time.sleep(delay)
+            if self._paused_until <= paused_until:
+                return
+            delay = self._reserve()  # as in acquire: a pause began while we slept
+
+    def recovered(self) -> bool:
+        """Back at the full rate, with no 429 for a recovery period."""
+        now = time.monotonic()
+        return self._rate >= self.rate and now >= self._paused_until and now >= self._grow_at
+
     def pause(self, seconds: float) -> None:
         """Hold every caller back for ``seconds`` (the server said so) and halve the rate."""
+        with self._lock:
+            self._pause_locked(seconds)
+
+    def _pause_locked(self, seconds: float) -> None:
         now = time.monotonic()
         until = now + max(0.0, seconds)
         if now >= self._paused_until:
@@ -141,3 +176,59 @@ class TokenBucket:
             # Restart the schedule after the pause at the (new) rate, without a burst.
             self._tat = max(self._tat, until + self._tolerance)
         self._grow_at = max(self._grow_at, until + self.recovery_seconds)
+
+
+class AdaptiveLimiter:
+    """No limit until the API answers 429; then the shared pause and AIMD of a :class:`TokenBucket`.
+
+    Result polls are not limited by any tier, so a fixed budget would only delay noticing
+    completions. This one measures the rate of the last ``window`` seconds; the first
+    :meth:`pause` (a 429's ``Retry-After``) engages a bucket at that rate, which the pause
+    halves at once, so every caller backs off together; once the bucket has grown back to the
+    measured rate with no 429 for a recovery period, the limiter steps aside again.
+    """
+
+    def __init__(self, *, window: float = 10.0, min_rate: float = 1.0) -> None:
+        self._window = window
+        self._min_rate = min_rate
+        self._recent: deque[float] = deque()  # monotonic times of recent requests
+        self._bucket: TokenBucket | None = None
+
+    @property
+    def engaged(self) -> bool:
+        """Whether a 429 has put a rate in force."""
+        return self._bucket is not None
+
+    @property
+    def current_rate(self) -> float | None:
+        """The rate in force, None while unlimited."""
+        return self._bucket.current_rate if self._bucket is not None else None
+
+    def _measured_rate(self, now: float) -> float:
+        recent = self._recent
+        while recent and recent[0] < now - self._window:
+            recent.popleft()
+        if not recent:
+            return self._min_rate
+        span = max(1.0, now - recent[0])
+        return max(self._min_rate, len(recent) / span)
+
+    async def acquire(self) -> None:
+        """Return at once while unlimited; else wait for a slot of the bucket."""
+        now = time.monotonic()
+        self._recent.append(now)
+        if len(self._recent) > 1024 and self._recent[0] < now - self._window:
+            self._measured_rate(now)  # prune now and then; the deque stays one window long
+        bucket = self._bucket
+        if bucket is None:
+            return
+        if bucket.recovered():
+            self._bucket = None
+            return
+        await bucket.acquire()
+
+    def pause(self, seconds: float) -> None:
+        """The API answered 429: engage (at the measured rate, halved) or pause the bucket again."""
+        if self._bucket is None:
+            self._bucket = TokenBucket(self._measured_rate(time.monotonic()))
+        self._bucket.pause(seconds)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,17 +20,24 @@ from airflow_provider_wavespeed.api.errors import (
 )
 
 SUCCESS_STATUS = "completed"
-# The official clients stop polling on all four; only `completed` is a success.
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+# The official SDK stops polling on all five; only `completed` is a success. `deleted` is what a
+# prediction deleted through the API (or the dashboard) answers.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "deleted"})
 PENDING_STATUSES = frozenset({"created", "processing"})
 KNOWN_STATUSES = TERMINAL_STATUSES | PENDING_STATUSES
 
 Output = str | dict[str, Any]
 
+_log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Prediction:
-    """A WaveSpeed prediction (the API's task object)."""
+    """A WaveSpeed prediction (the API's task object).
+
+    ``code`` is the failure class the API gives a failed prediction (1xxx: the input,
+    1200: content moderation; 5xxx: server side), None when it gave none.
+    """
 
     id: str
     model: str
@@ -40,6 +48,7 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     has_nsfw_contents: list[bool] = field(default_factory=list)
+    code: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -49,6 +58,11 @@ class Prediction:
     def is_success(self) -> bool:
         return self.status == SUCCESS_STATUS
 
+    @property
+    def is_known_status(self) -> bool:
+        """False for a status this client does not know (a newer API): it is treated as still running."""
+        return self.status in KNOWN_STATUSES
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (for XCom and trigger events); `from_dict` reads it back."""
         return {
@@ -57,6 +71,7 @@ class Prediction:
             "status": self.status,
             "outputs": list(self.outputs),
             "error": self.error,
+            "code": self.code,
             "created_at": self.created_at,
             "timings": dict(self.timings),
             "urls": dict(self.urls),
@@ -67,10 +82,14 @@ class Prediction:
     def from_dict(
         cls, data: object, *, status_code: int | None = None, raw: bytes | str = b"", context: str = ""
     ) -> Prediction:
-        """Build from the API's ``data`` object, checking every field's type.
+        """Build from the API's ``data`` object: a tolerant reader.
 
-        A missing or mistyped field raises :class:`WaveSpeedResponseError` naming it and
-        ``context`` (the request, e.g. ``"poll of prediction <id>"``).
+        Strict only on what a result needs: ``id`` and ``status`` (strings), and ``outputs``
+        (a list of strings or objects) once ``completed``; a breach raises
+        :class:`WaveSpeedResponseError` naming the field and ``context`` (the request, e.g.
+        ``"poll of prediction <id>"``). Every optional field may be missing, null or of a new
+        shape: what cannot be read is dropped (debug log), so a harmless API change never
+        fails a completed generation. Unknown keys are ignored.
         """
 
         def bad(what: str) -> WaveSpeedResponseError:
@@ -87,46 +106,100 @@ class Prediction:
         for name in ("id", "status"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise bad(f"field {name!r} is missing or not a string")
-        status = data["status"]
-        model = data.get("model", "")
-        error = data.get("error") or ""
-        created_at = data.get("created_at")
-        if not isinstance(model, str):
-            raise bad("field 'model' is not a string")
-        if not isinstance(error, str):
-            raise bad("field 'error' is not a string")
-        if created_at is not None and not isinstance(created_at, str):
-            raise bad("field 'created_at' is not a string")
-        if "outputs" not in data or data["outputs"] is None:
-            if status == SUCCESS_STATUS:
-                raise bad("status is 'completed' but 'outputs' is missing")
-            outputs: list[Output] = []
-        elif isinstance(data["outputs"], list) and all(isinstance(o, (str, dict)) for o in data["outputs"]):
-            outputs = list(data["outputs"])
+        prediction_id: str = data["id"]
+        status: str = data["status"]
+
+        def dropped(name: str, why: str) -> None:
+            _log.debug("WaveSpeed prediction %s: ignoring field %r (%s): %.200r", prediction_id, name, why, data[name])
+
+        raw_outputs = data.get("outputs")
+        if isinstance(raw_outputs, list) and all(isinstance(o, (str, dict)) for o in raw_outputs):
+            outputs: list[Output] = list(raw_outputs)
+        elif status == SUCCESS_STATUS:
+            what = "missing" if raw_outputs is None else "not a list of strings or objects"
+            raise bad(f"status is 'completed' but 'outputs' is {what}")
         else:
-            raise bad("field 'outputs' is not a list of strings or objects")
-        timings = data.get("timings") or {}
-        if not isinstance(timings, Mapping) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in timings.values()
-        ):
-            raise bad("field 'timings' is not an object of numbers")
-        urls = data.get("urls") or {}
-        if not isinstance(urls, Mapping) or not all(isinstance(v, str) for v in urls.values()):
-            raise bad("field 'urls' is not an object of strings")
-        nsfw = data.get("has_nsfw_contents") or []
-        if not isinstance(nsfw, list) or not all(isinstance(v, bool) for v in nsfw):
-            raise bad("field 'has_nsfw_contents' is not a list of booleans")
+            outputs = []  # nothing to read before completion: whatever stands there is not a result
+            if raw_outputs not in (None, []):
+                dropped("outputs", "not a list of strings or objects")
         return cls(
-            id=data["id"],
-            model=model,
+            id=prediction_id,
+            model=_text(data, "model", dropped) or "",
             status=status,
             outputs=outputs,
-            error=error,
-            created_at=created_at,
-            timings=dict(timings),
-            urls=dict(urls),
-            has_nsfw_contents=list(nsfw),
+            error=_error_text(data, dropped),
+            code=_code(data, dropped),
+            created_at=_text(data, "created_at", dropped),
+            timings=_mapping(data, "timings", _number, dropped),
+            urls=_mapping(data, "urls", lambda v: v if isinstance(v, str) else None, dropped),
+            has_nsfw_contents=_flags(data, dropped),
         )
+
+
+# Readers of the optional fields: each returns the usable part and reports the rest to `dropped`.
+_Dropped = Callable[[str, str], None]
+
+
+def _text(data: Mapping[str, Any], name: str, dropped: _Dropped) -> str | None:
+    value = data.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    dropped(name, "not a string")
+    return None
+
+
+def _error_text(data: Mapping[str, Any], dropped: _Dropped) -> str:
+    value = data.get("error")
+    if not value:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("message"), str):
+        return str(value["message"])  # a structured error of a newer API: its message is the text
+    # Still a failure's reason: kept as text rather than lost.
+    return json.dumps(value, default=str)[:1000]
+
+
+def _code(data: Mapping[str, Any], dropped: _Dropped) -> int | None:
+    value = data.get("code")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    dropped("code", "not an integer")
+    return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _mapping(data: Mapping[str, Any], name: str, read: Callable[[object], Any], dropped: _Dropped) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        dropped(name, "not an object")
+        return {}
+    kept = {str(k): read(v) for k, v in value.items()}
+    kept = {k: v for k, v in kept.items() if v is not None}
+    if len(kept) != len(value):
+        dropped(name, "some values of an unexpected type")
+    return kept
+
+
+def _flags(data: Mapping[str, Any], dropped: _Dropped) -> list[bool]:
+    value = data.get("has_nsfw_contents")
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, bool) for v in value):
+        return list(value)
+    dropped("has_nsfw_contents", "not a list of booleans")
+    return []
 
 
 def _retry_after(value: str | None) -> float | None:

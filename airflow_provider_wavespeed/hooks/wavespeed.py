@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_wavespeed._compat import AirflowNotFoundException, BaseHook
 from airflow_provider_wavespeed.api.client import (
@@ -16,6 +20,7 @@ from airflow_provider_wavespeed.api.client import (
     WaveSpeedClient,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
+from airflow_provider_wavespeed.api.limiter import TokenBucket
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_base_url
@@ -23,7 +28,7 @@ from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
     DEFAULT_BASE_URL,
-    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
     UI_FIELD_BEHAVIOUR,
 )
 
@@ -40,7 +45,8 @@ class WaveSpeedCredentials:
     api_key: str = field(repr=False)
     base_url: str
     source: str
-    max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND
+    # The account tier's start rate, paced in each process that submits; None: no budget.
+    max_submissions_per_minute: float | None = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
 
 
 def _extra_value(extra: dict[str, Any], name: str) -> Any:
@@ -72,20 +78,68 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
         extra = conn.extra_dejson if conn.extra else {}
     except (TypeError, ValueError) as exc:
         raise WaveSpeedConfigError(f"{source} has extra that is not a JSON object: {exc}") from None
-    rate = _extra_value(extra, "max_requests_per_second")
-    if rate in (None, ""):
-        rate = DEFAULT_MAX_REQUESTS_PER_SECOND
-    try:
-        rate = float(rate)
-    except (TypeError, ValueError):
-        raise WaveSpeedConfigError(
-            f"{source}: extra 'max_requests_per_second' must be a number, got {rate!r}"
-        ) from None
+    rate = _submission_budget(extra, source)
     try:
         base_url = validate_base_url(host or DEFAULT_BASE_URL)
     except WaveSpeedConfigError as exc:
         raise WaveSpeedConfigError(f"{source}: {exc}") from None
-    return WaveSpeedCredentials(conn.password, base_url, source, rate if rate > 0 else None)
+    return WaveSpeedCredentials(conn.password, base_url, source, rate)
+
+
+def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None:
+    value = _extra_value(extra, name)
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise WaveSpeedConfigError(f"{source}: extra {name!r} must be a number, got {value!r}")
+    return number
+
+
+def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
+    """Submissions per minute from the extra (None: no budget), reading the deprecated name too."""
+    per_minute = _number_extra(extra, "max_submissions_per_minute", source)
+    per_second = _number_extra(extra, "max_requests_per_second", source)
+    if per_second is not None:
+        meaning = (
+            "ignored, since 'max_submissions_per_minute' is set"
+            if per_minute is not None
+            else f"read as max_submissions_per_minute = {per_second * 60:g} ({per_second:g} x 60)"
+        )
+        warnings.warn(
+            f"{source}: extra 'max_requests_per_second' is deprecated: the budget now paces submissions "
+            f"(generations started, what the account tier limits), not result polls; its value is {meaning}. "
+            "Rename it to 'max_submissions_per_minute' with your tier's starts per minute (Silver 500).",
+            AirflowProviderDeprecationWarning,
+            stacklevel=3,
+        )
+        if per_minute is None:
+            per_minute = per_second * 60
+    if per_minute is None:
+        per_minute = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
+    return per_minute if per_minute > 0 else None
+
+
+# One submission budget per connection and process: every hook, client and thread of a worker
+# that submits for the same account draws from it (the tier counts starts per account).
+_SUBMIT_LIMITERS: dict[tuple[str, str, float], TokenBucket] = {}
+_SUBMIT_LIMITERS_LOCK = threading.Lock()
+
+
+def submission_limiter(creds: WaveSpeedCredentials) -> TokenBucket | None:
+    """The process's limiter for submissions with these credentials (None: no budget)."""
+    per_minute = creds.max_submissions_per_minute
+    if not per_minute:
+        return None
+    key = (creds.source, creds.base_url, per_minute)
+    with _SUBMIT_LIMITERS_LOCK:
+        limiter = _SUBMIT_LIMITERS.get(key)
+        if limiter is None:
+            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(per_minute / 60.0)
+        return limiter
 
 
 class WaveSpeedHook(BaseHook):
@@ -171,7 +225,13 @@ class WaveSpeedHook(BaseHook):
     def client(self) -> WaveSpeedClient:
         """The sync client, built once per hook."""
         creds = self.get_credentials()
-        return WaveSpeedClient(creds.api_key, creds.base_url, credential_source=creds.source, **self._client_options())
+        return WaveSpeedClient(
+            creds.api_key,
+            creds.base_url,
+            credential_source=creds.source,
+            submit_limiter=submission_limiter(creds),
+            **self._client_options(),
+        )
 
     def get_conn(self) -> WaveSpeedClient:
         """Return the sync WaveSpeed client."""
@@ -180,7 +240,10 @@ class WaveSpeedHook(BaseHook):
     async def aget_client(
         self, *, http_client: httpx.AsyncClient | None = None, limiter: RateLimiter | None = None
     ) -> AsyncWaveSpeedClient:
-        """An async client; pass ``http_client`` to share a connection pool."""
+        """An async client; pass ``http_client`` to share a connection pool.
+
+        Its submissions draw from the process's submission budget; ``limiter`` paces its other requests.
+        """
         creds = await self.aget_credentials()
         return AsyncWaveSpeedClient(
             creds.api_key,
@@ -188,6 +251,7 @@ class WaveSpeedHook(BaseHook):
             credential_source=creds.source,
             http_client=http_client,
             limiter=limiter,
+            submit_limiter=submission_limiter(creds),
             **self._client_options(),
         )
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 XCOM_PREDICTION_ID = "prediction_id"
+# Every prediction one try of the task submitted, in order (more than one after a resubmission).
+XCOM_PREDICTION_IDS = "prediction_ids"
 # A retry of this task submits again. That is what a user's retries are for after a failed
 # generation, but never after a lost wait: that prediction may still finish (and was paid).
 _WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
@@ -69,6 +71,11 @@ class WaveSpeedSubmitOperator(BaseOperator):
         Files are named ``<prediction id>_<index>.<ext>``; a re-run overwrites them.
     :param max_cost_usd: Refuse to submit when one prediction with these inputs costs more (templated).
     :param min_balance_usd: Refuse to submit when the account balance is below this (templated).
+    :param resubmit_on_server_failure: When waiting, submit the generation again up to this many
+        times when its prediction ends ``failed`` with a server-side code (5xxx): a confirmed
+        terminal failure, so nothing runs twice. Never after an input or moderation failure
+        (1xxx), never after an uncertain submit. Default 0, as the official SDK's ``max_retries``.
+        The result's ``prediction_ids_tried`` lists every prediction tried.
     """
 
     template_fields: Sequence[str] = ("model", "inputs", "webhook", "output_path", "max_cost_usd", "min_balance_usd")
@@ -90,9 +97,20 @@ class WaveSpeedSubmitOperator(BaseOperator):
         output_path: OutputPath | None = None,
         max_cost_usd: float | str | None = None,
         min_balance_usd: float | str | None = None,
+        resubmit_on_server_failure: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(resubmit_on_server_failure, int) or resubmit_on_server_failure < 0:
+            raise ValueError(
+                f"{self.task_id}: resubmit_on_server_failure must be a whole number >= 0, "
+                f"got {resubmit_on_server_failure!r}"
+            )
+        if resubmit_on_server_failure and not wait_for_completion:
+            raise ValueError(
+                f"{self.task_id}: resubmit_on_server_failure needs wait_for_completion=True (only a "
+                "waiting task learns that a prediction failed)"
+            )
         if output_path is not None and not wait_for_completion:
             raise ValueError(
                 f"{self.task_id}: output_path needs wait_for_completion=True (or give it to the "
@@ -109,13 +127,14 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self.output_path = output_path
         self.max_cost_usd = max_cost_usd
         self.min_balance_usd = min_balance_usd
+        self.resubmit_on_server_failure = resubmit_on_server_failure
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
 
-    def submit(self, context: Context) -> Prediction:
-        """Validate the rendered arguments, then submit once."""
+    def submit(self, context: Context, tried: list[str] | None = None) -> Prediction:
+        """Validate the rendered arguments, then submit once; ``tried`` lists earlier predictions of this try."""
         with airflow_errors():
             model = validate_model(self.model)
             inputs = validate_inputs(self.inputs)
@@ -124,8 +143,38 @@ class WaveSpeedSubmitOperator(BaseOperator):
             prediction = self.hook.submit(model, inputs, webhook=webhook)
         self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
+        if self.resubmit_on_server_failure:
+            context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
         WaveSpeedModelLink.persist(context, model)
         return prediction
+
+    def _tried(self, context: Context, prediction_id: str) -> list[str]:
+        """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
+        if not self.resubmit_on_server_failure:
+            return [prediction_id]
+        ti = context["ti"]
+        tried = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_IDS, map_indexes=ti.map_index)
+        if not isinstance(tried, list) or not tried or tried[-1] != prediction_id:
+            return [prediction_id]
+        return [str(i) for i in tried]
+
+    def _after_failure(self, context: Context, error: WaveSpeedPredictionFailedError, tried: list[str]) -> Prediction:
+        """Submit again after a server-side failure while resubmissions are left; else raise ``error``."""
+        if error.is_server_failure and len(tried) <= self.resubmit_on_server_failure:
+            self.log.warning(
+                "WaveSpeed prediction %s failed on the server's side (code %s): submitting again "
+                "(resubmission %d of %d); predictions tried: %s",
+                error.prediction_id,
+                error.code,
+                len(tried),
+                self.resubmit_on_server_failure,
+                ", ".join(tried),
+            )
+            return self.submit(context, tried)
+        if len(tried) > 1:
+            error.args = (f"{error}; predictions tried, in order: {', '.join(tried)}",)
+        with airflow_errors(_WAIT_RETRYABLE):
+            raise error
 
     def check_budget(self, model: str, inputs: dict[str, Any]) -> None:
         """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``."""
@@ -149,14 +198,14 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     "wavespeed.ai or lower min_balance_usd"
                 )
 
-    def _completed(self, context: Context, prediction: Prediction) -> dict[str, Any]:
+    def _completed(self, context: Context, prediction: Prediction, tried: list[str]) -> dict[str, Any]:
         # Storage failures fail for good: a retry of this task would submit (and pay) again.
         hint = (
             f". Prediction {prediction.id} completed and is kept 7 days: to store its outputs without "
             f"submitting again, wait on it with WaveSpeedTaskSensor(prediction_id={prediction.id!r}, "
             "output_path=...) instead of re-running this task"
         )
-        return completed_result(
+        result = completed_result(
             context,
             prediction,
             output_path=self.output_path,
@@ -165,6 +214,11 @@ class WaveSpeedSubmitOperator(BaseOperator):
             log=self.log,
             store_failure_hint=hint,
         )
+        if self.resubmit_on_server_failure:
+            result["prediction_ids_tried"] = list(tried)
+            if len(tried) > 1:
+                self.log.info("WaveSpeed generation completed as prediction %s; tried: %s", prediction.id, tried)
+        return result
 
     def _reread(self, prediction_id: str) -> Prediction:
         with airflow_errors(_WAIT_RETRYABLE):
@@ -174,21 +228,33 @@ class WaveSpeedSubmitOperator(BaseOperator):
         prediction = self.submit(context)
         if not self.wait_for_completion:
             return prediction.id
-        if self.deferrable:
-            self.defer(
-                trigger=WaveSpeedTaskTrigger(
-                    prediction_id=prediction.id,
-                    wavespeed_conn_id=self.wavespeed_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=time.time() + self.timeout,
-                ),
-                method_name="execute_complete",
-                kwargs={"prediction_id": prediction.id},
-                timeout=timedelta(seconds=self.timeout + 60),
-            )
-        with airflow_errors(_WAIT_RETRYABLE):
-            done = self.hook.wait_for_prediction(prediction.id, poll_interval=self.poll_interval, timeout=self.timeout)
-        return self._completed(context, done)
+        tried = [prediction.id]
+        while True:
+            if self.deferrable:
+                self._defer(prediction.id)
+            try:
+                with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
+                    done = self.hook.wait_for_prediction(
+                        prediction.id, poll_interval=self.poll_interval, timeout=self.timeout
+                    )
+            except WaveSpeedPredictionFailedError as exc:
+                prediction = self._after_failure(context, exc, tried)
+                tried.append(prediction.id)
+                continue
+            return self._completed(context, done, tried)
+
+    def _defer(self, prediction_id: str) -> None:
+        self.defer(
+            trigger=WaveSpeedTaskTrigger(
+                prediction_id=prediction_id,
+                wavespeed_conn_id=self.wavespeed_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+            kwargs={"prediction_id": prediction_id},
+            timeout=timedelta(seconds=self.timeout + 60),
+        )
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, prediction_id: str = ""
@@ -204,17 +270,21 @@ class WaveSpeedSubmitOperator(BaseOperator):
             on_deadline=AirflowFailException,
             reread=self._reread if self.output_path else None,
         )
-        with airflow_errors(_WAIT_RETRYABLE):
+        tried = self._tried(context, prediction_id)
+        try:
             ensure_success(prediction)
+        except WaveSpeedPredictionFailedError as exc:
+            self._defer(self._after_failure(context, exc, tried).id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
-        return self._completed(context, prediction)
+        return self._completed(context, prediction, tried)
 
 
 class WaveSpeedUploadOperator(BaseOperator):
-    """Upload a file to WaveSpeed (``/media/upload/binary``) and return its download URL.
+    """Upload a file to WaveSpeed (``/media/uploads`` ticket, then a ``PUT``) and return its download URL.
 
     The URL feeds image-to-image and image-to-video models (their ``image`` input); WaveSpeed
-    keeps uploads 7 days. The file is streamed, never read whole into memory.
+    keeps uploads 7 days. The file is streamed, never read whole into memory, and refused before
+    any request when over the API's size limits (images 20 MB, video 100 MB, audio 50 MB).
 
     :param path: The file (templated): a local path, a URL such as ``file:///data/in/cat.png``
         or ``s3://bucket/in/cat.png``, or an ``ObjectStoragePath``.

@@ -20,7 +20,7 @@ from airflow_provider_wavespeed._common import (
     prediction_from_event,
 )
 from airflow_provider_wavespeed._compat import AirflowSensorTimeout
-from airflow_provider_wavespeed.api.client import ensure_success
+from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
@@ -67,8 +67,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     every ``poll_interval`` seconds (``mode="poke"`` or ``"reschedule"``).
 
     On success the XCom return value is the prediction (id, model, status, outputs,
-    timings, ...). A ``failed``, ``cancelled`` or ``timeout`` prediction fails the task
-    with the API's error text; past ``timeout`` seconds the sensor times out
+    timings, ...). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
+    task with the API's error text and what its failure code means; a status this provider does
+    not know is logged once and the wait goes on; past ``timeout`` seconds the sensor times out
     (skipped instead with ``soft_fail=True``).
 
     :param prediction_id: The prediction id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
@@ -104,6 +105,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.output_path = output_path
+        self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -149,6 +151,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 self.log.warning("Poll of %s failed, will poke again: %s", prediction_id, exc)
                 return False
             if not prediction.is_terminal:
+                note_unknown_status(prediction, self._unknown_statuses, self.log)
                 self.log.info("WaveSpeed prediction %s is %s", prediction_id, prediction.status)
                 return False
             ensure_success(prediction)

@@ -14,9 +14,9 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_wavespeed.api._transport import KeepAliveTransport, proxy_configured
-from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient
+from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient, note_unknown_status
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.limiter import TokenBucket
+from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
@@ -29,16 +29,16 @@ EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
 # Base64 outputs can be megabytes: events and XCom live in the metadata database.
 MAX_OUTPUTS_BYTES = 64 * 1024
 
-# Connections (and requests in flight) per connection id and event loop. Even the top API
-# tier allows about 83 requests/s, which 16 connections carry at round trips up to ~190 ms;
-# on loopback 16 carry thousands per second (docs/benchmarks.md).
+# Connections (and requests in flight) per connection id and event loop. 16 connections carry
+# about 80 polls/s at round trips up to ~190 ms; on loopback thousands per second
+# (docs/benchmarks.md).
 POOL_SIZE = 16
 POOL_TIMEOUT = 120.0  # seconds a request may wait for a connection once it is let through
 
 
 @dataclass
 class _Shared:
-    """One pooled HTTP client and rate limiter for all triggers of a connection in a loop."""
+    """One pooled HTTP client and 429 back-off for all triggers of a connection in a loop."""
 
     client: AsyncWaveSpeedClient
     http: httpx.AsyncClient
@@ -68,13 +68,14 @@ async def _create_shared(conn_id: str) -> _Shared:
     else:
         transport = KeepAliveTransport(max_connections=POOL_SIZE)
         http = httpx.AsyncClient(timeout=timeout, transport=transport)
-    limiter = TokenBucket(creds.max_requests_per_second) if creds.max_requests_per_second else None
     client = AsyncWaveSpeedClient(
         creds.api_key,
         creds.base_url,
         credential_source=creds.source,
         http_client=http,
-        limiter=limiter,
+        # No tier limits result polls, so no fixed budget: polls back off together only once the
+        # API answers 429 (shared pause, rate halved per 429, grown back, then unlimited again).
+        limiter=AdaptiveLimiter(),
         retry=RetryPolicy(max_retries=2, rate_limit_retries=2),  # the trigger's own loop keeps trying after that
         # Polls beyond the pool wait in the client's queue (a future each), not as built requests.
         max_in_flight=POOL_SIZE,
@@ -156,9 +157,13 @@ class WaveSpeedTaskTrigger(BaseTrigger):
 
     Polling policy: the first poll ``first_poll_interval`` (1 s) after the trigger starts,
     then each wait doubles up to ``poll_interval`` (default 5 s: the API asks for no
-    faster than 2 s for images and 5 s for video); ``Retry-After`` is honoured and every
-    trigger of a connection shares one connection pool and one request budget
-    (``max_requests_per_second`` in the connection's extra).
+    faster than 2 s for images and 5 s for video); every trigger of a connection shares one
+    connection pool. Polls have no fixed budget (the account tiers limit submissions, not
+    polls): when the API answers 429, every trigger of the connection pauses for its
+    ``Retry-After`` and polls at a reduced rate until the 429s stop.
+
+    A status this provider does not know is logged once and polling goes on; ``completed``,
+    ``failed``, ``cancelled``, ``timeout`` and ``deleted`` end the wait.
 
     Transient errors (429, 5xx, resets, timeouts) are retried until ``end_time``;
     permanent ones (401/403, 404, malformed answers) end the wait at once. Exactly one
@@ -225,6 +230,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             return
         try:
             poll = 0
+            unknown: set[str] = set()
             server_wait = 0.0  # Retry-After of a 429 that outlasted the request's own retries
             while True:
                 wait = min(max(schedule.interval(poll), server_wait), self.end_time - time.time())
@@ -251,6 +257,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
                 if prediction.is_terminal:
                     yield self._terminal_event(prediction)
                     return
+                note_unknown_status(prediction, unknown, self.log)
                 self.log.debug("Prediction %s is %s", self.prediction_id, prediction.status)
         finally:
             await release_shared_client(self.wavespeed_conn_id)

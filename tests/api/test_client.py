@@ -82,6 +82,7 @@ def test_prediction_to_dict_is_json_safe_and_round_trips(client: WaveSpeedClient
         "status",
         "outputs",
         "error",
+        "code",
         "created_at",
         "timings",
         "urls",

@@ -36,7 +36,6 @@ LIMITED_CONN_ID = "wavespeed_deploy_limited"
 HTTP_CONN_ID = "wavespeed_deploy_http"
 TRIGGERER_HEALTH_THRESHOLD = 20  # seconds without a heartbeat before another triggerer takes over
 TERMINAL_RUN_STATES = ("success", "failed")
-RATE_LIMIT = 4.0  # requests per second the emulator allows in the rate-limit scenario
 # LocalExecutor slots. 16 on 2 cores: tasks mostly wait on the scheduler and the API server,
 # not the CPU (the 200-generation run took 221 s with 8 slots, 154 s with 16, 156 s with 32).
 PARALLELISM = 16
@@ -173,11 +172,11 @@ class Deployment:
                 "conn_type": "wavespeed",
                 "host": self.emulator.url,
                 "password": self.api_key,
-                "extra": {"max_requests_per_second": 20},
+                "extra": {"max_submissions_per_minute": 1200},
             }
-            # The rate-limit scenario's account allows RATE_LIMIT requests/s, but this connection
-            # keeps the default budget (8/s per triggerer, 16/s with two): as when other clients
-            # share the account, only the API's 429s can tell the triggerers its real limit.
+            # The rate-limit scenario's account is on a low tier, but this connection keeps the
+            # default submission budget (500/min per process): as when other clients share the
+            # account, only the API's 429s can tell the workers its real limit.
             limited = {"conn_type": "wavespeed", "host": self.emulator.url, "password": self.api_key}
             # Plain http to a host that is not loopback: the provider must refuse to send the key.
             insecure = {"conn_type": "wavespeed", "host": "http://api.wavespeed.ai", "password": self.api_key}

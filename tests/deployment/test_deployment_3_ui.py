@@ -64,7 +64,7 @@ def test_connection_form_in_a_browser_saves_a_connection_the_hook_resolves(deplo
 
             base_url.fill(deployment.emulator.url)
             page.get_by_role("button", name="Extra Fields", exact=True).click()
-            page.get_by_label("Max requests per second").fill("5")
+            page.get_by_label("Max submissions per minute").fill("30")
             page.get_by_role("button", name="Save").click()
             expect(page.get_by_role("dialog")).to_have_count(0)
             expect(page.get_by_text(UI_CONN_ID, exact=True)).to_be_visible()
@@ -87,5 +87,5 @@ def test_connection_form_in_a_browser_saves_a_connection_the_hook_resolves(deplo
     assert resolved["source"] == f"Airflow connection {UI_CONN_ID!r}"
     assert resolved["base_url"] == deployment.emulator.url
     assert resolved["key_sha256"] == hashlib.sha256(deployment.api_key.encode()).hexdigest()
-    assert resolved["max_requests_per_second"] == 5
+    assert resolved["max_submissions_per_minute"] == 30
     assert resolved["test_ok"] is True, resolved["test_message"]

@@ -35,18 +35,18 @@ def test_credentials_come_from_the_named_connection(
         "ws_custom",
         host=wavespeed_emulator.url,
         password=wavespeed_emulator.api_key,
-        extra={"max_requests_per_second": 50},
+        extra={"max_submissions_per_minute": 50},
     )
     creds = WaveSpeedHook("ws_custom").get_credentials()
-    assert creds.base_url == wavespeed_emulator.url and creds.max_requests_per_second == 50
+    assert creds.base_url == wavespeed_emulator.url and creds.max_submissions_per_minute == 50
     assert creds.source == "Airflow connection 'ws_custom'"
     assert wavespeed_emulator.api_key not in repr(creds)
 
 
 def test_ui_form_extra_names_are_read_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    _set_conn(monkeypatch, "ws_form", password="k", extra={"extra__wavespeed__max_requests_per_second": "2.5"})
+    _set_conn(monkeypatch, "ws_form", password="k", extra={"extra__wavespeed__max_submissions_per_minute": "2.5"})
     creds = WaveSpeedHook("ws_form").get_credentials()
-    assert creds.max_requests_per_second == 2.5 and creds.base_url == "https://api.wavespeed.ai"
+    assert creds.max_submissions_per_minute == 2.5 and creds.base_url == "https://api.wavespeed.ai"
 
 
 def test_without_a_connection_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +67,7 @@ def test_without_connection_or_environment_the_error_says_how_to_fix_it() -> Non
     [
         ({"host": "https://api.wavespeed.ai"}, "has no API key"),
         ({"host": "http://wavespeed.example.com", "password": "k"}, "clear text"),
-        ({"password": "k", "extra": {"max_requests_per_second": "fast"}}, "must be a number"),
+        ({"password": "k", "extra": {"max_submissions_per_minute": "fast"}}, "must be a number"),
     ],
 )
 def test_bad_connections_are_refused_clearly(monkeypatch: pytest.MonkeyPatch, fields: dict, needle: str) -> None:
@@ -149,7 +149,7 @@ def test_providers_manager_serves_the_connection_form() -> None:
     assert behaviour["relabeling"]["password"] == "API Key"
     assert behaviour["placeholders"]["host"] == "https://api.wavespeed.ai"
     assert "login" in behaviour["hidden_fields"]
-    assert "extra__wavespeed__max_requests_per_second" in manager.connection_form_widgets
+    assert "extra__wavespeed__max_submissions_per_minute" in manager.connection_form_widgets
 
 
 def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
@@ -173,7 +173,7 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     assert fields["password"]["title"] == "API Key" and not fields["password"]["hidden"]
     assert fields["host"] == {"hidden": False, "title": "Base URL", "placeholder": "https://api.wavespeed.ai"}
     assert fields["login"]["hidden"] and fields["port"]["hidden"]
-    assert meta["extra_fields"]["max_requests_per_second"]["schema"]["title"] == "Max requests per second"
+    assert meta["extra_fields"]["max_submissions_per_minute"]["schema"]["title"] == "Max submissions per minute"
 
 
 def test_airflow_cli_lists_the_provider_and_its_connection_type() -> None:

@@ -26,12 +26,12 @@ FLUX = "wavespeed-ai/flux-dev"
 
 
 def _fast_connection(emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``wavespeed_default`` with a budget far above what the test sends (the default is 8/s)."""
+    """``wavespeed_default`` with a submission budget far above what the test sends (the default is 500/min)."""
     connection = {
         "conn_type": "wavespeed",
         "host": emulator.url,
         "password": emulator.api_key,
-        "extra": {"max_requests_per_second": 500},
+        "extra": {"max_submissions_per_minute": 30000},
     }
     monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(connection))
 

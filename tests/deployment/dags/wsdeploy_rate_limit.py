@@ -1,9 +1,8 @@
-"""Airflow DAG: Rate limit: the emulator answers 429 + Retry-After beyond its limit; every task must still succeed.
+"""Airflow DAG: Rate limit: the emulator runs a low account tier; every task must still succeed.
 
-The connection keeps the default request budget (8/s per triggerer), four times the account's
-limit for two triggerers: the 429s must teach the triggerers' shared limiters the real limit.
-The submits, which run in separate worker processes that cannot share a budget, go through a
-small Airflow pool, as the README advises for rate-limited accounts.
+The connection keeps the default submission budget (500/min per process), far above the tier:
+the submits, which run in separate worker processes, get 429 + Retry-After and wait it out; they
+go through a small Airflow pool. Polls are not tier-limited and have no budget.
 """
 
 from deployment_dag_factory import LIMITED_CONN_ID, add_generations, deployment_dag

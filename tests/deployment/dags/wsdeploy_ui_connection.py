@@ -23,7 +23,7 @@ with deployment_dag("wsdeploy_ui_connection"):
         return {
             "base_url": creds.base_url,
             "source": creds.source,
-            "max_requests_per_second": creds.max_requests_per_second,
+            "max_submissions_per_minute": creds.max_submissions_per_minute,
             "key_sha256": hashlib.sha256(creds.api_key.encode()).hexdigest(),
             "test_ok": ok,
             "test_message": message,

@@ -1,0 +1,405 @@
+"""The client against the real API's behaviour (issue 10): statuses, failure codes, tolerant reading,
+the two-step upload, and transport errors below the HTTP libraries' own types.
+
+Everything runs against the emulator over loopback HTTP, except what no server produces on
+demand: a scripted loopback server serves statuses the API may add later, and a mocked transport
+raises a raw ``ssl.SSLError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from airflow_provider_wavespeed.api import (
+    AsyncWaveSpeedClient,
+    Prediction,
+    RetryPolicy,
+    WaveSpeedClient,
+    WaveSpeedPredictionFailedError,
+    WaveSpeedResponseError,
+    WaveSpeedTransportError,
+    WaveSpeedValidationError,
+)
+from airflow_provider_wavespeed.api.client import MB
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+
+FLUX = "wavespeed-ai/flux-dev"
+FAST = RetryPolicy(max_retries=2, rate_limit_retries=2, backoff_base=0.01, backoff_max=0.05)
+
+
+@pytest.fixture
+def client(wavespeed_emulator: WaveSpeedEmulator) -> WaveSpeedClient:
+    wavespeed_emulator.set_duration(0.2)
+    return WaveSpeedClient(wavespeed_emulator.api_key, wavespeed_emulator.url, retry=FAST)
+
+
+# -- statuses and failure codes --------------------------------------------------------------
+
+
+def test_a_deleted_prediction_ends_the_wait_and_says_it_was_deleted(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+) -> None:
+    wavespeed_emulator.hold(times=1)  # processing until we delete it, however slow the machine
+    prediction = client.submit(FLUX, {"prompt": "x"})
+    response = requests.delete(
+        f"{wavespeed_emulator.url}/api/v3/predictions/{prediction.id}",
+        headers={"Authorization": f"Bearer {wavespeed_emulator.api_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    with pytest.raises(WaveSpeedPredictionFailedError) as info:
+        client.wait_for_prediction(prediction.id, poll_interval=0.1, timeout=600)
+    assert info.value.status == "deleted"
+    assert "was deleted" in str(info.value) and prediction.id in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "needles", "server_side", "input_side"),
+    [
+        (1200, ("moderation", "change the prompt"), False, True),
+        (1401, ("refused the input", "fix the inputs"), False, True),
+        (5003, ("server-side", "retry later"), True, False),
+    ],
+)
+def test_a_failure_code_is_kept_and_explained(
+    client: WaveSpeedClient,
+    wavespeed_emulator: WaveSpeedEmulator,
+    code: int,
+    needles: tuple[str, ...],
+    server_side: bool,
+    input_side: bool,
+) -> None:
+    wavespeed_emulator.set_outcome("failed", error="upstream said no", code=code)
+    prediction = client.submit(FLUX, {"prompt": "x"})
+    with pytest.raises(WaveSpeedPredictionFailedError) as info:
+        client.wait_for_prediction(prediction.id, poll_interval=0.1, timeout=600)
+    error = info.value
+    assert error.code == code and error.status == "failed"
+    assert error.is_server_failure is server_side and error.is_input_failure is input_side
+    assert "upstream said no" in str(error) and f"code {code}" in str(error)
+    for needle in needles:
+        assert needle in str(error)
+    read = client.get_prediction(prediction.id)
+    assert read.code == code
+    assert Prediction.from_dict(json.loads(json.dumps(read.to_dict()))) == read  # events/XCom keep it
+
+
+class _ScriptedAPI:
+    """A loopback server answering polls with scripted prediction objects (the last one repeats)."""
+
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+        self.polls = 0
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = api.answers[min(api.polls, len(api.answers) - 1)]
+                api.polls += 1
+                body = json.dumps({"code": 200, "message": "success", "data": data}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def future_api() -> Iterator[_ScriptedAPI]:
+    """Three polls answer a status from a newer API, then the prediction completes."""
+    new = {"id": "abc123", "model": FLUX, "status": "queued_in_region", "outputs": None}
+    done = {"id": "abc123", "model": FLUX, "status": "completed", "outputs": ["https://x/1.png"]}
+    api = _ScriptedAPI([new, new, new, done])
+    yield api
+    api.close()
+
+
+def test_an_unknown_status_is_logged_once_and_the_wait_goes_on(
+    future_api: _ScriptedAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = WaveSpeedClient("k", future_api.url, retry=FAST)
+    with caplog.at_level(logging.WARNING):
+        done = client.wait_for_prediction("abc123", poll_interval=0.05, timeout=600)
+    assert done.is_success and future_api.polls == 4
+    warnings = [r.getMessage() for r in caplog.records if "queued_in_region" in r.getMessage()]
+    assert len(warnings) == 1 and "abc123" in warnings[0] and "unknown" in warnings[0]
+
+
+def test_the_trigger_logs_an_unknown_status_once_and_keeps_polling(
+    future_api: _ScriptedAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+
+    connection = {"conn_type": "wavespeed", "host": future_api.url, "password": "k"}
+    monkeypatch.setenv("AIRFLOW_CONN_WS_FUTURE", json.dumps(connection))
+    trigger = WaveSpeedTaskTrigger("abc123", "ws_future", poll_interval=0.05, first_poll_interval=0.01)
+
+    async def events() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())
+    assert event["status"] == "completed" and future_api.polls == 4
+    logged = capsys.readouterr().out  # the trigger logs through Airflow's structlog, to stdout
+    assert logged.count("has status 'queued_in_region'") == 1
+
+
+# -- the tolerant reader ----------------------------------------------------------------------
+
+COMPLETED = {
+    "id": "p1",
+    "model": FLUX,
+    "status": "completed",
+    "outputs": ["https://example.com/a.png"],
+    "error": "",
+    "created_at": "2025-05-19T06:09:15.948268264Z",
+    "timings": {"inference": 1234},
+    "urls": {"get": "https://api.wavespeed.ai/api/v3/predictions/p1/result"},
+    "has_nsfw_contents": [False],
+}
+ODD_VALUES = [None, "text", 7, True, [1, "x"], {"nested": {"deeper": [None]}}]
+OPTIONAL = ["model", "error", "created_at", "timings", "urls", "has_nsfw_contents", "code"]
+
+
+@pytest.mark.parametrize("name", OPTIONAL)
+@pytest.mark.parametrize("value", ODD_VALUES, ids=lambda v: type(v).__name__)
+def test_an_optional_field_of_any_shape_never_fails_a_completed_prediction(name: str, value: object) -> None:
+    prediction = Prediction.from_dict({**COMPLETED, name: value})
+    assert prediction.is_success and prediction.outputs == COMPLETED["outputs"] and prediction.id == "p1"
+    assert json.loads(json.dumps(prediction.to_dict()))  # still JSON-safe for events and XCom
+
+
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_a_missing_optional_field_never_fails_a_completed_prediction(name: str) -> None:
+    data = {k: v for k, v in COMPLETED.items() if k != name}
+    assert Prediction.from_dict(data).is_success
+
+
+def test_usable_parts_of_new_shapes_are_kept_and_new_keys_ignored() -> None:
+    prediction = Prediction.from_dict(
+        {
+            **COMPLETED,
+            "timings": {"inference": 12, "queue": None, "stages": {"a": 1}},
+            "urls": {"get": "https://g", "stream": {"ws": "wss://x"}},
+            "error": {"message": "structured", "type": "x"},
+            "code": "5003",
+            "brand_new_field": {"anything": [1, 2]},
+        }
+    )
+    assert prediction.timings == {"inference": 12.0}
+    assert prediction.urls == {"get": "https://g"}
+    assert prediction.error == "structured" and prediction.code == 5003
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"id": None}, "'id'"),
+        ({"id": 5}, "'id'"),
+        ({"status": None}, "'status'"),
+        ({"status": ["completed"]}, "'status'"),
+        ({"outputs": None}, "'outputs' is missing"),
+        ({"outputs": "https://a.png"}, "'outputs' is not a list"),
+        ({"outputs": [1, 2]}, "'outputs' is not a list"),
+    ],
+)
+def test_what_a_result_needs_is_still_checked(change: dict[str, Any], needle: str) -> None:
+    with pytest.raises(WaveSpeedResponseError, match=needle):
+        Prediction.from_dict({**COMPLETED, **change}, context="poll of prediction p1")
+
+
+def test_outputs_of_an_unfinished_prediction_are_not_read() -> None:
+    prediction = Prediction.from_dict({**COMPLETED, "status": "processing", "outputs": "not yet"})
+    assert prediction.outputs == [] and not prediction.is_terminal
+
+
+# -- the two-step upload ----------------------------------------------------------------------
+
+
+def test_upload_is_a_ticket_then_a_put_without_the_api_key(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator, tmp_path: Any
+) -> None:
+    path = tmp_path / "frame.png"
+    payload = b"\x89PNG\r\n\x1a\n" + os.urandom(300_000)
+    path.write_bytes(payload)
+    url = client.upload_media(path)
+    assert requests.get(url, timeout=10).content == payload
+    with path.open("rb") as stream:  # a file object: streamed from where it stands
+        stream.seek(8)
+        assert requests.get(client.upload_media(stream), timeout=10).content == payload[8:]
+    counters = wavespeed_emulator.counters()
+    assert counters["requests"].get("upload_ticket") == 2 and counters["requests"].get("upload_put") == 2
+    assert counters["upload_put_with_authorization"] == 0  # the key never went to the pre-signed URL
+    assert "upload" not in counters["requests"]  # not the older one-step flow
+
+
+def test_an_unseekable_stream_is_read_then_uploaded(client: WaveSpeedClient) -> None:
+    read_end, write_end = os.pipe()
+    payload = os.urandom(70_000)
+    writer = threading.Thread(target=lambda: (os.write(write_end, payload), os.close(write_end)))
+    writer.start()
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        url = client.upload_media(pipe, filename="clip.wav")
+    writer.join()
+    assert requests.get(url, timeout=10).content == payload
+
+
+class _Huge(io.RawIOBase):
+    """A seekable stream that claims ``size`` bytes without holding them."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.pos = size, 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        return self.pos
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "needle"),
+    [
+        ("big.png", 20 * MB + 1, "20 MB limit for image"),
+        ("big.mp4", 100 * MB + 1, "100 MB limit for video"),
+        ("big.mp3", 50 * MB + 1, "50 MB limit for audio"),
+    ],
+)
+def test_files_over_the_size_limits_are_refused_before_any_request(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator, name: str, size: int, needle: str
+) -> None:
+    with pytest.raises(WaveSpeedValidationError, match=needle):
+        client.upload_media(_Huge(size), filename=name)  # type: ignore[arg-type]
+    assert wavespeed_emulator.counters()["total_requests"] == 0
+
+
+def test_an_unseekable_stream_over_200_mb_is_refused(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+) -> None:
+    class Endless(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def tell(self) -> int:
+            raise io.UnsupportedOperation("not seekable")
+
+        def read(self, size: int = -1) -> bytes:
+            return bytes(size if size >= 0 else MB)
+
+    with pytest.raises(WaveSpeedValidationError, match="cannot seek and is over the 200 MB"):
+        client.upload_media(Endless(), filename="stream.bin")  # type: ignore[arg-type]
+    assert wavespeed_emulator.counters()["total_requests"] == 0
+
+
+# -- transport errors below the HTTP libraries' own types --------------------------------------
+
+
+@pytest.fixture
+def garbage_tls_server() -> Iterator[str]:
+    """A loopback server that answers a TLS handshake with bytes that are not TLS."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"\x16\x03\x01\x00\x05garbage-not-a-tls-record" * 4)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_garbage_tls_is_a_transport_error_in_both_clients(garbage_tls_server: str) -> None:
+    with pytest.raises(WaveSpeedTransportError, match="network error"):
+        WaveSpeedClient("k", garbage_tls_server, retry=FAST).get_prediction("abc")
+
+    async def poll() -> None:
+        async with AsyncWaveSpeedClient("k", garbage_tls_server, retry=FAST) as client:
+            await client.get_prediction("abc")
+
+    with pytest.raises(WaveSpeedTransportError, match="network error"):
+        asyncio.run(poll())
+
+
+def test_a_raw_ssl_error_mid_answer_is_a_transport_error_that_may_have_arrived() -> None:
+    # A corrupted TLS record after the request went out reaches httpx as a raw ssl.SSLError
+    # (seen against nginx); nothing local produces it on demand, so the transport raises it.
+    def corrupted(request: httpx.Request) -> httpx.Response:
+        raise ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed or bad record mac")
+
+    async def submit() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(corrupted))
+        async with AsyncWaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, http_client=http) as client:
+            await client.submit(FLUX, {"prompt": "x"})
+
+    from airflow_provider_wavespeed.api import WaveSpeedSubmitUncertainError
+
+    with pytest.raises(WaveSpeedSubmitUncertainError, match="SSLError"):  # connected: may have created it
+        asyncio.run(submit())
+
+    async def poll() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(corrupted))
+        async with AsyncWaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, http_client=http) as client:
+            await client.get_prediction("abc")
+
+    with pytest.raises(WaveSpeedTransportError) as info:
+        asyncio.run(poll())
+    assert info.value.connected is True and "SSLError" in str(info.value)
+
+
+def test_a_raw_ssl_error_in_the_sync_client_is_a_transport_error() -> None:
+    class Corrupted(requests.adapters.HTTPAdapter):
+        def send(self, *args: object, **kwargs: object) -> requests.Response:
+            raise ssl.SSLError(1, "[SSL: BAD_RECORD_MAC] bad record mac")
+
+    session = requests.Session()
+    session.mount("https://", Corrupted())
+    client = WaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, session=session)
+    with pytest.raises(WaveSpeedTransportError) as info:
+        client.get_prediction("abc")
+    assert info.value.connected is True and "SSLError" in str(info.value)
