@@ -17,12 +17,12 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 import requests
+from scripted_api import ScriptedAPI
 
 from airflow_provider_wavespeed.api import (
     AsyncWaveSpeedClient,
@@ -98,50 +98,18 @@ def test_a_failure_code_is_kept_and_explained(
     assert Prediction.from_dict(json.loads(json.dumps(read.to_dict()))) == read  # events/XCom keep it
 
 
-class _ScriptedAPI:
-    """A loopback server answering polls with scripted prediction objects (the last one repeats)."""
-
-    def __init__(self, answers: list[dict[str, Any]]) -> None:
-        self.answers = answers
-        self.polls = 0
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                data = api.answers[min(api.polls, len(api.answers) - 1)]
-                api.polls += 1
-                body = json.dumps({"code": 200, "message": "success", "data": data}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def future_api() -> Iterator[_ScriptedAPI]:
+def future_api() -> Iterator[ScriptedAPI]:
     """Three polls answer a status from a newer API, then the prediction completes."""
     new = {"id": "abc123", "model": FLUX, "status": "queued_in_region", "outputs": None}
     done = {"id": "abc123", "model": FLUX, "status": "completed", "outputs": ["https://x/1.png"]}
-    api = _ScriptedAPI([new, new, new, done])
+    api = ScriptedAPI([new, new, new, done])
     yield api
     api.close()
 
 
 def test_an_unknown_status_is_logged_once_and_the_wait_goes_on(
-    future_api: _ScriptedAPI, caplog: pytest.LogCaptureFixture
+    future_api: ScriptedAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = WaveSpeedClient("k", future_api.url, retry=FAST)
     with caplog.at_level(logging.WARNING):
@@ -152,7 +120,7 @@ def test_an_unknown_status_is_logged_once_and_the_wait_goes_on(
 
 
 def test_the_trigger_logs_an_unknown_status_once_and_keeps_polling(
-    future_api: _ScriptedAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    future_api: ScriptedAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
