@@ -259,7 +259,8 @@ def _open_media(source: MediaSource, filename: str | None) -> _Media:
         name, size = filename or path.name, path.stat().st_size
         stream, opened = path.open("rb"), True
     else:
-        name = filename or os.path.basename(str(getattr(source, "name", "") or "upload.bin"))
+        own_name = getattr(source, "name", None)  # a pipe's is its descriptor number: no name
+        name = filename or (os.path.basename(own_name) if isinstance(own_name, str) and own_name else "upload.bin")
         try:
             start = source.tell()
             size = source.seek(0, os.SEEK_END) - start
