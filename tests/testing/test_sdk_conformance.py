@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 import requests
+import wavespeed  # the dev extra installs it: a missing SDK fails here, never skips silently
 
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
-
-wavespeed = pytest.importorskip("wavespeed", minversion="2.0")
 
 FLUX = "wavespeed-ai/flux-dev"
 WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
