@@ -10,4 +10,4 @@ from deployment_dag_factory import LIMITED_CONN_ID, add_generations, deployment_
 SUBMIT_POOL = "wavespeed_rate_limited"  # created by the test (4 slots)
 
 with deployment_dag("wsdeploy_rate_limit"):
-    add_generations(24, poll_interval=1.0, conn_id=LIMITED_CONN_ID, submit_pool=SUBMIT_POOL)
+    add_generations(12, poll_interval=1.0, conn_id=LIMITED_CONN_ID, submit_pool=SUBMIT_POOL)
