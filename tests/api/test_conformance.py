@@ -226,6 +226,30 @@ def test_upload_is_a_ticket_then_a_put_without_the_api_key(
     assert "upload" not in counters["requests"]  # not the older one-step flow
 
 
+def test_a_failed_put_is_sent_again_from_the_start_of_the_file(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator, tmp_path: Any
+) -> None:
+    path = tmp_path / "clip.mp4"
+    payload = os.urandom(200_000)
+    path.write_bytes(payload)
+    wavespeed_emulator.add_fault("upload_put", "http_error", status=503, times=1)
+    url = client.upload_media(path)
+    assert requests.get(url, timeout=10).content == payload  # the whole file, not its unsent rest
+    assert wavespeed_emulator.counters()["requests"]["upload_put"] == 2
+
+
+def test_a_put_that_keeps_failing_names_the_storage_host_not_the_signed_url(
+    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+) -> None:
+    from airflow_provider_wavespeed.api import WaveSpeedServerError
+
+    wavespeed_emulator.add_fault("upload_put", "http_error", status=503, times=None)
+    with pytest.raises(WaveSpeedServerError) as info:
+        client.upload_media(b"abc", filename="a.png")
+    assert "PUT to 127.0.0.1" in str(info.value) and "signature" not in str(info.value)
+    assert wavespeed_emulator.counters()["requests"]["upload_put"] == FAST.max_retries + 1
+
+
 def test_an_unseekable_stream_is_read_then_uploaded(client: WaveSpeedClient) -> None:
     read_end, write_end = os.pipe()
     payload = os.urandom(70_000)
