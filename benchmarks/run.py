@@ -4,10 +4,12 @@
    each run in a fresh process (``benchmarks/scale.py``), against the emulator in another
    process, predictions finishing at random times over 30-60 s.
 2. The polling-policy table, by simulation (``benchmarks/policy.py``).
-3. Real Airflow: mapped generations, deferrable vs ``mode="poke"`` (``benchmarks/airflow_run.py``).
+3. Submission pacing: N submits through a connection with the shipped defaults, against the
+   emulator at the Silver preset (``benchmarks/submissions.py``).
+4. Real Airflow: mapped generations, deferrable vs ``mode="poke"`` (``benchmarks/airflow_run.py``).
 
 Figures are printed and written to ``docs/benchmarks.md`` (``--output``). ``--smoke`` runs a
-small version (N = 200, 3-8 s predictions, no real-Airflow part) that checks the suite still
+small version (N = 200, 3-8 s predictions, 50 paced submissions, no real-Airflow part) that checks the suite still
 works; it asserts nothing about the numbers and writes its report to a temporary directory.
 """
 
@@ -134,6 +136,17 @@ def scale_run(
     return result
 
 
+def submissions_run(n: int, *, env: dict[str, str], work: Path) -> dict[str, Any]:
+    """N submits from one process's threads, against a fresh emulator at the Silver preset."""
+    out = work / f"submissions-{n}.json"
+    with EmulatorProcess(env["WAVESPEED_BENCH_KEY"], duration=(1.0, 2.0), tier="silver") as emulator:
+        command = [sys.executable, "-m", "benchmarks.submissions", "--n", str(n), "--emulator", emulator.url]
+        completed = subprocess.run([*command, "--out", str(out)], env=env, cwd=REPO, check=False)
+    if not out.exists():
+        return {"n": n, "error": f"exit code {completed.returncode}, no result"}
+    return dict(json.loads(out.read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="N=200, short predictions, no real Airflow (for CI)")
@@ -185,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = scale_run(variant, n, url=url, env=env, emulator=emulator, work=work, duration=duration)
                 results["scale"].append(result)
                 print("  " + report.one_line(result), flush=True)
+        submissions = 50 if args.smoke else 1000
+        print(f"Submission pacing: N={submissions} at the Silver preset ...", flush=True)
+        results["submissions"] = submissions_run(submissions, env=env, work=work)
+        print("  " + report.submissions_line(results["submissions"]), flush=True)
         results["policy"] = policy.table()
         if not (args.smoke or args.no_airflow):
             from benchmarks import airflow_run
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"Written to {output} (work files in {work})")
     failed = [r for r in results["scale"] if r.get("error")]
-    return 1 if failed else 0
+    return 1 if failed or results["submissions"].get("error") or results["submissions"].get("failed") else 0
 
 
 if __name__ == "__main__":
