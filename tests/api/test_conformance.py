@@ -9,6 +9,7 @@ raises a raw ``ssl.SSLError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -346,6 +347,145 @@ def garbage_tls_server() -> Iterator[str]:
     listener.close()
 
 
+def _self_signed(directory: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def _corrupt_after_the_request(raw: socket.socket, context: ssl.SSLContext) -> None:
+    """Complete the TLS handshake, read the request, answer with a record whose MAC cannot verify."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+    handshaken = False
+    while True:
+        try:
+            if not handshaken:
+                tls.do_handshake()
+                handshaken = True
+            tls.read(65536)  # the request (small: one record)
+            break
+        except ssl.SSLWantReadError:
+            if outgoing.pending:
+                raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            if not data:
+                return
+            incoming.write(data)
+    if outgoing.pending:
+        raw.sendall(outgoing.read())
+    raw.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))  # application data, garbled in transit
+    raw.recv(1)  # until the client gives up on the connection
+
+
+@pytest.fixture
+def corrupting_tls_server(tmp_path: Any) -> Iterator[tuple[str, str]]:
+    """(base URL, CA file) of a TLS server whose answers arrive corrupted, as seen behind nginx."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.settimeout(10)
+
+            def answer(conn: socket.socket = conn) -> None:
+                with conn, contextlib.suppress(OSError):
+                    _corrupt_after_the_request(conn, context)
+
+            threading.Thread(target=answer, daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}", cert
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_corrupted_tls_record_is_a_transport_error_that_may_have_arrived(
+    corrupting_tls_server: tuple[str, str],
+) -> None:
+    from airflow_provider_wavespeed.api import WaveSpeedSubmitUncertainError
+    from airflow_provider_wavespeed.api._transport import KeepAliveTransport
+
+    url, ca_file = corrupting_tls_server
+
+    async def call(submit: bool) -> None:
+        transport = KeepAliveTransport(ssl_context=ssl.create_default_context(cafile=ca_file))
+        http = httpx.AsyncClient(transport=transport)
+        async with AsyncWaveSpeedClient("k", url, retry=FAST, http_client=http) as client:
+            await (client.submit(FLUX, {"prompt": "x"}) if submit else client.get_prediction("abc"))
+        await http.aclose()
+
+    with pytest.raises(WaveSpeedTransportError) as info:
+        asyncio.run(call(submit=False))
+    assert info.value.connected is True and "SSL" in str(info.value)
+    with pytest.raises(WaveSpeedSubmitUncertainError):  # the request went out: it may have created one
+        asyncio.run(call(submit=True))
+
+    session = requests.Session()
+    session.verify = ca_file
+    with pytest.raises(WaveSpeedTransportError) as sync_info:
+        WaveSpeedClient("k", url, retry=FAST, session=session).get_prediction("abc")
+    assert sync_info.value.connected is True
+
+
+def test_the_trigger_rides_out_corrupted_tls_records_until_its_deadline(
+    corrupting_tls_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+
+    url, ca_file = corrupting_tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # the shared client trusts what httpx trusts
+    monkeypatch.setenv("AIRFLOW_CONN_WS_CORRUPT", json.dumps({"conn_type": "wavespeed", "host": url, "password": "k"}))
+    trigger = WaveSpeedTaskTrigger(
+        "abc", "ws_corrupt", poll_interval=0.2, first_poll_interval=0.05, end_time=time.time() + 2.0
+    )
+
+    async def events() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())  # no exception escapes: one event, the wait's own deadline
+    assert event["status"] == "deadline"
+
+
 def test_garbage_tls_is_a_transport_error_in_both_clients(garbage_tls_server: str) -> None:
     with pytest.raises(WaveSpeedTransportError, match="network error"):
         WaveSpeedClient("k", garbage_tls_server, retry=FAST).get_prediction("abc")
@@ -356,6 +496,26 @@ def test_garbage_tls_is_a_transport_error_in_both_clients(garbage_tls_server: st
 
     with pytest.raises(WaveSpeedTransportError, match="network error"):
         asyncio.run(poll())
+
+
+def test_the_trigger_rides_out_garbage_tls_until_its_deadline(
+    garbage_tls_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+
+    connection = {"conn_type": "wavespeed", "host": garbage_tls_server, "password": "k"}
+    monkeypatch.setenv("AIRFLOW_CONN_WS_GARBLED", json.dumps(connection))
+    trigger = WaveSpeedTaskTrigger(
+        "abc", "ws_garbled", poll_interval=0.2, first_poll_interval=0.05, end_time=time.time() + 2.0
+    )
+
+    async def events() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())  # no exception escapes: one event, the wait's own deadline
+    assert event["status"] == "deadline"
 
 
 def test_a_raw_ssl_error_mid_answer_is_a_transport_error_that_may_have_arrived() -> None:
