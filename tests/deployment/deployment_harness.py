@@ -107,6 +107,8 @@ class LoadRun:
 
     result: RunResult
     samples: list[Sample]
+    # Sampled after every sensor deferred, while every prediction was still held processing.
+    holding: list[Sample]
     trigger_snapshots: list[list[dict[str, Any]]]
     submissions: Counter[int]
     counters: dict[str, Any]
@@ -160,6 +162,7 @@ class Deployment:
         self.emulator: EmulatorProcess | None = None
         self.stack: AirflowStack | None = None
         self.timings: dict[str, float] = {}
+        self.runs: list[tuple[str, str]] = []  # (dag_id, run_id) of every run a scenario triggered
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -241,6 +244,7 @@ class Deployment:
         return self.emulator.control
 
     def reset_emulator(self, duration: float | tuple[float, float] = 2.0) -> None:
+        """A fresh emulator state; ``duration`` applies to predictions no ``hold`` rule keeps running."""
         self.control.reset()
         self.control.set_duration(duration)
 
@@ -264,7 +268,21 @@ class Deployment:
 
     def trigger(self, dag_id: str) -> str:
         self.airflow.wait_for_dag(dag_id)
-        return self.airflow.trigger(dag_id)
+        run_id = self.airflow.trigger(dag_id)
+        self.runs.append((dag_id, run_id))
+        return run_id
+
+    def end_unfinished_runs(self) -> list[str]:
+        """Mark runs a failed scenario left going as failed, so their tasks do not load the next one."""
+        ended = []
+        for dag_id, run_id in self.runs:
+            try:
+                if self.airflow.run_state(dag_id, run_id) not in TERMINAL_RUN_STATES:
+                    self.airflow.api("PATCH", f"dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
+                    ended.append(f"{dag_id} {run_id}")
+            except Exception as exc:  # best effort: the scenario's own failure is the one to report
+                print(f"could not end {dag_id} {run_id}: {exc!r}", file=sys.stderr)
+        return ended
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> float:
         """Poll ``condition`` until it holds; return the seconds it took."""

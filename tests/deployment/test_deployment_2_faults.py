@@ -30,7 +30,8 @@ OUTAGE_SECONDS = 60.0
 
 def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) -> None:
     control = deployment.control
-    deployment.reset_emulator(duration=20.0)  # the predictions finish during the outage
+    deployment.reset_emulator()
+    control.hold()  # running until the outage begins, however long the sensors take to defer
     run_id = deployment.trigger(OUTAGE_DAG)
     started = time.monotonic()
     deployment.wait_deferred(OUTAGE_DAG, run_id, OUTAGE_COUNT)
@@ -38,6 +39,7 @@ def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) ->
     # First half: the gateway answers 503 (an HTML page); second half: connections are cut.
     outage_start = time.time()
     fault = control.add_fault("result", "http_error", status=503, times=None)
+    control.release()  # the predictions finish during the outage
     time.sleep(OUTAGE_SECONDS / 2)
     control.remove_fault(fault)
     fault = control.add_fault("result", "drop", times=None)
@@ -67,7 +69,8 @@ REVOKED_DAG, REVOKED_COUNT = "wsdeploy_key_revoked", 10
 
 def test_key_revoked_fails_fast_with_the_fix_and_no_retry_storm(deployment: Deployment) -> None:
     control = deployment.control
-    deployment.reset_emulator(duration=120.0)  # still running when the key goes
+    deployment.reset_emulator()
+    control.hold()  # still running when the key goes
     run_id = deployment.trigger(REVOKED_DAG)
     started = time.monotonic()
     deployment.wait_deferred(REVOKED_DAG, run_id, REVOKED_COUNT)
@@ -157,7 +160,8 @@ CLEAN_COUNT = 6
 
 def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deployment) -> None:
     control = deployment.control
-    deployment.reset_emulator(duration=30.0)
+    deployment.reset_emulator()
+    control.hold()  # every prediction runs until the garbage begins, however long the sensors take to defer
     for kind in SUBMIT_GARBAGE:
         control.add_fault("submit", kind, times=None, model=f"deploy-test/submit-{kind}")
     run_id = deployment.trigger(GARBAGE_DAG)
@@ -171,6 +175,7 @@ def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deploy
     garbage_from = time.time()
     for kind in POLL_GARBAGE:
         control.add_fault("result", kind, times=None, model=f"deploy-test/{kind}")
+    control.release()  # the clean generations finish beside the garbage
     result = deployment.finish(GARBAGE_DAG, run_id, timeout=240, started=started)
     control.clear_faults()
 
@@ -200,7 +205,7 @@ def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deploy
     # A garbled answer is final: the affected sensors fail soon, they do not keep polling.
     ended = [(epoch(ti["end_date"]) or 0) - garbage_from for k in POLL_GARBAGE for ti in result.of(f"poll_{k}.wait")]
     print(f"garbage: affected sensors failed {min(ended):.1f}-{max(ended):.1f} s after the garbage began")
-    assert max(ended) < 30
+    assert max(ended) < 60  # far below the sensors' 600 s limit, with room for a busy machine's worker start
     deployment.assert_healthy()
 
 

@@ -4,7 +4,7 @@ finish in time, so their wait limit (an absolute end_time) must hold across the 
 from deployment_dag_factory import add_generations, deployment_dag
 
 PROBE_MODEL = "deploy-test/long-running"
-PROBE_TIMEOUT = 55.0
+PROBE_TIMEOUT = 240.0
 
 with deployment_dag("wsdeploy_triggerer_kill"):
     add_generations(30, poll_interval=3.0)
