@@ -212,10 +212,15 @@ class Prediction:
         self.processing_at = self.completes_at = math.inf
 
     def start(self, at: float) -> None:
-        """Leave the queue at ``at`` (when a slot freed): the run time starts then."""
+        """Leave the queue at ``at`` (when a slot freed): the run time starts then.
+
+        Never before its own submission: ``time.time()`` and ``time.time_ns() / 1e9`` may
+        disagree by a microsecond, and a slot freed before it arrived (lazily admitted) is
+        taken when it arrived.
+        """
         self.queued = False
-        self.processing_at = at
-        self.completes_at = at + self.duration
+        self.processing_at = max(at, self.submitted_at)
+        self.completes_at = self.processing_at + self.duration
 
     def hold(self, polls: int | None) -> None:
         """``processing`` from now until :meth:`release` (or until ``polls`` polls have seen it so)."""
