@@ -78,7 +78,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
     :param retries: Default 2 (30 s apart) unless the DAG or ``[core] default_task_retries`` sets
-        them: a retry only waits again on the same prediction.
+        them: a retry only waits again on the same prediction. A mapped sensor gets Airflow's
+        defaults instead (``.partial()`` does not run this constructor before scheduling): set
+        ``retries`` in ``.partial()``, as the example DAGs do.
     :param output_path: Copy the outputs there and add ``stored_paths`` to the result (templated):
         a directory path, a URL (``file:///data/out/``, ``s3://bucket/prefix/``) or an
         ``ObjectStoragePath``. Files are named ``<prediction id>_<index>.<ext>``.
