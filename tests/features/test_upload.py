@@ -36,7 +36,9 @@ def test_upload_and_animate_runs_end_to_end(
     (submission,) = wavespeed_connection.submissions()
     assert submission["model"] == I2V and submission["inputs"]["image"] == url
     counters = wavespeed_connection.counters()
-    assert counters["requests"]["upload"] == 1 and counters["requests"]["pricing"] == 1  # cost guard asked first
+    # The SDK's two-step flow (ticket, then PUT); the cost guard asked first.
+    assert counters["requests"]["upload_ticket"] == counters["requests"]["upload_put"] == 1
+    assert counters["requests"]["pricing"] == 1 and counters["upload_put_with_authorization"] == 0
 
     prediction = xcom_value(run, "animate")
     video = tmp_path / "videos" / f"{prediction['id']}_0.mp4"
@@ -65,7 +67,7 @@ def test_upload_of_a_local_path_or_file_url(wavespeed_connection: WaveSpeedEmula
     for path in (str(clip), f"file://{clip}", clip):
         url = WaveSpeedUploadOperator(task_id="up", path=path).execute({})
         assert _download(url) == clip.read_bytes()
-    assert wavespeed_connection.counters()["requests"]["upload"] == 3
+    assert wavespeed_connection.counters()["requests"]["upload_ticket"] == 3
 
 
 def test_a_missing_file_fails_with_its_path(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
@@ -78,7 +80,7 @@ def test_a_missing_file_fails_with_its_path(wavespeed_connection: WaveSpeedEmula
 def test_a_transient_upload_failure_may_be_retried_by_airflow(
     wavespeed_connection: WaveSpeedEmulator, tmp_path: Path
 ) -> None:
-    wavespeed_connection.add_fault("upload", "http_error", status=503, times=None)
+    wavespeed_connection.add_fault("upload_ticket", "http_error", status=503, times=None)
     image = tmp_path / "a.png"
     image.write_bytes(EXAMPLE_IMAGE.read_bytes())
     operator = WaveSpeedUploadOperator(task_id="up", path=str(image))
