@@ -41,8 +41,11 @@ def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) ->
     fault = control.add_fault("result", "http_error", status=503, times=None)
     control.release()  # the predictions finish during the outage
     time.sleep(OUTAGE_SECONDS / 2)
+    # Switch without a gap: the first matching fault applies, so the drop waits behind the 503
+    # until that is removed (a poll between two control calls would see the finished prediction).
+    drop = control.add_fault("result", "drop", times=None)
     control.remove_fault(fault)
-    fault = control.add_fault("result", "drop", times=None)
+    fault = drop
     time.sleep(OUTAGE_SECONDS / 2)
     during = {state: deployment.count(OUTAGE_DAG, run_id, state) for state in ("deferred", "failed")}
     control.remove_fault(fault)
