@@ -16,17 +16,15 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.storage import OutputPath, store_outputs
-from airflow_provider_wavespeed.triggers.wavespeed import (
+from airflow_provider_wavespeed.events import (
     EVENT_DEADLINE,
     EVENT_ERROR,
     EVENT_STATUSES,
     MAX_OUTPUTS_BYTES,
-    outputs_size,
+    oversized_outputs,
+    without_oversized_outputs,
 )
-
-DEFAULT_POLL_INTERVAL = 5.0
-DEFAULT_TIMEOUT = 1800.0  # what WaveSpeed integrations use as their wait limit
+from airflow_provider_wavespeed.storage import OutputPath, store_outputs
 
 # Errors a later try of the task might not meet again; everything else fails for good.
 TRANSIENT_ERRORS = (WaveSpeedServerError, WaveSpeedTransportError, WaveSpeedRateLimitError, WaveSpeedTimeoutError)
@@ -80,8 +78,8 @@ def _too_large(prediction: Prediction, size: int) -> AirflowFailException:
 
 def prediction_result(prediction: Prediction) -> dict[str, Any]:
     """The completed prediction as a JSON-safe dict for XCom, refusing oversized outputs."""
-    size = outputs_size(prediction)
-    if size > MAX_OUTPUTS_BYTES:
+    size = oversized_outputs(prediction)
+    if size is not None:
         raise _too_large(prediction, size)
     return prediction.to_dict()
 
@@ -174,11 +172,7 @@ def completed_result(
         except WaveSpeedError as exc:
             raise AirflowFailException(f"{exc}{store_failure_hint}") from None
         log.info("Stored %d output(s) of WaveSpeed prediction %s: %s", len(stored), prediction.id, ", ".join(stored))
-        result = prediction.to_dict()
-        size = outputs_size(prediction)
-        if size > MAX_OUTPUTS_BYTES:  # the files are stored: XCom keeps their paths, not their bytes
-            result["outputs"] = []
-            result["outputs_omitted_bytes"] = size
+        result = without_oversized_outputs(prediction)  # the files are stored: XCom keeps their paths
         result["stored_paths"] = stored
     announce_assets(context, outlets, prediction, stored)
     return result

@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_wavespeed import __version__
+from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL, DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
 
 # The connection form, declared once: Airflow >= 3.2 reads it from here, and
 # WaveSpeedHook's get_ui_field_behaviour / get_connection_form_widgets (what 3.0 and 3.1
 # read) are built from these same dicts.
 CONN_TYPE = "wavespeed"
-DEFAULT_BASE_URL = "https://api.wavespeed.ai"
-# The Silver tier's start rate. The tiers cap generations started per minute (and concurrent
-# tasks, which the API queues itself); they say nothing about result polls.
-DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "login", "port", "extra"],

@@ -23,12 +23,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient, WaveSpeedClient
+from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
+from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
-from airflow_provider_wavespeed.triggers.wavespeed import EVENT_DEADLINE, EVENT_ERROR, WaveSpeedTaskTrigger
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 _RETRY = RetryPolicy(max_retries=2)  # what the shared client of WaveSpeedTaskTrigger uses
 
@@ -44,7 +46,7 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
         try:
             creds = await WaveSpeedHook(self.wavespeed_conn_id).aget_credentials()
         except WaveSpeedError as exc:
-            yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+            yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
             return
         poll_once = self._poller(creds)
         poll = 0
@@ -54,17 +56,19 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
                 await asyncio.sleep(wait)
             poll += 1
             if time.time() >= self.end_time:
-                yield self._event(EVENT_DEADLINE, message=f"prediction {self.prediction_id} did not finish in time")
+                yield TriggerEvent(
+                    deadline_event(self.prediction_id, f"prediction {self.prediction_id} did not finish in time")
+                )
                 return
             try:
                 prediction = await poll_once()
             except WaveSpeedError as exc:
                 if _RETRY.is_retryable(exc, idempotent=True):
                     continue
-                yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+                yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
                 return
             if prediction.is_terminal:
-                yield self._terminal_event(prediction)
+                yield TriggerEvent(terminal_event(prediction))
                 return
 
 
@@ -73,7 +77,7 @@ class NewClientPerPollTrigger(_BaselineTrigger):
 
     def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
         async def poll_once() -> Prediction:
-            async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT) as http:
+            async with httpx.AsyncClient(timeout=DEFAULT_REQUEST_TIMEOUT) as http:
                 client = AsyncWaveSpeedClient(
                     creds.api_key, creds.base_url, credential_source=creds.source, http_client=http, retry=_RETRY
                 )

@@ -372,7 +372,8 @@ def _use_httpx_pool() -> None:
     """Make the shared client what it was before this benchmark: httpx's pool of 32, no gate."""
     import httpx
 
-    from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient
+    from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
+    from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
     from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
     from airflow_provider_wavespeed.api.retry import RetryPolicy
     from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
@@ -381,7 +382,7 @@ def _use_httpx_pool() -> None:
     async def create(conn_id: str) -> Any:
         creds = await WaveSpeedHook(conn_id).aget_credentials()
         http = httpx.AsyncClient(
-            timeout=httpx.Timeout(DEFAULT_TIMEOUT, pool=120.0),
+            timeout=httpx.Timeout(DEFAULT_REQUEST_TIMEOUT, pool=120.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
         client = AsyncWaveSpeedClient(

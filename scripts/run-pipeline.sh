@@ -12,5 +12,5 @@ if [ ! -x "$VENV/bin/airflow" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip
 fi
-"$VENV/bin/pip" install --quiet "apache-airflow>=3.0,<4" -e .
+"$VENV/bin/pip" install --quiet "apache-airflow>=3.0,<4" -e ".[testing]"
 exec "$VENV/bin/python" scripts/run_pipeline.py "$@"

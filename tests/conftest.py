@@ -13,6 +13,9 @@ from typing import TextIO, cast
 
 import pytest
 
+# The emulator's fixtures (wavespeed_emulator, wavespeed_connection): opt-in, as users enable them.
+pytest_plugins = ["airflow_provider_wavespeed.testing.pytest_plugin"]
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DAGS = REPO / "example_dags"
 

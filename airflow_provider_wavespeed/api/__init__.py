@@ -1,6 +1,7 @@
 """An Airflow-free WaveSpeed API client: models, errors, validation, retry policy, clients."""
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient, ensure_success
+from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedAuthError,
@@ -19,7 +20,6 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
-from airflow_provider_wavespeed.api.validation import DEFAULT_BASE_URL
 from airflow_provider_wavespeed.api.webhooks import (
     WaveSpeedWebhookError,
     WaveSpeedWebhookPayloadError,

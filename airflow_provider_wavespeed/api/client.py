@@ -24,6 +24,12 @@ import httpx
 import requests
 import urllib3
 
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedError,
@@ -39,7 +45,6 @@ from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction, _retry_after, body_excerpt, parse_envelope
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, submit_uncertain
 from airflow_provider_wavespeed.api.validation import (
-    DEFAULT_BASE_URL,
     validate_base_url,
     validate_inputs,
     validate_model,
@@ -49,7 +54,6 @@ from airflow_provider_wavespeed.api.validation import (
 
 __all__ = ["AsyncWaveSpeedClient", "RateLimiter", "SyncRateLimiter", "WaveSpeedClient", "ensure_success"]
 
-DEFAULT_TIMEOUT = 30.0
 MediaSource = str | os.PathLike[str] | bytes | IO[bytes]
 
 _log = logging.getLogger(__name__)
@@ -344,7 +348,7 @@ class WaveSpeedClient(_Protocol):
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
         retry: RetryPolicy | None = None,
         credential_source: str = "the configured credentials",
         session: requests.Session | None = None,
@@ -402,7 +406,7 @@ class WaveSpeedClient(_Protocol):
         return self._prediction(self._send(request), request)
 
     def wait_for_prediction(
-        self, prediction_id: str, *, poll_interval: float = 5.0, timeout: float = 1800.0
+        self, prediction_id: str, *, poll_interval: float = DEFAULT_POLL_INTERVAL, timeout: float = DEFAULT_WAIT_TIMEOUT
     ) -> Prediction:
         """Poll until terminal; return a completed prediction or raise.
 
@@ -445,8 +449,8 @@ class WaveSpeedClient(_Protocol):
         inputs: object,
         *,
         webhook: str | None = None,
-        poll_interval: float = 5.0,
-        timeout: float = 1800.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> Prediction:
         """Submit and wait; return the completed prediction or raise."""
         prediction = self.submit(model, inputs, webhook=webhook)
@@ -538,7 +542,7 @@ class AsyncWaveSpeedClient(_Protocol):
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
         retry: RetryPolicy | None = None,
         credential_source: str = "the configured credentials",
         http_client: httpx.AsyncClient | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from airflow_provider_wavespeed.api.defaults import DEFAULT_FIRST_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedRateLimitError,
@@ -114,8 +115,8 @@ class PollSchedule:
     A ±10 % jitter spreads thousands of pollers deferred at the same moment.
     """
 
-    poll_interval: float = 5.0
-    first_interval: float = 1.0
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    first_interval: float = DEFAULT_FIRST_POLL_INTERVAL
     jitter: float = 0.1
 
     def __post_init__(self) -> None:

@@ -16,8 +16,6 @@ from urllib.parse import urlsplit
 
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedValidationError
 
-DEFAULT_BASE_URL = "https://api.wavespeed.ai"
-
 # A model id is a path of two or more segments (`owner/name[/more]`); it is put in the URL
 # path as is, so every segment must be plain characters and may not start with a dot.
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9._-]*"

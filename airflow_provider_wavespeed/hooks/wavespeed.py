@@ -13,11 +13,17 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_wavespeed._compat import AirflowNotFoundException, BaseHook
 from airflow_provider_wavespeed.api.client import (
-    DEFAULT_TIMEOUT,
     AsyncWaveSpeedClient,
     MediaSource,
     RateLimiter,
     WaveSpeedClient,
+)
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
 from airflow_provider_wavespeed.api.limiter import TokenBucket
@@ -27,8 +33,6 @@ from airflow_provider_wavespeed.api.validation import validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
     UI_FIELD_BEHAVIOUR,
 )
 
@@ -163,7 +167,7 @@ class WaveSpeedHook(BaseHook):
         self,
         wavespeed_conn_id: str = default_conn_name,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__()
@@ -265,7 +269,7 @@ class WaveSpeedHook(BaseHook):
         return self.client.get_prediction(prediction_id)
 
     def wait_for_prediction(
-        self, prediction_id: str, *, poll_interval: float = 5.0, timeout: float = 1800.0
+        self, prediction_id: str, *, poll_interval: float = DEFAULT_POLL_INTERVAL, timeout: float = DEFAULT_WAIT_TIMEOUT
     ) -> Prediction:
         """Block until the prediction completes (raises if it fails or ``timeout`` passes)."""
         return self.client.wait_for_prediction(prediction_id, poll_interval=poll_interval, timeout=timeout)
@@ -276,8 +280,8 @@ class WaveSpeedHook(BaseHook):
         inputs: object,
         *,
         webhook: str | None = None,
-        poll_interval: float = 5.0,
-        timeout: float = 1800.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> Prediction:
         """Submit and wait for the completed prediction."""
         return self.client.run(model, inputs, webhook=webhook, poll_interval=poll_interval, timeout=timeout)

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import (
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
     TRANSIENT_ERRORS,
     airflow_errors,
     budget_usd,
@@ -22,6 +20,7 @@ from airflow_provider_wavespeed._common import (
 )
 from airflow_provider_wavespeed._compat import AirflowFailException
 from airflow_provider_wavespeed.api.client import ensure_success
+from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
@@ -93,7 +92,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
         output_path: OutputPath | None = None,
         max_cost_usd: float | str | None = None,
         min_balance_usd: float | str | None = None,

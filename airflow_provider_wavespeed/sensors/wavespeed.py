@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_wavespeed._common import (
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
     TRANSIENT_ERRORS,
     airflow_errors,
     completed_result,
@@ -21,6 +19,7 @@ from airflow_provider_wavespeed._common import (
 )
 from airflow_provider_wavespeed._compat import AirflowSensorTimeout
 from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
+from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
@@ -95,7 +94,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         prediction_id: str,
         wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
         deferrable: bool | None = None,
         output_path: OutputPath | None = None,
         **kwargs: Any,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -14,20 +13,19 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_wavespeed.api._transport import KeepAliveTransport, proxy_configured
-from airflow_provider_wavespeed.api.client import DEFAULT_TIMEOUT, AsyncWaveSpeedClient, note_unknown_status
+from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, note_unknown_status
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_FIRST_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
-from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
+from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-
-# Event statuses: a terminal prediction status, or one of ours.
-EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer)
-EVENT_DEADLINE = "deadline"  # our wait limit passed; the prediction may still finish
-EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
-# Base64 outputs can be megabytes: events and XCom live in the metadata database.
-MAX_OUTPUTS_BYTES = 64 * 1024
 
 # Connections (and requests in flight) per connection id and event loop. 16 connections carry
 # about 80 polls/s at round trips up to ~190 ms; on loopback thousands per second
@@ -53,14 +51,9 @@ _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.
 )
 
 
-def outputs_size(prediction: Prediction) -> int:
-    """Bytes of the outputs as JSON: what they would cost in an event or XCom."""
-    return len(json.dumps(prediction.outputs))
-
-
 async def _create_shared(conn_id: str) -> _Shared:
     creds = await WaveSpeedHook(conn_id).aget_credentials()
-    timeout = httpx.Timeout(DEFAULT_TIMEOUT, pool=POOL_TIMEOUT)
+    timeout = httpx.Timeout(DEFAULT_REQUEST_TIMEOUT, pool=POOL_TIMEOUT)
     transport = None
     if proxy_configured(creds.base_url):
         limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
@@ -181,15 +174,15 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         self,
         prediction_id: str,
         wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
-        poll_interval: float = 5.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
-        first_poll_interval: float = 1.0,
+        first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
     ) -> None:
         super().__init__()
         self.prediction_id = validate_prediction_id(prediction_id)
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = float(poll_interval)
-        self.end_time = float(end_time) if end_time is not None else time.time() + 1800.0
+        self.end_time = float(end_time) if end_time is not None else time.time() + DEFAULT_WAIT_TIMEOUT
         self.first_poll_interval = float(first_poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -209,24 +202,12 @@ class WaveSpeedTaskTrigger(BaseTrigger):
 
     __hash__ = None  # type: ignore[assignment]
 
-    def _event(self, status: str, **payload: Any) -> TriggerEvent:
-        return TriggerEvent({"status": status, "prediction_id": self.prediction_id, **payload})
-
-    def _terminal_event(self, prediction: Prediction) -> TriggerEvent:
-        data = prediction.to_dict()
-        size = outputs_size(prediction)
-        if size > MAX_OUTPUTS_BYTES:
-            # Keep megabytes of base64 out of the trigger table; the task re-reads them if it can use them.
-            data["outputs"] = []
-            return self._event(prediction.status, prediction=data, outputs_omitted_bytes=size)
-        return self._event(prediction.status, prediction=data)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         schedule = PollSchedule(poll_interval=self.poll_interval, first_interval=self.first_poll_interval)
         try:
             client = await acquire_shared_client(self.wavespeed_conn_id)
         except WaveSpeedError as exc:
-            yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+            yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
             return
         try:
             poll = 0
@@ -239,11 +220,11 @@ class WaveSpeedTaskTrigger(BaseTrigger):
                     await asyncio.sleep(wait)
                 poll += 1
                 if time.time() >= self.end_time:
-                    yield self._event(
-                        EVENT_DEADLINE,
-                        message=f"WaveSpeed prediction {self.prediction_id} did not finish before the wait "
-                        f"limit; it may still finish: wait on it again with the same prediction id",
+                    message = (
+                        f"WaveSpeed prediction {self.prediction_id} did not finish before the wait "
+                        "limit; it may still finish: wait on it again with the same prediction id"
                     )
+                    yield TriggerEvent(deadline_event(self.prediction_id, message))
                     return
                 try:
                     prediction = await client.get_prediction(self.prediction_id)
@@ -252,10 +233,10 @@ class WaveSpeedTaskTrigger(BaseTrigger):
                         self.log.warning("Poll of %s failed, will retry: %s", self.prediction_id, exc)
                         server_wait = client.retry.server_wait(exc)
                         continue
-                    yield self._event(EVENT_ERROR, message=str(exc), error_type=type(exc).__name__)
+                    yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
                     return
                 if prediction.is_terminal:
-                    yield self._terminal_event(prediction)
+                    yield TriggerEvent(terminal_event(prediction))
                     return
                 note_unknown_status(prediction, unknown, self.log)
                 self.log.debug("Prediction %s is %s", self.prediction_id, prediction.status)

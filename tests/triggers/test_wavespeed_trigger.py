@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_wavespeed.events import MAX_OUTPUTS_BYTES
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
 from airflow_provider_wavespeed.triggers.wavespeed import (
-    MAX_OUTPUTS_BYTES,
     WaveSpeedTaskTrigger,
     acquire_shared_client,
     release_shared_client,

@@ -1,0 +1,19 @@
+"""Every default the provider has, defined once (no imports: the provider-info entry point reads it)."""
+
+from __future__ import annotations
+
+DEFAULT_BASE_URL = "https://api.wavespeed.ai"
+
+# Seconds one HTTP request may take (per read: a slow but moving answer is not cut off).
+DEFAULT_REQUEST_TIMEOUT = 30.0
+
+# Waiting for a prediction: the longest gap between polls (the API asks for no faster than 2 s
+# for images and 5 s for video), the first poll's delay, and the whole wait's limit (what
+# WaveSpeed integrations use).
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_FIRST_POLL_INTERVAL = 1.0
+DEFAULT_WAIT_TIMEOUT = 1800.0
+
+# The Silver tier's start rate. The tiers cap generations started per minute (and concurrent
+# tasks, which the API queues itself); they say nothing about result polls.
+DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0

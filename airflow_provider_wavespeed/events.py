@@ -1,0 +1,64 @@
+"""The trigger-event contract: what a WaveSpeed trigger sends and what the tasks accept.
+
+A trigger event's payload is ``{"status", "prediction_id", ...}`` with ``status`` a terminal
+prediction status (and ``prediction``: the prediction as a dict) or one of ours: ``error``
+(``message``, ``error_type``) or ``deadline`` (``message``). Outputs too large for the metadata
+database are left out (``outputs_omitted_bytes``: their size) for the task to read again.
+Airflow-free: the triggers build events with it, ``_common`` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
+
+EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer)
+EVENT_DEADLINE = "deadline"  # our wait limit passed; the prediction may still finish
+EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
+
+# Base64 outputs can be megabytes: events and XCom live in the metadata database.
+MAX_OUTPUTS_BYTES = 64 * 1024
+
+
+def outputs_size(prediction: Prediction) -> int:
+    """Bytes of the outputs as JSON: what they would cost in an event or XCom."""
+    return len(json.dumps(prediction.outputs))
+
+
+def oversized_outputs(prediction: Prediction) -> int | None:
+    """The outputs' size when it is over :data:`MAX_OUTPUTS_BYTES` (None when they fit): the one rule."""
+    size = outputs_size(prediction)
+    return size if size > MAX_OUTPUTS_BYTES else None
+
+
+def without_oversized_outputs(prediction: Prediction) -> dict[str, Any]:
+    """The prediction as a dict; outputs over the limit replaced by ``[]`` plus ``outputs_omitted_bytes``."""
+    data = prediction.to_dict()
+    size = oversized_outputs(prediction)
+    if size is not None:
+        data["outputs"] = []
+        data["outputs_omitted_bytes"] = size
+    return data
+
+
+def terminal_event(prediction: Prediction) -> dict[str, Any]:
+    """The payload for a terminal prediction (outputs left out when too large)."""
+    data = without_oversized_outputs(prediction)
+    payload: dict[str, Any] = {"status": prediction.status, "prediction_id": prediction.id}
+    omitted = data.pop("outputs_omitted_bytes", None)
+    if omitted is not None:
+        payload["outputs_omitted_bytes"] = omitted
+    payload["prediction"] = data
+    return payload
+
+
+def error_event(prediction_id: str, message: str, error_type: str) -> dict[str, Any]:
+    """The payload for a permanent error: the wait ends, the task fails with ``message``."""
+    return {"status": EVENT_ERROR, "prediction_id": prediction_id, "message": message, "error_type": error_type}
+
+
+def deadline_event(prediction_id: str, message: str) -> dict[str, Any]:
+    """The payload for a wait that reached its limit (the prediction may still finish)."""
+    return {"status": EVENT_DEADLINE, "prediction_id": prediction_id, "message": message}
