@@ -36,7 +36,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.retry import RetryPolicy
+from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 
 if TYPE_CHECKING:
@@ -276,11 +276,7 @@ def _http_error(response: requests.Response, what: str) -> WaveSpeedAPIError:
     status = response.status_code
     text = f"{what} failed with HTTP {status}"
     if status == 429:
-        retry_after: float | None
-        try:
-            retry_after = max(0.0, float(response.headers.get("Retry-After", "")))
-        except ValueError:
-            retry_after = None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return WaveSpeedRateLimitError(text, retry_after=retry_after, status_code=status)
     if status >= 500:
         return WaveSpeedServerError(text, status_code=status)

@@ -42,8 +42,8 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedValidationError,
 )
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
-from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction, _retry_after, body_excerpt, parse_envelope
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, submit_uncertain
+from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction, body_excerpt, parse_envelope
+from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, parse_retry_after, submit_uncertain
 from airflow_provider_wavespeed.api.validation import (
     validate_base_url,
     validate_inputs,
@@ -519,7 +519,9 @@ def _put_error(response: requests.Response, what: str) -> WaveSpeedError:
     text = f"WaveSpeed {what} failed with HTTP {response.status_code}: {excerpt or 'no message'}"
     kwargs: dict[str, Any] = {"status_code": response.status_code, "excerpt": excerpt}
     if response.status_code == 429:
-        return WaveSpeedRateLimitError(text, retry_after=_retry_after(response.headers.get("Retry-After")), **kwargs)
+        return WaveSpeedRateLimitError(
+            text, retry_after=parse_retry_after(response.headers.get("Retry-After")), **kwargs
+        )
     if response.status_code >= 500:
         return WaveSpeedServerError(text, **kwargs)
     # 403 here is the pre-signed URL refused (expired, or headers not as signed), not the API key.

@@ -18,6 +18,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedServerError,
     body_excerpt,
 )
+from airflow_provider_wavespeed.api.retry import parse_retry_after
 
 SUCCESS_STATUS = "completed"
 # The official SDK stops polling on all five; only `completed` is a success. `deleted` is what a
@@ -202,17 +203,6 @@ def _flags(data: Mapping[str, Any], dropped: _Dropped) -> list[bool]:
     return []
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form; dates are rare and ignored)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return max(0.0, seconds)
-
-
 def _error_for(
     code: int,
     message: str,
@@ -264,7 +254,7 @@ def parse_envelope(
     except under an HTTP error status, where the status decides.
     """
     excerpt = body_excerpt(body)
-    retry_after = _retry_after(retry_after_header)
+    retry_after = parse_retry_after(retry_after_header)
     try:
         payload = json.loads(body)
     except ValueError:

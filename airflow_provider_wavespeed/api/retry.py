@@ -15,7 +15,9 @@ Rules:
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 from airflow_provider_wavespeed.api.defaults import DEFAULT_FIRST_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 from airflow_provider_wavespeed.api.errors import (
@@ -102,6 +104,27 @@ def may_have_created(exc: WaveSpeedError) -> bool:
         # prediction probably exists; under an error status nothing was created.
         return exc.status_code is None or 200 <= exc.status_code < 300
     return isinstance(exc, WaveSpeedServerError)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110).
+
+    None when the header is missing or unreadable; never negative (a date in the past is 0).
+    """
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is always GMT; a zone-less one means the same
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds else None  # NaN: unreadable
 
 
 @dataclass(frozen=True)
