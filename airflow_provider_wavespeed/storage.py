@@ -33,6 +33,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedNotFoundError,
     WaveSpeedRateLimitError,
     WaveSpeedServerError,
+    WaveSpeedStorageError,  # defined with the other errors; re-exported here
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
@@ -77,10 +78,6 @@ _EXTENSIONS = {
     "text/plain": "txt",
 }
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
-
-
-class WaveSpeedStorageError(WaveSpeedError):
-    """An output could not be written: bad ``output_path``, permissions, missing bucket or filesystem."""
 
 
 # -- where the files go ---------------------------------------------------------------

@@ -13,20 +13,19 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedRateLimitError,
     WaveSpeedResponseError,
     WaveSpeedServerError,
+    WaveSpeedStorageError,
     WaveSpeedSubmitUncertainError,
     WaveSpeedTimeoutError,
     WaveSpeedTransportError,
     WaveSpeedValidationError,
-)
-from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
-from airflow_provider_wavespeed.api.webhooks import (
     WaveSpeedWebhookError,
     WaveSpeedWebhookPayloadError,
     WaveSpeedWebhookSignatureError,
     WaveSpeedWebhookTimestampError,
-    verify_webhook,
 )
+from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
+from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.webhooks import verify_webhook
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -46,6 +45,7 @@ __all__ = [
     "WaveSpeedRateLimitError",
     "WaveSpeedResponseError",
     "WaveSpeedServerError",
+    "WaveSpeedStorageError",
     "WaveSpeedSubmitUncertainError",
     "WaveSpeedTimeoutError",
     "WaveSpeedTransportError",

@@ -1,4 +1,4 @@
-"""WaveSpeed API clients without Airflow: sync (requests) and async (httpx).
+"""WaveSpeed API clients without Airflow: sync (requests) and async (aiohttp).
 
 Both build requests and read answers through :class:`_Protocol`, and both retry through
 :class:`RetryPolicy`; only the transport differs.
@@ -9,20 +9,23 @@ from __future__ import annotations
 import asyncio
 import http.client
 import io
+import json
 import logging
 import mimetypes
 import os
+import ssl
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-import h11
-import httpcore
-import httpx
+import aiohttp
+import certifi
 import requests
 import urllib3
+from aiohttp.http_exceptions import HttpProcessingError
 
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_BASE_URL,
@@ -44,7 +47,9 @@ from airflow_provider_wavespeed.api.errors import (
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction, body_excerpt, parse_envelope
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, parse_retry_after, submit_uncertain
+from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import (
+    validate_api_key,
     validate_base_url,
     validate_inputs,
     validate_model,
@@ -52,7 +57,14 @@ from airflow_provider_wavespeed.api.validation import (
     validate_webhook_url,
 )
 
-__all__ = ["AsyncWaveSpeedClient", "RateLimiter", "SyncRateLimiter", "WaveSpeedClient", "ensure_success"]
+__all__ = [
+    "AsyncWaveSpeedClient",
+    "RateLimiter",
+    "SyncRateLimiter",
+    "WaveSpeedClient",
+    "create_session",
+    "ensure_success",
+]
 
 MediaSource = str | os.PathLike[str] | bytes | IO[bytes]
 
@@ -65,23 +77,31 @@ UPLOAD_LIMITS = {"image": 20 * MB, "video": 100 * MB, "audio": 50 * MB}
 MAX_UNSEEKABLE_UPLOAD = 200 * MB
 
 # What the HTTP stacks can raise beneath their own exception types (a corrupted TLS record
-# surfaces as a raw ssl.SSLError, an OSError; a protocol violation as an h11/httpcore error;
-# undecodable header bytes as a UnicodeError). Each is a failed exchange, nothing else.
+# surfaces as a raw ssl.SSLError, an OSError; undecodable header bytes as a UnicodeError).
+# Each is a failed exchange, nothing else.
 _RAW_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # ssl.SSLError, ConnectionError, TimeoutError...
     UnicodeError,
     http.client.HTTPException,
     urllib3.exceptions.HTTPError,
-    h11.ProtocolError,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.TimeoutException,
 )
 _SYNC_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.RequestException, *_RAW_TRANSPORT_ERRORS)
+# aiohttp's own errors, its HTTP parser's (a malformed answer), and anything raw below them
+# (asyncio.TimeoutError is an OSError subclass on Python >= 3.11 only, hence listed).
 _ASYNC_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.RequestError,
-    httpx.StreamError,
+    aiohttp.ClientError,
+    HttpProcessingError,
+    asyncio.TimeoutError,
     *_RAW_TRANSPORT_ERRORS,
+)
+# aiohttp errors that prove the request never left: no connection to the API was made (refused,
+# DNS, TLS handshake, proxy connect, connect timeout or no pooled connection in time), the proxy
+# refused the tunnel, or the URL was unusable. Anything else may have reached the server.
+_NEVER_SENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,  # incl. DNS, SSL/certificate on connect, proxy connection errors
+    aiohttp.ConnectionTimeoutError,  # connect phase only; a read timeout is SocketTimeoutError
+    aiohttp.ClientHttpProxyError,  # the proxy answered CONNECT with an error
+    aiohttp.InvalidURL,
 )
 
 
@@ -124,6 +144,7 @@ class _Request:
     json: Any = None
     params: dict[str, str] = field(default_factory=dict)
     idempotent: bool = True
+    prediction_id: str | None = None  # the prediction the request concerns: its errors carry it
 
     @property
     def is_submit(self) -> bool:
@@ -151,9 +172,7 @@ class _Protocol:
     """Request building and answer reading shared by both clients (no I/O here)."""
 
     def __init__(self, api_key: str, base_url: str, *, credential_source: str) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise WaveSpeedValidationError(f"no WaveSpeed API key in {credential_source}")
-        self._api_key = api_key.strip()
+        self._api_key = validate_api_key(api_key, credential_source)
         self.base_url = validate_base_url(base_url)
         self.credential_source = credential_source
         self._auth_hint = (
@@ -181,7 +200,12 @@ class _Protocol:
     @staticmethod
     def _prediction_request(prediction_id: str) -> _Request:
         prediction_id = validate_prediction_id(prediction_id)
-        return _Request("GET", f"predictions/{prediction_id}/result", f"poll of prediction {prediction_id}")
+        return _Request(
+            "GET",
+            f"predictions/{prediction_id}/result",
+            f"poll of prediction {prediction_id}",
+            prediction_id=prediction_id,
+        )
 
     _balance_request = _Request("GET", "balance", "balance check")
 
@@ -193,13 +217,20 @@ class _Protocol:
 
     def _read(self, request: _Request, status_code: int, body: bytes, retry_after: str | None) -> Any:
         return parse_envelope(
-            status_code, body, retry_after_header=retry_after, context=request.what, auth_hint=self._auth_hint
+            status_code,
+            body,
+            retry_after_header=retry_after,
+            context=request.what,
+            auth_hint=self._auth_hint,
+            prediction_id=request.prediction_id,
         )
 
     @staticmethod
     def _prediction(data: Any, request: _Request) -> Prediction:
         try:
-            return Prediction.from_dict(data, status_code=200, context=request.what)
+            return Prediction.from_dict(
+                data, status_code=200, context=request.what, prediction_id=request.prediction_id
+            )
         except WaveSpeedResponseError as exc:
             if request.idempotent:
                 raise
@@ -226,11 +257,24 @@ def _requests_transport_error(exc: BaseException, what: str) -> WaveSpeedTranspo
     )
 
 
-def _httpx_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:
-    # Only httpx's own connect-phase errors prove the request never left; anything raw may have.
-    never_connected = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+def _describe(exc: BaseException) -> str:
+    """``Type: detail``, and the underlying error when the library wrapped one (e.g. an SSLError)."""
+    text = f"{type(exc).__name__}: {exc or 'no detail'}"
+    cause = exc.__cause__
+    if cause is not None and type(cause) is not type(exc):
+        text += f"; caused by {type(cause).__name__}: {cause or 'no detail'}"
+    return text
+
+
+def aiohttp_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:
+    """Any failed async exchange as a :class:`WaveSpeedTransportError` (the one mapping).
+
+    ``connected`` is False only for what proves the request never reached the server
+    (``_NEVER_SENT``); a disconnect, reset, read timeout or malformed answer may have come
+    after the server acted on it, so a submit that failed that way is never resent.
+    """
     return WaveSpeedTransportError(
-        f"WaveSpeed {what}: network error ({type(exc).__name__}: {exc or 'no detail'})", connected=not never_connected
+        f"WaveSpeed {what}: network error ({_describe(exc)})", connected=not isinstance(exc, _NEVER_SENT)
     )
 
 
@@ -438,8 +482,9 @@ class WaveSpeedClient(_Protocol):
             poll += 1
             if time.monotonic() + wait > deadline:
                 raise WaveSpeedTimeoutError(
-                    f"WaveSpeed prediction {prediction_id} still {status} after {timeout:g} s; "
-                    "it may still finish: wait on it again with its prediction id"
+                    f"WaveSpeed prediction {prediction_id} still {status} after {in_words(timeout)}; "
+                    "it may still finish: wait on it again with its prediction id",
+                    prediction_id=prediction_id,
                 )
             time.sleep(wait)
 
@@ -528,15 +573,83 @@ def _put_error(response: requests.Response, what: str) -> WaveSpeedError:
     return WaveSpeedAPIError(text + "; upload the file again for a new upload URL", **kwargs)
 
 
-class AsyncWaveSpeedClient(_Protocol):
-    """Asynchronous WaveSpeed client for the triggerer (``httpx.AsyncClient``).
+# How long a request may wait for a pooled connection and connect (aiohttp's ``connect``
+# timeout, which includes the TCP/TLS connect, itself bounded by the request timeout).
+POOL_TIMEOUT = 120.0
+# Idle keep-alive connections are closed after this long (the servers' own idle limits are longer).
+KEEPALIVE_EXPIRY = 15.0
+DEFAULT_MAX_CONNECTIONS = 100
 
-    Pass ``http_client`` to share one connection pool among many clients; it is then not
-    closed by :meth:`aclose` and its own timeouts apply. ``limiter`` paces every request but
-    submissions (the triggerer's polls: an :class:`~.limiter.AdaptiveLimiter`, which only
-    engages after a 429); ``submit_limiter`` paces submissions (the tier's starts per minute).
-    A 429 pauses the limiter that paced the refused request. ``max_in_flight`` bounds the
-    requests sent at once (the others wait in order).
+
+def _ssl_context() -> ssl.SSLContext:
+    """Certificates as the sync client (``requests``: certifi) trusts, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def environment_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy (and its credentials) that ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` choose for ``url``.
+
+    Read once per client: aiohttp's ``trust_env`` would read them (and ``~/.netrc``) in a
+    worker thread on every request, which at thousands of polls is most of a poll's cost.
+    """
+    parts = urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None, None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy:
+        return None, None
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    proxy_parts = urlsplit(proxy)
+    if proxy_parts.scheme != "http":
+        _log.warning("Ignoring the %s proxy from the environment: only http:// proxies are supported", parts.scheme)
+        return None, None
+    auth = None
+    if proxy_parts.username is not None:
+        auth = aiohttp.BasicAuth(unquote(proxy_parts.username), unquote(proxy_parts.password or ""))
+        proxy = proxy_parts._replace(netloc=proxy_parts.netloc.rsplit("@", 1)[1]).geturl()
+    return proxy, auth
+
+
+def create_session(
+    *, max_connections: int = DEFAULT_MAX_CONNECTIONS, timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> aiohttp.ClientSession:
+    """The aiohttp session the async client uses (call inside the event loop that will use it).
+
+    At most ``max_connections`` connections, kept alive for reuse; ``timeout`` bounds the
+    TCP/TLS connect and each read of the answer (per read: a slow but moving answer is not
+    cut off); waiting for a free pooled connection and connecting take at most ``POOL_TIMEOUT``.
+    No cookies are kept and redirects are not followed (the API sends neither).
+    """
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY, ssl=_ssl_context()
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, connect=POOL_TIMEOUT, sock_connect=timeout, sock_read=timeout),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        # The environment's proxy is read once per client (environment_proxy), not per request.
+        trust_env=False,
+    )
+
+
+class AsyncWaveSpeedClient(_Protocol):
+    """Asynchronous WaveSpeed client for the triggerer (one ``aiohttp.ClientSession``).
+
+    Pass ``session`` to share one connection pool among many clients; it is then not closed
+    by :meth:`aclose` and its own timeouts apply. Without one, the client creates its own
+    (:func:`create_session`, at most ``max_in_flight`` or 100 connections) on first use.
+    ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured.
+    ``limiter`` paces every request but submissions (the triggerer's polls: an
+    :class:`~.limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
+    paces submissions (the tier's starts per minute). A 429 pauses the limiter that paced the
+    refused request. ``max_in_flight`` bounds the requests sent at once (the others wait in order).
+
+    A read (GET) whose pooled connection turns out closed by the server is sent once more on
+    a new connection by aiohttp itself (not counted as a retry, no wait); a submit never is.
     """
 
     def __init__(
@@ -547,26 +660,33 @@ class AsyncWaveSpeedClient(_Protocol):
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
         retry: RetryPolicy | None = None,
         credential_source: str = "the configured credentials",
-        http_client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         limiter: RateLimiter | None = None,
         submit_limiter: RateLimiter | None = None,
         max_in_flight: int | None = None,
     ) -> None:
         super().__init__(api_key, base_url, credential_source=credential_source)
+        self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._owns_client = http_client is None
-        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self._owns_session = session is None
+        self._session = session
+        self._max_connections = max_in_flight or DEFAULT_MAX_CONNECTIONS
+        self._proxy, self._proxy_auth = environment_proxy(self.base_url)
         self._limiter = limiter
         self._submit_limiter = submit_limiter
         # Waiting callers queue here, in order and before any request object exists: a queued
-        # poll costs one future. (In httpcore's own pool queue each waiting request costs
-        # O(connections) on every request that ends: at thousands of pollers that scan, not
-        # the network, used up the event loop.)
+        # poll costs one future (a connector's own queue is rescanned as requests end).
         self._gate = FairSemaphore(max_in_flight) if max_in_flight else None
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a place among the ``max_in_flight`` (0 without a bound)."""
+        return self._gate.waiting if self._gate is not None else 0
+
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.aclose()
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     async def __aenter__(self) -> AsyncWaveSpeedClient:
         return self
@@ -583,13 +703,11 @@ class AsyncWaveSpeedClient(_Protocol):
                 await limiter.acquire()
             try:
                 if self._gate is None:
-                    response = await self._request(request)
+                    status, body, retry_after = await self._exchange(request)
                 else:
                     async with self._gate:
-                        response = await self._request(request)
-                return self._read(request, response.status_code, response.content, response.headers.get("Retry-After"))
-            except _ASYNC_TRANSPORT_ERRORS as exc:
-                error: WaveSpeedError = _httpx_transport_error(exc, request.what)
+                        status, body, retry_after = await self._exchange(request)
+                return self._read(request, status, body, retry_after)
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
@@ -599,14 +717,32 @@ class AsyncWaveSpeedClient(_Protocol):
             delay = self.retry.next_delay(attempt, error, idempotent=request.idempotent, what=request.what)
             await asyncio.sleep(delay)
 
-    async def _request(self, request: _Request) -> httpx.Response:
-        return await self._http.request(
-            request.method,
-            self._url(request.path),
-            json=request.json,
-            params=request.params or None,
-            headers=self._headers,
-        )  # the client's timeouts: ours when we made it, the owner's when shared
+    async def _exchange(self, request: _Request) -> tuple[int, bytes, str | None]:
+        """One HTTP exchange: (status, whole body, Retry-After); a failed one as WaveSpeedTransportError.
+
+        The body is read whole here, so the connection goes back to the pool at once.
+        """
+        if self._session is None:
+            self._session = create_session(max_connections=self._max_connections, timeout=self.timeout)
+        headers = self._headers
+        data = None
+        if request.json is not None:
+            data = json.dumps(request.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self._session.request(
+                request.method,
+                self._url(request.path),
+                params=request.params or None,
+                data=data,
+                headers=headers,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
+                allow_redirects=False,
+            ) as response:
+                return response.status, await response.read(), response.headers.get("Retry-After")
+        except _ASYNC_TRANSPORT_ERRORS as exc:
+            raise aiohttp_transport_error(exc, request.what) from exc
 
     async def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
         """Create a prediction; the same submit rule as the sync client."""

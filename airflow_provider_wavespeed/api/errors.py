@@ -1,21 +1,29 @@
 """The WaveSpeed error hierarchy: one class per failure mode, so callers catch what they mean.
 
 ```
-WaveSpeedError
-├── WaveSpeedConfigError            bad settings (connection, base URL, missing key)
+WaveSpeedError                      .prediction_id: the prediction concerned, None when none is
+├── WaveSpeedConfigError            bad settings (connection, base URL, missing API key, webhook secret)
 ├── WaveSpeedValidationError        bad input, refused before any request
-├── WaveSpeedAPIError               the API answered with an error
+├── WaveSpeedAPIError               the API answered with an error (.status_code, .code)
 │   ├── WaveSpeedAuthError          401/403: key or account; never retried
 │   ├── WaveSpeedBadRequestError    400: the API's own message; never retried
 │   ├── WaveSpeedNotFoundError      404
-│   ├── WaveSpeedRateLimitError     429: retried, honouring Retry-After
+│   ├── WaveSpeedRateLimitError     429: retried, honouring Retry-After (.retry_after)
 │   ├── WaveSpeedServerError        5xx: reads retried with backoff
 │   └── WaveSpeedResponseError      a body that is not the documented envelope
 ├── WaveSpeedTransportError         no HTTP answer: refused, reset, timed out, TLS/protocol garbage
 ├── WaveSpeedSubmitUncertainError   a submit that may have created a paid task
 ├── WaveSpeedPredictionFailedError  the prediction ended failed/cancelled/timeout/deleted (.code)
-└── WaveSpeedTimeoutError           our own wait limit passed
+├── WaveSpeedTimeoutError           our own wait limit passed
+├── WaveSpeedStorageError           an output could not be written (bad output_path, permissions)
+└── WaveSpeedWebhookError           a webhook request refused: answer 4xx, do not act on it
+    ├── WaveSpeedWebhookSignatureError  headers missing or no signature matches
+    ├── WaveSpeedWebhookTimestampError  timestamp malformed or outside the tolerance (a replay?)
+    └── WaveSpeedWebhookPayloadError    signed, but the body is not a prediction
 ```
+The facts a caller may act on are attributes, not only words in the message:
+``prediction_id`` (every error; set when the failure concerns one prediction), ``status_code``
+(the HTTP status) and ``code`` (the API's envelope or failure code) where the API gave them.
 No message ever contains the API key: the client never puts it anywhere but a header.
 """
 
@@ -32,7 +40,15 @@ def body_excerpt(body: bytes | str) -> str:
 
 
 class WaveSpeedError(Exception):
-    """Base class of every error raised by this provider."""
+    """Base class of every error raised by this provider.
+
+    ``prediction_id`` names the prediction the failure concerns (a poll's, a wait's, a
+    failed prediction's), None when it concerns none or none is known yet.
+    """
+
+    def __init__(self, *args: object, prediction_id: str | None = None) -> None:
+        super().__init__(*args)
+        self.prediction_id = prediction_id
 
 
 class WaveSpeedConfigError(WaveSpeedError):
@@ -44,22 +60,33 @@ class WaveSpeedValidationError(WaveSpeedError, ValueError):
 
 
 class WaveSpeedAPIError(WaveSpeedError):
-    """The API answered, with an error (HTTP status or envelope code)."""
+    """The API answered, with an error (HTTP status or envelope code).
+
+    ``status_code`` is the HTTP status; ``code`` the envelope's ``code`` (which may say
+    401 or 500 under HTTP 200), or the HTTP status when the body had none; ``api_message``
+    the API's own text; ``excerpt`` the start of the body.
+    """
 
     def __init__(
         self,
         message: str,
         *,
         status_code: int | None = None,
-        api_code: int | None = None,
+        code: int | None = None,
         api_message: str | None = None,
         excerpt: str | None = None,
+        prediction_id: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, prediction_id=prediction_id)
         self.status_code = status_code
-        self.api_code = api_code
+        self.code = code
         self.api_message = api_message
         self.excerpt = excerpt
+
+    @property
+    def api_code(self) -> int | None:
+        """The former name of :attr:`code` (kept for existing callers)."""
+        return self.code
 
 
 class WaveSpeedAuthError(WaveSpeedAPIError):
@@ -77,8 +104,25 @@ class WaveSpeedNotFoundError(WaveSpeedAPIError):
 class WaveSpeedRateLimitError(WaveSpeedAPIError):
     """429: too many requests for the account's tier."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+        code: int | None = None,
+        api_message: str | None = None,
+        excerpt: str | None = None,
+        prediction_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code=status_code,
+            code=code,
+            api_message=api_message,
+            excerpt=excerpt,
+            prediction_id=prediction_id,
+        )
         self.retry_after = retry_after
 
 
@@ -97,13 +141,17 @@ class WaveSpeedTransportError(WaveSpeedError):
     the connection was never established, which is what makes a submit safe to retry.
     """
 
-    def __init__(self, message: str, *, connected: bool) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, connected: bool, prediction_id: str | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
         self.connected = connected
 
 
 class WaveSpeedSubmitUncertainError(WaveSpeedError):
-    """A submit whose outcome is unknown: the API may already have created (and billed) it."""
+    """A submit whose outcome is unknown: the API may already have created (and billed) it.
+
+    Its ``prediction_id`` is always None: the id is what the answer would have carried, and
+    no readable answer came (find the prediction in the account's history instead).
+    """
 
 
 def failure_advice(status: str, code: int | None) -> str:
@@ -134,8 +182,7 @@ class WaveSpeedPredictionFailedError(WaveSpeedError):
         advice = failure_advice(status, code)
         if advice:
             message += f" ({advice})"
-        super().__init__(message)
-        self.prediction_id = prediction_id
+        super().__init__(message, prediction_id=prediction_id)
         self.model = model
         self.status = status
         self.error = error
@@ -153,4 +200,27 @@ class WaveSpeedPredictionFailedError(WaveSpeedError):
 
 
 class WaveSpeedTimeoutError(WaveSpeedError):
-    """Our own wait for a prediction passed its limit (the prediction may still finish)."""
+    """Our own wait for a prediction passed its limit (the prediction may still finish).
+
+    ``prediction_id`` names the prediction waited for: wait on it again rather than resubmit.
+    """
+
+
+class WaveSpeedStorageError(WaveSpeedError):
+    """An output could not be written: bad ``output_path``, permissions, missing bucket or filesystem."""
+
+
+class WaveSpeedWebhookError(WaveSpeedError):
+    """A webhook request was refused: answer it with 4xx and do not act on it."""
+
+
+class WaveSpeedWebhookSignatureError(WaveSpeedWebhookError):
+    """Headers missing, or no signature matches: not sent by WaveSpeed with this secret, or altered."""
+
+
+class WaveSpeedWebhookTimestampError(WaveSpeedWebhookError):
+    """The signed timestamp is malformed or outside the tolerance: possibly a replay."""
+
+
+class WaveSpeedWebhookPayloadError(WaveSpeedWebhookError):
+    """The signature is valid but the body is not a prediction object."""

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
@@ -19,6 +19,10 @@ from airflow_provider_wavespeed.api.errors import (
     body_excerpt,
 )
 from airflow_provider_wavespeed.api.retry import parse_retry_after
+from airflow_provider_wavespeed.api.times import parse_timestamp
+
+if TYPE_CHECKING:
+    import pendulum
 
 SUCCESS_STATUS = "completed"
 # The official SDK stops polling on all five; only `completed` is a success. `deleted` is what a
@@ -37,7 +41,8 @@ class Prediction:
     """A WaveSpeed prediction (the API's task object).
 
     ``code`` is the failure class the API gives a failed prediction (1xxx: the input,
-    1200: content moderation; 5xxx: server side), None when it gave none.
+    1200: content moderation; 5xxx: server side), None when it gave none. ``created_at`` is
+    the API's timestamp text as sent (it round-trips through XCom); :attr:`created` reads it.
     """
 
     id: str
@@ -58,6 +63,11 @@ class Prediction:
     @property
     def is_success(self) -> bool:
         return self.status == SUCCESS_STATUS
+
+    @property
+    def created(self) -> pendulum.DateTime | None:
+        """When the API created the prediction (aware), None when it gave no readable timestamp."""
+        return parse_timestamp(self.created_at)
 
     @property
     def is_known_status(self) -> bool:
@@ -81,25 +91,34 @@ class Prediction:
 
     @classmethod
     def from_dict(
-        cls, data: object, *, status_code: int | None = None, raw: bytes | str = b"", context: str = ""
+        cls,
+        data: object,
+        *,
+        status_code: int | None = None,
+        raw: bytes | str = b"",
+        context: str = "",
+        prediction_id: str | None = None,
     ) -> Prediction:
         """Build from the API's ``data`` object: a tolerant reader.
 
         Strict only on what a result needs: ``id`` and ``status`` (strings), and ``outputs``
         (a list of strings or objects) once ``completed``; a breach raises
         :class:`WaveSpeedResponseError` naming the field and ``context`` (the request, e.g.
-        ``"poll of prediction <id>"``). Every optional field may be missing, null or of a new
-        shape: what cannot be read is dropped (debug log), so a harmless API change never
+        ``"poll of prediction <id>"``), with ``prediction_id`` (the one asked for, else the
+        body's own ``id`` when readable). Every optional field may be missing, null or of a
+        new shape: what cannot be read is dropped (debug log), so a harmless API change never
         fails a completed generation. Unknown keys are ignored.
         """
 
         def bad(what: str) -> WaveSpeedResponseError:
             excerpt = body_excerpt(raw) if raw else body_excerpt(repr(data))
             source = f" to the {context}" if context else ""
+            own_id = data.get("id") if isinstance(data, Mapping) else None
             return WaveSpeedResponseError(
                 f"WaveSpeed returned a malformed prediction{source} (HTTP {status_code}): {what}; body: {excerpt}",
                 status_code=status_code,
                 excerpt=excerpt,
+                prediction_id=prediction_id or (own_id if isinstance(own_id, str) and own_id else None),
             )
 
         if not isinstance(data, Mapping):
@@ -130,7 +149,7 @@ class Prediction:
             outputs=outputs,
             error=_error_text(data, dropped),
             code=_code(data, dropped),
-            created_at=_text(data, "created_at", dropped),
+            created_at=_timestamp(data, "created_at", dropped),
             timings=_mapping(data, "timings", _number, dropped),
             urls=_mapping(data, "urls", lambda v: v if isinstance(v, str) else None, dropped),
             has_nsfw_contents=_flags(data, dropped),
@@ -147,6 +166,15 @@ def _text(data: Mapping[str, Any], name: str, dropped: _Dropped) -> str | None:
         return value
     dropped(name, "not a string")
     return None
+
+
+def _timestamp(data: Mapping[str, Any], name: str, dropped: _Dropped) -> str | None:
+    # Kept as sent when readable, dropped (never an error) when not: `created` is then None or right.
+    text = _text(data, name, dropped)
+    if text is not None and parse_timestamp(text) is None:
+        dropped(name, "not an ISO 8601 timestamp")
+        return None
+    return text
 
 
 def _error_text(data: Mapping[str, Any], dropped: _Dropped) -> str:
@@ -204,28 +232,20 @@ def _flags(data: Mapping[str, Any], dropped: _Dropped) -> list[bool]:
 
 
 def _error_for(
-    code: int,
-    message: str,
-    *,
-    status_code: int,
-    excerpt: str,
-    retry_after: float | None,
-    context: str,
-    auth_hint: str,
+    code: int, message: str, *, retry_after: float | None, context: str, auth_hint: str, **facts: Any
 ) -> WaveSpeedAPIError:
-    """Map an HTTP status or envelope code to its error class (the one place this is decided)."""
+    """Map an HTTP status or envelope code to its error class (the one place this is decided).
+
+    ``facts``: ``status_code``, ``excerpt`` and ``prediction_id``, carried by the error as attributes.
+    """
+    status_code, excerpt = facts["status_code"], facts["excerpt"]
     text = f"WaveSpeed {context} failed with HTTP {status_code}"
     if code != status_code:
         text += f" (API code {code})"
     text += f": {message or excerpt or 'no message'}"
     if code in (401, 403):
         text += f". {auth_hint}"
-    kwargs: dict[str, Any] = {
-        "status_code": status_code,
-        "api_code": code,
-        "api_message": message or None,
-        "excerpt": excerpt,
-    }
+    kwargs: dict[str, Any] = {**facts, "code": code, "api_message": message or None}
     if code in (401, 403):
         return WaveSpeedAuthError(text, **kwargs)
     if code == 400 or code == 422:
@@ -246,59 +266,42 @@ def parse_envelope(
     retry_after_header: str | None = None,
     context: str = "request",
     auth_hint: str = "Check the API key (401) or the account's balance and status (403)",
+    prediction_id: str | None = None,
 ) -> Any:
     """Return the ``data`` of a ``{code, message, data}`` envelope, or raise the matching error.
 
     An envelope whose ``code`` is not 200 is an error even under HTTP 200; a body that is
     not such an envelope (HTML, truncated JSON) is a :class:`WaveSpeedResponseError`,
-    except under an HTTP error status, where the status decides.
+    except under an HTTP error status, where the status decides. Every error carries
+    ``status_code``, ``code`` (when the body had one) and ``prediction_id`` (the prediction
+    the request concerned, as the caller passes it; None for a submit or the balance).
     """
-    excerpt = body_excerpt(body)
-    retry_after = parse_retry_after(retry_after_header)
+    facts: dict[str, Any] = {"status_code": status_code, "excerpt": body_excerpt(body), "prediction_id": prediction_id}
+
+    def error(code: int, message: str) -> WaveSpeedAPIError:
+        retry_after = parse_retry_after(retry_after_header)
+        return _error_for(code, message, retry_after=retry_after, context=context, auth_hint=auth_hint, **facts)
+
+    def malformed(what: str) -> WaveSpeedResponseError:
+        return WaveSpeedResponseError(
+            f"WaveSpeed {context} returned {what} (HTTP {status_code}): {facts['excerpt']}", **facts
+        )
+
     try:
         payload = json.loads(body)
     except ValueError:
         payload = None
     if not isinstance(payload, dict):
         if status_code >= 400:
-            raise _error_for(
-                status_code,
-                "",
-                status_code=status_code,
-                excerpt=excerpt,
-                retry_after=retry_after,
-                context=context,
-                auth_hint=auth_hint,
-            )
-        raise WaveSpeedResponseError(
-            f"WaveSpeed {context} returned a body that is not a JSON envelope (HTTP {status_code}): {excerpt}",
-            status_code=status_code,
-            excerpt=excerpt,
-        )
+            raise error(status_code, "")
+        raise malformed("a body that is not a JSON envelope")
     code = payload.get("code", status_code)
     message = payload.get("message")
     message = message if isinstance(message, str) else ""
     if not isinstance(code, int) or isinstance(code, bool):
-        raise WaveSpeedResponseError(
-            f"WaveSpeed {context} returned an envelope whose 'code' is not an integer (HTTP {status_code}): {excerpt}",
-            status_code=status_code,
-            excerpt=excerpt,
-        )
+        raise malformed("an envelope whose 'code' is not an integer")
     if status_code >= 400 or code != 200:
-        error_code = code if status_code < 400 else status_code
-        raise _error_for(
-            error_code,
-            message,
-            status_code=status_code,
-            excerpt=excerpt,
-            retry_after=retry_after,
-            context=context,
-            auth_hint=auth_hint,
-        )
+        raise error(code if status_code < 400 else status_code, message)
     if "data" not in payload:
-        raise WaveSpeedResponseError(
-            f"WaveSpeed {context} returned an envelope without 'data' (HTTP {status_code}): {excerpt}",
-            status_code=status_code,
-            excerpt=excerpt,
-        )
+        raise malformed("an envelope without 'data'")
     return payload["data"]

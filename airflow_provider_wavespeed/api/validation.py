@@ -1,7 +1,8 @@
 """Input rules checked before any request, so bad DAG input never reaches the API.
 
 Each function returns the value it accepted (normalised) or raises
-:class:`WaveSpeedValidationError` naming the value and the rule.
+:class:`WaveSpeedValidationError` naming the value and the rule; settings (the API key, the
+base URL) raise :class:`WaveSpeedConfigError` instead: the fix is in the connection, not the DAG.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def validate_inputs(inputs: object) -> dict[str, Any]:
         )
     _json_safe(inputs, "")
     return dict(inputs)
+
+
+def validate_api_key(
+    api_key: object, credential_source: str, *, fix: str = "pass the API key of your WaveSpeed account"
+) -> str:
+    """Accept a non-empty key (stripped); a missing one is a :class:`WaveSpeedConfigError`.
+
+    The error names where the key was looked for and ``fix`` (what to do), never the value.
+    """
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise WaveSpeedConfigError(f"no WaveSpeed API key in {credential_source}: {fix}")
+    return api_key.strip()
 
 
 def is_loopback_host(host: str) -> bool:

@@ -20,7 +20,14 @@ import json
 import time
 from collections.abc import Mapping
 
-from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
+from airflow_provider_wavespeed.api.errors import (  # the webhook errors live there; re-exported here
+    WaveSpeedConfigError,
+    WaveSpeedError,
+    WaveSpeedWebhookError,
+    WaveSpeedWebhookPayloadError,
+    WaveSpeedWebhookSignatureError,
+    WaveSpeedWebhookTimestampError,
+)
 from airflow_provider_wavespeed.api.models import Prediction
 
 __all__ = [
@@ -37,22 +44,6 @@ __all__ = [
 DEFAULT_TOLERANCE = 300.0  # seconds; older (or as far future) deliveries are refused as replays
 SIGNATURE_VERSION = "v3"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
-
-
-class WaveSpeedWebhookError(WaveSpeedError):
-    """A webhook request was refused: answer it with 4xx and do not act on it."""
-
-
-class WaveSpeedWebhookSignatureError(WaveSpeedWebhookError):
-    """Headers missing, or no signature matches: not sent by WaveSpeed with this secret, or altered."""
-
-
-class WaveSpeedWebhookTimestampError(WaveSpeedWebhookError):
-    """The signed timestamp is malformed or outside the tolerance: possibly a replay."""
-
-
-class WaveSpeedWebhookPayloadError(WaveSpeedWebhookError):
-    """The signature is valid but the body is not a prediction object."""
 
 
 def _key(secret: str) -> bytes:

@@ -29,7 +29,7 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpee
 from airflow_provider_wavespeed.api.limiter import TokenBucket
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.validation import validate_base_url
+from airflow_provider_wavespeed.api.validation import validate_api_key, validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
@@ -37,7 +37,7 @@ from airflow_provider_wavespeed.get_provider_info import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
 API_KEY_ENV = "WAVESPEED_API_KEY"
 
@@ -64,17 +64,17 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
     The one place that decides where the key and base URL come from.
     """
     if conn is None:
-        key = os.environ.get(API_KEY_ENV, "")
-        if not key.strip():
-            raise WaveSpeedConfigError(
-                f"no Airflow connection {conn_id!r} and no {API_KEY_ENV} environment variable: create a "
-                f"connection of type 'wavespeed' named {conn_id!r} with your API key as its password "
-                f"(UI, or AIRFLOW_CONN_{conn_id.upper()}), or set {API_KEY_ENV}"
-            )
-        return WaveSpeedCredentials(key, DEFAULT_BASE_URL, f"the {API_KEY_ENV} environment variable")
+        source = f"the {API_KEY_ENV} environment variable"
+        fix = (
+            f"there is no Airflow connection {conn_id!r} either: create a connection of type 'wavespeed' "
+            f"named {conn_id!r} with your API key as its password (UI, or AIRFLOW_CONN_{conn_id.upper()}), "
+            f"or set {API_KEY_ENV}"
+        )
+        return WaveSpeedCredentials(
+            validate_api_key(os.environ.get(API_KEY_ENV), source, fix=fix), DEFAULT_BASE_URL, source
+        )
     source = f"Airflow connection {conn_id!r}"
-    if not (conn.password or "").strip():
-        raise WaveSpeedConfigError(f"{source} has no API key: put your WaveSpeed API key in its password field")
+    api_key = validate_api_key(conn.password, source, fix="put your WaveSpeed API key in its password field")
     host = (conn.host or "").strip()
     if host and "://" not in host:
         host = f"https://{host}"  # a bare host name in the form means https
@@ -87,7 +87,7 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
         base_url = validate_base_url(host or DEFAULT_BASE_URL)
     except WaveSpeedConfigError as exc:
         raise WaveSpeedConfigError(f"{source}: {exc}") from None
-    return WaveSpeedCredentials(conn.password, base_url, source, rate)
+    return WaveSpeedCredentials(api_key, base_url, source, rate)
 
 
 def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None:
@@ -242,10 +242,11 @@ class WaveSpeedHook(BaseHook):
         return self.client
 
     async def aget_client(
-        self, *, http_client: httpx.AsyncClient | None = None, limiter: RateLimiter | None = None
+        self, *, session: aiohttp.ClientSession | None = None, limiter: RateLimiter | None = None
     ) -> AsyncWaveSpeedClient:
-        """An async client; pass ``http_client`` to share a connection pool.
+        """An async client (aiohttp); pass ``session`` to share a connection pool.
 
+        Without one the client opens its own, closed with it (``async with``).
         Its submissions draw from the process's submission budget; ``limiter`` paces its other requests.
         """
         creds = await self.aget_credentials()
@@ -253,7 +254,7 @@ class WaveSpeedHook(BaseHook):
             creds.api_key,
             creds.base_url,
             credential_source=creds.source,
-            http_client=http_client,
+            session=session,
             limiter=limiter,
             submit_limiter=submission_limiter(creds),
             **self._client_options(),

@@ -20,12 +20,12 @@ from airflow_provider_wavespeed._common import (
 from airflow_provider_wavespeed._compat import AirflowSensorTimeout
 from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedError
+from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.storage import OutputPath, WaveSpeedStorageError
+from airflow_provider_wavespeed.storage import OutputPath
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:

@@ -65,7 +65,8 @@ def test_without_connection_or_environment_the_error_says_how_to_fix_it() -> Non
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [
-        ({"host": "https://api.wavespeed.ai"}, "has no API key"),
+        ({"host": "https://api.wavespeed.ai"}, "no WaveSpeed API key in Airflow connection"),
+        ({"password": "   "}, "put your WaveSpeed API key in its password field"),
         ({"host": "http://wavespeed.example.com", "password": "k"}, "clear text"),
         ({"password": "k", "extra": {"max_submissions_per_minute": "fast"}}, "must be a number"),
     ],

@@ -1,0 +1,36 @@
+"""Times as the provider handles them, with pendulum: the API's timestamps, deadlines, durations in words.
+
+Elapsed time is measured with ``time.monotonic()`` where it is measured; this module is for
+times that are shown to people or cross a process boundary (an absolute deadline).
+"""
+
+from __future__ import annotations
+
+import pendulum
+
+
+def parse_timestamp(value: object) -> pendulum.DateTime | None:
+    """The API's timestamp (ISO 8601, e.g. ``created_at``) as an aware datetime; None when unreadable.
+
+    Tolerant on purpose: a timestamp of a new shape must never fail a completed prediction.
+    A timestamp without a zone is read as UTC (what the API uses).
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = pendulum.parse(value.strip())
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return parsed if isinstance(parsed, pendulum.DateTime) else None  # a bare date or a duration is no instant
+
+
+def in_words(seconds: float) -> str:
+    """A duration for messages: ``30 minutes``, ``1 minute 30 seconds``; under a second, ``0.25 seconds``."""
+    if seconds < 1:
+        return f"{max(seconds, 0.0):.2g} seconds"
+    return str(pendulum.duration(seconds=round(seconds)).in_words())
+
+
+def deadline_after(seconds: float) -> pendulum.DateTime:
+    """The aware UTC instant ``seconds`` from now: an absolute deadline survives a move to another process."""
+    return pendulum.now("UTC").add(seconds=seconds)
