@@ -441,7 +441,16 @@ class EmulatorState:
         delay: float | None = None,
         model: str | None = None,
     ) -> str:
-        """Make the next ``times`` matching requests misbehave; returns the fault id."""
+        """Make the next ``times`` (None: all) requests to ``endpoint`` misbehave; returns the fault id.
+
+        ``endpoint`` is an API endpoint (``submit``, ``result``, ``upload``...), ``files``,
+        ``upload_put`` or ``any`` (every API endpoint); ``model`` narrows it to one model. Kinds:
+        ``http_error`` (``status``, default 503; 5xx as a proxy's HTML page), ``rate_limit`` (429 with
+        ``Retry-After: retry_after``), ``html``, ``truncated`` (half a JSON body), ``wrong_types``,
+        ``missing_outputs``, ``envelope_error`` (HTTP 200 carrying code 500), ``drop`` (close the
+        connection without an answer), ``drop_after_submit`` (create the prediction, then drop) and
+        ``slow`` (answer after ``delay`` seconds).
+        """
         if endpoint not in FAULT_ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(FAULT_ENDPOINTS)}")
         if kind not in FAULT_KINDS:
@@ -498,7 +507,8 @@ class EmulatorState:
             self.outcomes.append(rule)
 
     def set_duration(self, seconds: float | tuple[float, float] | list[float], *, model: str | None = None) -> None:
-        """Set how long predictions take: seconds, or a (min, max) range drawn per prediction."""
+        """Set how long later predictions take: seconds, or a (min, max) range drawn per prediction;
+        for ``model`` only when given."""
         duration = _check_duration(seconds)
         with self._lock:
             if model is None:
@@ -610,7 +620,10 @@ class EmulatorState:
             self.prices[model] = float(usd)
 
     def counters(self) -> dict[str, Any]:
-        """Request, response, submission and webhook counts since the last reset."""
+        """Counts since the last reset: ``{"requests": {endpoint: n}, "submissions": {model: n},
+        "responses": {status: n}, "webhooks": {"sent", "failed"}, "total_requests": n, "rate_limited":
+        {endpoint: 429s}, "upload_put_with_authorization": n, "tier": None or {name, limits, "running",
+        "queued", "max_queued", "queued_total", "rejected"}}``."""
         with self._lock:
             self._advance_locked(time.time())
             return {

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess, WaveSpeedEmulator
-from airflow_provider_wavespeed.testing._control_api import CONTROL_METHODS, EmulatorControlMethods
+from airflow_provider_wavespeed.testing._control_api import CONTROL_METHODS
 from airflow_provider_wavespeed.testing._state import EmulatorState
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -565,15 +565,22 @@ def test_webhook_is_signed_and_carries_the_bare_prediction(
 # -- out-of-process control ---------------------------------------------------------------------
 
 
-def test_control_methods_match_the_state_everywhere() -> None:
+def test_control_methods_are_the_states_everywhere(emulator: WaveSpeedEmulator) -> None:
+    assert CONTROL_METHODS >= {"reset", "add_fault", "hold", "release", "set_tier", "counters", "request_log"}
     for name in CONTROL_METHODS:
-        state = inspect.signature(getattr(EmulatorState, name)).parameters
-        shared = inspect.signature(getattr(EmulatorControlMethods, name)).parameters
-        assert [(p.name, p.kind, p.default) for p in state.values()] == [
-            (p.name, p.kind, p.default) for p in shared.values()
-        ], name
-        assert issubclass(WaveSpeedEmulator, EmulatorControlMethods)
-        assert issubclass(EmulatorControl, EmulatorControlMethods)
+        operation = getattr(EmulatorState, name)
+        for holder in (emulator, EmulatorControl(emulator.url)):
+            method = getattr(holder, name)
+            assert method.__name__ == name and method.__doc__ == operation.__doc__, name
+            expected = list(inspect.signature(operation).parameters.values())[1:]
+            assert list(inspect.signature(method).parameters.values()) == expected, name
+    # A wrong call fails before it is sent, as a local one would.
+    with pytest.raises(TypeError):
+        EmulatorControl(emulator.url).add_fault("result", "drop", bogus=1)  # type: ignore[call-arg]
+    # The HTTP endpoint accepts the declared operations only, not the rest of the state.
+    for name in ("submit", "record", "close", "_reset_locked", "nothing"):
+        response = requests.post(f"{emulator.url}/_emulator/control/{name}", json={})
+        assert response.status_code == 404 and response.json()["error"]["type"] == "AttributeError"
 
 
 @pytest.fixture
