@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import http
+import io
 import json
 import math
 import mimetypes
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -428,15 +430,19 @@ class _Api:
         early = await self._gate(request, "upload")
         if early is not None:
             return early
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return _error(400, "Invalid upload: expected a multipart/form-data body")
         try:
-            parts = _media.parse_multipart(request.headers.get("content-type", ""), await request.body())
-        except ValueError as exc:
-            return _error(400, f"Invalid upload: {exc}")
-        part = parts.get("file")
-        if part is None:
-            return _error(400, "Invalid upload: the multipart field 'file' is required")
-        name, filename = await asyncio.to_thread(self.state.store_upload, part.filename, part.content)
-        content_type = part.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            async with request.form() as form:
+                part = form.get("file")
+                if part is None:
+                    return _error(400, "Invalid upload: the multipart field 'file' is required")
+                # A part without a filename is a plain field: its text is the file.
+                upload = UploadFile(io.BytesIO(part.encode())) if isinstance(part, str) else part
+                name, filename, size = await asyncio.to_thread(self.state.store_upload, upload.filename, upload.file)
+        except HTTPException as exc:  # Starlette's answer to a body that is not valid multipart
+            return _error(400, f"Invalid upload: {exc.detail}")
+        content_type = upload.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         major = content_type.split("/", 1)[0]
         legacy = request.url.path.rstrip("/").endswith("/api/v3/upload")
         return _ok(
@@ -446,7 +452,7 @@ class _Api:
                 # The oldest flow, POST /api/v3/upload, named the URL `url`.
                 **({"url": f"{_base_url(request)}/_emulator/uploads/{name}"} if legacy else {}),
                 "filename": filename,
-                "size": len(part.content),
+                "size": size,
             }
         )
 

@@ -1,4 +1,4 @@
-"""Media bytes and a multipart parser for the emulator.
+"""The emulator's output media: drawn images and a minimal MP4.
 
 Images are drawn with Pillow so a person can tell the outputs apart: the requested size's
 shape (scaled down to at most ``MAX_SIDE`` pixels, aspect ratio kept), a pattern derived
@@ -8,8 +8,6 @@ inputs, and cached, because a client may fetch the same output many times.
 
 from __future__ import annotations
 
-import email.message
-import email.utils
 import functools
 import hashlib
 import io
@@ -125,60 +123,3 @@ def output_bytes(prediction_id: str, index: int, ext: str, inputs: Mapping[str, 
         prompt if isinstance(prompt, str) else "",
         size if isinstance(size, str) and _SIZE_RE.fullmatch(size) else DEFAULT_SIZE,
     )
-
-
-def _header_param(value: str, header: str, param: str) -> str | None:
-    """Read one parameter (``boundary``, ``name``...) of a MIME header value."""
-    message = email.message.Message()
-    message[header] = value
-    found = message.get_param(param, header=header)
-    if found is None:
-        return None
-    return email.utils.collapse_rfc2231_value(found)
-
-
-class UploadedPart:
-    """One part of a ``multipart/form-data`` body."""
-
-    __slots__ = ("content", "content_type", "filename", "name")
-
-    def __init__(self, name: str, filename: str | None, content_type: str | None, content: bytes):
-        self.name = name
-        self.filename = filename
-        self.content_type = content_type
-        self.content = content
-
-
-def parse_multipart(content_type: str, body: bytes) -> dict[str, UploadedPart]:
-    """Parse a whole ``multipart/form-data`` body (first part wins per name).
-
-    Raises ValueError for a body that is not multipart. The body is split on the
-    raw boundary bytes, so binary file content is returned exactly as sent.
-    """
-    if not content_type.lower().startswith("multipart/form-data"):
-        raise ValueError("expected a multipart/form-data body")
-    boundary = _header_param(content_type, "content-type", "boundary")
-    if not boundary:
-        raise ValueError("multipart body without a boundary")
-    delimiter = b"--" + boundary.encode("latin-1")
-    parts: dict[str, UploadedPart] = {}
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):  # closing delimiter
-            break
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            raise ValueError("malformed multipart part")
-        # Each part is framed by CRLF after the delimiter line and CRLF before the next.
-        content = content.removesuffix(b"\r\n")
-        headers: dict[str, str] = {}
-        for line in head.decode("utf-8", "replace").split("\r\n"):
-            key, colon, value = line.partition(":")
-            if colon:
-                headers[key.strip().lower()] = value.strip()
-        disposition = headers.get("content-disposition", "")
-        name = _header_param(disposition, "content-disposition", "name")
-        if name is None or name in parts:
-            continue
-        filename = _header_param(disposition, "content-disposition", "filename")
-        parts[name] = UploadedPart(name, filename, headers.get("content-type"), content)
-    return parts

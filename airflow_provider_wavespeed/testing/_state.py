@@ -29,7 +29,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import _media, _models
 
@@ -143,7 +143,6 @@ class UploadTicket:
 
     size: int
     content_type: str
-    done: bool = False
 
 
 def rfc3339_nanos(epoch_ns: int) -> str:
@@ -865,17 +864,17 @@ class EmulatorState:
                     prediction.queued = False
         return count
 
-    def store_upload(self, filename: str | None, content: bytes) -> tuple[str, str]:
-        """Keep an uploaded file; returns (served name, original-ish filename)."""
+    def store_upload(self, filename: str | None, source: BinaryIO) -> tuple[str, str, int]:
+        """Keep an uploaded file; returns (served name, original-ish filename, size)."""
         safe = _safe_filename(filename)
         name = f"{uuid.uuid4().hex[:16]}_{safe}"
-        path = os.path.join(self.upload_dir, name)
-        os.makedirs(self.upload_dir, exist_ok=True)  # close() may have removed it before a restart
+        path = self.upload_path(name)
         with open(path, "wb") as handle:
-            handle.write(content)
+            shutil.copyfileobj(source, handle)
+            size = handle.tell()
         with self._lock:
             self.uploads[name] = path
-        return name, safe
+        return name, safe, size
 
     # -- the two-step upload: a ticket, then a PUT to a pre-signed URL ----------------------------
 
@@ -900,7 +899,6 @@ class EmulatorState:
         """The PUT stored all announced bytes at ``path``: serve them at the download URL."""
         with self._lock:
             self.uploads[name] = path
-            self.upload_tickets[name].done = True
 
     def note_upload_put(self, with_authorization: bool) -> None:
         """Record whether a PUT to a pre-signed URL carried an Authorization header (it must not)."""

@@ -459,7 +459,11 @@ def test_upload_round_trip_keeps_binary_bytes(emulator: WaveSpeedEmulator, api: 
     assert download.status_code == 200 and download.content == content
     missing = api.session.post(f"{api.base}/api/v3/media/upload/binary", files={"other": ("a.txt", b"x")})
     assert_envelope_error(missing, 400, "file")
-    assert emulator.counters()["requests"]["upload"] == 2
+    not_multipart = api.session.post(f"{api.base}/api/v3/media/upload/binary", json={"file": "x"})
+    assert_envelope_error(not_multipart, 400, "multipart")
+    headers = {"Content-Type": "multipart/form-data"}  # no boundary
+    assert_envelope_error(api.session.post(f"{api.base}/api/v3/upload", data=b"x", headers=headers), 400, "boundary")
+    assert emulator.counters()["requests"]["upload"] == 4
 
 
 @pytest.mark.parametrize(
@@ -566,7 +570,7 @@ def test_webhook_is_signed_and_carries_the_bare_prediction(
 
 
 def test_control_methods_are_the_states_everywhere(emulator: WaveSpeedEmulator) -> None:
-    assert CONTROL_METHODS >= {"reset", "add_fault", "hold", "release", "set_tier", "counters", "request_log"}
+    assert {"reset", "add_fault", "hold", "release", "set_tier", "counters", "request_log"} <= CONTROL_METHODS
     for name in CONTROL_METHODS:
         operation = getattr(EmulatorState, name)
         for holder in (emulator, EmulatorControl(emulator.url)):
