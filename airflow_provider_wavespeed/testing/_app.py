@@ -14,7 +14,6 @@ import io
 import json
 import math
 import mimetypes
-import ssl
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -61,7 +61,7 @@ _WRONG_TYPES = {
     "deleted_count": "some",
     "items": {},
 }
-_WEBHOOK_TIMEOUT = 10.0
+_WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=10.0)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -145,32 +145,6 @@ def _base_url(request: Request) -> str:
         server = request.scope.get("server") or ("127.0.0.1", 80)
         host = f"{server[0]}:{server[1]}"
     return f"{request.url.scheme}://{host}"
-
-
-async def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> int:
-    """POST with the stdlib only (the emulator must not need an HTTP client library)."""
-    parts = urllib.parse.urlsplit(url)
-    secure = parts.scheme == "https"
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if secure else 80)
-    reader, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if secure else None)
-    try:
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {parts.netloc.rpartition('@')[2]}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-            "User-Agent: wavespeed-emulator",
-            *(f"{name}: {value}" for name, value in headers.items()),
-        ]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        await writer.drain()
-        status_line = await reader.readline()
-        return int(status_line.split()[1])
-    finally:
-        writer.close()
 
 
 async def _finished(state: EmulatorState, prediction: Prediction) -> float:
@@ -571,14 +545,19 @@ class _Api:
         secret = self.state.webhook_secret.removeprefix("whsec_").encode()
         signed = f"{prediction.id}.{timestamp}.".encode() + body
         headers = {
+            "Content-Type": JSON,
+            "User-Agent": "wavespeed-emulator",
             "webhook-id": prediction.id,
             "webhook-timestamp": timestamp,
             "webhook-signature": "v3," + hmac.new(secret, signed, hashlib.sha256).hexdigest(),
         }
         try:
-            status = await asyncio.wait_for(_post_webhook(prediction.webhook, body, headers), _WEBHOOK_TIMEOUT)
-            delivered = 200 <= status < 300
-        except (OSError, ValueError, IndexError, asyncio.TimeoutError):
+            async with (
+                aiohttp.ClientSession(timeout=_WEBHOOK_TIMEOUT) as session,
+                session.post(prediction.webhook, data=body, headers=headers) as response,
+            ):
+                delivered = 200 <= response.status < 300
+        except (aiohttp.ClientError, OSError, ValueError, asyncio.TimeoutError):
             delivered = False
         self.state.count_webhook(delivered)
 

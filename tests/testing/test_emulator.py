@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -564,6 +565,17 @@ def test_webhook_is_signed_and_carries_the_bare_prediction(
     time.sleep(0.5)
     assert received.empty()
     assert emulator.counters()["webhooks"] == {"sent": 2, "failed": 0}
+
+
+def test_an_undelivered_webhook_is_counted_as_failed(emulator: WaveSpeedEmulator, api: Api) -> None:
+    with socket.socket() as closed:  # a port nothing listens on once this socket is closed
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    api.create(FLUX, {"prompt": "x"}, params={"webhook": url})
+    deadline = time.monotonic() + 60  # a bound for a stuck delivery, not a speed assumption
+    while emulator.counters()["webhooks"] == {"sent": 0, "failed": 0} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.counters()["webhooks"] == {"sent": 0, "failed": 1}
 
 
 # -- out-of-process control ---------------------------------------------------------------------
