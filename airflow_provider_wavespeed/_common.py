@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pendulum
 
 from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
 from airflow_provider_wavespeed.api.errors import (
@@ -16,6 +18,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.times import deadline_after, in_words
 from airflow_provider_wavespeed.events import (
     EVENT_DEADLINE,
     EVENT_ERROR,
@@ -25,9 +28,53 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
 
 # Errors a later try of the task might not meet again; everything else fails for good.
 TRANSIENT_ERRORS = (WaveSpeedServerError, WaveSpeedTransportError, WaveSpeedRateLimitError, WaveSpeedTimeoutError)
+
+
+# The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is a
+# backstop for a trigger that never reports (a lost triggerer), so it comes this much later.
+DEFERRAL_GRACE = 60.0
+
+
+def defer_until_finished(
+    task: BaseOperator,
+    prediction_id: str,
+    *,
+    wavespeed_conn_id: str,
+    poll_interval: float,
+    timeout: float,
+    kwargs: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; ``task`` resumes in ``execute_complete``.
+
+    The one place that computes the deadline: an absolute instant ``timeout`` seconds from now
+    (the trigger gets it as epoch seconds, so a trigger resumed elsewhere keeps it), and
+    Airflow's deferral timeout :data:`DEFERRAL_GRACE` later.
+    """
+    deadline = deadline_after(timeout)
+    task.log.info(
+        "Deferring until WaveSpeed prediction %s is finished, at the latest %s (%s from now)",
+        prediction_id,
+        deadline.format("YYYY-MM-DD HH:mm:ss zz"),
+        in_words(timeout),
+    )
+    task.defer(
+        trigger=WaveSpeedTaskTrigger(
+            prediction_id=prediction_id,
+            wavespeed_conn_id=wavespeed_conn_id,
+            poll_interval=poll_interval,
+            end_time=deadline.timestamp(),  # JSON-simple, as already deferred tasks stored it
+        ),
+        method_name="execute_complete",
+        kwargs=kwargs,
+        timeout=pendulum.duration(seconds=timeout + DEFERRAL_GRACE),
+    )
 
 
 def default_deferrable() -> bool:

@@ -126,11 +126,11 @@ class Prediction:
         for name in ("id", "status"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise bad(f"field {name!r} is missing or not a string")
-        prediction_id: str = data["id"]
+        read_id: str = data["id"]
         status: str = data["status"]
 
         def dropped(name: str, why: str) -> None:
-            _log.debug("WaveSpeed prediction %s: ignoring field %r (%s): %.200r", prediction_id, name, why, data[name])
+            _log.debug("WaveSpeed prediction %s: ignoring field %r (%s): %.200r", read_id, name, why, data[name])
 
         raw_outputs = data.get("outputs")
         if isinstance(raw_outputs, list) and all(isinstance(o, (str, dict)) for o in raw_outputs):
@@ -143,7 +143,7 @@ class Prediction:
             if raw_outputs not in (None, []):
                 dropped("outputs", "not a list of strings or objects")
         return cls(
-            id=prediction_id,
+            id=read_id,
             model=_text(data, "model", dropped) or "",
             status=status,
             outputs=outputs,

@@ -18,10 +18,11 @@ def parse_timestamp(value: object) -> pendulum.DateTime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     try:
-        parsed = pendulum.parse(value.strip())
+        # exact: a bare date, a time of day or a duration stays what it is (none is an instant).
+        parsed = pendulum.parse(value.strip(), exact=True)
     except (ValueError, TypeError, OverflowError):
         return None
-    return parsed if isinstance(parsed, pendulum.DateTime) else None  # a bare date or a duration is no instant
+    return parsed if isinstance(parsed, pendulum.DateTime) else None
 
 
 def in_words(seconds: float) -> str:

@@ -29,6 +29,7 @@ from airflow_provider_wavespeed.api.errors import (  # the webhook errors live t
     WaveSpeedWebhookTimestampError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.times import in_words
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -109,8 +110,8 @@ def verify_webhook(
     if abs(current - timestamp) > tolerance:
         age = "old" if timestamp < current else "far in the future"
         raise WaveSpeedWebhookTimestampError(
-            f"WaveSpeed webhook {webhook_id!r} refused: its timestamp is {abs(current - timestamp):.0f} s {age} "
-            f"(tolerance {tolerance:g} s); a replayed request, or this server's clock is wrong"
+            f"WaveSpeed webhook {webhook_id!r} refused: its timestamp is {in_words(abs(current - timestamp))} {age} "
+            f"(tolerance {in_words(tolerance)}); a replayed request, or this server's clock is wrong"
         )
 
     signed = f"{webhook_id}.{timestamp_text}.".encode() + raw

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -16,6 +14,7 @@ from airflow_provider_wavespeed._common import (
     budget_usd,
     completed_result,
     default_deferrable,
+    defer_until_finished,
     prediction_from_event,
 )
 from airflow_provider_wavespeed._compat import AirflowFailException
@@ -27,7 +26,6 @@ from airflow_provider_wavespeed.api.validation import validate_inputs, validate_
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.storage import OutputPath, open_source
-from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -242,17 +240,14 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 continue
             return self._completed(context, done, tried)
 
-    def _defer(self, prediction_id: str) -> None:
-        self.defer(
-            trigger=WaveSpeedTaskTrigger(
-                prediction_id=prediction_id,
-                wavespeed_conn_id=self.wavespeed_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=time.time() + self.timeout,
-            ),
-            method_name="execute_complete",
+    def _defer(self, prediction_id: str) -> NoReturn:
+        defer_until_finished(
+            self,
+            prediction_id,
+            wavespeed_conn_id=self.wavespeed_conn_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
             kwargs={"prediction_id": prediction_id},
-            timeout=timedelta(seconds=self.timeout + 60),
         )
 
     def execute_complete(

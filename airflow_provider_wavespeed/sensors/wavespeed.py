@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -15,6 +14,7 @@ from airflow_provider_wavespeed._common import (
     airflow_errors,
     completed_result,
     default_deferrable,
+    defer_until_finished,
     prediction_from_event,
 )
 from airflow_provider_wavespeed._compat import AirflowSensorTimeout
@@ -26,14 +26,10 @@ from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.storage import OutputPath
-from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is a
-# backstop for a trigger that never reports (a lost triggerer), so it comes a little later.
-_DEFERRAL_GRACE = 60.0
 # Storing again only re-reads and re-copies, so a retry of the sensor may repeat any storage failure.
 _STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
 # A poke told to slow down (429) gives the slot up, to the triggerer or to the next poke,
@@ -130,17 +126,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
-        prediction_id = self._prediction_id()
-        self.log.info("Deferring until WaveSpeed prediction %s is finished", prediction_id)
-        self.defer(
-            trigger=WaveSpeedTaskTrigger(
-                prediction_id=prediction_id,
-                wavespeed_conn_id=self.wavespeed_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=time.time() + self.timeout,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + _DEFERRAL_GRACE),
+        defer_until_finished(
+            self,
+            self._prediction_id(),
+            wavespeed_conn_id=self.wavespeed_conn_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

@@ -1,0 +1,56 @@
+"""The operator and the sensor defer through one helper: the same deadline, grace and trigger."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_provider_wavespeed._common import DEFERRAL_GRACE
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
+from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+
+FLUX = "wavespeed-ai/flux-dev"
+TIMEOUT = 1234.0
+
+
+def _deferred(defer: Any) -> tuple[TaskDeferred, float, float]:
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        defer()
+    return info.value, before, time.time()
+
+
+def _assert_deadline(deferred: TaskDeferred, prediction_id: str, before: float, after: float) -> None:
+    trigger = deferred.trigger
+    assert isinstance(trigger, WaveSpeedTaskTrigger) and trigger.prediction_id == prediction_id
+    # An absolute epoch deadline (JSON-simple: what already-deferred tasks stored), TIMEOUT from now.
+    assert isinstance(trigger.end_time, float) and before + TIMEOUT <= trigger.end_time <= after + TIMEOUT
+    assert deferred.timeout == timedelta(seconds=TIMEOUT + DEFERRAL_GRACE)  # Airflow's backstop comes later
+    assert deferred.method_name == "execute_complete"
+
+
+def test_the_operator_defers_with_the_shared_deadline(capfd: pytest.CaptureFixture[str]) -> None:
+    operator = WaveSpeedSubmitOperator(
+        task_id="submit", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, timeout=TIMEOUT
+    )
+    deferred, before, after = _deferred(lambda: operator._defer("abc123"))
+    _assert_deadline(deferred, "abc123", before, after)
+    assert deferred.kwargs == {"prediction_id": "abc123"}
+    logged = capfd.readouterr().out
+    assert re.search(r"at the latest \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(20 minutes 34 seconds from now\)", logged)
+
+
+def test_the_sensor_defers_with_the_same_deadline(wavespeed_connection: WaveSpeedEmulator) -> None:
+    wavespeed_connection.hold()  # still running at the sensor's first poll, so it defers
+    prediction_id = WaveSpeedHook().submit(FLUX, {"prompt": "x"}).id
+    sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=prediction_id, timeout=TIMEOUT, deferrable=True)
+    deferred, before, after = _deferred(lambda: sensor.execute({}))
+    _assert_deadline(deferred, prediction_id, before, after)
