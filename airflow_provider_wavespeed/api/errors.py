@@ -29,6 +29,8 @@ No message ever contains the API key: the client never puts it anywhere but a he
 
 from __future__ import annotations
 
+from typing import Any
+
 _EXCERPT_CHARS = 200
 
 
@@ -104,25 +106,8 @@ class WaveSpeedNotFoundError(WaveSpeedAPIError):
 class WaveSpeedRateLimitError(WaveSpeedAPIError):
     """429: too many requests for the account's tier."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        status_code: int | None = None,
-        code: int | None = None,
-        api_message: str | None = None,
-        excerpt: str | None = None,
-        prediction_id: str | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            status_code=status_code,
-            code=code,
-            api_message=api_message,
-            excerpt=excerpt,
-            prediction_id=prediction_id,
-        )
+    def __init__(self, message: str, *, retry_after: float | None = None, **facts: Any) -> None:
+        super().__init__(message, **facts)  # status_code, code, api_message, excerpt, prediction_id
         self.retry_after = retry_after
 
 

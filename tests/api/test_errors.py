@@ -6,26 +6,12 @@ Each error is made real by the emulator's faults over loopback HTTP; the attribu
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from airflow_provider_wavespeed import api, storage
-from airflow_provider_wavespeed.api import (
-    AsyncWaveSpeedClient,
-    RetryPolicy,
-    WaveSpeedBadRequestError,
-    WaveSpeedClient,
-    WaveSpeedConfigError,
-    WaveSpeedError,
-    WaveSpeedNotFoundError,
-    WaveSpeedPredictionFailedError,
-    WaveSpeedRateLimitError,
-    WaveSpeedResponseError,
-    WaveSpeedServerError,
-    WaveSpeedSubmitUncertainError,
-    WaveSpeedTimeoutError,
-    errors,
-    webhooks,
-)
+from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, RetryPolicy, WaveSpeedClient, errors, webhooks
 from airflow_provider_wavespeed.api.models import parse_envelope
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
@@ -49,18 +35,18 @@ def test_every_error_is_defined_in_errors_and_the_old_imports_still_work() -> No
     ):
         cls = getattr(errors, name)
         assert getattr(webhooks, name) is cls is getattr(api, name) and cls.__module__ == errors.__name__
-        assert issubclass(cls, errors.WaveSpeedWebhookError) and issubclass(cls, WaveSpeedError)
+        assert issubclass(cls, errors.WaveSpeedWebhookError) and issubclass(cls, errors.WaveSpeedError)
     defined_elsewhere = [
         f"{module.__name__}.{name}"
         for module in (api.client, api.models, api.retry, api.validation, webhooks, storage)
         for name, value in vars(module).items()
-        if isinstance(value, type) and issubclass(value, WaveSpeedError) and value.__module__ != errors.__name__
+        if isinstance(value, type) and issubclass(value, errors.WaveSpeedError) and value.__module__ != errors.__name__
     ]
     assert defined_elsewhere == []
 
 
 def test_a_404_on_a_prediction_names_it(client: WaveSpeedClient) -> None:
-    with pytest.raises(WaveSpeedNotFoundError) as info:
+    with pytest.raises(errors.WaveSpeedNotFoundError) as info:
         client.get_prediction(UNKNOWN)
     error = info.value
     assert error.prediction_id == UNKNOWN and error.status_code == 404 and error.code == 404
@@ -69,62 +55,62 @@ def test_a_404_on_a_prediction_names_it(client: WaveSpeedClient) -> None:
 
 async def test_the_async_client_names_the_prediction_too(wavespeed_emulator: WaveSpeedEmulator) -> None:
     async with AsyncWaveSpeedClient(wavespeed_emulator.api_key, wavespeed_emulator.url, retry=QUICK) as client:
-        with pytest.raises(WaveSpeedNotFoundError) as info:
+        with pytest.raises(errors.WaveSpeedNotFoundError) as info:
             await client.get_prediction(UNKNOWN)
     assert info.value.prediction_id == UNKNOWN and info.value.status_code == 404
 
 
-def test_an_envelope_error_under_http_200_keeps_both_codes(
-    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+@pytest.mark.parametrize(
+    ("fault", "expected", "status_code", "code"),
+    [
+        ({"kind": "envelope_error"}, errors.WaveSpeedServerError, 200, 500),  # HTTP 200 carrying code 500: both kept
+        ({"kind": "wrong_types"}, errors.WaveSpeedResponseError, 200, None),  # a malformed prediction
+        ({"kind": "rate_limit", "retry_after": 0}, errors.WaveSpeedRateLimitError, 429, 429),
+        ({"kind": "http_error", "status": 503}, errors.WaveSpeedServerError, 503, 503),
+    ],
+)
+def test_a_failed_poll_names_the_prediction_it_asked_for(
+    client: WaveSpeedClient,
+    wavespeed_emulator: WaveSpeedEmulator,
+    fault: dict[str, Any],
+    expected: type[errors.WaveSpeedAPIError],
+    status_code: int,
+    code: int | None,
 ) -> None:
     wavespeed_emulator.hold()
     prediction = client.submit(FLUX, {"prompt": "x"})
-    wavespeed_emulator.add_fault("result", "envelope_error", times=None)  # HTTP 200 carrying code 500
-    with pytest.raises(WaveSpeedServerError) as info:
-        client.get_prediction(prediction.id)
-    assert info.value.prediction_id == prediction.id and info.value.status_code == 200 and info.value.code == 500
-
-
-def test_a_malformed_prediction_names_the_one_asked_for(
-    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
-) -> None:
-    wavespeed_emulator.hold()
-    prediction = client.submit(FLUX, {"prompt": "x"})
-    wavespeed_emulator.add_fault("result", "wrong_types", times=None)
-    with pytest.raises(WaveSpeedResponseError) as info:
-        client.get_prediction(prediction.id)
-    assert info.value.prediction_id == prediction.id and info.value.status_code == 200
-
-
-def test_a_rate_limited_poll_names_the_prediction_and_the_wait(
-    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
-) -> None:
-    wavespeed_emulator.hold()
-    prediction = client.submit(FLUX, {"prompt": "x"})
-    wavespeed_emulator.add_fault("result", "rate_limit", retry_after=0, times=None)
-    with pytest.raises(WaveSpeedRateLimitError) as info:
+    wavespeed_emulator.add_fault("result", times=None, **fault)
+    with pytest.raises(expected) as info:
         client.get_prediction(prediction.id)
     error = info.value
-    assert error.prediction_id == prediction.id and error.status_code == 429 and error.retry_after == 0.0
+    assert type(error) is expected and error.prediction_id == prediction.id
+    assert error.status_code == status_code and error.code == code
+    if isinstance(error, errors.WaveSpeedRateLimitError):
+        assert error.retry_after == 0.0
 
 
-def test_a_refused_submit_concerns_no_prediction(
-    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
+@pytest.mark.parametrize(
+    ("fault", "expected", "created"),
+    [
+        ({"kind": "http_error", "status": 400}, errors.WaveSpeedBadRequestError, {}),
+        # The answer that would have carried the id never came, yet the prediction exists.
+        ({"kind": "drop_after_submit"}, errors.WaveSpeedSubmitUncertainError, {FLUX: 1}),
+    ],
+)
+def test_a_failed_submit_has_no_prediction_id(
+    client: WaveSpeedClient,
+    wavespeed_emulator: WaveSpeedEmulator,
+    fault: dict[str, Any],
+    expected: type[errors.WaveSpeedError],
+    created: dict[str, int],
 ) -> None:
-    wavespeed_emulator.add_fault("submit", "http_error", status=400)
-    with pytest.raises(WaveSpeedBadRequestError) as info:
+    wavespeed_emulator.add_fault("submit", **fault)
+    with pytest.raises(expected) as info:
         client.submit(FLUX, {"prompt": "x"})
-    assert info.value.prediction_id is None and info.value.status_code == 400
-
-
-def test_an_uncertain_submit_has_no_prediction_id(
-    client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
-) -> None:
-    wavespeed_emulator.add_fault("submit", "drop_after_submit", times=1)
-    with pytest.raises(WaveSpeedSubmitUncertainError) as info:
-        client.submit(FLUX, {"prompt": "x"})
-    assert info.value.prediction_id is None  # the answer that would have carried it never came
-    assert wavespeed_emulator.counters()["submissions"] == {FLUX: 1}  # yet the prediction exists
+    assert info.value.prediction_id is None
+    if isinstance(info.value, errors.WaveSpeedBadRequestError):
+        assert info.value.status_code == 400 and info.value.code == 400
+    assert wavespeed_emulator.counters()["submissions"] == created
 
 
 def test_a_failed_prediction_carries_its_id_and_failure_code(
@@ -132,7 +118,7 @@ def test_a_failed_prediction_carries_its_id_and_failure_code(
 ) -> None:
     wavespeed_emulator.set_outcome("failed", code=5003)
     prediction = client.submit(FLUX, {"prompt": "x"})
-    with pytest.raises(WaveSpeedPredictionFailedError) as info:
+    with pytest.raises(errors.WaveSpeedPredictionFailedError) as info:
         client.wait_for_prediction(prediction.id, poll_interval=0.05, timeout=30)
     assert info.value.prediction_id == prediction.id and info.value.code == 5003 and info.value.is_server_failure
 
@@ -142,7 +128,7 @@ def test_a_wait_timeout_names_the_prediction_and_the_wait_in_words(
 ) -> None:
     wavespeed_emulator.hold()
     prediction = client.submit(FLUX, {"prompt": "x"})
-    with pytest.raises(WaveSpeedTimeoutError, match=r"after 0\.3 seconds") as info:
+    with pytest.raises(errors.WaveSpeedTimeoutError, match=r"after 0\.3 seconds") as info:
         client.wait_for_prediction(prediction.id, poll_interval=0.05, timeout=0.3)
     assert info.value.prediction_id == prediction.id
 
@@ -150,19 +136,19 @@ def test_a_wait_timeout_names_the_prediction_and_the_wait_in_words(
 @pytest.mark.parametrize("key", ["", "   ", None])
 def test_a_missing_api_key_is_a_configuration_error(key: object) -> None:
     for make in (WaveSpeedClient, AsyncWaveSpeedClient):
-        with pytest.raises(WaveSpeedConfigError, match="no WaveSpeed API key in the test connection"):
+        with pytest.raises(errors.WaveSpeedConfigError, match="no WaveSpeed API key in the test connection"):
             make(key, credential_source="the test connection")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("status_code", "body", "expected", "code"),
     [
-        (404, b"<html>not found</html>", WaveSpeedNotFoundError, 404),
-        (503, b'{"code": 503, "message": "busy"}', WaveSpeedServerError, 503),
+        (404, b"<html>not found</html>", errors.WaveSpeedNotFoundError, 404),
+        (503, b'{"code": 503, "message": "busy"}', errors.WaveSpeedServerError, 503),
         (200, b'{"code": 401, "message": "bad key"}', errors.WaveSpeedAuthError, 401),
-        (200, b"<html>", WaveSpeedResponseError, None),
-        (200, b'{"code": "200"}', WaveSpeedResponseError, None),
-        (200, b'{"code": 200}', WaveSpeedResponseError, None),
+        (200, b"<html>", errors.WaveSpeedResponseError, None),
+        (200, b'{"code": "200"}', errors.WaveSpeedResponseError, None),
+        (200, b'{"code": 200}', errors.WaveSpeedResponseError, None),
     ],
 )
 def test_every_envelope_error_carries_the_request_facts(
