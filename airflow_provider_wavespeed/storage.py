@@ -388,8 +388,8 @@ def store_outputs(
     object stores give URLs (``s3://bucket/prefix/<id>_0.png``).
 
     Raises :class:`WaveSpeedStorageError` when the destination cannot be written, and the
-    download's own error (transport, 5xx, 429, 404...) once ``retry`` gives up on it. No
-    API key is sent: output URLs are public CDN links.
+    download's own error (transport, 5xx, 429, 404...) once ``retry`` gives up on it; either
+    names the prediction in ``prediction_id``. No API key is sent: output URLs are public CDN links.
     """
     prediction_id = validate_prediction_id(prediction.id)  # it becomes a file name
     dest = resolve_output_path(output_path)
@@ -424,8 +424,10 @@ def store_outputs(
                     data, ext = _decode_inline(output, what)
                     _write(dest, temp_name, iter([data]), what)
                 stored.append(_commit(dest, temp_name, f"{stem}.{ext}", what))
-            except BaseException:
+            except BaseException as exc:
                 dest.discard(temp_name)
+                if isinstance(exc, WaveSpeedError) and exc.prediction_id is None:
+                    exc.prediction_id = prediction_id  # whatever failed, it failed storing this prediction
                 raise
     finally:
         if own_session:

@@ -114,8 +114,9 @@ def test_transient_download_errors_are_retried(wavespeed_connection: WaveSpeedEm
 def test_downloads_give_up_after_the_retry_policy(wavespeed_connection: WaveSpeedEmulator, tmp_path: Path) -> None:
     prediction = _generate(wavespeed_connection)
     wavespeed_connection.add_fault("files", "http_error", status=502, times=None)
-    with pytest.raises(WaveSpeedServerError, match=rf"output 0 of prediction {prediction.id}.*HTTP 502"):
+    with pytest.raises(WaveSpeedServerError, match=rf"output 0 of prediction {prediction.id}.*HTTP 502") as info:
         store_outputs(prediction, tmp_path, retry=FAST_RETRY)
+    assert info.value.prediction_id == prediction.id and info.value.status_code == 502
     assert wavespeed_connection.counters()["requests"]["files"] == FAST_RETRY.max_retries + 1
     assert _files(tmp_path) == []
 
@@ -125,8 +126,9 @@ def test_a_missing_file_fails_at_once_and_leaves_nothing(
 ) -> None:
     prediction = _generate(wavespeed_connection)
     wavespeed_connection.add_fault("files", "http_error", status=404)
-    with pytest.raises(WaveSpeedNotFoundError, match="7 days"):
+    with pytest.raises(WaveSpeedNotFoundError, match="7 days") as info:
         store_outputs(prediction, tmp_path, retry=FAST_RETRY)
+    assert info.value.prediction_id == prediction.id and info.value.status_code == 404
     assert wavespeed_connection.counters()["requests"]["files"] == 1
     assert _files(tmp_path) == []
 
@@ -259,8 +261,9 @@ def test_unusable_destinations_raise_storage_errors(wavespeed_connection: WaveSp
 
 def test_outputs_that_are_not_urls_or_base64_are_refused(tmp_path: Path) -> None:
     prediction = Prediction(id="b1", model="m/x", status="completed", outputs=["not base64 at all!"])
-    with pytest.raises(WaveSpeedStorageError, match="neither an http"):
+    with pytest.raises(WaveSpeedStorageError, match="neither an http") as info:
         store_outputs(prediction, tmp_path)
+    assert info.value.prediction_id == "b1"
     assert _files(tmp_path) == []
 
 
