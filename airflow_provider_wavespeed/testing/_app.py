@@ -12,12 +12,12 @@ import hmac
 import http
 import io
 import json
+import logging
 import math
 import mimetypes
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from . import _media, _models
 from ._control_api import CONTROL_METHODS
@@ -97,7 +97,7 @@ def _gateway_page(status: int) -> Response:
 
 
 class _DropConnection(Response):
-    """Marks the request so :class:`_ConnectionDropper` closes the socket unanswered."""
+    """Marks the request so :class:`EmulatorApp` has it closed unanswered."""
 
     def __init__(self) -> None:
         super().__init__(status_code=0)
@@ -106,36 +106,28 @@ class _DropConnection(Response):
         scope[_DROP] = True
 
 
-class _ConnectionDropper:
-    """Outermost ASGI layer: the only place that still holds uvicorn's own ``send``.
+class EmulatorApp:
+    """The emulator's ASGI app: Starlette, plus closing a connection without an answer (``drop``).
 
-    ASGI has no "close without answering". Uvicorn's ``send`` is a bound method of
-    its per-request cycle object, which holds the TCP transport, so we abort that
-    transport and then wait for the ``http.disconnect`` it causes: once uvicorn has
-    seen the connection go, it no longer answers an unfinished request with a 500.
-    If a future uvicorn hides the transport, returning a non-None value from the app
-    also makes uvicorn close the connection without a response (it logs an error).
+    ASGI has no "close without answering". Uvicorn (h11, httptools and zttp alike) closes the
+    connection without writing a byte when the app returns something other than None, and logs
+    one error naming that value; so the app returns itself for a dropped request, and is the
+    logging filter that hides exactly those errors (attach it to ``uvicorn.error`` while serving).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, state: EmulatorState) -> None:
+        self.starlette = Starlette(routes=_Api(state).routes(), exception_handlers={HTTPException: _http_exception})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
-        await self.app(scope, receive, send)
-        if not scope.get(_DROP):
-            return None
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        if transport is None:
-            return "dropped"
-        transport.abort()
+        await self.starlette(scope, receive, send)
+        return self if scope.get(_DROP) else None
 
-        async def disconnected() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for uvicorn's "ASGI callable should return None, but returned <this app>"."""
+        return not (isinstance(record.args, tuple) and record.args and record.args[0] is self)
 
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(disconnected(), 1.0)
-        return None
+    def __repr__(self) -> str:
+        return "<a 'drop' fault of the WaveSpeed emulator>"
 
 
 def _base_url(request: Request) -> str:
@@ -600,9 +592,3 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     """Unknown routes and wrong methods answer in the API's envelope."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return _error(status, "Not found" if status == 404 else _phrase(status))
-
-
-def build_app(state: EmulatorState) -> ASGIApp:
-    """The complete ASGI app for one emulator state."""
-    app = Starlette(routes=_Api(state).routes(), exception_handlers={HTTPException: _http_exception})
-    return _ConnectionDropper(app)

@@ -7,6 +7,7 @@ pytest fixtures in :mod:`airflow_provider_wavespeed.testing.pytest_plugin`.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from ._app import build_app
+from ._app import EmulatorApp
 from ._control_api import EmulatorControlMethods
 from ._state import Duration, EmulatorState, resolve_tier
 
@@ -64,6 +65,7 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self._app: EmulatorApp | None = None
 
     @property
     def url(self) -> str:
@@ -89,8 +91,9 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
+        app = EmulatorApp(self.state)
         config = uvicorn.Config(
-            build_app(self.state),
+            app,
             http=self._http,
             lifespan="off",
             log_config=None,  # leave the host process's logging setup alone
@@ -104,7 +107,8 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wavespeed-emulator", daemon=True)
-        self._server, self._thread, self._socket = server, thread, sock
+        self._server, self._thread, self._socket, self._app = server, thread, sock, app
+        logging.getLogger("uvicorn.error").addFilter(app)  # quiet about this app's deliberate drops only
         thread.start()
         deadline = time.monotonic() + timeout
         while not server.started:
@@ -116,14 +120,16 @@ class WaveSpeedEmulator(EmulatorControlMethods):
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving (idempotent) and remove uploaded files."""
-        server, thread, sock = self._server, self._thread, self._socket
-        self._server = self._thread = self._socket = None
+        server, thread, sock, app = self._server, self._thread, self._socket, self._app
+        self._server = self._thread = self._socket = self._app = None
         if server is not None:
             server.should_exit = True
         if thread is not None:
             thread.join(timeout)
         if sock is not None:
             sock.close()
+        if app is not None:
+            logging.getLogger("uvicorn.error").removeFilter(app)
         self.state.close()
 
     def __enter__(self) -> WaveSpeedEmulator:
