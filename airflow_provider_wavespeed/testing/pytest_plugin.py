@@ -1,5 +1,12 @@
 """pytest fixtures for DAG and hook tests against the local WaveSpeed emulator.
 
+The plugin is opt-in: installing the package does not load it. Enable it in your ``conftest.py``::
+
+    pytest_plugins = ["airflow_provider_wavespeed.testing.pytest_plugin"]
+
+or on the command line: ``pytest -p airflow_provider_wavespeed.testing.pytest_plugin``. It needs the
+``testing`` extra (``pip install "airflow-provider-wavespeed[testing]"``).
+
 One emulator serves the whole session; each test gets it freshly ``reset()``.
 """
 

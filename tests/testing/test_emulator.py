@@ -662,7 +662,11 @@ def test_emulator_process_starts_serves_and_stops_its_process_group() -> None:
         requests.get(f"{emulator.url}/_emulator/health", timeout=2)
 
 
-def test_pytest_plugin_fixtures(tmp_path: Path) -> None:
+PLUGIN = "airflow_provider_wavespeed.testing.pytest_plugin"
+
+
+@pytest.mark.parametrize("enabled_by", ["-p", "conftest", None])
+def test_pytest_plugin_is_opt_in(tmp_path: Path, enabled_by: str | None) -> None:
     (tmp_path / "test_uses_plugin.py").write_text(
         textwrap.dedent(
             """
@@ -679,12 +683,21 @@ def test_pytest_plugin_fixtures(tmp_path: Path) -> None:
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "airflow_provider_wavespeed.testing.pytest_plugin"]
-    command += ["-p", "no:cacheprovider", str(tmp_path)]
+    if enabled_by == "conftest":  # the line the plugin's docstring gives users
+        (tmp_path / "conftest.py").write_text(f"pytest_plugins = [{PLUGIN!r}]\n")
+    # Installed plugins autoload as for any user: the package must not register this one itself.
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    if enabled_by == "-p":
+        command[4:4] = ["-p", PLUGIN]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    if enabled_by is None:
+        assert result.returncode != 0
+        assert "fixture 'wavespeed_connection' not found" in result.stdout
+        assert "fixture 'wavespeed_emulator' not found" in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "2 passed" in result.stdout
 
 
 # -- scale ------------------------------------------------------------------------------------
