@@ -17,10 +17,8 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +35,10 @@ WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
 WAN_I2V = "wavespeed-ai/wan-2.1/i2v-480p"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+EMULATOR_DURATION = 0.3  # the module's emulator (conftest.py)
 
 
 # -- fixtures and helpers -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[WaveSpeedEmulator]:
-    with WaveSpeedEmulator(duration=0.3) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emulator(server: WaveSpeedEmulator) -> WaveSpeedEmulator:
-    server.reset()
-    return server
 
 
 class Api:
@@ -310,7 +297,7 @@ def test_body_faults_break_parsing_as_a_client_sees_it(emulator: WaveSpeedEmulat
 
 @pytest.fixture(params=["h11", "httptools"])
 def protocol_emulator(request: pytest.FixtureRequest) -> Iterator[WaveSpeedEmulator]:
-    """Dropping a connection depends on uvicorn internals, so check both protocols."""
+    """How a connection is dropped depends on the uvicorn protocol, so check both."""
     pytest.importorskip(request.param)
     with WaveSpeedEmulator(duration=0.2, http=request.param) as emulator:
         yield emulator
@@ -516,28 +503,6 @@ def test_models_lists_the_representative_models(api: Api) -> None:
 
 
 # -- webhooks -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def webhook_receiver() -> Iterator[tuple[str, queue.Queue[tuple[dict[str, str], bytes]]]]:
-    received: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.put(({key.lower(): value for key, value in self.headers.items()}, body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hooks/wavespeed?source=test", received
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_webhook_is_signed_and_carries_the_bare_prediction(

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,18 +18,6 @@ from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess,
 
 FLUX = "wavespeed-ai/flux-dev"
 WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[WaveSpeedEmulator]:
-    with WaveSpeedEmulator(duration=0.0) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emulator(server: WaveSpeedEmulator) -> WaveSpeedEmulator:
-    server.reset()
-    return server
 
 
 class Api:
@@ -158,29 +144,8 @@ def test_sync_mode_answers_when_the_prediction_is_released(emulator: WaveSpeedEm
         assert answer.result(timeout=30)["status"] == "completed"
 
 
-@pytest.fixture
-def webhook_receiver() -> Iterator[tuple[str, queue.Queue[bytes]]]:
-    received: queue.Queue[bytes] = queue.Queue()
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.put(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def test_the_webhook_of_a_held_prediction_is_sent_on_release(
-    emulator: WaveSpeedEmulator, api: Api, webhook_receiver: tuple[str, queue.Queue[bytes]]
+    emulator: WaveSpeedEmulator, api: Api, webhook_receiver: tuple[str, queue.Queue[tuple[dict[str, str], bytes]]]
 ) -> None:
     url, received = webhook_receiver
     emulator.hold()
@@ -188,7 +153,7 @@ def test_the_webhook_of_a_held_prediction_is_sent_on_release(
     with pytest.raises(queue.Empty):  # held: nothing to announce
         received.get(timeout=0.5)
     emulator.release()
-    assert b'"status":"completed"' in received.get(timeout=30)
+    assert b'"status":"completed"' in received.get(timeout=30)[1]
     assert emulator.prediction_state(prediction_id)["held"] is False
 
 

@@ -7,7 +7,6 @@ that must be over has no duration at all, and the moment a slot frees is set by 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,17 +23,14 @@ HOUR = 3600.0
 RUNNING = ("created", "processing")  # a fresh task is `created` for a moment, then `processing`
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[WaveSpeedEmulator]:
-    with WaveSpeedEmulator(duration=HOUR) as emulator:
-        yield emulator
+EMULATOR_DURATION = HOUR  # the module's emulator (conftest.py)
 
 
 @pytest.fixture
-def emulator(server: WaveSpeedEmulator) -> WaveSpeedEmulator:
-    server.reset()
-    server.set_duration(0.0, model=INSTANT)
-    return server
+def emulator(emulator: WaveSpeedEmulator) -> WaveSpeedEmulator:
+    """conftest.py's reset emulator, with INSTANT finishing the moment it runs."""
+    emulator.set_duration(0.0, model=INSTANT)
+    return emulator
 
 
 class Api:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -69,12 +68,6 @@ def test_the_prompt_is_drawn_on_the_image() -> None:
 
 def test_videos_stay_minimal_mp4_files() -> None:
     assert _media.output_bytes("abc123", 0, "mp4", {"prompt": "waves"})[4:8] == b"ftyp"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[WaveSpeedEmulator]:
-    with WaveSpeedEmulator(duration=0.2) as server:
-        yield server
 
 
 def _completed(emulator: WaveSpeedEmulator, inputs: dict[str, Any]) -> dict[str, Any]:

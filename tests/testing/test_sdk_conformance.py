@@ -29,18 +29,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = {"poll_interval": 0.01}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[WaveSpeedEmulator]:
-    with WaveSpeedEmulator(duration=0.0) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emulator(server: WaveSpeedEmulator) -> WaveSpeedEmulator:
-    server.reset()
-    return server
-
-
 @pytest.fixture
 def client(emulator: WaveSpeedEmulator) -> Any:
     """The official client pointed at the emulator; retries keep the SDK's counts, with short waits."""
