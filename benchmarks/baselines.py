@@ -4,8 +4,9 @@ Both wait on a prediction exactly like :class:`WaveSpeedTaskTrigger` (same kwarg
 :class:`PollSchedule`, same event payloads, same error handling); only the transport of one
 poll differs, so the benchmark measures the transport and nothing else:
 
-- :class:`NewClientPerPollTrigger` opens a new ``httpx.AsyncClient`` for every poll, as the dbt
-  Cloud and Fivetran triggers open a new HTTP session per poll.
+- :class:`NewClientPerPollTrigger` opens a new ``aiohttp.ClientSession`` (our async client
+  with its own session) for every poll, as the dbt Cloud and Fivetran triggers open a new HTTP
+  session per poll, and as Airflow's ``HttpAsyncHook`` does per call.
 - :class:`ThreadedRequestsTrigger` runs a sync ``requests`` call in a thread per poll
   (``asyncio.to_thread``, the loop's default executor), as triggers wrapping a sync SDK or
   ``HttpHook.run`` do; each call uses a new ``requests.Session``, like ``HttpHook.run``.
@@ -20,11 +21,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
-from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
@@ -73,14 +72,13 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
 
 
 class NewClientPerPollTrigger(_BaselineTrigger):
-    """A new ``httpx.AsyncClient`` (new connection, new TLS context) for every poll."""
+    """A new ``aiohttp.ClientSession`` (new connection, new TLS context) for every poll."""
 
     def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
         async def poll_once() -> Prediction:
-            async with httpx.AsyncClient(timeout=DEFAULT_REQUEST_TIMEOUT) as http:
-                client = AsyncWaveSpeedClient(
-                    creds.api_key, creds.base_url, credential_source=creds.source, http_client=http, retry=_RETRY
-                )
+            async with AsyncWaveSpeedClient(
+                creds.api_key, creds.base_url, credential_source=creds.source, retry=_RETRY
+            ) as client:  # its own session, opened on this poll and closed after it
                 return await client.get_prediction(self.prediction_id)
 
         return poll_once

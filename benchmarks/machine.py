@@ -36,6 +36,7 @@ def describe() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
         "airflow": _version("apache-airflow"),
+        "aiohttp": _version("aiohttp"),
         "httpx": _version("httpx"),
         "provider": _version("airflow-provider-wavespeed"),
     }

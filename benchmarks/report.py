@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_wavespeed.triggers.wavespeed import POOL_SIZE
+from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE
 
 TARGET_N = 5000
+# Issue 12: the aiohttp stack may cost at most this much CPU per poll of the transport it replaced.
+LEGACY_CPU_BOUND = 1.2
 LABELS = {
-    "shared": "WaveSpeedTaskTrigger (shared pool)",
-    "new-client": "baseline: new httpx client per poll",
+    "shared": "WaveSpeedTaskTrigger (shared pool, aiohttp)",
+    "shared-keepalive-transport": "before: hand-written keep-alive transport (issue 12 baseline)",
+    "new-client": "baseline: new aiohttp session per poll",
     "threaded-requests": "baseline: requests in a thread per poll",
     "shared-httpx-pool": "before: shared httpx pool (32), no gate",
     "sleep-reference": "reference: Airflow DateTimeTrigger (no I/O)",
@@ -100,6 +103,15 @@ def _targets(results: dict[str, Any]) -> list[str]:
     if new_client:
         ratio = new_client["cpu_s_per_1000_polls"] / ours["cpu_s_per_1000_polls"]
         row("CPU per poll >= 3x lower than a new client per poll", f"{ratio:.1f}x lower", ratio >= 3)
+    for run_n, new, old in _legacy_pairs(scale):
+        ratio = new["cpu_s_per_1000_polls"] / old["cpu_s_per_1000_polls"]
+        row(
+            f"aiohttp CPU per poll <= {LEGACY_CPU_BOUND:g}x the hand-written transport's, N = {run_n:,}, same run",
+            f"{_f(new['cpu_s_per_1000_polls'], 2)} / {_f(old['cpu_s_per_1000_polls'], 2)} CPU s per 1,000 polls "
+            f"= {ratio:.2f}x",
+            ratio <= LEGACY_CPU_BOUND,
+            f"by {ratio / LEGACY_CPU_BOUND:.2f}x",
+        )
     rss = ours["rss_per_trigger_kib"]
     row("peak memory < 20 KiB per deferred trigger", f"{_f(rss)} KiB", rss < 20, f"by {rss - 20:.1f} KiB")
     paced = results.get("submissions") or {}
@@ -125,6 +137,37 @@ def _targets(results: dict[str, Any]) -> list[str]:
                 ratio is not None and ratio >= 20,
                 f"by {20 / ratio:.1f}x" if ratio else "",
             )
+    return lines
+
+
+def _legacy_pairs(scale: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(N, shipped run, old-transport run) at every N where both ran, smallest N first."""
+    pairs = []
+    for n in sorted({r["n"] for r in scale}):
+        new, old = _find(scale, "shared", n), _find(scale, "shared-keepalive-transport", n)
+        if new and old and new["cpu_s_per_1000_polls"] and old["cpu_s_per_1000_polls"]:
+            pairs.append((n, new, old))
+    return pairs
+
+
+def _legacy_table(scale: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"CPU per 1,000 polls of the shipped stack (aiohttp) and of the hand-written keep-alive transport it "
+        f"replaced, measured in the same run at the same N; the bound is {LEGACY_CPU_BOUND:g}x:",
+        "",
+        "| N | aiohttp (CPU s / 1,000 polls) | hand-written transport (CPU s / 1,000 polls) | aiohttp / transport "
+        f"| Within {LEGACY_CPU_BOUND:g}x |",
+        "|---|---|---|---|---|",
+    ]
+    pairs = _legacy_pairs(scale)
+    for n, new, old in pairs:
+        ratio = new["cpu_s_per_1000_polls"] / old["cpu_s_per_1000_polls"]
+        lines.append(
+            f"| {n:,} | {_f(new['cpu_s_per_1000_polls'], 2)} | {_f(old['cpu_s_per_1000_polls'], 2)} "
+            f"| {ratio:.2f}x | {'yes' if ratio <= LEGACY_CPU_BOUND else 'no'} |"
+        )
+    if not pairs:
+        lines.append("| (no N where both ran) | | | | |")
     return lines
 
 
@@ -166,7 +209,13 @@ def _ratio_table(scale: list[dict[str, Any]]) -> list[str]:
         ours = _find(scale, "shared", n)
         if ours is None:
             continue
-        for variant in ("new-client", "threaded-requests", "shared-httpx-pool", "sleep-reference"):
+        for variant in (
+            "shared-keepalive-transport",
+            "new-client",
+            "threaded-requests",
+            "shared-httpx-pool",
+            "sleep-reference",
+        ):
             base = _find(scale, variant, n)
             if base is None:
                 continue
@@ -284,7 +333,8 @@ def render(results: dict[str, Any]) -> str:
         "(the figures below are this run's, unedited). The suite and what each figure means: `benchmarks/`.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, {m['os']}; Python {m['python']}, "
-        f"Airflow {m['airflow']}, httpx {m['httpx']}, airflow-provider-wavespeed {m['provider']}.",
+        f"Airflow {m['airflow']}, aiohttp {m.get('aiohttp', '-')}, httpx {m['httpx']} (baselines only), "
+        f"airflow-provider-wavespeed {m['provider']}.",
         "",
         "## Targets",
         "",
@@ -298,6 +348,10 @@ def render(results: dict[str, Any]) -> str:
         "machine was shared, and lag above what the run's own CPU explains is time spent waiting for a core.",
         "",
         *_scale_table(results["scale"]),
+        "",
+        "### The aiohttp stack against the transport it replaced (issue 12)",
+        "",
+        *_legacy_table(results["scale"]),
         "",
         "### Ratios",
         "",
@@ -341,13 +395,18 @@ METHOD = """## How the figures are measured
 - **Peak RSS per trigger**: (VmHWM, reset just before the hand-over, minus VmRSS then) / N.
 - **TCP connections opened**: `socket.socket.connect` calls to the emulator's port in the trigger process
   (asyncio and urllib3 both connect through it); in brackets the most ESTABLISHED sockets to it seen at once
-  by sampling the process from outside every second. The shared pool reuses the most recently used
-  connection and closes one idle for 15 s, so it shrinks between bursts and reopens at the next: connections
-  opened grow with bursts and run time, never with N, and never more than the pool size are open at once.
+  by sampling the process from outside every second. The shared pool closes a connection idle for 15 s
+  (aiohttp's connector reuses idle connections oldest first; the old transport most recent first, so it
+  shrank between bursts and reopened at the next): connections opened grow with bursts and run time, never
+  with N, and never more than the pool size are open at once.
 - **Detection latency**: event time (when the trigger's event reached the runner's queue) minus the
   emulator's `completes_at` for that prediction.
 - **Baselines** (`benchmarks/baselines.py`): the same wait loop, polling policy and events; only one
-  poll's transport differs. *before* is WaveSpeedTaskTrigger with the shared client as first written.
+  poll's transport differs. The *before* rows are WaveSpeedTaskTrigger itself with the shared-client
+  registry given another client through its public `set_client_factory`
+  (`benchmarks/legacy_transport.py`): the hand-written keep-alive transport on httpx that the package
+  shipped until issue 12 (same pool size, gate, limiter and retry policy as the aiohttp client), and
+  the shared client as first written (httpx's own pool of 32, no gate).
 - **Real Airflow** (`benchmarks/airflow_run.py`, DAGs in `benchmarks/dags/`): a real api-server, scheduler,
   dag-processor and triggerer (`scripts/airflow_stack.py`, LocalExecutor, SQLite). Worker-slot seconds =
   the number of the waiting task's instances in state `running`, sampled through the REST API every

@@ -38,6 +38,9 @@ from typing import Any
 
 VARIANTS = {
     "shared": "airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger",
+    # Our trigger on the shared client before issue 12: httpx on the hand-written keep-alive
+    # transport (benchmarks/legacy_transport.py), same pool size, gate and limiter.
+    "shared-keepalive-transport": "airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger",
     "new-client": "benchmarks.baselines.NewClientPerPollTrigger",
     "threaded-requests": "benchmarks.baselines.ThreadedRequestsTrigger",
     # Our trigger on the shared client as it was first written: httpx's own pool (32), no gate.
@@ -102,18 +105,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 async def submit_all(url: str, api_key: str, n: int) -> list[str]:
     """Create the predictions (before the measured window, with a throw-away client)."""
-    import httpx
-
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        client = AsyncWaveSpeedClient(api_key, url, http_client=http)
-        gate = asyncio.Semaphore(16)
+    async with AsyncWaveSpeedClient(api_key, url, timeout=60, max_in_flight=16) as client:
 
         async def one(index: int) -> str:
-            async with gate:
-                return (await client.submit(FLUX, {"prompt": f"benchmark prediction {index}"})).id
+            return (await client.submit(FLUX, {"prompt": f"benchmark prediction {index}"})).id
 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
@@ -280,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                         self._stop_event.set()
                     return
 
-    if args.variant == "shared-httpx-pool":
-        _use_httpx_pool()
+    _choose_shared_client(args.variant)
     runner = BenchRunner()
     runner.events = StampedEvents()
 
@@ -368,34 +364,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if len(detection) == n else 1
 
 
-def _use_httpx_pool() -> None:
-    """Make the shared client what it was before this benchmark: httpx's pool of 32, no gate."""
-    import httpx
+def _choose_shared_client(variant: str) -> None:
+    """Give the triggers' shared-client registry the variant's client (public hook, no patching)."""
+    from airflow_provider_wavespeed.hooks.shared_client import set_client_factory
 
-    from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-    from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
-    from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
-    from airflow_provider_wavespeed.api.retry import RetryPolicy
-    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-    from airflow_provider_wavespeed.triggers import wavespeed
+    if variant == "shared-keepalive-transport":
+        from benchmarks.legacy_transport import keepalive_transport_client
 
-    async def create(conn_id: str) -> Any:
-        creds = await WaveSpeedHook(conn_id).aget_credentials()
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(DEFAULT_REQUEST_TIMEOUT, pool=120.0),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
-        client = AsyncWaveSpeedClient(
-            creds.api_key,
-            creds.base_url,
-            credential_source=creds.source,
-            http_client=http,
-            limiter=AdaptiveLimiter(),  # as the shipped shared client: no poll budget until a 429
-            retry=RetryPolicy(max_retries=2),
-        )
-        return wavespeed._Shared(client=client, http=http, transport=None)
+        set_client_factory(keepalive_transport_client)
+    elif variant == "shared-httpx-pool":
+        from benchmarks.legacy_transport import httpx_pool_client
 
-    wavespeed._create_shared = create
+        set_client_factory(httpx_pool_client)
 
 
 def _ms(seconds: float | None) -> float | None:

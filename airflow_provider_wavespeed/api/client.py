@@ -615,13 +615,16 @@ def environment_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
 
 
 def create_session(
-    *, max_connections: int = DEFAULT_MAX_CONNECTIONS, timeout: float = DEFAULT_REQUEST_TIMEOUT
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    pool_timeout: float = POOL_TIMEOUT,
 ) -> aiohttp.ClientSession:
     """The aiohttp session the async client uses (call inside the event loop that will use it).
 
     At most ``max_connections`` connections, kept alive for reuse; ``timeout`` bounds the
     TCP/TLS connect and each read of the answer (per read: a slow but moving answer is not
-    cut off); waiting for a free pooled connection and connecting take at most ``POOL_TIMEOUT``.
+    cut off); waiting for a free pooled connection and connecting take at most ``pool_timeout``.
     No cookies are kept and redirects are not followed (the API sends neither).
     """
     connector = aiohttp.TCPConnector(
@@ -629,7 +632,7 @@ def create_session(
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, connect=POOL_TIMEOUT, sock_connect=timeout, sock_read=timeout),
+        timeout=aiohttp.ClientTimeout(total=None, connect=pool_timeout, sock_connect=timeout, sock_read=timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         # The environment's proxy is read once per client (environment_proxy), not per request.
         trust_env=False,

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
+import ssl
 import threading
 import time
+from types import SimpleNamespace
 
+import aiohttp
 import pytest
 import requests
+from aiohttp.http_exceptions import BadStatusLine
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from airflow_provider_wavespeed.api import (
     AsyncWaveSpeedClient,
@@ -26,6 +33,7 @@ from airflow_provider_wavespeed.api import (
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
+from airflow_provider_wavespeed.api.client import aiohttp_transport_error
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -325,3 +333,53 @@ async def test_async_client_polls_to_completion_and_maps_errors(wavespeed_emulat
         with pytest.raises(WaveSpeedAuthError):
             await bad.get_prediction(created.id)
     assert wavespeed_emulator.counters()["submissions"] == {FLUX: 2}
+
+
+async def test_async_connection_refused_is_a_transport_error_that_names_the_call() -> None:
+    async with AsyncWaveSpeedClient(
+        "k", f"http://127.0.0.1:{_free_port()}", retry=RetryPolicy(max_retries=1, backoff_base=0.01)
+    ) as client:
+        with pytest.raises(WaveSpeedTransportError) as info:
+            await client.submit(FLUX, {"prompt": "x"})
+    assert info.value.connected is False and f"submit to {FLUX}" in str(info.value)
+
+
+_KEY = SimpleNamespace(host="api.wavespeed.ai", port=443, ssl=True, is_ssl=True)  # what aiohttp's connector errors name
+_INFO = aiohttp.RequestInfo(URL("http://proxy:3128"), "CONNECT", CIMultiDictProxy(CIMultiDict()), URL("http://proxy"))
+
+
+@pytest.mark.parametrize(
+    ("exc", "connected"),
+    [
+        # No connection to the API was ever made: the request certainly did not arrive.
+        (aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Connection refused")), False),
+        (aiohttp.ClientConnectorDNSError(_KEY, OSError(-2, "Name or service not known")), False),
+        (aiohttp.ClientProxyConnectionError(_KEY, ConnectionRefusedError(111, "Connection refused")), False),
+        (aiohttp.ClientConnectorSSLError(_KEY, ssl.SSLError(1, "handshake failure")), False),
+        (aiohttp.ClientConnectorCertificateError(_KEY, ssl.SSLCertVerificationError(1, "bad cert")), False),
+        (aiohttp.ConnectionTimeoutError("Connection timeout to host"), False),
+        (aiohttp.ClientHttpProxyError(_INFO, (), status=407, message="Proxy Authentication Required"), False),
+        (aiohttp.InvalidURL("http://"), False),
+        # Sent, or maybe sent: the server may have acted on it.
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), True),
+        (aiohttp.SocketTimeoutError("Timeout on reading data from socket"), True),
+        (aiohttp.ServerTimeoutError("timeout"), True),
+        (aiohttp.ClientPayloadError("Response payload is not completed"), True),
+        (aiohttp.ClientResponseError(_INFO, (), status=200, message="bad header"), True),
+        (BadStatusLine("garbage"), True),
+        (asyncio.TimeoutError(), True),
+        (ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed"), True),
+        (ConnectionResetError(104, "reset"), True),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_every_aiohttp_error_is_a_transport_error_that_says_whether_it_may_have_arrived(
+    exc: BaseException, connected: bool
+) -> None:
+    error = aiohttp_transport_error(exc, "poll of prediction abc")
+    assert isinstance(error, WaveSpeedTransportError)
+    assert error.connected is connected
+    assert str(error).startswith("WaveSpeed poll of prediction abc: network error (") and type(exc).__name__ in str(
+        error
+    )

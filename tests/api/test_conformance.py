@@ -2,7 +2,7 @@
 the two-step upload, and transport errors below the HTTP libraries' own types.
 
 Everything runs against the emulator over loopback HTTP, except what no server produces on
-demand: a scripted loopback server serves statuses the API may add later, and a mocked transport
+demand: a scripted loopback server serves statuses the API may add later, and a client middleware
 raises a raw ``ssl.SSLError``.
 """
 
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 import requests
 from scripted_api import ScriptedAPI
@@ -438,19 +438,16 @@ def corrupting_tls_server(tmp_path: Any) -> Iterator[tuple[str, str]]:
 
 
 def test_a_corrupted_tls_record_is_a_transport_error_that_may_have_arrived(
-    corrupting_tls_server: tuple[str, str],
+    corrupting_tls_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_wavespeed.api import WaveSpeedSubmitUncertainError
-    from airflow_provider_wavespeed.api._transport import KeepAliveTransport
 
     url, ca_file = corrupting_tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # the async client trusts what the environment names
 
     async def call(submit: bool) -> None:
-        transport = KeepAliveTransport(ssl_context=ssl.create_default_context(cafile=ca_file))
-        http = httpx.AsyncClient(transport=transport)
-        async with AsyncWaveSpeedClient("k", url, retry=FAST, http_client=http) as client:
+        async with AsyncWaveSpeedClient("k", url, retry=FAST) as client:
             await (client.submit(FLUX, {"prompt": "x"}) if submit else client.get_prediction("abc"))
-        await http.aclose()
 
     with pytest.raises(WaveSpeedTransportError) as info:
         asyncio.run(call(submit=False))
@@ -473,7 +470,7 @@ def test_the_trigger_rides_out_corrupted_tls_records_until_its_deadline(
     from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
     url, ca_file = corrupting_tls_server
-    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # the shared client trusts what httpx trusts
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # the shared client trusts what the environment names
     monkeypatch.setenv("AIRFLOW_CONN_WS_CORRUPT", json.dumps({"conn_type": "wavespeed", "host": url, "password": "k"}))
     trigger = WaveSpeedTaskTrigger(
         "abc", "ws_corrupt", poll_interval=0.2, first_poll_interval=0.05, end_time=time.time() + 2.0
@@ -518,15 +515,17 @@ def test_the_trigger_rides_out_garbage_tls_until_its_deadline(
     assert event["status"] == "deadline"
 
 
-def test_a_raw_ssl_error_mid_answer_is_a_transport_error_that_may_have_arrived() -> None:
-    # A corrupted TLS record after the request went out reaches httpx as a raw ssl.SSLError
-    # (seen against nginx); nothing local produces it on demand, so the transport raises it.
-    def corrupted(request: httpx.Request) -> httpx.Response:
-        raise ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed or bad record mac")
+async def _corrupted(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    raise ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed or bad record mac")
 
+
+def test_a_raw_ssl_error_mid_answer_is_a_transport_error_that_may_have_arrived() -> None:
+    # A corrupted TLS record after the request went out can reach the HTTP library as a raw
+    # ssl.SSLError (seen against nginx); nothing local produces it on demand, so a client
+    # middleware (where the request is sent) raises it.
     async def submit() -> None:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(corrupted))
-        async with AsyncWaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, http_client=http) as client:
+        async with aiohttp.ClientSession(middlewares=(_corrupted,)) as session:
+            client = AsyncWaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, session=session)
             await client.submit(FLUX, {"prompt": "x"})
 
     from airflow_provider_wavespeed.api import WaveSpeedSubmitUncertainError
@@ -535,8 +534,8 @@ def test_a_raw_ssl_error_mid_answer_is_a_transport_error_that_may_have_arrived()
         asyncio.run(submit())
 
     async def poll() -> None:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(corrupted))
-        async with AsyncWaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, http_client=http) as client:
+        async with aiohttp.ClientSession(middlewares=(_corrupted,)) as session:
+            client = AsyncWaveSpeedClient("k", "https://api.wavespeed.ai", retry=FAST, session=session)
             await client.get_prediction("abc")
 
     with pytest.raises(WaveSpeedTransportError) as info:

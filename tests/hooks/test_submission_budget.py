@@ -176,7 +176,7 @@ def test_the_poll_limiter_is_unlimited_until_a_429_then_backs_off_and_steps_asid
 async def test_the_triggers_shared_client_has_no_fixed_poll_budget(
     wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_wavespeed.triggers.wavespeed import acquire_shared_client, release_shared_client
+    from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 
     _set_conn(
         monkeypatch, "ws_polls", wavespeed_emulator.url, wavespeed_emulator.api_key, {"max_submissions_per_minute": 2}

@@ -8,18 +8,21 @@ import time
 from typing import Any
 
 import pytest
+from perf_helpers import Connects, open_to
 
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.testing import WaveSpeedEmulator
-from airflow_provider_wavespeed.triggers import wavespeed
-from airflow_provider_wavespeed.triggers.wavespeed import (
+from airflow_provider_wavespeed.api import AsyncWaveSpeedClient
+from airflow_provider_wavespeed.hooks.shared_client import (
     POOL_SIZE,
-    WaveSpeedTaskTrigger,
     acquire_shared_client,
+    default_client_factory,
     release_shared_client,
+    set_client_factory,
     shared_pool_stats,
     shared_transport_stats,
 )
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 CONN_ID = "wavespeed_default"
 FLUX = "wavespeed-ai/flux-dev"
@@ -50,17 +53,20 @@ async def _statuses(trigger: WaveSpeedTaskTrigger) -> list[str]:
 
 
 async def test_many_triggers_share_a_bounded_pool_that_closes_after_the_last(
-    wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+    wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch, connects: Connects
 ) -> None:
     _fast_connection(wavespeed_emulator, monkeypatch)
     wavespeed_emulator.hold()  # all 300 still waiting when the last one starts, however slow the machine
     ids = _submit(300)
+    connects.clear()  # the submits' connections (requests) are not the triggers'
     seen: list[dict[str, dict[str, int]]] = []
+    open_seen: list[int] = []
     done = asyncio.Event()
 
     async def watch() -> None:
         while not done.is_set():
             seen.append(shared_transport_stats())
+            open_seen.append(open_to(wavespeed_emulator.url))
             if seen[-1].get(CONN_ID, {}).get("users") == 300:
                 wavespeed_emulator.release()
             await asyncio.sleep(0.01)
@@ -72,9 +78,11 @@ async def test_many_triggers_share_a_bounded_pool_that_closes_after_the_last(
     assert results == [["completed"]] * 300
     stats = [entry[CONN_ID] for entry in seen if CONN_ID in entry]
     assert max(s["users"] for s in stats) == 300  # one client for all of them
-    assert max(s["connections_opened"] for s in stats) <= POOL_SIZE  # bounded by the pool, not by N
-    assert max(s["open_connections"] for s in stats) <= POOL_SIZE
+    assert max(s["waiting"] for s in stats) > 0  # polls beyond the pool queued in the client
+    assert connects.to(wavespeed_emulator.url) <= POOL_SIZE  # bounded by the pool, not by N
+    assert max(open_seen) <= POOL_SIZE
     assert shared_transport_stats() == {}  # the last trigger closed it
+    assert open_to(wavespeed_emulator.url) == 0  # and its connections
     polls = sum(wavespeed_emulator.prediction_state(pid)["polls"] for pid in ids)
     assert polls >= 300
 
@@ -128,16 +136,40 @@ async def test_when_the_creating_trigger_is_cancelled_a_waiter_creates_it(
     assert shared_pool_stats() == {}
 
 
-async def test_a_proxy_in_the_environment_keeps_httpx_own_transport(
-    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+async def test_a_client_factory_builds_the_shared_client_and_the_registry_closes_it(
+    wavespeed_connection: WaveSpeedEmulator,
 ) -> None:
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    await acquire_shared_client(CONN_ID)
+    built: list[tuple[WaveSpeedCredentials, AsyncWaveSpeedClient]] = []
+    closed: list[AsyncWaveSpeedClient] = []
+
+    class Recorded(AsyncWaveSpeedClient):
+        async def aclose(self) -> None:
+            closed.append(self)
+            await super().aclose()
+
+    def factory(creds: WaveSpeedCredentials) -> AsyncWaveSpeedClient:
+        client = Recorded(creds.api_key, creds.base_url, credential_source=creds.source)
+        built.append((creds, client))
+        return client
+
+    set_client_factory(factory)
     try:
-        assert shared_transport_stats()[CONN_ID]["open_connections"] == -1  # not the keep-alive transport
-        assert wavespeed._current_shared()[CONN_ID].http is not None
+        first = await acquire_shared_client(CONN_ID)
+        assert await acquire_shared_client(CONN_ID) is first  # built once for both users
+        assert [client for _, client in built] == [first]
+        assert built[0][0].base_url == wavespeed_connection.url  # from the connection, looked up once
+        prediction_id = _submit(1)[0]
+        assert (await first.get_prediction(prediction_id)).id == prediction_id
+        await release_shared_client(CONN_ID)
+        assert closed == []
+        await release_shared_client(CONN_ID)
+        assert closed == [first]  # the last user closed it
+    finally:
+        set_client_factory(None)
+    shipped = await acquire_shared_client(CONN_ID)  # None: the shipped factory again
+    try:
+        assert type(shipped) is AsyncWaveSpeedClient and len(built) == 1
+        assert default_client_factory is not factory
     finally:
         await release_shared_client(CONN_ID)
 

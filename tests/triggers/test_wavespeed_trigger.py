@@ -15,14 +15,14 @@ import pytest
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_wavespeed.events import MAX_OUTPUTS_BYTES
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
-from airflow_provider_wavespeed.triggers.wavespeed import (
-    WaveSpeedTaskTrigger,
+from airflow_provider_wavespeed.hooks.shared_client import (
     acquire_shared_client,
     release_shared_client,
     shared_pool_stats,
 )
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
 CONN_ID = "wavespeed_default"

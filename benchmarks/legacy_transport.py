@@ -1,4 +1,14 @@
-"""A lean keep-alive HTTP/1.1 transport for httpx: thousands of small polls in one event loop.
+"""The issue 12 baseline: the triggers' shared client as it was before aiohttp.
+
+Until issue 12 the shipped package polled through this hand-written httpx transport
+(``airflow_provider_wavespeed/api/_transport.py``, moved here unchanged apart from this
+docstring's first lines and the client and factories at the end). The benchmark runs it beside
+the shipped aiohttp stack, through :func:`~airflow_provider_wavespeed.hooks.shared_client.set_client_factory`,
+so both are measured in the same run. Not part of the package: httpx is a dev dependency.
+
+The original description follows.
+
+A lean keep-alive HTTP/1.1 transport for httpx: thousands of small polls in one event loop.
 
 The triggerer's loop is shared by every trigger of a deployment, so the CPU one poll costs
 is what decides how many pollers a triggerer holds. httpx's default transport (httpcore)
@@ -29,9 +39,17 @@ import time
 import urllib.request
 from collections import deque
 
+import h11
+import httpcore
 import httpx
 
-from airflow_provider_wavespeed.api.limiter import FairSemaphore
+from airflow_provider_wavespeed.api.client import _RAW_TRANSPORT_ERRORS, AsyncWaveSpeedClient, _describe, _Request
+from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
+from airflow_provider_wavespeed.api.errors import WaveSpeedTransportError
+from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter, FairSemaphore
+from airflow_provider_wavespeed.api.retry import RetryPolicy
+from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials
 
 _RETRY_ON_STALE = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -315,3 +333,79 @@ async def _read_body(
             raise ValueError("negative Content-Length")
         return await reader.readexactly(length)
     return None
+
+
+# -- the async client on httpx, as it was (the protocol, retries, gate and limiters are the shipped ones) --
+
+POOL_TIMEOUT = 120.0  # the old shared client's wait for a connection once let through the gate
+
+_HTTPX_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.RequestError,
+    httpx.StreamError,
+    h11.ProtocolError,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.TimeoutException,
+    *_RAW_TRANSPORT_ERRORS,
+)
+
+
+class HttpxWaveSpeedClient(AsyncWaveSpeedClient):
+    """:class:`AsyncWaveSpeedClient` with its one HTTP exchange on an ``httpx.AsyncClient`` (the old stack)."""
+
+    def __init__(self, *args: object, http_client: httpx.AsyncClient, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._http = http_client
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _exchange(self, request: _Request) -> tuple[int, bytes, str | None]:
+        try:
+            response = await self._http.request(
+                request.method,
+                self._url(request.path),
+                json=request.json,
+                params=request.params or None,
+                headers=self._headers,
+            )
+        except _HTTPX_ERRORS as exc:
+            # Only httpx's own connect-phase errors prove the request never left; anything raw may have.
+            never = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+            raise WaveSpeedTransportError(
+                f"WaveSpeed {request.what}: network error ({_describe(exc)})", connected=not never
+            ) from exc
+        return response.status_code, response.content, response.headers.get("Retry-After")
+
+
+def keepalive_transport_client(creds: WaveSpeedCredentials) -> AsyncWaveSpeedClient:
+    """The shared client before issue 12: httpx on :class:`KeepAliveTransport` (``POOL_SIZE``), the gate."""
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(DEFAULT_REQUEST_TIMEOUT, pool=POOL_TIMEOUT),
+        transport=KeepAliveTransport(max_connections=POOL_SIZE),
+    )
+    return HttpxWaveSpeedClient(
+        creds.api_key,
+        creds.base_url,
+        credential_source=creds.source,
+        http_client=http,
+        limiter=AdaptiveLimiter(),
+        retry=RetryPolicy(max_retries=2, rate_limit_retries=2),
+        max_in_flight=POOL_SIZE,
+    )
+
+
+def httpx_pool_client(creds: WaveSpeedCredentials) -> AsyncWaveSpeedClient:
+    """The shared client as first written: httpx's own pool of 32 connections, no gate."""
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(DEFAULT_REQUEST_TIMEOUT, pool=POOL_TIMEOUT),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+    )
+    return HttpxWaveSpeedClient(
+        creds.api_key,
+        creds.base_url,
+        credential_source=creds.source,
+        http_client=http,
+        limiter=AdaptiveLimiter(),  # as the shipped shared client: no poll budget until a 429
+        retry=RetryPolicy(max_retries=2),
+    )

@@ -1,0 +1,3 @@
+from perf_helpers import connects
+
+__all__ = ["connects"]
