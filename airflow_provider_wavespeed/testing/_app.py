@@ -7,6 +7,7 @@ log, so one event loop holds thousands of keep-alive pollers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import http
@@ -161,22 +162,24 @@ class _Api:
         self._webhook_tasks: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[Route]:
-        counted = self._counted
+        gated, counted = self._gated, self._counted  # gated: auth, rate limit and faults first
+        read_result = functools.partial(self._read_prediction, endpoint="result")
+        read_prediction = functools.partial(self._read_prediction, endpoint="prediction")
         return [
-            Route("/api/v3/balance", counted("balance", self.balance), methods=["GET"]),
-            Route("/api/v3/models", counted("models", self.models), methods=["GET"]),
-            Route("/api/v3/predictions/{prediction_id}/result", counted("result", self.result), methods=["GET"]),
-            Route("/api/v3/predictions/{prediction_id}", counted("prediction", self.prediction), methods=["GET"]),
-            Route("/api/v3/predictions/{prediction_id}", counted("delete", self.delete_one), methods=["DELETE"]),
-            Route("/api/v3/predictions", counted("history", self.history), methods=["POST"]),
-            Route("/api/v3/predictions/delete", counted("delete", self.delete), methods=["POST"]),
-            Route("/api/v3/model/pricing", counted("pricing", self.pricing), methods=["POST"]),
-            Route("/api/v3/media/upload/binary", counted("upload", self.upload), methods=["POST"]),
-            Route("/api/v3/media/uploads", counted("upload_ticket", self.upload_ticket), methods=["POST"]),
-            Route("/api/v3/upload", counted("upload", self.upload), methods=["POST"]),
+            Route("/api/v3/balance", gated("balance", self.balance), methods=["GET"]),
+            Route("/api/v3/models", gated("models", self.models), methods=["GET"]),
+            Route("/api/v3/predictions/{prediction_id}/result", counted("result", read_result), methods=["GET"]),
+            Route("/api/v3/predictions/{prediction_id}", counted("prediction", read_prediction), methods=["GET"]),
+            Route("/api/v3/predictions/{prediction_id}", gated("delete", self.delete_one), methods=["DELETE"]),
+            Route("/api/v3/predictions", gated("history", self.history), methods=["POST"]),
+            Route("/api/v3/predictions/delete", gated("delete", self.delete), methods=["POST"]),
+            Route("/api/v3/model/pricing", gated("pricing", self.pricing), methods=["POST"]),
+            Route("/api/v3/media/upload/binary", gated("upload", self.upload), methods=["POST"]),
+            Route("/api/v3/media/uploads", gated("upload_ticket", self.upload_ticket), methods=["POST"]),
+            Route("/api/v3/upload", gated("upload", self.upload), methods=["POST"]),
             # Model ids have any depth, so this catch-all comes after the fixed routes.
             Route("/api/v3/{model:path}", counted("submit", self.submit), methods=["POST"]),
-            Route("/_emulator/files/{name}", counted("files", self.files), methods=["GET"]),
+            Route("/_emulator/files/{name}", gated("files", self.files), methods=["GET"]),
             Route("/_emulator/uploads/{name}", counted("uploads", self.uploaded_file), methods=["GET"]),
             Route("/_emulator/uploads/{name}", counted("upload_put", self.upload_put), methods=["PUT"]),
             Route("/_emulator/control/{method}", self.control, methods=["POST"]),
@@ -193,6 +196,15 @@ class _Api:
             return response
 
         return counted
+
+    def _gated(self, endpoint: str, handler: Handler) -> Handler:
+        """Counted, and through :meth:`_gate` first (the endpoints whose faults match no model)."""
+
+        async def gated(request: Request) -> Response:
+            early = await self._gate(request, endpoint)
+            return early if early is not None else await handler(request)
+
+        return self._counted(endpoint, gated)
 
     # -- the gate every API request passes -----------------------------------------
 
@@ -304,12 +316,6 @@ class _Api:
             now = await _finished(self.state, prediction)
         return _ok(prediction.to_api(base, now))
 
-    async def result(self, request: Request) -> Response:
-        return await self._read_prediction(request, "result")
-
-    async def prediction(self, request: Request) -> Response:
-        return await self._read_prediction(request, "prediction")
-
     async def _read_prediction(self, request: Request, endpoint: str) -> Response:
         prediction_id: str = request.path_params["prediction_id"]
         prediction = self.state.predictions.get(prediction_id)
@@ -324,17 +330,12 @@ class _Api:
         return _ok(prediction.to_api(_base_url(request), time.time()))
 
     async def balance(self, request: Request) -> Response:
-        early = await self._gate(request, "balance")
-        return early or _ok({"balance": round(self.state.balance, 6)})
+        return _ok({"balance": round(self.state.balance, 6)})
 
     async def models(self, request: Request) -> Response:
-        early = await self._gate(request, "models")
-        return early or _ok(_models.model_list(self.state.prices))
+        return _ok(_models.model_list(self.state.prices))
 
     async def pricing(self, request: Request) -> Response:
-        early = await self._gate(request, "pricing")
-        if early is not None:
-            return early
         body = await self._json_object(request, "model_id and inputs")
         if isinstance(body, Response):
             return body
@@ -347,9 +348,6 @@ class _Api:
         return _ok({"model_id": model_id, "unit_price": self.state.quote(model_id, inputs), "currency": "USD"})
 
     async def history(self, request: Request) -> Response:
-        early = await self._gate(request, "history")
-        if early is not None:
-            return early
         body = await self._json_object(request, "page and page_size")
         if isinstance(body, Response):
             return body
@@ -368,9 +366,6 @@ class _Api:
         )
 
     async def delete(self, request: Request) -> Response:
-        early = await self._gate(request, "delete")
-        if early is not None:
-            return early
         body = await self._json_object(request, "ids")
         if isinstance(body, Response):
             return body
@@ -382,9 +377,6 @@ class _Api:
     async def delete_one(self, request: Request) -> Response:
         """``DELETE /predictions/{id}``: the prediction then reads ``deleted``; answers its object."""
         prediction_id: str = request.path_params["prediction_id"]
-        early = await self._gate(request, "delete")
-        if early is not None:
-            return early
         prediction = self.state.predictions.get(prediction_id)
         if prediction is None:
             return _error(404, f"Prediction not found: {prediction_id}")
@@ -393,9 +385,6 @@ class _Api:
 
     async def upload(self, request: Request) -> Response:
         """The older one-step flows: multipart ``file`` to ``/media/upload/binary`` (or ``/upload``)."""
-        early = await self._gate(request, "upload")
-        if early is not None:
-            return early
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             return _error(400, "Invalid upload: expected a multipart/form-data body")
         try:
@@ -424,9 +413,6 @@ class _Api:
 
     async def upload_ticket(self, request: Request) -> Response:
         """Step one of the SDK 2.x upload: ``{filename, size, content_type?}`` -> a pre-signed PUT."""
-        early = await self._gate(request, "upload_ticket")
-        if early is not None:
-            return early
         body = await self._json_object(request, "filename, size and content_type")
         if isinstance(body, Response):
             return body
@@ -498,9 +484,6 @@ class _Api:
     # -- files (public, like a CDN: no auth) -------------------------------------------
 
     async def files(self, request: Request) -> Response:
-        early = await self._gate(request, "files")
-        if early is not None:
-            return early
         stem, _, ext = request.path_params["name"].rpartition(".")
         prediction_id, _, index = stem.rpartition("_")
         prediction = self.state.predictions.get(prediction_id)

@@ -37,33 +37,12 @@ from . import _media, _models
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "deleted"})
 OUTCOME_STATUSES = frozenset({"failed", "cancelled", "timeout"})
 FAULT_KINDS = frozenset(
-    {
-        "http_error",
-        "rate_limit",
-        "html",
-        "truncated",
-        "wrong_types",
-        "missing_outputs",
-        "envelope_error",
-        "drop",
-        "drop_after_submit",
-        "slow",
-    }
+    {"http_error", "rate_limit", "html", "truncated", "wrong_types", "missing_outputs", "envelope_error"}
+    | {"drop", "drop_after_submit", "slow"}
 )
 # Endpoints that count as API calls: they need auth and "any" faults match them.
 API_ENDPOINTS = frozenset(
-    {
-        "submit",
-        "result",
-        "prediction",
-        "balance",
-        "upload",
-        "upload_ticket",
-        "pricing",
-        "history",
-        "delete",
-        "models",
-    }
+    {"submit", "result", "prediction", "balance", "upload", "upload_ticket", "pricing", "history", "delete", "models"}
 )
 # "upload_put" is the pre-signed storage URL: no auth, like "files".
 FAULT_ENDPOINTS = API_ENDPOINTS | {"files", "upload_put", "any"}
