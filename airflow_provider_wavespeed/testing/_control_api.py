@@ -25,6 +25,7 @@ class _Control(Generic[P, R]):
     def __init__(self, operation: Callable[Concatenate[EmulatorState, P], R]) -> None:
         self.name = operation.__name__
         self.operation = operation
+        self.__doc__ = operation.__doc__  # help(WaveSpeedEmulator) shows it too
         signature = inspect.signature(operation)
         self.signature = signature.replace(parameters=list(signature.parameters.values())[1:])  # without self
 

@@ -37,8 +37,8 @@ from . import _media, _models
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "deleted"})
 OUTCOME_STATUSES = frozenset({"failed", "cancelled", "timeout"})
 FAULT_KINDS = frozenset(
-    {"http_error", "rate_limit", "html", "truncated", "wrong_types", "missing_outputs", "envelope_error"}
-    | {"drop", "drop_after_submit", "slow"}
+    {"http_error", "rate_limit", "html", "truncated", "wrong_types", "missing_outputs", "envelope_error"}  # answers
+    | {"drop", "drop_after_submit", "slow"}  # the connection
 )
 # Endpoints that count as API calls: they need auth and "any" faults match them.
 API_ENDPOINTS = frozenset(
