@@ -72,7 +72,7 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
 
 
 class NewClientPerPollTrigger(_BaselineTrigger):
-    """A new ``aiohttp.ClientSession`` (new connection, new TLS context) for every poll."""
+    """A new ``aiohttp.ClientSession`` (new connection pool, new connection) for every poll."""
 
     def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
         async def poll_once() -> Prediction:

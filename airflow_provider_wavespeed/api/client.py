@@ -7,6 +7,7 @@ Both build requests and read answers through :class:`_Protocol`, and both retry 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import io
 import json
@@ -583,9 +584,15 @@ DEFAULT_MAX_CONNECTIONS = 100
 
 def _ssl_context() -> ssl.SSLContext:
     """Certificates as the sync client (``requests``: certifi) trusts, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
-    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    return _ssl_context_for(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    # Loading a CA bundle costs tens of milliseconds of CPU: once per process and setting, not
+    # per session (a one-off client per call, like the hook's aget_prediction, would pay it each time).
     if cafile or capath:
-        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+        return ssl.create_default_context(cafile=cafile, capath=capath)
     return ssl.create_default_context(cafile=certifi.where())
 
 
@@ -627,9 +634,8 @@ def create_session(
     cut off); waiting for a free pooled connection and connecting take at most ``pool_timeout``.
     No cookies are kept and redirects are not followed (the API sends neither).
     """
-    connector = aiohttp.TCPConnector(
-        limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY, ssl=_ssl_context()
-    )
+    # Certificates: the client passes its own context with each https request (see _exchange).
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, connect=pool_timeout, sock_connect=timeout, sock_read=timeout),
@@ -645,7 +651,9 @@ class AsyncWaveSpeedClient(_Protocol):
     Pass ``session`` to share one connection pool among many clients; it is then not closed
     by :meth:`aclose` and its own timeouts apply. Without one, the client creates its own
     (:func:`create_session`, at most ``max_in_flight`` or 100 connections) on first use.
-    ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured.
+    ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured; TLS
+    certificates are checked against certifi's bundle (as the sync client's), or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set.
     ``limiter`` paces every request but submissions (the triggerer's polls: an
     :class:`~.limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
     paces submissions (the tier's starts per minute). A 429 pauses the limiter that paced the
@@ -675,6 +683,7 @@ class AsyncWaveSpeedClient(_Protocol):
         self._session = session
         self._max_connections = max_in_flight or DEFAULT_MAX_CONNECTIONS
         self._proxy, self._proxy_auth = environment_proxy(self.base_url)
+        self._ssl: ssl.SSLContext | bool | None = None  # made on the first request (loading CAs takes ~50 ms)
         self._limiter = limiter
         self._submit_limiter = submit_limiter
         # Waiting callers queue here, in order and before any request object exists: a queued
@@ -727,11 +736,18 @@ class AsyncWaveSpeedClient(_Protocol):
         """
         if self._session is None:
             self._session = create_session(max_connections=self._max_connections, timeout=self.timeout)
+        if self._ssl is None:
+            self._ssl = _ssl_context() if self.base_url.startswith("https:") else True
         headers = self._headers
         data = None
         if request.json is not None:
             data = json.dumps(request.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             headers["Content-Type"] = "application/json"
+        # The keep-alive race (the server closes an idle connection as a request goes out) is
+        # aiohttp's own: ClientSession._request (aiohttp >= 3.9, "retry_persistent_connection")
+        # sends a GET once more on a new connection after a ClientOSError/ServerDisconnectedError
+        # that came before the answer's headers, without a wait and not counted by our retry
+        # policy; a POST (a submit) never. tests/perf/test_keepalive_transport.py holds it to that.
         try:
             async with self._session.request(
                 request.method,
@@ -741,6 +757,7 @@ class AsyncWaveSpeedClient(_Protocol):
                 headers=headers,
                 proxy=self._proxy,
                 proxy_auth=self._proxy_auth,
+                ssl=self._ssl,
                 allow_redirects=False,
             ) as response:
                 return response.status, await response.read(), response.headers.get("Retry-After")
