@@ -264,7 +264,7 @@ def _describe(exc: BaseException) -> str:
     cause = exc.__cause__
     if cause is not None and type(cause) is not type(exc):
         text += f"; caused by {type(cause).__name__}: {cause or 'no detail'}"
-    return text
+    return " ".join(text.split())  # aiohttp's parser errors span lines: one line in logs
 
 
 def aiohttp_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:

@@ -373,3 +373,23 @@ async def test_an_unreachable_proxy_is_a_transport_error_that_never_arrived(
             await client.submit(FLUX, {"prompt": "x"})
     assert info.value.connected is False
     assert wavespeed_emulator.counters()["total_requests"] == 0
+
+
+async def test_a_malformed_answer_is_a_transport_error_that_may_have_arrived_and_hides_the_key(
+    raw_server: ServerFactory, no_proxy_env: None
+) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 2x0 Nonsense\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    url = await raw_server(garbage)
+    async with AsyncWaveSpeedClient("secret-key-123", url, retry=ONCE) as client:
+        with pytest.raises(WaveSpeedTransportError) as info:
+            await client.get_balance()
+        assert info.value.connected is True
+        with pytest.raises(WaveSpeedSubmitUncertainError) as uncertain:
+            await client.submit(FLUX, {"prompt": "x"})
+    for error in (info.value, uncertain.value):
+        assert "secret-key-123" not in str(error) and "secret-key-123" not in repr(error)
