@@ -1,8 +1,8 @@
 """The issue 12 baseline: the triggers' shared client as it was before aiohttp.
 
 Until issue 12 the shipped package polled through this hand-written httpx transport
-(``airflow_provider_wavespeed/api/_transport.py``, moved here unchanged apart from this
-docstring's first lines and the client and factories at the end). The benchmark runs it beside
+(``airflow_provider_wavespeed/api/_transport.py``, moved here unchanged apart from its imports,
+this docstring's first lines and the client and factories at the end). The benchmark runs it beside
 the shipped aiohttp stack, through :func:`~airflow_provider_wavespeed.hooks.shared_client.set_client_factory`,
 so both are measured in the same run. Not part of the package: httpx is a dev dependency.
 
