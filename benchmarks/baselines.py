@@ -4,9 +4,11 @@ Both wait on a prediction exactly like :class:`WaveSpeedTaskTrigger` (same kwarg
 :class:`PollSchedule`, same event payloads, same error handling); only the transport of one
 poll differs, so the benchmark measures the transport and nothing else:
 
-- :class:`NewClientPerPollTrigger` opens a new ``aiohttp.ClientSession`` (our async client
-  with its own session) for every poll, as the dbt Cloud and Fivetran triggers open a new HTTP
-  session per poll, and as Airflow's ``HttpAsyncHook`` does per call.
+- :class:`NewClientPerPollTrigger` opens a new ``httpx.AsyncClient`` for every poll, as the dbt
+  Cloud and Fivetran triggers open a new HTTP session per poll. (httpx, as before issue 12, so the
+  row stays comparable: a new one loads its CA bundle each time. A new ``aiohttp.ClientSession``
+  per poll, whose default TLS context aiohttp caches, cost 1.6x the shared client's CPU per poll
+  in a ``--smoke`` run, N = 200: plain HTTP on loopback has no TLS handshakes to pay for.)
 - :class:`ThreadedRequestsTrigger` runs a sync ``requests`` call in a thread per poll
   (``asyncio.to_thread``, the loop's default executor), as triggers wrapping a sync SDK or
   ``HttpHook.run`` do; each call uses a new ``requests.Session``, like ``HttpHook.run``.
@@ -21,15 +23,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
+from airflow_provider_wavespeed.api.client import WaveSpeedClient
+from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+from benchmarks.legacy_transport import HttpxWaveSpeedClient
 
 _RETRY = RetryPolicy(max_retries=2)  # what the shared client of WaveSpeedTaskTrigger uses
 
@@ -72,13 +77,14 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
 
 
 class NewClientPerPollTrigger(_BaselineTrigger):
-    """A new ``aiohttp.ClientSession`` (new connection pool, new connection) for every poll."""
+    """A new ``httpx.AsyncClient`` (new connection, new TLS context) for every poll."""
 
     def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
         async def poll_once() -> Prediction:
-            async with AsyncWaveSpeedClient(
-                creds.api_key, creds.base_url, credential_source=creds.source, retry=_RETRY
-            ) as client:  # its own session, opened on this poll and closed after it
+            http = httpx.AsyncClient(timeout=DEFAULT_REQUEST_TIMEOUT)
+            async with HttpxWaveSpeedClient(
+                creds.api_key, creds.base_url, credential_source=creds.source, http_client=http, retry=_RETRY
+            ) as client:  # closes its httpx client
                 return await client.get_prediction(self.prediction_id)
 
         return poll_once

@@ -12,7 +12,7 @@ LEGACY_CPU_BOUND = 1.2
 LABELS = {
     "shared": "WaveSpeedTaskTrigger (shared pool, aiohttp)",
     "shared-keepalive-transport": "before: hand-written keep-alive transport (issue 12 baseline)",
-    "new-client": "baseline: new aiohttp session per poll",
+    "new-client": "baseline: new httpx client per poll",
     "threaded-requests": "baseline: requests in a thread per poll",
     "shared-httpx-pool": "before: shared httpx pool (32), no gate",
     "sleep-reference": "reference: Airflow DateTimeTrigger (no I/O)",
