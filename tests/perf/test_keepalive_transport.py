@@ -20,7 +20,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from perf_helpers import Connects, open_to
+from perf_helpers import Connects
 
 from airflow_provider_wavespeed.api import (
     AsyncWaveSpeedClient,
@@ -81,9 +81,9 @@ async def test_sequential_requests_reuse_one_connection(
         prediction_id = (await client.submit(FLUX, {"prompt": "a lighthouse"})).id
         for _ in range(30):
             assert (await client.get_prediction(prediction_id)).id == prediction_id
-        assert open_to(wavespeed_emulator.url) == 1
+        assert connects.open_to(wavespeed_emulator.url) == 1
     assert connects.to(wavespeed_emulator.url) == 1
-    assert open_to(wavespeed_emulator.url) == 0  # closed with the client
+    assert connects.open_to(wavespeed_emulator.url) == 0  # closed with the client
     assert wavespeed_emulator.prediction_state(prediction_id)["polls"] == 30
 
 
@@ -101,7 +101,7 @@ async def test_concurrent_requests_never_open_more_than_the_pool(
 
         async def watch() -> None:
             while True:
-                seen_open.append(open_to(wavespeed_emulator.url))
+                seen_open.append(connects.open_to(wavespeed_emulator.url))
                 await asyncio.sleep(0.01)
 
         watcher = asyncio.create_task(watch())

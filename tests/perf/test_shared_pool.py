@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from perf_helpers import Connects, open_to
+from perf_helpers import Connects
 
 from airflow_provider_wavespeed.api import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.hooks.shared_client import (
@@ -66,7 +66,7 @@ async def test_many_triggers_share_a_bounded_pool_that_closes_after_the_last(
     async def watch() -> None:
         while not done.is_set():
             seen.append(shared_transport_stats())
-            open_seen.append(open_to(wavespeed_emulator.url))
+            open_seen.append(connects.open_to(wavespeed_emulator.url))
             if seen[-1].get(CONN_ID, {}).get("users") == 300:
                 wavespeed_emulator.release()
             await asyncio.sleep(0.01)
@@ -82,7 +82,7 @@ async def test_many_triggers_share_a_bounded_pool_that_closes_after_the_last(
     assert connects.to(wavespeed_emulator.url) <= POOL_SIZE  # bounded by the pool, not by N
     assert max(open_seen) <= POOL_SIZE
     assert shared_transport_stats() == {}  # the last trigger closed it
-    assert open_to(wavespeed_emulator.url) == 0  # and its connections
+    assert connects.open_to(wavespeed_emulator.url) == 0  # and its connections
     polls = sum(wavespeed_emulator.prediction_state(pid)["polls"] for pid in ids)
     assert polls >= 300
 
