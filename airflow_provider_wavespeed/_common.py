@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
-
-import pendulum
 
 from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
 from airflow_provider_wavespeed.api.errors import (
@@ -73,7 +72,9 @@ def defer_until_finished(
         ),
         method_name="execute_complete",
         kwargs=kwargs,
-        timeout=pendulum.duration(seconds=timeout + DEFERRAL_GRACE),
+        # A plain timedelta: the task runner sends it to its supervisor with msgspec, whose encoder
+        # refuses pendulum's Duration subclass (the task then fails to defer).
+        timeout=timedelta(seconds=timeout + DEFERRAL_GRACE),
     )
 
 

@@ -28,6 +28,18 @@ def _deferred(defer: Any) -> tuple[TaskDeferred, float, float]:
     return info.value, before, time.time()
 
 
+def _assert_airflow_can_send(deferred: TaskDeferred) -> None:
+    """Encode the deferral as Airflow's task runner sends it to its supervisor (msgspec, Airflow's types only)."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time.comms import _new_encoder
+    from airflow.sdk.execution_time.task_runner import _defer_task
+
+    ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", task=SimpleNamespace(queue="default"))
+    message, _ = _defer_task(deferred, ti, SimpleNamespace(info=lambda *a, **k: None))  # type: ignore[arg-type]
+    assert _new_encoder().encode(message.model_dump())
+
+
 def _assert_deadline(deferred: TaskDeferred, prediction_id: str, before: float, after: float) -> None:
     trigger = deferred.trigger
     assert isinstance(trigger, WaveSpeedTaskTrigger) and trigger.prediction_id == prediction_id
@@ -35,6 +47,7 @@ def _assert_deadline(deferred: TaskDeferred, prediction_id: str, before: float, 
     assert isinstance(trigger.end_time, float) and before + TIMEOUT <= trigger.end_time <= after + TIMEOUT
     assert deferred.timeout == timedelta(seconds=TIMEOUT + DEFERRAL_GRACE)  # Airflow's backstop comes later
     assert deferred.method_name == "execute_complete"
+    _assert_airflow_can_send(deferred)
 
 
 def test_the_operator_defers_with_the_shared_deadline(capfd: pytest.CaptureFixture[str]) -> None:
