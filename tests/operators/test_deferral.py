@@ -8,7 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+
+try:  # Airflow 3.1+
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow 3.0
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
 from airflow_provider_wavespeed._common import DEFERRAL_GRACE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
