@@ -30,13 +30,14 @@ from airflow_provider_wavespeed.api.client import WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.retry import PollSchedule
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
+from airflow_provider_wavespeed.hooks.shared_client import POLL_RETRY
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 from benchmarks.legacy_transport import HttpxWaveSpeedClient
 
-_RETRY = RetryPolicy(max_retries=2)  # what the shared client of WaveSpeedTaskTrigger uses
+_RETRY = POLL_RETRY  # what the shared client of WaveSpeedTaskTrigger uses
 
 
 class _BaselineTrigger(WaveSpeedTaskTrigger):

@@ -48,7 +48,7 @@ from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedTransportError
 from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter, FairSemaphore
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE
+from airflow_provider_wavespeed.hooks.shared_client import POLL_RETRY, POOL_SIZE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials
 
 _RETRY_ON_STALE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -390,7 +390,7 @@ def keepalive_transport_client(creds: WaveSpeedCredentials) -> AsyncWaveSpeedCli
         credential_source=creds.source,
         http_client=http,
         limiter=AdaptiveLimiter(),
-        retry=RetryPolicy(max_retries=2, rate_limit_retries=2),
+        retry=POLL_RETRY,  # the shipped shared client's, so only the transport differs
         max_in_flight=POOL_SIZE,
     )
 

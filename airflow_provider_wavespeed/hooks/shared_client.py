@@ -24,6 +24,7 @@ from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
 
 __all__ = [
+    "POLL_RETRY",
     "POOL_SIZE",
     "ClientFactory",
     "acquire_shared_client",
@@ -39,6 +40,12 @@ __all__ = [
 # (docs/benchmarks.md).
 POOL_SIZE = 16
 
+# One retry of our own per poll: the trigger's loop keeps polling after that anyway, and
+# aiohttp already sends a GET whose connection was dropped once more itself, so two
+# retries made up to six requests of each poll in an outage (deployment tier: 1.45/s per
+# sensor while connections were cut, against 0.2/s when all is well).
+POLL_RETRY = RetryPolicy(max_retries=1, rate_limit_retries=2)
+
 # Builds the shared client from the connection's credentials, inside the loop that will use it.
 # The registry closes it (``aclose``) when its last user releases it.
 ClientFactory = Callable[[WaveSpeedCredentials], AsyncWaveSpeedClient]
@@ -53,11 +60,7 @@ def default_client_factory(creds: WaveSpeedCredentials) -> AsyncWaveSpeedClient:
         # No tier limits result polls, so no fixed budget: polls back off together only once the
         # API answers 429 (shared pause, rate halved per 429, grown back, then unlimited again).
         limiter=AdaptiveLimiter(),
-        # One retry of our own per poll: the trigger's loop keeps polling after that anyway, and
-        # aiohttp already sends a GET whose connection was dropped once more itself, so two
-        # retries made up to six requests of each poll in an outage (deployment tier: 1.45/s per
-        # sensor while connections were cut, against 0.2/s when all is well).
-        retry=RetryPolicy(max_retries=1, rate_limit_retries=2),
+        retry=POLL_RETRY,
         # Polls beyond the pool wait in the client's queue (a future each), not as built requests;
         # the client's session holds as many connections as this.
         max_in_flight=POOL_SIZE,
