@@ -37,8 +37,6 @@ from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, Wav
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 from benchmarks.legacy_transport import HttpxWaveSpeedClient
 
-_RETRY = POLL_RETRY  # what the shared client of WaveSpeedTaskTrigger uses
-
 
 class _BaselineTrigger(WaveSpeedTaskTrigger):
     """WaveSpeedTaskTrigger's wait loop with a pluggable one-poll transport."""
@@ -68,7 +66,7 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
             try:
                 prediction = await poll_once()
             except WaveSpeedError as exc:
-                if _RETRY.is_retryable(exc, idempotent=True):
+                if POLL_RETRY.is_retryable(exc, idempotent=True):
                     continue
                 yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
                 return
@@ -84,7 +82,7 @@ class NewClientPerPollTrigger(_BaselineTrigger):
         async def poll_once() -> Prediction:
             http = httpx.AsyncClient(timeout=DEFAULT_REQUEST_TIMEOUT)
             async with HttpxWaveSpeedClient(
-                creds.api_key, creds.base_url, credential_source=creds.source, http_client=http, retry=_RETRY
+                creds.api_key, creds.base_url, credential_source=creds.source, http_client=http, retry=POLL_RETRY
             ) as client:  # closes its httpx client
                 return await client.get_prediction(self.prediction_id)
 
@@ -96,7 +94,9 @@ class ThreadedRequestsTrigger(_BaselineTrigger):
 
     def _poller(self, creds: WaveSpeedCredentials) -> Callable[[], Awaitable[Prediction]]:
         def poll_sync() -> Prediction:
-            with WaveSpeedClient(creds.api_key, creds.base_url, credential_source=creds.source, retry=_RETRY) as client:
+            with WaveSpeedClient(
+                creds.api_key, creds.base_url, credential_source=creds.source, retry=POLL_RETRY
+            ) as client:
                 return client.get_prediction(self.prediction_id)
 
         async def poll_once() -> Prediction:
