@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_wavespeed._common import (
+    DEFERRAL_GRACE,
     TRANSIENT_ERRORS,
     airflow_errors,
     completed_result,
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    trigger_end,
 )
-from airflow_provider_wavespeed._compat import AirflowSensorTimeout
+from airflow_provider_wavespeed._compat import AirflowSensorTimeout, triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
@@ -26,6 +30,7 @@ from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.storage import OutputPath
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -61,6 +66,16 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     so no worker slot is held while the model runs. Otherwise it pokes with the sync hook
     every ``poll_interval`` seconds (``mode="poke"`` or ``"reschedule"``).
 
+    Where the wait ends: in the triggerer, with no second worker run, when the prediction is done
+    (its dict in XCom) or fails for good (the API's message in the task's log), unless the worker
+    has work left: ``output_path`` (it stores the outputs), outlets (asset events), outputs too large
+    for XCom, or a failure whose retry decision only the worker makes as today (on Airflow 3.3.1+
+    a sensor with retries left; set ``retries=0`` to end failures there too). Where the wait
+    starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is a string
+    (an id or a template) or a task's ``.output`` starts in the triggerer, with no worker run at
+    all (its ``prediction_id`` is rendered there); a mapped sensor, or one inside a mapped task
+    group, starts in a worker (Airflow cannot start mapped tasks in the triggerer).
+
     On success the XCom return value is the prediction (id, model, status, outputs,
     timings, ...). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
     task with the API's error text and what its failure code means; a status this provider does
@@ -72,6 +87,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
+    :param end_from_trigger: Let the trigger end the task where it can (default True); False always
+        resumes in a worker for ``execute_complete``.
+    :param start_from_trigger: Start in the triggerer, without a worker run (default: where Airflow
+        supports it, see above); False always starts in a worker, which polls once first.
     :param retries: Default 2 (30 s apart) unless the DAG or ``[core] default_task_retries`` sets
         them: a retry only waits again on the same prediction. A mapped sensor gets Airflow's
         defaults instead (``.partial()`` does not run this constructor before scheduling): set
@@ -93,6 +112,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         deferrable: bool | None = None,
         output_path: OutputPath | None = None,
+        end_from_trigger: bool = True,
+        start_from_trigger: bool | None = None,
         **kwargs: Any,
     ) -> None:
         _default_retries(kwargs)
@@ -102,7 +123,69 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.output_path = output_path
+        self.end_from_trigger = end_from_trigger
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
+        self._start_in_triggerer(start_from_trigger)
+
+    def _start_in_triggerer(self, requested: bool | None) -> None:
+        """Set Airflow's ``start_from_trigger``/``start_trigger_args`` where this sensor can start in the triggerer.
+
+        The trigger gets ``prediction_id`` as a template (a task's ``.output`` becomes Airflow's own
+        ``xcom_pull`` template for it), rendered by the triggerer, and a relative ``timeout``: its
+        deadline is the task instance's trigger timeout less the grace, fixed when Airflow defers it.
+        """
+        if requested is False:
+            return
+        template = self._prediction_id_template()
+        why_not = None
+        if not self.deferrable:
+            why_not = "it needs deferrable=True"
+        elif not triggerer_renders_start_trigger_args():
+            why_not = "this Airflow's triggerer does not render templates (Airflow 3.3+ does)"
+        elif template is None:
+            why_not = (
+                f"prediction_id {self.prediction_id!r} is neither a string nor an unmapped task's .output; "
+                "pass a template such as \"{{ ti.xcom_pull(task_ids='submit') }}\""
+            )
+        elif self.get_closest_mapped_task_group() is not None:
+            why_not = "Airflow cannot start a task of a mapped task group in the triggerer"
+        if why_not is not None:
+            if requested:
+                warnings.warn(
+                    f"{self.task_id}: start_from_trigger=True ignored ({why_not}); the sensor starts in a worker",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{WaveSpeedTaskTrigger.__module__}.{WaveSpeedTaskTrigger.__qualname__}",
+            trigger_kwargs={
+                "prediction_id": template,
+                "wavespeed_conn_id": self.wavespeed_conn_id,
+                "poll_interval": float(self.poll_interval),
+                "timeout": float(self.timeout),
+                **trigger_end(
+                    self, None, enabled=self.end_from_trigger, output_path=self.output_path, soft_fail=self.soft_fail
+                ),
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            # Airflow's backstop for a lost trigger; the trigger ends the wait DEFERRAL_GRACE earlier.
+            timeout=timedelta(seconds=float(self.timeout) + DEFERRAL_GRACE),
+        )
+
+    def _prediction_id_template(self) -> str | None:
+        """``prediction_id`` as text the triggerer can render, or None."""
+        if isinstance(self.prediction_id, str):
+            return self.prediction_id
+        from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+        arg = self.prediction_id
+        unmapped = isinstance(arg, PlainXComArg) and not arg.operator.is_mapped
+        if unmapped and arg.operator.get_closest_mapped_task_group() is None:
+            return str(arg)  # Airflow's own template for it: task_instance.xcom_pull(task_ids=..., key=...)
+        return None
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -132,6 +215,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             wavespeed_conn_id=self.wavespeed_conn_id,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
+            end=trigger_end(
+                self, context, enabled=self.end_from_trigger, output_path=self.output_path, soft_fail=self.soft_fail
+            ),
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
