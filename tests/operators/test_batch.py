@@ -409,3 +409,24 @@ def test_predictions_still_running_at_the_wait_limit_are_reported_with_their_las
         assert ti_states(dag_run) == {("batch", -1): "failed"}
         assert f"[1] {slow_id} processing: still processing when the wait limit" in task_output(capfd)
     assert len(wavespeed_connection.submissions()) == 3
+
+
+# -- the emulator fault the deployment scenario uses -------------------------------------------------
+
+
+def test_the_slow_after_submit_fault_creates_the_prediction_then_answers_late(
+    wavespeed_connection: WaveSpeedEmulator,
+) -> None:
+    """``slow_after_submit``: a submit in flight whose prediction already exists (what a kill -9 leaves)."""
+    import time
+
+    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+
+    wavespeed_connection.add_fault("submit", "slow_after_submit", delay=1.5, times=1)
+    prediction = WaveSpeedHook().submit(FLUX, {"prompt": "late answer"})
+    answered = time.time()
+    [created] = wavespeed_connection.submissions()
+    assert created["id"] == prediction.id
+    assert answered - created["submitted_at"] >= 1.45  # created first, answered after the delay
+    with pytest.raises(ValueError, match="only applies to the 'submit' endpoint"):
+        wavespeed_connection.add_fault("result", "slow_after_submit", delay=1)
