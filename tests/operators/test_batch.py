@@ -411,6 +411,35 @@ def test_predictions_still_running_at_the_wait_limit_are_reported_with_their_las
     assert len(wavespeed_connection.submissions()) == 3
 
 
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-worker"])
+def test_a_key_refused_while_waiting_fails_at_once_and_keeps_the_record(
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+    deferrable: bool,
+) -> None:
+    wavespeed_connection.add_fault("result", "http_error", status=401, times=None)  # submits pass, polls refused
+    with _dag(request) as dag:
+        WaveSpeedBatchOperator(
+            task_id="batch",
+            model=FLUX,
+            inputs=_prompts("a", "b"),
+            deferrable=deferrable,
+            retries=2,
+            retry_delay=timedelta(0),
+        )
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("batch", -1): "failed"}
+    assert dag_run.get_task_instances()[0].try_number == 1  # a refused key is final
+    log = task_output(capfd)
+    assert "401" in log and "re-running the task waits for the same predictions" in log
+    assert wavespeed_connection.counters()["requests"]["result"] <= 2  # one round, no retry storm
+    record = _record(dag_run)
+    assert record is not None and sorted(filter(None, record["ids"])) == sorted(
+        entry["id"] for entry in wavespeed_connection.submissions()
+    )
+
+
 # -- the emulator fault the deployment scenario uses -------------------------------------------------
 
 
