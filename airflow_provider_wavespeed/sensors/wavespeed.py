@@ -71,10 +71,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     has work left: ``output_path`` (it stores the outputs), outlets (asset events), outputs too large
     for XCom, or a failure whose retry decision only the worker makes as today (on Airflow 3.3.1+
     a sensor with retries left; set ``retries=0`` to end failures there too). Where the wait
-    starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is a string
-    (an id or a template) or a task's ``.output`` starts in the triggerer, with no worker run at
-    all (its ``prediction_id`` is rendered there); a mapped sensor, or one inside a mapped task
-    group, starts in a worker (Airflow cannot start mapped tasks in the triggerer).
+    starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is an id or an
+    unmapped task's ``.output`` starts in the triggerer, with no worker run at all (its
+    ``prediction_id`` is rendered there); a Jinja template of the DAG's own only with
+    ``start_from_trigger=True``, and an ``xcom_pull`` in it must give ``map_indexes``. A mapped
+    sensor, or one inside a mapped task group, starts in a worker (Airflow cannot start mapped
+    tasks in the triggerer).
 
     On success the XCom return value is the prediction (id, model, status, outputs,
     timings, ...). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
@@ -89,8 +91,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param deferrable: Defer to the triggerer (default True; see the README).
     :param end_from_trigger: Let the trigger end the task where it can (default True); False always
         resumes in a worker for ``execute_complete``.
-    :param start_from_trigger: Start in the triggerer, without a worker run (default: where Airflow
-        supports it, see above); False always starts in a worker, which polls once first.
+    :param start_from_trigger: Start in the triggerer, without a worker run (default None: where
+        Airflow supports it and ``prediction_id`` is an id or a task's ``.output``, see above; True
+        also for a template, with a warning where it cannot); False always starts in a worker,
+        which polls once first.
     :param retries: Default 2 (30 s apart) unless the DAG or ``[core] default_task_retries`` sets
         them: a retry only waits again on the same prediction. A mapped sensor gets Airflow's
         defaults instead (``.partial()`` does not run this constructor before scheduling): set
@@ -130,26 +134,20 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     def _start_in_triggerer(self, requested: bool | None) -> None:
         """Set Airflow's ``start_from_trigger``/``start_trigger_args`` where this sensor can start in the triggerer.
 
-        The trigger gets ``prediction_id`` as a template (a task's ``.output`` becomes Airflow's own
-        ``xcom_pull`` template for it), rendered by the triggerer, and a relative ``timeout``: its
-        deadline is the task instance's trigger timeout less the grace, fixed when Airflow defers it.
+        The trigger gets ``prediction_id`` as text the triggerer renders (a task's ``.output``
+        becomes an ``xcom_pull`` of that one XCom), and a relative ``timeout``: its deadline is the
+        task instance's trigger timeout less the grace, fixed when Airflow defers it.
         """
         if requested is False:
             return
-        template = self._prediction_id_template()
-        why_not = None
+        template, why_not = self._prediction_id_template(requested=bool(requested))
         if not self.deferrable:
             why_not = "it needs deferrable=True"
         elif not triggerer_renders_start_trigger_args():
             why_not = "this Airflow's triggerer does not render templates (Airflow 3.3+ does)"
-        elif template is None:
-            why_not = (
-                f"prediction_id {self.prediction_id!r} is neither a string nor an unmapped task's .output; "
-                "pass a template such as \"{{ ti.xcom_pull(task_ids='submit') }}\""
-            )
         elif self.get_closest_mapped_task_group() is not None:
             why_not = "Airflow cannot start a task of a mapped task group in the triggerer"
-        if why_not is not None:
+        if template is None or why_not:
             if requested:
                 warnings.warn(
                     f"{self.task_id}: start_from_trigger=True ignored ({why_not}); the sensor starts in a worker",
@@ -175,17 +173,39 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             timeout=timedelta(seconds=float(self.timeout) + DEFERRAL_GRACE),
         )
 
-    def _prediction_id_template(self) -> str | None:
-        """``prediction_id`` as text the triggerer can render, or None."""
-        if isinstance(self.prediction_id, str):
-            return self.prediction_id
+    def _prediction_id_template(self, *, requested: bool) -> tuple[str | None, str]:
+        """``prediction_id`` as text the triggerer may render, or None and why not.
+
+        The triggerer of Airflow 3.3 answers a template's single-XCom reads (``GetXCom``) only: an
+        ``xcom_pull`` without ``map_indexes`` asks for every map index (``GetXComSequenceSlice``),
+        which it cannot decode, and the render then blocks its event loop, every trigger's, until
+        its watchdog gives up. So a literal id or an unmapped task's ``.output`` (pulled with
+        ``map_indexes=-1``) start there by default, a template the DAG wrote only when asked for.
+        """
+        value = self.prediction_id
+        if isinstance(value, str):
+            if not any(mark in value for mark in ("{{", "{%")):
+                return value, ""
+            if not requested:
+                return None, "a templated prediction_id starts there only with start_from_trigger=True"
+            if "xcom_pull" in value and "map_indexes" not in value:
+                return None, (
+                    "its xcom_pull has no map_indexes, a read Airflow's triggerer cannot answer; add "
+                    "map_indexes=-1, e.g. \"{{ ti.xcom_pull(task_ids='submit', map_indexes=-1) }}\""
+                )
+            return value, ""
         from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
-        arg = self.prediction_id
-        unmapped = isinstance(arg, PlainXComArg) and not arg.operator.is_mapped
-        if unmapped and arg.operator.get_closest_mapped_task_group() is None:
-            return str(arg)  # Airflow's own template for it: task_instance.xcom_pull(task_ids=..., key=...)
-        return None
+        if isinstance(value, PlainXComArg):
+            upstream = value.operator
+            if upstream.is_mapped or upstream.get_closest_mapped_task_group() is not None:
+                return None, "prediction_id comes from a mapped task: map this sensor too, or pull one map index"
+            key = value.key or "return_value"
+            return f"{{{{ ti.xcom_pull(task_ids={upstream.task_id!r}, key={key!r}, map_indexes=-1) }}}}", ""
+        return None, (
+            f"prediction_id {value!r} is neither a string nor a task's .output; pass a template such as "
+            "\"{{ ti.xcom_pull(task_ids='submit', map_indexes=-1) }}\""
+        )
 
     @cached_property
     def hook(self) -> WaveSpeedHook:

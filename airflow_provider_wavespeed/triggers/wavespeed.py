@@ -258,7 +258,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         """
         from airflow.sdk.execution_time.xcom import XCom
 
-        ti = self.task_instance
+        ti: Any = self.task_instance  # set by the triggerer (checked by _ends_task)
         where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
         if hasattr(XCom, "aset"):  # Airflow 3.1+: async, on this loop
             await XCom.aset(key="return_value", value=value, **where)

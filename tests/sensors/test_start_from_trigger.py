@@ -56,8 +56,8 @@ def test_an_unmapped_sensor_of_a_tasks_output_starts_in_the_triggerer() -> None:
     # Airflow's backstop; the trigger's own deadline is DEFERRAL_GRACE earlier.
     assert args.timeout == timedelta(seconds=900 + DEFERRAL_GRACE)
     trigger = _trigger_from(sensor)
-    assert trigger.prediction_id == str(submit.output)  # Airflow's own xcom_pull template for it
-    assert "xcom_pull(task_ids='submit'" in trigger.prediction_id
+    # One XCom (map index -1): what the triggerer can read; a pull of every map index blocks its loop.
+    assert trigger.prediction_id == "{{ ti.xcom_pull(task_ids='submit', key='return_value', map_indexes=-1) }}"
     assert trigger.timeout == 900.0 and trigger.end_time is None and trigger.poll_interval == 3.0
     # Failures end here only on a last try, unknown before the task starts: not assumed.
     assert (trigger.end_from_trigger, trigger.on_failure, trigger.last_try) == (True, "fail", False)
@@ -65,12 +65,31 @@ def test_an_unmapped_sensor_of_a_tasks_output_starts_in_the_triggerer() -> None:
 
 
 @only_where_rendered
-def test_a_templated_id_is_passed_as_is_for_the_triggerer_to_render() -> None:
-    template = "{{ ti.xcom_pull(task_ids='submit', key='prediction_id') }}"
+def test_a_template_is_passed_as_is_for_the_triggerer_to_render_when_asked() -> None:
+    template = "{{ ti.xcom_pull(task_ids='submit', key='prediction_id', map_indexes=-1) }}"
     with _dag("start_template"):
-        sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=template, soft_fail=True)
-    trigger = _trigger_from(sensor)
+        asked = WaveSpeedTaskSensor(task_id="asked", prediction_id=template, soft_fail=True, start_from_trigger=True)
+        default = WaveSpeedTaskSensor(task_id="default", prediction_id=template)
+    trigger = _trigger_from(asked)
     assert trigger.prediction_id == template and trigger.on_failure == "skip"
+    assert default.start_from_trigger is False  # a template of the DAG's own: only when asked
+
+
+@only_where_rendered
+def test_a_pull_of_every_map_index_is_refused_there() -> None:
+    """Airflow 3.3's triggerer cannot answer it: the render would block its event loop."""
+    with _dag("start_sequence"), pytest.warns(UserWarning, match="add map_indexes=-1"):
+        sensor = WaveSpeedTaskSensor(
+            task_id="wait", prediction_id="{{ ti.xcom_pull(task_ids='submit') }}", start_from_trigger=True
+        )
+    assert sensor.start_from_trigger is False
+
+
+@only_where_rendered
+def test_a_literal_id_starts_there() -> None:
+    with _dag("start_literal"):
+        sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id="0123456789abcdef")
+    assert _trigger_from(sensor).prediction_id == "0123456789abcdef"
 
 
 def test_opting_out_or_poking_starts_in_a_worker() -> None:
@@ -112,8 +131,7 @@ def test_a_sensor_in_a_mapped_task_group_starts_in_a_worker() -> None:
         @task_group(group_id="generate")
         def generate(seed: int) -> None:
             WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "x", "seed": seed})
-            template = "{{ ti.xcom_pull(task_ids='generate.submit') }}"
-            sensors.append(WaveSpeedTaskSensor(task_id="wait", prediction_id=template))
+            sensors.append(WaveSpeedTaskSensor(task_id="wait", prediction_id="0123456789abcdef"))
 
         generate.expand(seed=[1, 2])
     assert [(s.start_from_trigger, s.start_trigger_args) for s in sensors] == [(False, None)]

@@ -149,7 +149,8 @@ async def test_failed_prediction_ends_failed_where_the_retry_decision_matches(
     if ends:
         assert isinstance(event, TaskFailedEvent)
         # The worker's failure message, in the task's (trigger) log.
-        assert f"WaveSpeed prediction {prediction_id} ({FLUX}) ended 'failed': emulated: the GPU ran out" in _logged(capfd)
+        expected = f"WaveSpeed prediction {prediction_id} ({FLUX}) ended 'failed': emulated: the GPU ran out"
+        assert expected in _logged(capfd)
     else:
         assert type(event) is TriggerEvent and event.payload["status"] == "failed"
 
