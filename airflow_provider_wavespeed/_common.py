@@ -100,7 +100,7 @@ def trigger_end(
     with a skip callback (the triggerer runs none). Failures
     follow the task's own rule: ``soft_fail`` skips; ``retry_failed`` marks a failed prediction as
     one the task's retries may run again; ``context`` tells whether this try is the last (None, as
-    for a task started in the triggerer: unknown, so treated as not the last).
+    for a task started in the triggerer: the last only when the task has no retries).
     """
     if not enabled or output_path not in (None, "") or task.outlets or not plain_return_value(task):
         return {}
@@ -112,7 +112,8 @@ def trigger_end(
         "end_from_trigger": True,
         "on_failure": on_failure,
         "retry_failed": retry_failed,
-        "last_try": context is not None and _last_try(task, context),
+        # Without a context (a task started in the triggerer) the try is unknown: only no retries is sure.
+        "last_try": _last_try(task, context) if context is not None else not task.retries,
     }
 
 

@@ -98,17 +98,10 @@ ENDS = {"end_from_trigger": True, "on_failure": "fail", "retry_failed": True}
     ("kwargs", "context", "expected"),
     [
         # A failed prediction may be retried: a retry submits again (errors and the deadline never).
-        (
-            {"retries": 2},
-            _ti(1, 2),
-            {"end_from_trigger": True, "on_failure": "fail", "retry_failed": True, "last_try": False},
-        ),
-        (
-            {"retries": 2},
-            _ti(3, 2),
-            {"end_from_trigger": True, "on_failure": "fail", "retry_failed": True, "last_try": True},
-        ),
-        ({}, None, {"end_from_trigger": True, "on_failure": "fail", "retry_failed": True, "last_try": False}),
+        ({"retries": 2}, _ti(1, 2), {**ENDS, "last_try": False}),
+        ({"retries": 2}, _ti(3, 2), {**ENDS, "last_try": True}),
+        ({"retries": 2}, None, {**ENDS, "last_try": False}),  # the try unknown: not assumed the last
+        ({"retries": 0}, None, {**ENDS, "last_try": True}),  # no retries: every try is the last
         # The worker has work left: storing outputs, submitting again; or the user said no.
         ({"output_path": "/tmp/out"}, None, {"end_from_trigger": False}),
         ({"resubmit_on_server_failure": 1}, None, {"end_from_trigger": False}),

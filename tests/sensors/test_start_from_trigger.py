@@ -72,6 +72,7 @@ def test_a_template_is_passed_as_is_for_the_triggerer_to_render_when_asked() -> 
         default = WaveSpeedTaskSensor(task_id="default", prediction_id=template)
     trigger = _trigger_from(asked)
     assert trigger.prediction_id == template and trigger.on_failure == "skip"
+    assert trigger.last_try is False  # retries left (2 by default), and the try is unknown before it starts
     assert default.start_from_trigger is False  # a template of the DAG's own: only when asked
 
 
@@ -88,8 +89,10 @@ def test_a_pull_of_every_map_index_is_refused_there() -> None:
 @only_where_rendered
 def test_a_literal_id_starts_there() -> None:
     with _dag("start_literal"):
-        sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id="0123456789abcdef")
-    assert _trigger_from(sensor).prediction_id == "0123456789abcdef"
+        sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id="0123456789abcdef", retries=0)
+    trigger = _trigger_from(sensor)
+    assert trigger.prediction_id == "0123456789abcdef"
+    assert trigger.last_try is True  # no retries: every try is the last, so failures end there too
 
 
 def test_opting_out_or_poking_starts_in_a_worker() -> None:
