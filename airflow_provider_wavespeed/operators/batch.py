@@ -150,7 +150,7 @@ class BatchRecord:
         Variable.set(self.key, json.dumps(self.data, separators=(",", ":")), description=self.description)
         if not verify:
             return
-        # Read back: Airflow 3.0's Variable.set logs a failed write and returns (3.1+ raise), and a
+        # Read back: Airflow 3.0.6's Variable.set logs a failed write and returns (3.3.2's raises), and a
         # secrets backend holding the same key would shadow what was written.
         stored = self.read(self.key)
         if stored is None or stored.get("seq") != self.data["seq"]:
