@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
+from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedRateLimitError,
@@ -28,7 +29,6 @@ from airflow_provider_wavespeed.events import (
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
 from airflow_provider_wavespeed.triggers.wavespeed import (
-    DEFERRAL_GRACE,
     ON_FAILURE_FAIL,
     ON_FAILURE_RESUME,
     ON_FAILURE_SKIP,

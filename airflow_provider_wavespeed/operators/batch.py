@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._common import DEFERRAL_GRACE, TRANSIENT_ERRORS, airflow_errors, default_deferrable
+from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors, default_deferrable
 from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedAuthError,
@@ -30,14 +30,16 @@ from airflow_provider_wavespeed.api.errors import (
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.times import deadline_after, in_words
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model
-from airflow_provider_wavespeed.events import without_oversized_outputs
+from airflow_provider_wavespeed.events import (
+    BATCH_EVENT_STATUSES,
+    EVENT_DEADLINE,
+    EVENT_ERROR,
+    without_oversized_outputs,
+)
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
 from airflow_provider_wavespeed.triggers.batch import (
-    BATCH_EVENT_STATUSES,
-    EVENT_DEADLINE,
-    EVENT_ERROR,
     BatchWait,
     WaveSpeedBatchTrigger,
     read_predictions,

@@ -12,7 +12,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_wavespeed._common import (
-    DEFERRAL_GRACE,
     TRANSIENT_ERRORS,
     airflow_errors,
     completed_result,
@@ -23,7 +22,7 @@ from airflow_provider_wavespeed._common import (
 )
 from airflow_provider_wavespeed._compat import AirflowSensorTimeout, triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy

@@ -29,12 +29,11 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedE
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
+from airflow_provider_wavespeed.events import batch_event
 from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE, acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 
 __all__ = [
-    "BATCH_EVENT_STATUSES",
-    "EVENT_DONE",
     "READ_CONCURRENCY",
     "BatchWait",
     "WaveSpeedBatchTrigger",
@@ -47,14 +46,6 @@ _log = logging.getLogger(__name__)
 # Requests of one batch in flight at once: as many as the shared pool has connections, so a
 # batch of 1,000 queues its polls in its own few coroutines instead of 1,000 futures in the pool.
 READ_CONCURRENCY = POOL_SIZE
-
-# The batch events: every prediction terminal (``done``), the wait limit passed (``deadline``),
-# or the wait cannot go on at all (``error``: the key was refused). Never any output: the task
-# reads the predictions itself, so the event stays a few hundred bytes for any batch size.
-EVENT_DONE = "done"
-EVENT_DEADLINE = "deadline"
-EVENT_ERROR = "error"
-BATCH_EVENT_STATUSES = frozenset({EVENT_DONE, EVENT_DEADLINE, EVENT_ERROR})
 
 
 async def read_predictions(
@@ -168,30 +159,6 @@ async def wait_for_predictions(
     return result
 
 
-def batch_event(wait: BatchWait, total: int) -> dict[str, Any]:
-    """The event payload for a finished wait: a status and counts, nothing per prediction."""
-    counts = wait.counts()
-    if wait.error is not None:
-        return {
-            "status": EVENT_ERROR,
-            "total": total,
-            "counts": counts,
-            "message": str(wait.error),
-            "error_type": type(wait.error).__name__,
-        }
-    if wait.deadline:
-        return {
-            "status": EVENT_DEADLINE,
-            "total": total,
-            "counts": counts,
-            "message": (
-                f"{len(wait.last_status)} of {total} WaveSpeed predictions did not finish before the wait "
-                "limit; they may still finish"
-            ),
-        }
-    return {"status": EVENT_DONE, "total": total, "counts": counts}
-
-
 class WaveSpeedBatchTrigger(BaseTrigger):
     """Poll every prediction of a batch until all are terminal, in one trigger.
 
@@ -255,7 +222,7 @@ class WaveSpeedBatchTrigger(BaseTrigger):
         try:
             client = await acquire_shared_client(self.wavespeed_conn_id)
         except WaveSpeedError as exc:
-            yield TriggerEvent(batch_event(BatchWait(error=exc), total))
+            yield TriggerEvent(batch_event(total, {}, error=exc))
             return
         try:
             self.log.info("Waiting for %d WaveSpeed predictions", total)
@@ -268,6 +235,6 @@ class WaveSpeedBatchTrigger(BaseTrigger):
                 log=self.log,
             )
             self.log.info("WaveSpeed batch wait ended: %s", wait.counts())
-            yield TriggerEvent(batch_event(wait, total))
+            yield TriggerEvent(batch_event(total, wait.counts(), error=wait.error, running=len(wait.last_status)))
         finally:
             await release_shared_client(self.wavespeed_conn_id)

@@ -16,6 +16,7 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
+    DEFERRAL_GRACE,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
@@ -24,10 +25,6 @@ from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-
-# The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is a
-# backstop for a trigger that never reports (a lost triggerer), so it comes this much later.
-DEFERRAL_GRACE = 60.0
 
 # What the task does with a failure (other than a failed prediction it may retry), as its worker would:
 ON_FAILURE_FAIL = "fail"  # fail for good (AirflowFailException, AirflowSensorTimeout)

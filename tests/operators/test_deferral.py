@@ -15,7 +15,7 @@ try:  # Airflow 3.1+
 except ImportError:  # Airflow 3.0
     from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
-from airflow_provider_wavespeed._common import DEFERRAL_GRACE
+from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor

@@ -14,8 +14,8 @@ import pendulum
 import pytest
 from airflow.sdk import DAG, task_group
 
-from airflow_provider_wavespeed._common import DEFERRAL_GRACE
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
+from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger

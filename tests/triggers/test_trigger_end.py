@@ -19,10 +19,11 @@ import pytest
 from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_wavespeed import _compat
+from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
-from airflow_provider_wavespeed.triggers.wavespeed import DEFERRAL_GRACE, WaveSpeedTaskTrigger
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
 TI = SimpleNamespace(dag_id="d", task_id="wait", run_id="r", map_index=3, try_number=1)
