@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
+from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedRateLimitError,
@@ -27,18 +28,19 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
-from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
+from airflow_provider_wavespeed.triggers.wavespeed import (
+    ON_FAILURE_FAIL,
+    ON_FAILURE_RESUME,
+    ON_FAILURE_SKIP,
+    WaveSpeedTaskTrigger,
+    plain_return_value,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
 # Errors a later try of the task might not meet again; everything else fails for good.
 TRANSIENT_ERRORS = (WaveSpeedServerError, WaveSpeedTransportError, WaveSpeedRateLimitError, WaveSpeedTimeoutError)
-
-
-# The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is a
-# backstop for a trigger that never reports (a lost triggerer), so it comes this much later.
-DEFERRAL_GRACE = 60.0
 
 
 def defer_until_finished(
@@ -49,12 +51,14 @@ def defer_until_finished(
     poll_interval: float,
     timeout: float,
     kwargs: dict[str, Any] | None = None,
+    end: dict[str, Any] | None = None,
 ) -> NoReturn:
     """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; ``task`` resumes in ``execute_complete``.
 
     The one place that computes the deadline: an absolute instant ``timeout`` seconds from now
     (the trigger gets it as epoch seconds, so a trigger resumed elsewhere keeps it), and
-    Airflow's deferral timeout :data:`DEFERRAL_GRACE` later.
+    Airflow's deferral timeout :data:`DEFERRAL_GRACE` later. ``end`` (from :func:`trigger_end`)
+    lets the trigger end the task in the triggerer instead, where that gives the same outcome.
     """
     deadline = deadline_after(timeout)
     task.log.info(
@@ -69,6 +73,7 @@ def defer_until_finished(
             wavespeed_conn_id=wavespeed_conn_id,
             poll_interval=poll_interval,
             end_time=deadline.timestamp(),  # JSON-simple, as already deferred tasks stored it
+            **(end or {}),
         ),
         method_name="execute_complete",
         kwargs=kwargs,
@@ -76,6 +81,49 @@ def defer_until_finished(
         # refuses pendulum's Duration subclass (the task then fails to defer).
         timeout=timedelta(seconds=timeout + DEFERRAL_GRACE),
     )
+
+
+def trigger_end(
+    task: BaseOperator,
+    context: Any | None,
+    *,
+    enabled: bool,
+    output_path: object,
+    soft_fail: bool = False,
+    retry_failed: bool = False,
+) -> dict[str, Any]:
+    """The trigger kwargs that let it end ``task`` in the triggerer (no worker run for ``execute_complete``).
+
+    Only where the worker would have nothing left to do but return the prediction or fail: not when
+    outputs are stored (``output_path``: the worker writes them), not with outlets (a task ended by
+    its trigger emits no asset events), not when the return value is pushed other than plainly, not
+    with a skip callback (the triggerer runs none). Failures
+    follow the task's own rule: ``soft_fail`` skips; ``retry_failed`` marks a failed prediction as
+    one the task's retries may run again; ``context`` tells whether this try is the last (None, as
+    for a task started in the triggerer: the last only when the task has no retries).
+    """
+    if not enabled or output_path not in (None, "") or task.outlets or not plain_return_value(task):
+        return {}
+    if getattr(task, "never_fail", False) or (soft_fail and getattr(task, "on_skipped_callback", None)):
+        on_failure = ON_FAILURE_RESUME  # never_fail skips in the worker from Airflow 3.1 only: it decides
+    else:
+        on_failure = ON_FAILURE_SKIP if soft_fail else ON_FAILURE_FAIL
+    return {
+        "end_from_trigger": True,
+        "on_failure": on_failure,
+        "retry_failed": retry_failed,
+        # Without a context (a task started in the triggerer) the try is unknown: only no retries is sure.
+        "last_try": _last_try(task, context) if context is not None else not task.retries,
+    }
+
+
+def _last_try(task: BaseOperator, context: Any) -> bool:
+    """Whether a failure of this try is final whatever its kind (Airflow's ``is_eligible_to_retry``)."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return False
+    return not (task.retries and try_number <= max_tries)
 
 
 def default_deferrable() -> bool:

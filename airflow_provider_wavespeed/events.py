@@ -4,7 +4,10 @@ A trigger event's payload is ``{"status", "prediction_id", ...}`` with ``status`
 prediction status (and ``prediction``: the prediction as a dict) or one of ours: ``error``
 (``message``, ``error_type``) or ``deadline`` (``message``). Outputs too large for the metadata
 database are left out (``outputs_omitted_bytes``: their size) for the task to read again.
-Airflow-free: the triggers build events with it, ``_common`` reads them.
+A batch trigger's payload is ``{"status", "total", "counts", ...}`` with ``status`` ``done`` (every
+prediction terminal), ``deadline`` or ``error`` (with ``message``): counts only, never outputs, so
+it stays the same few hundred bytes for any batch; the batch task reads the predictions itself.
+Airflow-free: the triggers build events with it, ``_common`` and the batch operator read them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer)
 EVENT_DEADLINE = "deadline"  # our wait limit passed; the prediction may still finish
 EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
+BATCH_DONE = "done"  # every prediction of the batch is terminal
+BATCH_EVENT_STATUSES = frozenset({BATCH_DONE, EVENT_DEADLINE, EVENT_ERROR})
 
 # Base64 outputs can be megabytes: events and XCom live in the metadata database.
 MAX_OUTPUTS_BYTES = 64 * 1024
@@ -62,3 +67,18 @@ def error_event(prediction_id: str, message: str, error_type: str) -> dict[str, 
 def deadline_event(prediction_id: str, message: str) -> dict[str, Any]:
     """The payload for a wait that reached its limit (the prediction may still finish)."""
     return {"status": EVENT_DEADLINE, "prediction_id": prediction_id, "message": message}
+
+
+def batch_event(
+    total: int, counts: dict[str, int], *, error: Exception | None = None, running: int = 0
+) -> dict[str, Any]:
+    """The payload for a batch wait that ended: ``error``, ``deadline`` (``running`` still running), or ``done``."""
+    payload: dict[str, Any] = {"total": total, "counts": counts}
+    if error is not None:
+        return {"status": EVENT_ERROR, **payload, "message": str(error), "error_type": type(error).__name__}
+    if running:
+        message = (
+            f"{running} of {total} WaveSpeed predictions did not finish before the wait limit; they may still finish"
+        )
+        return {"status": EVENT_DEADLINE, **payload, "message": message}
+    return {"status": BATCH_DONE, **payload}

@@ -13,6 +13,9 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_FIRST_POLL_INTERVAL = 1.0
 DEFAULT_WAIT_TIMEOUT = 1800.0
+# A trigger ends its wait itself at the deadline; Airflow's own deferral timeout is a backstop
+# for a trigger that never reports (a lost triggerer), so it comes this much later.
+DEFERRAL_GRACE = 60.0
 
 # The Silver tier's start rate. The tiers cap generations started per minute (and concurrent
 # tasks, which the API queues itself); they say nothing about result polls.

@@ -16,6 +16,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    trigger_end,
 )
 from airflow_provider_wavespeed._compat import AirflowFailException
 from airflow_provider_wavespeed.api.client import ensure_success
@@ -51,6 +52,14 @@ class WaveSpeedSubmitOperator(BaseOperator):
     when ``deferrable``, and returns the completed prediction as a dict; with
     ``output_path`` its outputs are copied there first and the dict gains ``stored_paths``.
 
+    A deferred wait ends in the triggerer, with no second worker run, when the prediction is done
+    (its dict in XCom under ``return_value``; ``prediction_id`` was pushed at the submit) or fails
+    (the API's message in the task's log), unless the worker has work left: ``output_path`` (it
+    stores the outputs), ``resubmit_on_server_failure`` (it submits again), outlets (asset events),
+    outputs too large for XCom, or a failure whose retry decision the triggerer of this Airflow
+    version would make differently (before 3.3.1 a failed prediction with retries left resumes in
+    the worker, which lets the retry submit again).
+
     Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
     (``/model/pricing``) and the task fails without submitting when it is higher; with
     ``min_balance_usd`` it fails without submitting when the account balance is lower.
@@ -68,6 +77,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         Files are named ``<prediction id>_<index>.<ext>``; a re-run overwrites them.
     :param max_cost_usd: Refuse to submit when one prediction with these inputs costs more (templated).
     :param min_balance_usd: Refuse to submit when the account balance is below this (templated).
+    :param end_from_trigger: Let the trigger end the task where it can (default True); False always
+        resumes in a worker for ``execute_complete``.
     :param resubmit_on_server_failure: When waiting, submit the generation again up to this many
         times when its prediction ends ``failed`` with a server-side code (5xxx): a confirmed
         terminal failure, so nothing runs twice. Never after an input or moderation failure
@@ -95,6 +106,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         max_cost_usd: float | str | None = None,
         min_balance_usd: float | str | None = None,
         resubmit_on_server_failure: int = 0,
+        end_from_trigger: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +137,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.min_balance_usd = min_balance_usd
         self.resubmit_on_server_failure = resubmit_on_server_failure
+        self.end_from_trigger = end_from_trigger
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -228,7 +241,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         tried = [prediction.id]
         while True:
             if self.deferrable:
-                self._defer(prediction.id)
+                self._defer(context, prediction.id)
             try:
                 with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
                     done = self.hook.wait_for_prediction(
@@ -240,7 +253,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 continue
             return self._completed(context, done, tried)
 
-    def _defer(self, prediction_id: str) -> NoReturn:
+    def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
         defer_until_finished(
             self,
             prediction_id,
@@ -248,6 +261,14 @@ class WaveSpeedSubmitOperator(BaseOperator):
             poll_interval=self.poll_interval,
             timeout=self.timeout,
             kwargs={"prediction_id": prediction_id},
+            # A resubmission needs the worker: it alone may submit again.
+            end=trigger_end(
+                self,
+                context,
+                enabled=self.end_from_trigger and not self.resubmit_on_server_failure,
+                output_path=self.output_path,
+                retry_failed=True,  # a retry of this task submits the generation again
+            ),
         )
 
     def execute_complete(
@@ -268,7 +289,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         try:
             ensure_success(prediction)
         except WaveSpeedPredictionFailedError as exc:
-            self._defer(self._after_failure(context, exc, tried).id)
+            self._defer(context, self._after_failure(context, exc, tried).id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction, tried)
 

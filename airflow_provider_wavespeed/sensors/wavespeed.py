@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_wavespeed._common import (
     TRANSIENT_ERRORS,
@@ -16,16 +18,18 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    trigger_end,
 )
-from airflow_provider_wavespeed._compat import AirflowSensorTimeout
+from airflow_provider_wavespeed._compat import AirflowSensorTimeout, triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.storage import OutputPath
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -61,6 +65,18 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     so no worker slot is held while the model runs. Otherwise it pokes with the sync hook
     every ``poll_interval`` seconds (``mode="poke"`` or ``"reschedule"``).
 
+    Where the wait ends: in the triggerer, with no second worker run, when the prediction is done
+    (its dict in XCom) or fails for good (the API's message in the task's log), unless the worker
+    has work left: ``output_path`` (it stores the outputs), outlets (asset events), outputs too large
+    for XCom, or a failure whose retry decision only the worker makes as today (on Airflow 3.3.1+
+    a sensor with retries left; set ``retries=0`` to end failures there too). Where the wait
+    starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is an id or an
+    unmapped task's ``.output`` starts in the triggerer, with no worker run at all (its
+    ``prediction_id`` is rendered there); a Jinja template of the DAG's own only with
+    ``start_from_trigger=True``, and an ``xcom_pull`` in it must give ``map_indexes``. A mapped
+    sensor, or one inside a mapped task group, starts in a worker (Airflow cannot start mapped
+    tasks in the triggerer).
+
     On success the XCom return value is the prediction (id, model, status, outputs,
     timings, ...). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
     task with the API's error text and what its failure code means; a status this provider does
@@ -72,6 +88,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
+    :param end_from_trigger: Let the trigger end the task where it can (default True); False always
+        resumes in a worker for ``execute_complete``.
+    :param start_from_trigger: Start in the triggerer, without a worker run (default None: where
+        Airflow supports it and ``prediction_id`` is an id or a task's ``.output``, see above; True
+        also for a template, with a warning where it cannot); False always starts in a worker,
+        which polls once first.
     :param retries: Default 2 (30 s apart) unless the DAG or ``[core] default_task_retries`` sets
         them: a retry only waits again on the same prediction. A mapped sensor gets Airflow's
         defaults instead (``.partial()`` does not run this constructor before scheduling): set
@@ -93,6 +115,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         deferrable: bool | None = None,
         output_path: OutputPath | None = None,
+        end_from_trigger: bool = True,
+        start_from_trigger: bool | None = None,
         **kwargs: Any,
     ) -> None:
         _default_retries(kwargs)
@@ -102,7 +126,85 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.output_path = output_path
+        self.end_from_trigger = end_from_trigger
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
+        self._start_in_triggerer(start_from_trigger)
+
+    def _start_in_triggerer(self, requested: bool | None) -> None:
+        """Set Airflow's ``start_from_trigger``/``start_trigger_args`` where this sensor can start in the triggerer.
+
+        The trigger gets ``prediction_id`` as text the triggerer renders (a task's ``.output``
+        becomes an ``xcom_pull`` of that one XCom), and a relative ``timeout``: its deadline is the
+        task instance's trigger timeout less the grace, fixed when Airflow defers it.
+        """
+        if requested is False:
+            return
+        template, why_not = self._prediction_id_template(requested=bool(requested))
+        if not self.deferrable:
+            why_not = "it needs deferrable=True"
+        elif not triggerer_renders_start_trigger_args():
+            why_not = "this Airflow's triggerer does not render templates (Airflow 3.3+ does)"
+        elif self.get_closest_mapped_task_group() is not None:
+            why_not = "Airflow cannot start a task of a mapped task group in the triggerer"
+        if template is None or why_not:
+            if requested:
+                warnings.warn(
+                    f"{self.task_id}: start_from_trigger=True ignored ({why_not}); the sensor starts in a worker",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{WaveSpeedTaskTrigger.__module__}.{WaveSpeedTaskTrigger.__qualname__}",
+            trigger_kwargs={
+                "prediction_id": template,
+                "wavespeed_conn_id": self.wavespeed_conn_id,
+                "poll_interval": float(self.poll_interval),
+                "timeout": float(self.timeout),
+                **trigger_end(
+                    self, None, enabled=self.end_from_trigger, output_path=self.output_path, soft_fail=self.soft_fail
+                ),
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            # Airflow's backstop for a lost trigger; the trigger ends the wait DEFERRAL_GRACE earlier.
+            timeout=timedelta(seconds=float(self.timeout) + DEFERRAL_GRACE),
+        )
+
+    def _prediction_id_template(self, *, requested: bool) -> tuple[str | None, str]:
+        """``prediction_id`` as text the triggerer may render, or None and why not.
+
+        The triggerer of Airflow 3.3 answers a template's single-XCom reads (``GetXCom``) only: an
+        ``xcom_pull`` without ``map_indexes`` asks for every map index (``GetXComSequenceSlice``),
+        which it cannot decode, and the render then blocks its event loop, every trigger's, until
+        its watchdog gives up. So a literal id or an unmapped task's ``.output`` (pulled with
+        ``map_indexes=-1``) start there by default, a template the DAG wrote only when asked for.
+        """
+        value = self.prediction_id
+        if isinstance(value, str):
+            if not any(mark in value for mark in ("{{", "{%")):
+                return value, ""
+            if not requested:
+                return None, "a templated prediction_id starts there only with start_from_trigger=True"
+            if "xcom_pull" in value and "map_indexes" not in value:
+                return None, (
+                    "its xcom_pull has no map_indexes, a read Airflow's triggerer cannot answer; add "
+                    "map_indexes=-1, e.g. \"{{ ti.xcom_pull(task_ids='submit', map_indexes=-1) }}\""
+                )
+            return value, ""
+        from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+        if isinstance(value, PlainXComArg):
+            upstream = value.operator
+            if upstream.is_mapped or upstream.get_closest_mapped_task_group() is not None:
+                return None, "prediction_id comes from a mapped task: map this sensor too, or pull one map index"
+            key = value.key or "return_value"
+            return f"{{{{ ti.xcom_pull(task_ids={upstream.task_id!r}, key={key!r}, map_indexes=-1) }}}}", ""
+        return None, (
+            f"prediction_id {value!r} is neither a string nor a task's .output; pass a template such as "
+            "\"{{ ti.xcom_pull(task_ids='submit', map_indexes=-1) }}\""
+        )
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -132,6 +234,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             wavespeed_conn_id=self.wavespeed_conn_id,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
+            end=trigger_end(
+                self, context, enabled=self.end_from_trigger, output_path=self.output_path, soft_fail=self.soft_fail
+            ),
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

@@ -46,6 +46,7 @@ from ._state import (
 JSON = "application/json"
 _DROP = "wavespeed_emulator.drop"  # scope flag: close the connection, send nothing
 _DROP_AFTER_SUBMIT = "wavespeed_emulator.drop_after_submit"
+_SLOW_AFTER_SUBMIT = "wavespeed_emulator.slow_after_submit"  # seconds to wait after creating the prediction
 _WRONG_TYPES = {
     "id": 123,
     "model": 42,
@@ -231,6 +232,9 @@ class _Api:
         if fault.kind == "drop_after_submit":
             request.scope[_DROP_AFTER_SUBMIT] = True
             return None
+        if fault.kind == "slow_after_submit":
+            request.scope[_SLOW_AFTER_SUBMIT] = fault.delay or 0.0
+            return None
         return self._fault_response(fault, request, model, prediction)
 
     def _fault_response(
@@ -310,6 +314,8 @@ class _Api:
             task.add_done_callback(self._webhook_tasks.discard)
         if request.scope.get(_DROP_AFTER_SUBMIT):
             return _DropConnection()
+        if request.scope.get(_SLOW_AFTER_SUBMIT):
+            await asyncio.sleep(request.scope[_SLOW_AFTER_SUBMIT])  # created; the answer is late
         # The answer describes the task as created, however long this thread waited for the CPU since.
         now = prediction.submitted_at
         if inputs.get("enable_sync_mode") is True:

@@ -38,7 +38,7 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "d
 OUTCOME_STATUSES = frozenset({"failed", "cancelled", "timeout"})
 FAULT_KINDS = frozenset(
     {"http_error", "rate_limit", "html", "truncated", "wrong_types", "missing_outputs", "envelope_error"}  # answers
-    | {"drop", "drop_after_submit", "slow"}  # the connection
+    | {"drop", "drop_after_submit", "slow", "slow_after_submit"}  # the connection
 )
 # Endpoints that count as API calls: they need auth and "any" faults match them.
 API_ENDPOINTS = frozenset(
@@ -426,19 +426,20 @@ class EmulatorState:
         ``http_error`` (``status``, default 503; 5xx as a proxy's HTML page), ``rate_limit`` (429 with
         ``Retry-After: retry_after``), ``html``, ``truncated`` (half a JSON body), ``wrong_types``,
         ``missing_outputs``, ``envelope_error`` (HTTP 200 carrying code 500), ``drop`` (close the
-        connection without an answer), ``drop_after_submit`` (create the prediction, then drop) and
-        ``slow`` (answer after ``delay`` seconds).
+        connection without an answer), ``drop_after_submit`` (create the prediction, then drop),
+        ``slow`` (answer after ``delay`` seconds) and ``slow_after_submit`` (create the prediction, then
+        answer after ``delay`` seconds: a submit in flight that has already created its prediction).
         """
         if endpoint not in FAULT_ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(FAULT_ENDPOINTS)}")
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if kind == "drop_after_submit" and endpoint != "submit":
-            raise ValueError("drop_after_submit only applies to the 'submit' endpoint")
+        if kind in ("drop_after_submit", "slow_after_submit") and endpoint != "submit":
+            raise ValueError(f"{kind} only applies to the 'submit' endpoint")
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
-        if kind == "slow" and (delay is None or delay < 0):
-            raise ValueError("a 'slow' fault needs delay >= 0 seconds")
+        if kind in ("slow", "slow_after_submit") and (delay is None or delay < 0):
+            raise ValueError(f"a {kind!r} fault needs delay >= 0 seconds")
         if status is not None and not 400 <= status <= 599:
             raise ValueError("status must be an HTTP error status (400-599)")
         fault = Fault(uuid.uuid4().hex[:12], endpoint, kind, times, status, retry_after, delay, model)

@@ -5,22 +5,50 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_wavespeed.api.client import note_unknown_status
+from airflow_provider_wavespeed._compat import TASK_END_EVENTS, failed_event_retries, task_end_event
+from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
+    DEFERRAL_GRACE,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
+from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+
+# What the task does with a failure (other than a failed prediction it may retry), as its worker would:
+ON_FAILURE_FAIL = "fail"  # fail for good (AirflowFailException, AirflowSensorTimeout)
+ON_FAILURE_SKIP = "skip"  # skip (a sensor's soft_fail)
+ON_FAILURE_RESUME = "resume"  # let the worker decide (execute_complete), as before
+ON_FAILURE = (ON_FAILURE_FAIL, ON_FAILURE_SKIP, ON_FAILURE_RESUME)
+
+
+def plain_return_value(task: Any) -> bool:
+    """Whether the task's worker would push its result as one plain ``return_value`` (what the trigger pushes).
+
+    Not with ``do_xcom_push=False`` or ``multiple_outputs``, nor when a mapped task expands over
+    the task's output: the worker then records the map length with it.
+    """
+    iter_dependants = getattr(task, "iter_mapped_dependants", None)
+    try:
+        mapped_dependant = iter_dependants is not None and next(iter_dependants(), None) is not None
+    except RuntimeError:  # not in a DAG (yet): nothing downstream
+        mapped_dependant = False
+    return (
+        bool(getattr(task, "do_xcom_push", True))
+        and not getattr(task, "multiple_outputs", False)
+        and not (mapped_dependant)
+    )
 
 
 class WaveSpeedTaskTrigger(BaseTrigger):
@@ -42,11 +70,29 @@ class WaveSpeedTaskTrigger(BaseTrigger):
     event is yielded. ``end_time`` is an absolute epoch time, so a trigger resumed by
     another triggerer keeps its deadline. The trigger never submits anything.
 
-    :param prediction_id: The prediction to wait for.
+    With ``end_from_trigger``, a trigger running in a triggerer for a task ends that task itself
+    where the outcome is the one the task's worker would give: a completed prediction whose outputs
+    fit the event ends it ``success`` with the prediction in XCom (``return_value``, the dict
+    ``execute_complete`` returns); a failure ends it failed (the API's message in the task's log) or
+    skipped per ``on_failure``, but only when Airflow's handling of a trigger-failed task gives the
+    same retry decision as the worker's (see :meth:`_failure_end`). Everything else goes to the
+    worker as a plain event, as without it.
+
+    :param prediction_id: The prediction to wait for (a template when the task starts in the
+        triggerer: Airflow renders it there before ``run``; it is validated in ``run``).
     :param wavespeed_conn_id: The WaveSpeed connection id (the key is looked up, never stored).
     :param poll_interval: The longest wait between polls, in seconds.
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
     :param first_poll_interval: The wait before the first poll.
+    :param end_from_trigger: End the task from the triggerer where that gives the worker's outcome.
+    :param on_failure: What the task does with a failure: ``fail`` (for good), ``skip`` or ``resume``
+        (leave it to the worker).
+    :param retry_failed: A failed prediction is one the task's retries may run again (the submit
+        operator: a retry submits anew); errors and the deadline never are.
+    :param last_try: The task has no retry left: any failure is final.
+    :param timeout: Without ``end_time`` (a task started in the triggerer): the wait limit in seconds.
+        The deadline is then Airflow's trigger timeout of the task instance (stored with it, so a
+        trigger moved to another triggerer keeps it) less :data:`DEFERRAL_GRACE`.
     """
 
     def __init__(
@@ -56,68 +102,204 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
+        *,
+        end_from_trigger: bool = False,
+        on_failure: str = ON_FAILURE_FAIL,
+        retry_failed: bool = False,
+        last_try: bool = False,
+        timeout: float | None = None,
     ) -> None:
         super().__init__()
-        self.prediction_id = validate_prediction_id(prediction_id)
+        # Not validated here: a task started in the triggerer passes its template, rendered after
+        # this (and an error raised while Airflow builds the trigger would not name the task).
+        self.prediction_id = prediction_id
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = float(poll_interval)
-        self.end_time = float(end_time) if end_time is not None else time.time() + DEFAULT_WAIT_TIMEOUT
+        self.timeout = float(timeout) if timeout is not None else None
+        if end_time is None and self.timeout is None:
+            end_time = time.time() + DEFAULT_WAIT_TIMEOUT
+        self.end_time = float(end_time) if end_time is not None else None
         self.first_poll_interval = float(first_poll_interval)
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
+        self.end_from_trigger = bool(end_from_trigger)
+        self.on_failure = on_failure
+        self.retry_failed = bool(retry_failed)
+        self.last_try = bool(last_try)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "prediction_id": self.prediction_id,
-                "wavespeed_conn_id": self.wavespeed_conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-                "first_poll_interval": self.first_poll_interval,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "prediction_id": self.prediction_id,
+            "wavespeed_conn_id": self.wavespeed_conn_id,
+            "poll_interval": self.poll_interval,
+            "end_time": self.end_time,
+            "first_poll_interval": self.first_poll_interval,
+        }
+        # Only what differs from the defaults: a default trigger serializes as before this option
+        # existed, so a triggerer still on an older provider version can load it.
+        options = {
+            "end_from_trigger": (self.end_from_trigger, False),
+            "on_failure": (self.on_failure, ON_FAILURE_FAIL),
+            "retry_failed": (self.retry_failed, False),
+            "last_try": (self.last_try, False),
+            "timeout": (self.timeout, None),
+        }
+        kwargs.update({name: value for name, (value, default) in options.items() if value != default})
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WaveSpeedTaskTrigger) and self.serialize() == other.serialize()
 
     __hash__ = None  # type: ignore[assignment]
 
+    def _deadline(self) -> float:
+        """Epoch seconds when the wait ends: ``end_time``, else from the task instance's trigger timeout."""
+        if self.end_time is not None:
+            return self.end_time
+        assert self.timeout is not None
+        # Set by the triggerer: Airflow's trigger timeout of the task instance, computed once when the
+        # task was deferred and stored with it, so it holds wherever the trigger runs.
+        timeout_after = getattr(self, "timeout_after", None)
+        if isinstance(timeout_after, datetime):
+            if timeout_after.tzinfo is None:
+                timeout_after = timeout_after.replace(tzinfo=timezone.utc)
+            self.end_time = timeout_after.timestamp() - DEFERRAL_GRACE
+        else:
+            # No trigger timeout to anchor on: the limit starts now (a trigger restarted elsewhere
+            # would start it again; Airflow's own trigger timeout still ends the task).
+            self.end_time = time.time() + self.timeout
+        return self.end_time
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            prediction_id = validate_prediction_id(self.prediction_id)
+        except WaveSpeedError as exc:
+            yield self._event(error_event(str(self.prediction_id), str(exc), type(exc).__name__))
+            return
+        end_time = self._deadline()
         schedule = PollSchedule(poll_interval=self.poll_interval, first_interval=self.first_poll_interval)
         try:
             client = await acquire_shared_client(self.wavespeed_conn_id)
         except WaveSpeedError as exc:
-            yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
+            yield self._event(error_event(prediction_id, str(exc), type(exc).__name__))
             return
         try:
             poll = 0
             unknown: set[str] = set()
             server_wait = 0.0  # Retry-After of a 429 that outlasted the request's own retries
             while True:
-                wait = min(max(schedule.interval(poll), server_wait), self.end_time - time.time())
+                wait = min(max(schedule.interval(poll), server_wait), end_time - time.time())
                 server_wait = 0.0
                 if wait > 0:
                     await asyncio.sleep(wait)
                 poll += 1
-                if time.time() >= self.end_time:
+                if time.time() >= end_time:
                     message = (
-                        f"WaveSpeed prediction {self.prediction_id} did not finish before the wait "
+                        f"WaveSpeed prediction {prediction_id} did not finish before the wait "
                         "limit; it may still finish: wait on it again with the same prediction id"
                     )
-                    yield TriggerEvent(deadline_event(self.prediction_id, message))
+                    yield self._event(deadline_event(prediction_id, message))
                     return
                 try:
-                    prediction = await client.get_prediction(self.prediction_id)
+                    prediction = await client.get_prediction(prediction_id)
                 except WaveSpeedError as exc:
                     if client.retry.is_retryable(exc, idempotent=True):
-                        self.log.warning("Poll of %s failed, will retry: %s", self.prediction_id, exc)
+                        self.log.warning("Poll of %s failed, will retry: %s", prediction_id, exc)
                         server_wait = client.retry.server_wait(exc)
                         continue
-                    yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
+                    yield self._event(error_event(prediction_id, str(exc), type(exc).__name__))
                     return
                 if prediction.is_terminal:
-                    yield TriggerEvent(terminal_event(prediction))
+                    yield await self._terminal(prediction)
                     return
                 note_unknown_status(prediction, unknown, self.log)
-                self.log.debug("Prediction %s is %s", self.prediction_id, prediction.status)
+                self.log.debug("Prediction %s is %s", prediction_id, prediction.status)
         finally:
             await release_shared_client(self.wavespeed_conn_id)
+
+    def _ends_task(self) -> bool:
+        # A trigger ends its task only in a triggerer, where it runs for a task instance; dag.test()
+        # runs it inline without one and resumes the task with whatever it yields.
+        if not (self.end_from_trigger and TASK_END_EVENTS and self.task_instance is not None):
+            return False
+        # A task started in the triggerer decided this when its DAG file was parsed, before its
+        # downstream tasks existed: the whole DAG's task is known here (Airflow 3.3+), check again.
+        task = getattr(self.task_instance, "task", None)
+        return task is None or plain_return_value(task)
+
+    async def _terminal(self, prediction: Prediction) -> TriggerEvent:
+        """The event for a terminal prediction: a completed one may end the task here, its XCom pushed first."""
+        payload = terminal_event(prediction)
+        # Outputs too large for XCom stay for the worker to decide (it stores them, or fails clearly).
+        if not (prediction.is_success and self._ends_task() and "outputs_omitted_bytes" not in payload):
+            return self._event(payload, prediction)
+        try:
+            await self._push_return_value(prediction.to_dict())
+        except Exception as exc:  # the worker can still push it: nothing is lost by resuming there
+            self.log.warning("Could not push the result to XCom from the triggerer (%s); resuming in a worker", exc)
+            return TriggerEvent(payload)
+        self.log.info(
+            "WaveSpeed prediction %s completed with %d output(s); the task ends here, in the triggerer",
+            prediction.id,
+            len(prediction.outputs),
+        )
+        return task_end_event("success")
+
+    async def _push_return_value(self, value: dict[str, Any]) -> None:
+        """Push the task's return value through the task SDK's XCom, exactly as its worker would.
+
+        Not through ``TaskSuccessEvent(xcoms=...)``: Airflow 3.0-3.3 store those with the metadata
+        database's own encoder (a JSON text), so a downstream task's ``xcom_pull`` would get a
+        string, not the dict. The SDK's ``XCom.set`` goes through the triggerer's supervisor to the
+        same Execution API (and XCom backend) as a worker's return value.
+        """
+        from airflow.sdk.execution_time.xcom import XCom
+
+        ti: Any = self.task_instance  # set by the triggerer (checked by _ends_task)
+        where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+        if hasattr(XCom, "aset"):  # Airflow 3.1+: async, on this loop
+            await XCom.aset(key="return_value", value=value, **where)
+        else:  # Airflow 3.0: its sync call hops back onto this loop (asgiref), so run it off it
+            from asgiref.sync import sync_to_async
+
+            await sync_to_async(XCom.set)(key="return_value", value=value, **where)
+
+    def _event(self, payload: dict[str, Any], prediction: Prediction | None = None) -> TriggerEvent:
+        """The event to yield: the task's failed end where this trigger may end it, else ``payload`` for the worker."""
+        end = self._failure_end_event(payload, prediction) if self._ends_task() else None
+        return end if end is not None else TriggerEvent(payload)
+
+    def _failure_end_event(self, payload: dict[str, Any], prediction: Prediction | None) -> TriggerEvent | None:
+        if prediction is not None and prediction.is_success:
+            return None
+        failed_prediction = payload.get("status") in TERMINAL_STATUSES
+        state = self._failure_end(retryable=failed_prediction and self.retry_failed)
+        if state is None:
+            return None
+        message = payload.get("message") or ""
+        if prediction is not None:
+            try:
+                ensure_success(prediction)
+            except WaveSpeedError as exc:  # the message the worker's failure carries
+                message = str(exc)
+        self.log.error("%s", message)
+        self.log.info("The task ends %s here, in the triggerer", state)
+        return task_end_event(state)
+
+    def _failure_end(self, *, retryable: bool) -> str | None:
+        """The state this trigger may end a failed task in, or None to leave the failure to the worker.
+
+        The worker fails a task for good (``on_failure="fail"``), skips it, or (``retryable``)
+        lets a retry run when one is left. The triggerer marks a ``TaskFailedEvent`` failed for
+        good before Airflow 3.3.1 and up for retry when one is left from it
+        (:func:`~airflow_provider_wavespeed._compat.failed_event_retries`): the event is used only
+        where both decide alike, i.e. on the last try, or when Airflow's routing matches the
+        failure's kind.
+        """
+        if self.on_failure == ON_FAILURE_RESUME:
+            return None
+        if self.on_failure == ON_FAILURE_SKIP and not retryable:
+            return "skipped"
+        if self.last_try or retryable == failed_event_retries():
+            return "failed"
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ try:  # Airflow 3.1+
 except ImportError:  # Airflow 3.0
     from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
-from airflow_provider_wavespeed._common import DEFERRAL_GRACE
+from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
@@ -58,7 +59,7 @@ def test_the_operator_defers_with_the_shared_deadline(capfd: pytest.CaptureFixtu
     operator = WaveSpeedSubmitOperator(
         task_id="submit", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, timeout=TIMEOUT
     )
-    deferred, before, after = _deferred(lambda: operator._defer("abc123"))
+    deferred, before, after = _deferred(lambda: operator._defer(None, "abc123"))
     _assert_deadline(deferred, "abc123", before, after)
     assert deferred.kwargs == {"prediction_id": "abc123"}
     logged = capfd.readouterr().out
@@ -71,3 +72,83 @@ def test_the_sensor_defers_with_the_same_deadline(wavespeed_connection: WaveSpee
     sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=prediction_id, timeout=TIMEOUT, deferrable=True)
     deferred, before, after = _deferred(lambda: sensor.execute({}))
     _assert_deadline(deferred, prediction_id, before, after)
+
+
+# -- what the trigger may end itself (tests/triggers/test_trigger_end.py: what it then does) ---------
+
+
+def _ti(try_number: int, max_tries: int) -> dict[str, Any]:
+    return {"ti": SimpleNamespace(try_number=try_number, max_tries=max_tries)}
+
+
+def _end_options(trigger: Any) -> dict[str, Any]:
+    return {name: getattr(trigger, name) for name in ("end_from_trigger", "on_failure", "retry_failed", "last_try")}
+
+
+def _submit_operator(**kwargs: Any) -> WaveSpeedSubmitOperator:
+    return WaveSpeedSubmitOperator(
+        task_id="submit", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, **kwargs
+    )
+
+
+ENDS = {"end_from_trigger": True, "on_failure": "fail", "retry_failed": True}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "context", "expected"),
+    [
+        # A failed prediction may be retried: a retry submits again (errors and the deadline never).
+        ({"retries": 2}, _ti(1, 2), {**ENDS, "last_try": False}),
+        ({"retries": 2}, _ti(3, 2), {**ENDS, "last_try": True}),
+        ({"retries": 2}, None, {**ENDS, "last_try": False}),  # the try unknown: not assumed the last
+        ({"retries": 0}, None, {**ENDS, "last_try": True}),  # no retries: every try is the last
+        # The worker has work left: storing outputs, submitting again; or the user said no.
+        ({"output_path": "/tmp/out"}, None, {"end_from_trigger": False}),
+        ({"resubmit_on_server_failure": 1}, None, {"end_from_trigger": False}),
+        ({"end_from_trigger": False}, None, {"end_from_trigger": False}),
+        ({"do_xcom_push": False}, None, {"end_from_trigger": False}),
+    ],
+)
+def test_the_operator_lets_its_trigger_end_it_when_the_worker_has_nothing_left(
+    kwargs: dict[str, Any], context: dict[str, Any] | None, expected: dict[str, Any]
+) -> None:
+    deferred, _, _ = _deferred(lambda: _submit_operator(**kwargs)._defer(context, "abc123"))
+    options = _end_options(deferred.trigger)
+    assert {k: options[k] for k in expected} == expected
+    _assert_airflow_can_send(deferred)
+
+
+def test_an_operator_with_outlets_resumes_its_worker_for_the_asset_events() -> None:
+    from airflow.sdk import Asset
+
+    operator = _submit_operator(outlets=[Asset("s3://bucket/generated")])
+    deferred, _, _ = _deferred(lambda: operator._defer(None, "abc123"))
+    assert deferred.trigger.end_from_trigger is False  # a task ended by its trigger emits no asset events
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "on_failure"),
+    [({}, "fail"), ({"soft_fail": True}, "skip"), ({"never_fail": True}, "resume")],
+)
+def test_the_sensor_lets_its_trigger_end_it(
+    wavespeed_connection: WaveSpeedEmulator, kwargs: dict[str, Any], on_failure: str
+) -> None:
+    wavespeed_connection.hold()
+    prediction_id = WaveSpeedHook().submit(FLUX, {"prompt": "x"}).id
+    sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=prediction_id, retries=0, **kwargs)
+    deferred, _, _ = _deferred(lambda: sensor.execute(_ti(1, 0)))
+    assert _end_options(deferred.trigger) == {
+        "end_from_trigger": True,
+        "on_failure": on_failure,
+        "retry_failed": False,
+        "last_try": True,  # no retries: a failure is final whatever Airflow's version does with it
+    }
+    _assert_airflow_can_send(deferred)
+
+
+def test_a_sensor_that_stores_outputs_resumes_its_worker(wavespeed_connection: WaveSpeedEmulator) -> None:
+    wavespeed_connection.hold()
+    prediction_id = WaveSpeedHook().submit(FLUX, {"prompt": "x"}).id
+    sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=prediction_id, output_path="/tmp/out")
+    deferred, _, _ = _deferred(lambda: sensor.execute(_ti(1, 2)))
+    assert deferred.trigger.end_from_trigger is False
