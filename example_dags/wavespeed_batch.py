@@ -30,7 +30,7 @@ def safe_name(text: str | None) -> str:
 
 
 with DAG(
-    dag_id="example_wavespeed_batch",
+    dag_id="wavespeed_batch",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

@@ -11,7 +11,7 @@ from airflow_helpers import dag_xcoms, ti_states
 
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_wavespeed_batch.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "wavespeed_batch.py"
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
@@ -21,7 +21,7 @@ def test_batch_example_generates_every_prompt_once(
     wavespeed_connection.set_duration(0.2)
     wavespeed_connection.set_outcome("failed", prompt_contains="ramen", code=1200, error="emulated moderation")
     monkeypatch.setenv("WAVESPEED_OUTPUT_DIR", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("example_wavespeed_batch", EXAMPLE)
+    spec = importlib.util.spec_from_file_location("wavespeed_batch", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
