@@ -129,6 +129,11 @@ def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
 
 # One submission budget per connection and process: every hook, client and thread of a worker
 # that submits for the same account draws from it (the tier counts starts per account).
+# The tier counts starts in any 60 s as the server sees them, so the budget paces them evenly with
+# no burst, over a minute one second longer: the first submit's connection set-up can make it
+# arrive later than the next ones, and a burst or an early 429 would cost more than 1/61 of the rate
+# (a 429 halves the budget for about 40 s).
+SUBMISSION_MINUTE = 61.0
 _SUBMIT_LIMITERS: dict[tuple[str, str, float], TokenBucket] = {}
 _SUBMIT_LIMITERS_LOCK = threading.Lock()
 
@@ -142,7 +147,7 @@ def submission_limiter(creds: WaveSpeedCredentials) -> TokenBucket | None:
     with _SUBMIT_LIMITERS_LOCK:
         limiter = _SUBMIT_LIMITERS.get(key)
         if limiter is None:
-            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(per_minute / 60.0)
+            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(per_minute / SUBMISSION_MINUTE, burst=1)
         return limiter
 
 

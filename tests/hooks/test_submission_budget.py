@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -13,7 +14,7 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_wavespeed.api import limiter as limiter_module
 from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter, TokenBucket
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook, submission_limiter
+from airflow_provider_wavespeed.hooks.wavespeed import SUBMISSION_MINUTE, WaveSpeedHook, submission_limiter
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -67,7 +68,20 @@ def test_one_limiter_per_connection_and_process(monkeypatch: pytest.MonkeyPatch)
     other = WaveSpeedHook("ws_two").client
     assert first.submit_limiter is second.submit_limiter is not None
     assert other.submit_limiter is not first.submit_limiter
-    assert isinstance(first.submit_limiter, TokenBucket) and first.submit_limiter.rate == pytest.approx(1.5)
+    assert isinstance(first.submit_limiter, TokenBucket) and first.submit_limiter.rate == pytest.approx(90 / 61)
+
+
+def test_the_budget_never_allows_more_than_the_tiers_starts_in_any_60_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Silver tier counts 500 starts in any 60 s: the 501st slot must come more than 60 s after
+    # the first, with a margin for the first request's connection set-up (no burst at the start).
+    _set_conn(monkeypatch, "ws_silver", "https://api.wavespeed.ai", "k", {})
+    limiter = submission_limiter(WaveSpeedHook("ws_silver").get_credentials())
+    assert isinstance(limiter, TokenBucket)
+    delays = [limiter._reserve() for _ in range(501)]  # slots reserved at once, as 501 callers would
+    assert delays[0] == 0.0  # one submit alone is never held back
+    assert all(later - earlier >= 60 / 500 for earlier, later in itertools.pairwise(delays))
+    assert delays[500] - delays[0] >= 60.5
+    assert delays[499] - delays[0] <= 61.0  # and the pace stays the tier's: 500 slots within ~61 s
 
 
 # -- pacing, over loopback -------------------------------------------------------------------
@@ -80,7 +94,7 @@ def _submitted_at(emulator: WaveSpeedEmulator) -> list[float]:
 def test_threads_of_one_worker_share_the_submission_budget(
     wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 120/min = 2/s with a burst of 2: eight submissions from four threads need at least 3 s.
+    # 120 a minute (of 61 s), no burst: eight submissions from four threads need at least 7 x 61/120 s.
     _set_conn(
         monkeypatch, "ws_paced", wavespeed_emulator.url, wavespeed_emulator.api_key, {"max_submissions_per_minute": 120}
     )
@@ -98,7 +112,7 @@ def test_threads_of_one_worker_share_the_submission_budget(
     stamps = _submitted_at(wavespeed_emulator)
     assert len(stamps) == 8
     # A slower machine only spaces them further: the bound holds on any machine.
-    assert stamps[-1] - stamps[0] >= (8 - 2) / 2 * 0.95
+    assert stamps[-1] - stamps[0] >= 7 * SUBMISSION_MINUTE / 120 * 0.95
     assert wavespeed_emulator.counters()["rate_limited"] == {}  # no 429 was needed
 
 
