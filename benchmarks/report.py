@@ -513,7 +513,7 @@ def throughput_section(results: dict[str, Any]) -> str:
     for r in results["designs"]:
         cpu = r.get("cpu_s") or {}
         lines.append(
-            f"| {r['design']} ({r['what']}) | {r['n']:,} | {r.get('state')} | {_f(r.get('wall_s'))} "
+            f"| `{r['design']}`: {r['what']} | {r['n']:,} | {r.get('state')} | {_f(r.get('wall_s'))} "
             f"| {_f(r.get('limit_s'))} | {_f(r.get('ratio'), 2)} | {_f(r.get('worker_runs_per_generation'), 2)} "
             f"| {_f(r.get('worker_slot_s_per_generation'), 2)} | {_f(r.get('api_requests_per_generation'), 2)} "
             f"| {_f(r.get('rate_limited'))} | {_f(cpu.get('scheduler'))} / {_f(cpu.get('triggerer'))} / "

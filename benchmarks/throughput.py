@@ -31,6 +31,7 @@ import argparse
 import heapq
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -66,10 +67,12 @@ class Design:
 
 
 DESIGNS = {
-    "mapped-sensor": Design("wavespeed_throughput_sensor", "mapped submit + deferrable sensor"),
-    "mapped-waiting-submit": Design("wavespeed_throughput_waiting_submit", "mapped waiting submit (deferrable)"),
-    "batch-10-tasks": Design("wavespeed_throughput_batch_10", "batch operator, 10 tasks"),
-    "batch-1-task": Design("wavespeed_throughput_batch_1", "batch operator, 1 task"),
+    "mapped-sensor": Design("wavespeed_throughput_sensor", "mapped submit + deferrable `WaveSpeedTaskSensor`"),
+    "mapped-waiting-submit": Design(
+        "wavespeed_throughput_waiting_submit", "mapped `WaveSpeedSubmitOperator(wait_for_completion=True)`"
+    ),
+    "batch-10-tasks": Design("wavespeed_throughput_batch_10", "`WaveSpeedBatchOperator` mapped over 10 slices"),
+    "batch-1-task": Design("wavespeed_throughput_batch_1", "one `WaveSpeedBatchOperator`"),
 }
 # 8 worker slots on 2 cores, as the fan-out benchmark (benchmarks/run.py): more concurrent task
 # processes stretch every run's start-up (DAG parse 0.2 s -> 2 s) instead of adding throughput.
@@ -263,10 +266,9 @@ def _database(choice: str) -> tuple[Any, str]:
             import psycopg2  # noqa: F401
 
             cluster = PostgresCluster(bin_dir, free_port()).start()
-            version = subprocess.run(
-                [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
-            ).stdout.split()
-            return cluster, f"PostgreSQL {version[-1] if version else ''}".strip()
+            answer = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True).stdout
+            version = re.search(r"\(PostgreSQL\) (\S+)", answer)  # "postgres (PostgreSQL) 15.18 (Debian ...)"
+            return cluster, f"PostgreSQL {version.group(1) if version else bin_dir.parent.name}"
         except Exception as exc:  # a missing driver, no postgres OS user under root...
             why = f"{type(exc).__name__}: {exc}"
     if choice == "postgres":
