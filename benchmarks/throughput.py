@@ -204,7 +204,7 @@ def run_design(
         run = stack.api("GET", f"dags/{design.dag_id}/dagRuns/{run_id}")
         begin, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
         result["wall_s"] = round(end - begin, 1) if begin and end else None
-        if result["wall_s"] and result["limit_s"]:
+        if state == "success" and result["wall_s"] and result["limit_s"]:  # a failed run's time is no figure
             result["ratio"] = round(result["wall_s"] / result["limit_s"], 2)
         states: dict[str, Counter[str]] = {}
         for ti in stack.task_instances(design.dag_id, run_id):
