@@ -29,3 +29,9 @@ def test_the_concurrency_cap_queues_first_come_first_served() -> None:
 def test_no_limits_and_no_generations() -> None:
     assert limit_seconds(1000, starts_per_minute=None, concurrency=None, duration=20.0) == 20.0
     assert limit_seconds(0, starts_per_minute=500, concurrency=300, duration=20.0) == 0.0
+
+
+def test_bursts_as_the_sliding_window_admits_them() -> None:
+    starts, cap = TIERS["silver"]
+    # 500 at t = 0 (300 run, 200 queue until 20 s, end at 40 s), 500 at 60 s (end at 100 s).
+    assert limit_seconds(1000, starts_per_minute=starts, concurrency=cap, duration=20.0, burst=True) == 100.0
