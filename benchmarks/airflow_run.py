@@ -106,11 +106,24 @@ def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> dict[int, l
     A try's log holds one run per worker process: a deferred try ends a run with
     "Pausing task as DEFERRED" and starts the next when it resumes.
     """
-    runs: dict[int, list[tuple[float, float]]] = {}
+    return {index: spans for (_, index), spans in worker_runs(home, dag_id, run_id, task_id).items()}
+
+
+def worker_runs(
+    home: Path, dag_id: str, run_id: str, task_id: str = "*"
+) -> dict[tuple[str, int], list[tuple[float, float]]]:
+    """(task id, map index) -> the (start, end) epoch of each worker run, every try, from the task logs.
+
+    ``task_id`` is a glob: ``"*"`` for every task of the run. A try's log holds one run per worker
+    process: a deferred try ends a run with "Pausing task as DEFERRED" and starts the next when
+    it resumes. Start-up before a run's first log line is not counted.
+    """
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     pattern = f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/**/attempt=*.log"
     for path in (home / "logs").glob(pattern):
         if not re.fullmatch(r"attempt=\d+\.log", path.name):
             continue  # the triggerer's part of the log is not a worker's
+        task = re.search(r"task_id=([^/]+)", str(path))
         index = re.search(r"map_index=(-?\d+)", str(path))
         lines: list[tuple[float, str]] = []
         for line in path.read_text(errors="replace").splitlines():
@@ -119,9 +132,9 @@ def _log_runs(home: Path, dag_id: str, run_id: str, task_id: str) -> dict[int, l
                 lines.append((_stamp(record["timestamp"]), str(record.get("event", ""))))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-        if not lines:
+        if not lines or task is None:
             continue
-        spans = runs.setdefault(int(index.group(1)) if index else -1, [])
+        spans = runs.setdefault((task.group(1), int(index.group(1)) if index else -1), [])
         start = previous = lines[0][0]
         deferred = False
         for stamp, event in lines[1:]:

@@ -1,0 +1,415 @@
+"""``python -m benchmarks throughput``: N generations through real Airflow against an account tier's limit.
+
+A real deployment (``scripts/airflow_stack.py``: api-server, scheduler, dag-processor, one
+triggerer; LocalExecutor; PostgreSQL when its server binaries are installed, as the deployment
+tier starts it, else SQLite) runs the DAGs of ``benchmarks/dags/throughput/`` one run at a time
+against the emulator at the Silver preset (500 starts a minute, 300 running at once), through a
+connection with the shipped defaults. Designs (``--designs``):
+
+- ``mapped-sensor``: a mapped task group per generation, submit + deferrable ``WaveSpeedTaskSensor``;
+- ``mapped-waiting-submit``: a mapped ``WaveSpeedSubmitOperator(wait_for_completion=True)``;
+- ``batch-10-tasks``: ``WaveSpeedBatchOperator`` mapped over 10 slices of the inputs;
+- ``batch-1-task``: one ``WaveSpeedBatchOperator`` for every input.
+
+Per design: the wall time from the DAG run's start to its end (Airflow's ``start_date`` and
+``end_date``); the **limit** from the emulator's own rules (:func:`limit_seconds`, with the tier
+the running emulator reports); their ratio; worker runs and worker-slot seconds per generation
+(task logs, :func:`benchmarks.airflow_run.worker_runs`); API requests per generation (the
+emulator's counters); CPU seconds of the scheduler, the triggerer and the task processes; every
+task's final state; and that every input got exactly one prediction (the emulator's submission
+log). One line per design, ``throughput <design>: <N> generations in <wall> s (limit <limit> s,
+ratio <x>)``; the table goes into ``docs/benchmarks.md`` between the throughput markers, the
+rest of the file untouched. Exit code 1 when a design's run did not succeed.
+
+``--smoke``: N = 50, 5 s predictions, every design in one deployment, the report written to a
+temporary copy of ``docs/benchmarks.md``; nothing is asserted about the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess
+from benchmarks import machine, report
+from benchmarks.airflow_run import _stack_cpu, _ts, worker_runs
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from airflow_stack import AirflowStack, free_port, reset_home  # noqa: E402
+
+DAGS = REPO / "benchmarks" / "dags" / "throughput"
+TIER = "silver"
+PROMPT = "throughput image {}"  # as in the DAGs: the emulator's log maps each submission to its input
+
+
+@dataclass(frozen=True)
+class Design:
+    dag_id: str
+    what: str
+
+
+DESIGNS = {
+    "mapped-sensor": Design("wavespeed_throughput_sensor", "mapped submit + deferrable `WaveSpeedTaskSensor`"),
+    "mapped-waiting-submit": Design(
+        "wavespeed_throughput_waiting_submit", "mapped `WaveSpeedSubmitOperator(wait_for_completion=True)`"
+    ),
+    "batch-10-tasks": Design("wavespeed_throughput_batch_10", "`WaveSpeedBatchOperator` mapped over 10 slices"),
+    "batch-1-task": Design("wavespeed_throughput_batch_1", "one `WaveSpeedBatchOperator`"),
+}
+# 8 worker slots on 2 cores, as the fan-out benchmark (benchmarks/run.py): more concurrent task
+# processes stretch every run's start-up (DAG parse 0.2 s -> 2 s) instead of adding throughput.
+PARALLELISM = 8
+
+
+def limit_seconds(
+    n: int, *, starts_per_minute: int | None, concurrency: int | None, duration: float, burst: bool = False
+) -> float:
+    """When the last of ``n`` generations ends at best, by the emulator's rules.
+
+    Submission ``i`` arrives at ``i`` times the tier's start interval (60 s / starts per minute)
+    from t = 0; it starts at once under the concurrency cap, else when the earliest running one
+    ends (first come, first served, as the emulator queues them); each runs ``duration`` s.
+    No start limit: all arrive at t = 0. No cap: none waits.
+
+    ``burst``: arrivals as early as the emulator's sliding 60 s window admits them instead of
+    at an even pace (a whole minute's starts at t = 0, the next minute's at 60 s...): the bound
+    for clients that together send faster than the tier's pace.
+    """
+    if n <= 0:
+        return 0.0
+    running: list[float] = []  # end times of the predictions holding a slot
+    start = end = 0.0
+    for index in range(n):
+        if not starts_per_minute:
+            arrival = 0.0
+        elif burst:
+            arrival = index // starts_per_minute * 60.0
+        else:
+            arrival = index * 60.0 / starts_per_minute
+        start = max(start, arrival)  # first come, first served: never before the one ahead
+        while running and running[0] <= start:
+            heapq.heappop(running)
+        if concurrency is not None and len(running) >= concurrency:
+            start = max(start, heapq.heappop(running))
+        heapq.heappush(running, start + duration)
+        end = max(end, start + duration)
+    return end
+
+
+def _component_cpu(stack: AirflowStack, emulator: psutil.Process) -> dict[str, float]:
+    """CPU seconds so far: the scheduler's own process, the task processes under it (LocalExecutor
+    workers, supervisors, tasks), the triggerer (with its trigger runner), the other components."""
+    groups = stack.cpu_seconds()
+    used: dict[str, float] = {}
+    scheduler = stack.processes.get("scheduler")
+    own = 0.0
+    if scheduler is not None:
+        try:
+            times = psutil.Process(scheduler.pid).cpu_times()
+            own = times.user + times.system
+        except psutil.Error:
+            pass
+    used["scheduler"] = own
+    used["tasks"] = groups.get("scheduler", 0.0) - own
+    used["triggerer"] = sum(seconds for name, seconds in groups.items() if name.startswith("triggerer"))
+    used["dag-processor"] = groups.get("dag-processor", 0.0)
+    used["api-server"] = groups.get("api-server", 0.0)
+    try:
+        times = emulator.cpu_times()
+        used["emulator"] = times.user + times.system
+    except psutil.Error:
+        used["emulator"] = 0.0
+    return used
+
+
+def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
+
+
+def _one_prediction_each(control: EmulatorControl, n: int) -> dict[str, Any]:
+    """How many predictions each input got, from the emulator's submission log (since its reset)."""
+    per_input: Counter[int] = Counter()
+    others = 0
+    for entry in control.submissions():
+        prompt = str(entry.get("inputs", {}).get("prompt", ""))
+        head, _, number = prompt.rpartition(" ")
+        if head == PROMPT.format("").strip() and number.isdigit() and int(number) < n:
+            per_input[int(number)] += 1
+        else:
+            others += 1
+    twice = sorted(index for index, count in per_input.items() if count > 1)
+    missing = [index for index in range(n) if index not in per_input]
+    return {
+        "ok": not twice and not missing and not others,
+        "submissions": sum(per_input.values()) + others,
+        "submitted_twice": twice[:20],
+        "missing": missing[:20],
+        "missing_count": len(missing),
+        "other_submissions": others,
+    }
+
+
+def run_design(
+    stack: AirflowStack,
+    control: EmulatorControl,
+    emulator: psutil.Process,
+    name: str,
+    *,
+    n: int,
+    duration: float,
+    timeout: float,
+) -> dict[str, Any]:
+    """One DAG run of a design, from a freshly reset emulator; every figure it could gather, also on failure."""
+    design = DESIGNS[name]
+    result: dict[str, Any] = {"design": name, "dag_id": design.dag_id, "what": design.what, "n": n, "state": "not run"}
+    try:
+        control.reset()  # the tier's windows and queue, the counters, the submission log: this design's only
+        tier = control.counters()["tier"] or {}
+        result["tier"] = {key: tier.get(key) for key in ("name", "starts_per_minute", "concurrency")}
+        limits: dict[str, Any] = {
+            "starts_per_minute": tier.get("starts_per_minute"),
+            "concurrency": tier.get("concurrency"),
+        }
+        result["limit_s"] = round(limit_seconds(n, **limits, duration=duration), 2)
+        result["burst_limit_s"] = round(limit_seconds(n, **limits, duration=duration, burst=True), 2)
+        stack.wait_for_dag(design.dag_id)
+        cpu_before, stack_before = _component_cpu(stack, emulator), _stack_cpu(stack)
+        busy_before, total_before = machine.busy_jiffies()
+        run_id = stack.trigger(design.dag_id)
+        result["run_id"] = run_id
+        started = time.monotonic()
+        state = "queued"
+        while time.monotonic() - started < timeout:
+            state = stack.run_state(design.dag_id, run_id)
+            if state in ("success", "failed"):
+                break
+            time.sleep(2.0)
+        else:
+            result["error"] = f"the run did not end within {timeout:g} s; marked failed"
+            stack.api("PATCH", f"dags/{design.dag_id}/dagRuns/{run_id}", json={"state": "failed"})
+            state = "timed out"
+        result["state"] = state
+        observed = time.monotonic() - started
+        cpu_after, stack_after = _component_cpu(stack, emulator), _stack_cpu(stack)
+        busy_after, total_after = machine.busy_jiffies()
+        result["cpu_s"] = _diff(cpu_after, cpu_before)
+        cores = os.cpu_count() or 1
+        machine_busy = (busy_after - busy_before) / max(1, total_after - total_before) * observed * cores
+        ours = stack_after - stack_before + result["cpu_s"]["emulator"]
+        result["other_load_cores"] = round(max(0.0, machine_busy - ours) / observed, 2)
+        run = stack.api("GET", f"dags/{design.dag_id}/dagRuns/{run_id}")
+        begin, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
+        result["wall_s"] = round(end - begin, 1) if begin and end else None
+        if state == "success" and result["wall_s"] and result["limit_s"]:  # a failed run's time is no figure
+            result["ratio"] = round(result["wall_s"] / result["limit_s"], 2)
+        states: dict[str, Counter[str]] = {}
+        for ti in stack.task_instances(design.dag_id, run_id):
+            states.setdefault(ti["task_id"], Counter())[str(ti["state"])] += 1
+        result["task_states"] = {task: dict(counts) for task, counts in states.items()}
+        runs = worker_runs(stack.home, design.dag_id, run_id)
+        spans = [span for per_task in runs.values() for span in per_task]
+        result["worker_runs"] = len(spans)
+        result["worker_slot_s"] = round(sum(end - start for start, end in spans), 1)
+        result["worker_runs_per_generation"] = round(len(spans) / n, 3)
+        result["worker_slot_s_per_generation"] = round(result["worker_slot_s"] / n, 3)
+        counters = control.counters()
+        result["api_requests"] = counters["requests"]
+        result["api_requests_total"] = counters["total_requests"]
+        result["api_requests_per_generation"] = round(counters["total_requests"] / n, 2)
+        result["rate_limited"] = sum(counters["rate_limited"].values())
+        result["tier_counts"] = {key: (counters["tier"] or {}).get(key) for key in ("queued_total", "max_queued")}
+        result["predictions"] = _one_prediction_each(control, n)
+    except Exception as exc:  # the other designs still run; the report says what went wrong here
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+    return result
+
+
+def succeeded(result: dict[str, Any]) -> bool:
+    """The run succeeded, every task instance too, and every input got exactly one prediction."""
+    return (
+        result.get("state") == "success"
+        and not result.get("error")
+        and all(set(counts) == {"success"} for counts in (result.get("task_states") or {"": {}}).values())
+        and bool((result.get("predictions") or {}).get("ok"))
+    )
+
+
+def line(result: dict[str, Any]) -> str:
+    wall, limit, ratio = result.get("wall_s"), result.get("limit_s"), result.get("ratio")
+    text = (
+        f"throughput {result['design']}: {result['n']} generations in "
+        f"{'-' if wall is None else f'{wall:.1f}'} s (limit {'-' if limit is None else f'{limit:.1f}'} s, "
+        f"ratio {'-' if ratio is None else f'{ratio:.2f}'})"
+    )
+    return text if succeeded(result) else f"{text} [{result.get('state')}: {result.get('error') or 'see the table'}]"
+
+
+def _database(choice: str) -> tuple[Any, str]:
+    """(a started PostgresCluster or None, the database's description)."""
+    if choice == "sqlite":
+        return None, "SQLite (--database sqlite)"
+    sys.path.insert(0, str(REPO / "tests" / "deployment"))  # the deployment tier's throwaway PostgreSQL
+    from deployment_postgres import PostgresCluster, find_bin_dir
+
+    why = ""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        why = "no PostgreSQL server binaries (initdb, pg_ctl)"
+    else:
+        try:
+            import asyncpg  # noqa: F401  # the deployment extra's drivers
+            import psycopg2  # noqa: F401
+
+            cluster = PostgresCluster(bin_dir, free_port()).start()
+            answer = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True).stdout
+            version = re.search(r"\(PostgreSQL\) (\S+)", answer)  # "postgres (PostgreSQL) 15.18 (Debian ...)"
+            return cluster, f"PostgreSQL {version.group(1) if version else bin_dir.parent.name}"
+        except Exception as exc:  # a missing driver, no postgres OS user under root...
+            why = f"{type(exc).__name__}: {exc}"
+    if choice == "postgres":
+        raise SystemExit(f"--database postgres: PostgreSQL not available ({why}); see scripts/install-system-deps.sh")
+    print(f"PostgreSQL not available ({why}); falling back to SQLite", flush=True)
+    return None, f"SQLite (PostgreSQL not available: {why})"
+
+
+def _commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--smoke", action="store_true", help="N=50, 5 s predictions, report to a temporary file")
+    parser.add_argument("--n", type=int, help="generations per design (default 1000; smoke 50)")
+    parser.add_argument(
+        "--designs",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=list(DESIGNS),
+        help=f"comma-separated, in this order (default all): {','.join(DESIGNS)}",
+    )
+    parser.add_argument("--duration", type=float, help="prediction run time in s (default 20; smoke 5)")
+    parser.add_argument("--parallelism", type=int, default=PARALLELISM, help="LocalExecutor worker slots (default 8)")
+    parser.add_argument("--timeout", type=float, help="per design, s (default 3600; smoke 600); then marked failed")
+    parser.add_argument("--database", choices=("auto", "postgres", "sqlite"), default="auto")
+    parser.add_argument("--output", type=Path, help="default docs/benchmarks.md (smoke: a temporary copy of it)")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here (after every design)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.designs if name not in DESIGNS]
+    if unknown or not args.designs:
+        parser.error(f"--designs: unknown {unknown}; choose from {','.join(DESIGNS)}")
+    n = args.n or (50 if args.smoke else 1000)
+    duration = args.duration or (5.0 if args.smoke else 20.0)
+    timeout = args.timeout or (600.0 if args.smoke else 3600.0)
+    work = Path(tempfile.mkdtemp(prefix="wavespeed-throughput-"))
+    output = args.output or (work / "benchmarks.md" if args.smoke else REPO / "docs" / "benchmarks.md")
+    if args.smoke and args.output is None and (REPO / "docs" / "benchmarks.md").exists():
+        shutil.copy(REPO / "docs" / "benchmarks.md", output)  # so the smoke run splices as the real one does
+    command = "python -m benchmarks throughput " + " ".join(argv if argv is not None else sys.argv[2:])
+    results: dict[str, Any] = {
+        "command": command.strip(),
+        "smoke": args.smoke,
+        "machine": machine.describe(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": _commit(),
+        "n": n,
+        "duration_s": duration,
+        "parallelism": args.parallelism,
+        "executor": "LocalExecutor",
+        "tier": TIER,
+        "designs": [],
+    }
+    print(f"Machine: {results['machine']}", flush=True)
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+
+    api_key = secrets.token_urlsafe(24)
+    begun = time.monotonic()
+    cluster, results["database"] = _database(args.database)
+    emulator = EmulatorProcess(api_key, duration=duration, tier=TIER)
+    stack: AirflowStack | None = None
+    try:
+        home = work / "airflow-home"
+        reset_home(home)
+        connection = {"conn_type": "wavespeed", "host": emulator.url, "password": api_key}  # shipped defaults
+        stack = AirflowStack(
+            home=home,
+            dags_folder=DAGS,
+            sql_alchemy_conn=cluster.url if cluster else None,
+            parallelism=args.parallelism,
+            env={
+                "AIRFLOW_CONN_WAVESPEED_DEFAULT": json.dumps(connection),
+                "WAVESPEED_API_KEY": "",  # only the connection supplies a key
+                "WAVESPEED_THROUGHPUT_N": str(n),
+                "AIRFLOW__TRIGGERER__CAPACITY": str(max(1000, n)),
+                "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, n)),
+            },
+        )
+        print(f"Starting Airflow ({results['database']}, {args.parallelism} worker slots) ...", flush=True)
+        stack.start()
+        results["stack_start_s"] = round(time.monotonic() - begun, 1)
+        print(f"Emulator at the {TIER} preset, {duration:g} s predictions; {n} generations per design", flush=True)
+        for name in args.designs:
+            print(f"  {name} ({DESIGNS[name].dag_id}) ...", flush=True)
+            result = run_design(
+                stack, emulator.control, psutil.Process(emulator.pid), name, n=n, duration=duration, timeout=timeout
+            )
+            results["designs"].append(result)
+            save()
+            print(line(result), flush=True)
+    except Exception as exc:
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"throughput: {results['error']}", file=sys.stderr, flush=True)
+        if stack is not None:
+            print(stack.diagnose(), file=sys.stderr, flush=True)
+    finally:
+        if stack is not None:
+            stack.stop()
+        emulator.stop(timeout=15)
+        if cluster is not None:
+            cluster.stop()
+    results["wall_s"] = round(time.monotonic() - begun, 1)
+    save()
+    if results["designs"]:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        previous = output.read_text() if output.exists() else ""
+        output.write_text(report.splice_throughput(previous, report.throughput_section(results)))
+        print(f"Written to {output} (work files in {work})", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = [r["design"] for r in results["designs"] if not succeeded(r)]
+    if failed or results.get("error") or len(results["designs"]) < len(args.designs):
+        print(f"throughput: did not succeed: {failed or results.get('error')}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
