@@ -99,7 +99,8 @@ for job in "${!JOBS[@]}"; do
   [[ $job == quick-suite-* ]] && finish_job "$job"
 done
 if [ "$TIER" = all ] || [ "$TIER" = full ]; then
-  echo "=== benchmark smoke run (figures printed, not asserted)"
+  echo "=== benchmark smoke runs (figures printed, not asserted)"
   "$newest/bin/python" -m benchmarks --smoke
+  "$newest/bin/python" -m benchmarks throughput --smoke
 fi
 echo "=== all test runs passed"
