@@ -1,4 +1,4 @@
-"""A batch in a real deployment: its worker killed with kill -9 halfway through its submissions."""
+"""A batch in a real deployment: its worker killed (kill -9) mid-submissions; its triggerer killed while it waits."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from deployment_harness import Deployment
+from deployment_harness import TRIGGERER_HEALTH_THRESHOLD, Deployment
 
 from airflow_provider_wavespeed.operators.batch import record_key
 
 pytestmark = pytest.mark.deployment
 
 BATCH_DAG = "wsdeploy_batch_kill"
-BATCH_COUNT, SUBMIT_WINDOW = 20, 5  # as in dags/wsdeploy_batch_kill.py
+BATCH_COUNT, SUBMIT_WINDOW = 20, 5  # as in dags/wsdeploy_batch_kill.py and wsdeploy_batch_triggerer_kill.py
 KILLED_WINDOW = list(range(2 * SUBMIT_WINDOW, 3 * SUBMIT_WINDOW))  # the third window: 10-14
 LATE_ANSWER = 25.0
 
@@ -94,3 +94,60 @@ def test_worker_killed_mid_batch_the_retry_finishes_it_and_nothing_is_submitted_
     ]
     assert "reported uncertain and not submitted again" in log
     assert _record(deployment, run_id) is None  # deleted once the retry succeeded
+
+
+TRIGGERER_KILL_DAG = "wsdeploy_batch_triggerer_kill"
+
+
+def test_triggerer_killed_while_a_batch_waits_the_other_one_finishes_it(deployment: Deployment) -> None:
+    airflow, control = deployment.airflow, deployment.control
+    deployment.reset_emulator()
+    control.hold()  # every prediction runs until the takeover is over, however slow the machine
+    run_id = deployment.trigger(TRIGGERER_KILL_DAG)
+    started = time.monotonic()
+    deployment.wait_deferred(TRIGGERER_KILL_DAG, run_id, 1)
+
+    def trigger_row() -> dict | None:
+        rows = deployment.deferred_triggers(TRIGGERER_KILL_DAG, run_id)
+        row = rows.get("batch[-1]")
+        return row if row is not None and row["triggerer_id"] is not None else None
+
+    deployment.wait_until(lambda: trigger_row() is not None, 60, "the batch's trigger assigned to a triggerer")
+    before = trigger_row()
+    assert before is not None and before["classpath"].endswith("WaveSpeedBatchTrigger"), before
+    names = {job_id: name for name, job_id in airflow.job_ids.items()}
+    victim_job = before["triggerer_id"]
+    survivor_job = next(job for job in names if job != victim_job)
+    # The trigger has polled every prediction at least once (each "processing") before the kill.
+    ids = {s["id"] for s in deployment.submissions_of(run_id)}
+    assert len(ids) == BATCH_COUNT and all(i in before["kwargs_text"] for i in ids)  # one trigger waits for all
+    deployment.wait_until(
+        lambda: all(control.prediction_state(i)["polls"] >= 1 for i in ids), 60, "every prediction polled"
+    )
+    airflow.kill(names[victim_job])  # kill -9, process group included
+    killed = time.monotonic()
+
+    def taken_over() -> bool:
+        row = trigger_row()
+        return row is not None and row["triggerer_id"] == survivor_job
+
+    takeover = deployment.wait_until(taken_over, 120, "the surviving triggerer to take the batch's trigger over")
+    after = trigger_row()
+    assert after is not None and (after["id"], after["kwargs_text"]) == (before["id"], before["kwargs_text"])
+    assert control.release() == BATCH_COUNT
+    result = deployment.finish(TRIGGERER_KILL_DAG, run_id, timeout=240, started=started)
+    (ti,) = result.of("batch")
+    log = deployment.task_log(TRIGGERER_KILL_DAG, run_id, "batch")
+    print(
+        f"\nbatch triggerer kill: {names[victim_job]} killed {killed - started:.0f} s into the run, trigger taken "
+        f"over {takeover:.0f} s later (threshold {TRIGGERER_HEALTH_THRESHOLD} s); run ended {result.seconds:.0f} s, "
+        f"state {result.state}; emulator {control.counters()['submissions']}"
+    )
+    assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 1), log[-3000:]
+    assert deployment.submissions_per_index(run_id) == {index: 1 for index in range(BATCH_COUNT)}
+    value = airflow.xcom(TRIGGERER_KILL_DAG, run_id, "batch")
+    assert (value["completed"], value["failed"]) == (BATCH_COUNT, 0)
+    assert sorted(entry["id"] for entry in value["predictions"]) == sorted(ids)
+    directory = deployment.task_log_dir(TRIGGERER_KILL_DAG, run_id, "batch")
+    assert list(directory.glob(f"attempt=*.log.trigger.{survivor_job}.log")), "the batch never waited on the survivor"
+    deployment.assert_healthy()
