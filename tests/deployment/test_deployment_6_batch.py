@@ -99,8 +99,20 @@ def test_worker_killed_mid_batch_the_retry_finishes_it_and_nothing_is_submitted_
 TRIGGERER_KILL_DAG = "wsdeploy_batch_triggerer_kill"
 
 
+def _two_triggerers(deployment: Deployment) -> dict[int, str]:
+    """Job id -> name of the two live triggerers, starting again one an earlier scenario killed."""
+    airflow = deployment.airflow
+    for name in ("triggerer-1", "triggerer-2"):
+        if name not in airflow.processes:
+            known = {job["id"] for job in airflow.jobs("TriggererJob")}
+            airflow.start_component(name, "triggerer")
+            airflow.job_ids[name] = airflow._wait_for_new_job("TriggererJob", known, 120)
+    return {job_id: name for name, job_id in airflow.job_ids.items() if name in airflow.processes}
+
+
 def test_triggerer_killed_while_a_batch_waits_the_other_one_finishes_it(deployment: Deployment) -> None:
     airflow, control = deployment.airflow, deployment.control
+    names = _two_triggerers(deployment)
     deployment.reset_emulator()
     control.hold()  # every prediction runs until the takeover is over, however slow the machine
     run_id = deployment.trigger(TRIGGERER_KILL_DAG)
@@ -115,8 +127,8 @@ def test_triggerer_killed_while_a_batch_waits_the_other_one_finishes_it(deployme
     deployment.wait_until(lambda: trigger_row() is not None, 60, "the batch's trigger assigned to a triggerer")
     before = trigger_row()
     assert before is not None and before["classpath"].endswith("WaveSpeedBatchTrigger"), before
-    names = {job_id: name for name, job_id in airflow.job_ids.items()}
     victim_job = before["triggerer_id"]
+    assert victim_job in names, (victim_job, names)
     survivor_job = next(job for job in names if job != victim_job)
     # The trigger has polled every prediction at least once (each "processing") before the kill.
     ids = {s["id"] for s in deployment.submissions_of(run_id)}
