@@ -49,8 +49,9 @@ PARALLELISM = 16
 CELERY_WORKERS, CELERY_WORKER_CONCURRENCY = 2, 8
 # A task whose worker died without a word (kill -9 of the whole worker) is failed, and retried,
 # by the scheduler only once it has missed heartbeats this long (Airflow's default: 300 s). Its
-# supervisor heartbeats every 5 s ([workers] min_heartbeat_interval), so 60 s is 12 missed beats.
-CELERY_HEARTBEAT_TIMEOUT = 60
+# supervisor heartbeats every 5 s ([workers] min_heartbeat_interval), so 30 s is 6 missed beats
+# (the triggerers' threshold here is 20 s, with heartbeats as frequent).
+CELERY_HEARTBEAT_TIMEOUT = 30
 
 
 INSTALL_HINT = "run `bash scripts/install-system-deps.sh` and `pip install -e '.[dev,deployment]'`"
