@@ -2,6 +2,10 @@
 
 Used by the demo (scripts/run_pipeline.py), the deployment tests and the benchmarks. Every
 process is started in its own session and stopped by process id, also on failure.
+
+The executor is the LocalExecutor unless ``executor="CeleryExecutor"``: then ``celery_workers``
+`airflow celery worker` processes run the tasks, fed through ``broker_url`` (the caller runs
+the broker), with the metadata database as Celery's result backend.
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ class AirflowStack:
     parallelism: int = 16
     port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    executor: str = "LocalExecutor"
+    # CeleryExecutor only: the broker (e.g. redis://127.0.0.1:6379/0), how many `airflow celery
+    # worker` processes (named celery-worker-N, Celery hostname worker-N@<host>) and the task
+    # slots of each (Celery's --concurrency).
+    broker_url: str | None = None
+    celery_workers: int = 0
+    worker_concurrency: int = 8
 
     def __post_init__(self) -> None:
         self.home = self.home.resolve()
@@ -65,7 +76,13 @@ class AirflowStack:
         self._token: str | None = None
         self._http = requests.Session()
         self._commands: dict[str, tuple[str, ...]] = {}  # component name -> `airflow` arguments
+        self._component_env: dict[str, dict[str, str]] = {}  # component name -> its own extra environment
         self.job_ids: dict[str, int] = {}  # component name -> its row in the job table (when tracked)
+        if self.executor == "CeleryExecutor" and (not self.broker_url or not self.sql_alchemy_conn):
+            # Celery's result backend is the metadata database, and Airflow refuses SQLite for it.
+            raise ValueError("the CeleryExecutor needs broker_url and a sql_alchemy_conn that is not SQLite")
+        if self.celery_workers and self.executor != "CeleryExecutor":
+            raise ValueError(f"celery_workers={self.celery_workers} needs executor='CeleryExecutor'")
 
     @property
     def url(self) -> str:
@@ -95,7 +112,7 @@ class AirflowStack:
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
@@ -120,6 +137,11 @@ class AirflowStack:
             # (pysqlite for the sync one, aiosqlite for the async one, which Airflow derives
             # from this URL), so every component waits for a lock instead of failing.
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.sqlite_path}?timeout={SQLITE_BUSY_TIMEOUT}"
+        if self.executor == "CeleryExecutor":
+            assert self.broker_url and self.sql_alchemy_conn
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
+            # Task states go through the metadata database (Celery's SQLAlchemy backend), not the broker.
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{self.sql_alchemy_conn}"
         env.update(self.env)
         return env
 
@@ -143,12 +165,14 @@ class AirflowStack:
             with contextlib.closing(sqlite3.connect(self.sqlite_path, timeout=SQLITE_BUSY_TIMEOUT)) as db:
                 db.execute("PRAGMA journal_mode=WAL")
 
-    def start_component(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start_component(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``airflow <args>`` as component ``name``; ``env`` is added to its environment only."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
+        own_env = dict(env or {})
         process = subprocess.Popen(
             [airflow_bin(), *args],
-            env=self.component_env(),
+            env={**self.component_env(), **own_env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends its children too
@@ -156,7 +180,44 @@ class AirflowStack:
         log.close()
         self.processes[name] = process
         self._commands[name] = args
+        self._component_env[name] = own_env
         return process
+
+    def start_again(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a stopped or killed component again, with the command and environment it had."""
+        if name in self.processes and self.processes[name].poll() is None:
+            raise RuntimeError(f"{name} is still running (pid {self.processes[name].pid})")
+        return self.start_component(name, *self._commands[name], env=self._component_env[name])
+
+    def start_celery_worker(self, index: int) -> subprocess.Popen[bytes]:
+        """Start `airflow celery worker` number ``index`` (see :meth:`wait_for_celery_worker`).
+
+        Each worker is a separate process tree with its own slots (``worker_concurrency``), its
+        own Celery hostname and its own log server port (several share this machine).
+        """
+        return self.start_component(
+            f"celery-worker-{index}",
+            "celery",
+            "worker",
+            "--concurrency",
+            str(self.worker_concurrency),
+            "--celery-hostname",
+            f"worker-{index}@%h",
+            env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+        )
+
+    def wait_for_celery_worker(self, name: str, timeout: float = 120, since: int = 0) -> None:
+        """Wait until the worker's log (from byte ``since``) says it is ready: connected, consuming."""
+        path = self.log_dir / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with path.open("rb") as log:
+                log.seek(since)
+                if b" ready." in log.read():  # Celery's "worker-N@host ready."
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(f"{name} did not report ready within {timeout} s:\n{self.log_tail(name, 40)}")
 
     def start(self, *, migrate: bool = True, timeout: float = 180, track_triggerer_jobs: bool = False) -> AirflowStack:
         """Migrate the database, start every component and wait until the API answers.
@@ -178,6 +239,10 @@ class AirflowStack:
                 self.start_component(name, "triggerer")
                 if track_triggerer_jobs:
                     self.job_ids[name] = self._wait_for_new_job("TriggererJob", known, timeout)
+            for index in range(1, self.celery_workers + 1):
+                self.start_celery_worker(index)
+            for index in range(1, self.celery_workers + 1):
+                self.wait_for_celery_worker(f"celery-worker-{index}", timeout)
         except BaseException:
             self.stop()
             raise
@@ -206,7 +271,7 @@ class AirflowStack:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        return self.start_component(name, *self._commands[name])
+        return self.start_again(name)
 
     def wait_for_api(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -256,7 +321,17 @@ class AirflowStack:
         return "\n".join(report) if report else f"  no component log under {self.log_dir} reports a problem"
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop every process this stack started (TERM, then KILL), by process group."""
+        """Stop every process this stack started (TERM, then KILL), by process group.
+
+        A Celery worker's task processes lead process groups of their own: they are listed
+        first and killed by id if they outlive their worker.
+        """
+        task_processes = [
+            (pid, process_start_time(pid))
+            for name, process in self.processes.items()
+            if name.startswith("celery-worker-") and process.poll() is None
+            for pid in process_tree(process.pid)[1:]
+        ]
         for process in self.processes.values():
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -268,17 +343,39 @@ class AirflowStack:
             with contextlib.suppress(ProcessLookupError):  # its task processes may outlive it
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        for pid, started in task_processes:
+            if started is not None and process_start_time(pid) == started:  # not a new process with a reused id
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.processes.clear()
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by each running component, task processes included (Linux)."""
         return group_cpu_seconds({p.pid: name for name, p in self.processes.items() if p.poll() is None})
 
-    def kill(self, name: str) -> None:
-        """`kill -9` one component (and its process group); it is not started again."""
+    def kill(self, name: str, *, whole_tree: bool = False) -> list[int]:
+        """`kill -9` one component (and its process group); it is not started again.
+
+        With ``whole_tree`` every descendant dies too, in whatever process group: Airflow's task
+        processes lead groups of their own, so a worker machine lost at once takes them with it
+        only this way. The tree is frozen (SIGSTOP) first, so nothing forks while it is listed.
+        Returns the process ids killed.
+        """
         process = self.processes.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
+        killed = [process.pid]
+        if whole_tree:
+            tree = process_tree(process.pid)
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            killed = sorted(set(tree) | set(process_tree(process.pid)))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.wait()
+        return killed
 
     def __enter__(self) -> AirflowStack:
         return self.start()
@@ -397,6 +494,31 @@ class AirflowStack:
         """Every log file under the deployment home (component and task logs)."""
         for path in self.home.rglob("*.log"):
             yield path, path.read_text(errors="replace")
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descending from it (Linux /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, queue = [], [root]
+    while queue:
+        pid = queue.pop(0)
+        tree.append(pid)
+        queue.extend(sorted(children.get(pid, [])))
+    return tree
+
+
+def process_start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot, /proc), or None when it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def group_cpu_seconds(groups: dict[int, str]) -> dict[str, float]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages of the real-deployment test tier (tests/deployment), from Debian:
 # PostgreSQL (server binaries; the tier starts its own private cluster, it needs no running
-# service) and Chromium (the browser the UI test drives with Playwright).
+# service), Redis (the CeleryExecutor's broker; the tier starts its own redis-server on a free
+# loopback port, it needs no running service) and Chromium (the browser the UI test drives
+# with Playwright).
 # Idempotent and quiet: installs only what is missing; needs root (or sudo) to install.
 set -euo pipefail
 
@@ -11,6 +13,7 @@ have_postgres() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 have_postgres || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -29,4 +32,5 @@ echo "install-system-deps: installing ${missing[*]} from Debian's packages ..."
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-# Debian's postgresql package starts a cluster as a service; the tier does not use it.
+# Debian's postgresql and redis-server packages start services where an init system runs them;
+# the tier uses neither.

@@ -1,7 +1,8 @@
 """The real-deployment tier: one deployment for the whole session, stopped by process id at the end.
 
 Needs PostgreSQL's server binaries (Debian: ``postgresql``), the Python drivers of the
-``deployment`` extra, and for the browser test Debian's ``chromium`` with Playwright.
+``deployment`` extra, for the browser test Debian's ``chromium`` with Playwright, and for the
+CeleryExecutor scenarios Debian's ``redis-server`` with the extra's celery provider.
 Without them the tier is skipped, unless ``WAVESPEED_DEPLOYMENT_REQUIRED`` is set (the
 full test command sets it): then a missing piece fails the tier instead.
 """
@@ -15,16 +16,14 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deployment_harness import LOAD_COUNT, LOAD_DAG, Deployment, LoadRun, Sampler, missing_piece
+from deployment_harness import Deployment, LoadRun, missing_piece, run_load
 from deployment_postgres import find_bin_dir
 
 
@@ -44,28 +43,78 @@ def _check_postgres() -> Path:
     return bin_dir
 
 
-@pytest.fixture(scope="session")
-def deployment() -> Iterator[Deployment]:
-    """PostgreSQL, `airflow db migrate`, api-server, scheduler, dag-processor, two triggerers, emulator."""
+def _check_redis() -> None:
+    for program in ("redis-server", "redis-cli"):
+        if shutil.which(program) is None:
+            missing_piece(f"{program} not found (Debian: redis-server)")
+    for module, package in (("redis", "redis"), ("airflow.providers.celery", "apache-airflow-providers-celery")):
+        if importlib.util.find_spec(module) is None:
+            missing_piece(f"Python package {package} not installed")
+
+
+# The running deployment of each executor: the Celery fixture ends the LocalExecutor one early.
+_running: dict[str, Deployment] = {}
+
+
+def _session_deployment(executor: str) -> Iterator[Deployment]:
     bin_dir = _check_postgres()
+    if executor == "CeleryExecutor":
+        _check_redis()
     # Distinctive, so the secret audit can find any copy of it anywhere.
     api_key = "wsk-AUDIT-" + secrets.token_hex(16)
     home = Path(tempfile.mkdtemp(prefix="wavespeed-deployment-"))
-    deployment = Deployment(home, bin_dir, api_key)
+    deployment = Deployment(home, bin_dir, api_key, executor=executor)
     try:
         deployment.start()
+        _running[executor] = deployment
         yield deployment
-        cpu = deployment.cpu_seconds()
-        print(
-            f"\ndeployment: {', '.join(f'{k} {v:.0f} s' for k, v in deployment.timings.items())}; CPU seconds: "
-            + ", ".join(f"{name} {seconds:.0f}" for name, seconds in sorted(cpu.items(), key=lambda x: -x[1]))
-        )
     finally:
-        deployment.stop()
+        _end(deployment)
         if os.environ.get("WAVESPEED_DEPLOYMENT_KEEP"):
             print(f"\ndeployment home kept in {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _end(deployment: Deployment) -> None:
+    """Report the deployment's start-up time and CPU use, then stop it (once)."""
+    if _running.get(deployment.executor) is deployment:
+        del _running[deployment.executor]
+        timings = ", ".join(f"{k} {v:.0f} s" for k, v in deployment.timings.items())
+        cpu = sorted(deployment.cpu_seconds().items(), key=lambda x: -x[1])
+        print(
+            f"\ndeployment ({deployment.executor}): {timings}; CPU seconds: "
+            + ", ".join(f"{name} {seconds:.0f}" for name, seconds in cpu)
+        )
+    deployment.stop()
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Iterator[Deployment]:
+    """PostgreSQL, `airflow db migrate`, api-server, scheduler, dag-processor, two triggerers, emulator."""
+    yield from _session_deployment("LocalExecutor")
+
+
+@pytest.fixture(scope="session")
+def celery_deployment() -> Iterator[Deployment]:
+    """The same with the CeleryExecutor: Redis as the broker, two `airflow celery worker` processes,
+    PostgreSQL as metadata database and Celery's result backend.
+
+    Its scenarios run after every LocalExecutor one (see pytest_collection_modifyitems), so the
+    LocalExecutor deployment is stopped first: one deployment at a time on the tier's 2 cores.
+    """
+    local = _running.get("LocalExecutor")
+    if local is not None:
+        _end(local)
+    yield from _session_deployment("CeleryExecutor")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The CeleryExecutor scenarios last (keeping each group's order), so each deployment starts once."""
+    celery = [item for item in items if "celery_deployment" in getattr(item, "fixturenames", ())]
+    if celery:
+        others = [item for item in items if "celery_deployment" not in getattr(item, "fixturenames", ())]
+        items[:] = others + celery
 
 
 @pytest.fixture(autouse=True)
@@ -73,68 +122,20 @@ def _no_run_outlives_its_scenario(request: pytest.FixtureRequest) -> Iterator[No
     """A scenario that fails mid-run leaves its DAG run going: end it, or its tasks (and its polls
     of a reset emulator) would weigh on the scenarios after it."""
     yield
-    if "deployment" in request.fixturenames:
-        ended = request.getfixturevalue("deployment").end_unfinished_runs()
-        if ended:
-            print(f"\nended the runs a failed scenario left going: {ended}")
+    for name in ("deployment", "celery_deployment"):
+        if name in request.fixturenames:
+            ended = request.getfixturevalue(name).end_unfinished_runs()
+            if ended:
+                print(f"\nended the runs a failed scenario left going: {ended}")
 
 
 @pytest.fixture(scope="session")
 def load_run(deployment: Deployment) -> LoadRun:
-    """Run the load DAG once (the load test and the secret audit both look at it).
+    """The 200-generation load run on the LocalExecutor (the load test and the secret audit read it)."""
+    return run_load(deployment)
 
-    Every prediction is held ``processing`` until all 200 sensors have deferred and the triggers
-    have polled each one twice more, so "the sensors wait while their predictions run" is a fact
-    of the run, not a race between the machine's speed and a prediction's duration.
-    """
-    control = deployment.control
-    deployment.reset_emulator()
-    control.hold()
-    run_id = deployment.trigger(LOAD_DAG)
-    started = time.monotonic()
-    snapshots: list[list[dict[str, Any]]] = []
-    with Sampler(deployment.airflow, LOAD_DAG, run_id, interval=3.0, task_id="generate.wait") as sampler:
 
-        def all_deferred() -> bool:
-            if deployment.count(LOAD_DAG, run_id, "failed"):
-                failed = [
-                    f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']}"
-                    for ti in deployment.airflow.task_instances(LOAD_DAG, run_id)
-                    if ti["state"] == "failed"
-                ]
-                raise AssertionError(
-                    f"task instances failed while every prediction was running: {failed}; failed by the scheduler "
-                    f"as 'changed externally': {deployment.state_mismatches(LOAD_DAG, run_id)}"
-                )
-            return deployment.count(LOAD_DAG, run_id, "deferred") == LOAD_COUNT
-
-        # A sensor waiting in its worker slot would never get here: its prediction does not finish.
-        deployment.wait_until(all_deferred, 1800, f"all {LOAD_COUNT} sensors deferred", interval=3.0)
-        deployment.wait_settled(LOAD_DAG, run_id, "generate.wait", LOAD_COUNT, timeout=600)
-        snapshots.append(deployment.trigger_rows())  # all 200 trigger rows exist now: the secret audit reads them
-        # Still held: the triggers poll in the triggerers while the sampler watches for sensors in worker slots.
-        first, since = len(sampler.samples), time.time()
-
-        def polled_twice_more() -> bool:
-            polls = sum(1 for _, endpoint, status in control.request_log(since) if endpoint == "result")
-            return polls >= 2 * LOAD_COUNT and len(sampler.samples) >= first + 3
-
-        deployment.wait_until(polled_twice_more, 600, "every held prediction polled twice in the triggerers")
-        holding = list(sampler.samples[first + 1 :])  # the first may have started counting before
-        released = control.release()
-        assert released == LOAD_COUNT, f"{released} predictions were held, expected {LOAD_COUNT}"
-        # Trigger rows vanish when they fire: keep copies for the secret audit while they exist.
-        while deployment.airflow.run_state(LOAD_DAG, run_id) not in ("success", "failed"):
-            deployment.airflow._check_alive()
-            assert time.monotonic() - started < 2400, "the load run did not end within 2400 s"
-            snapshots.append(deployment.trigger_rows())
-            time.sleep(10)
-    result = deployment.finish(LOAD_DAG, run_id, timeout=60, started=started)
-    return LoadRun(
-        result=result,
-        samples=sampler.samples,
-        holding=holding,
-        trigger_snapshots=snapshots,
-        submissions=deployment.submissions_per_index(run_id),
-        counters=control.counters(),
-    )
+@pytest.fixture(scope="session")
+def celery_load_run(celery_deployment: Deployment) -> LoadRun:
+    """The same load run on the CeleryExecutor."""
+    return run_load(celery_deployment)

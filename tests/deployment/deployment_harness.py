@@ -2,14 +2,20 @@
 
 Everything runs on loopback in processes of its own; `Deployment.stop` ends each one by
 process id. Task states come from Airflow's REST API; what the REST API does not show
-(trigger rows, XCom, rendered fields) is read from PostgreSQL.
+(trigger rows, XCom, rendered fields) is read from PostgreSQL. The CeleryExecutor variant adds
+Debian's redis-server as the broker and two `airflow celery worker` processes.
 """
 
 from __future__ import annotations
 
+import base64
+import codecs
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,7 +34,7 @@ from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from airflow_stack import AirflowStack, free_port, group_cpu_seconds  # noqa: E402
+from airflow_stack import AirflowStack, free_port, group_cpu_seconds, process_tree  # noqa: E402
 
 DAGS = Path(__file__).resolve().parent / "dags"
 CONN_ID = "wavespeed_deploy"  # these three must match dags/deployment_dag_factory.py
@@ -39,6 +45,13 @@ TERMINAL_RUN_STATES = ("success", "failed")
 # LocalExecutor slots. 16 on 2 cores: tasks mostly wait on the scheduler and the API server,
 # not the CPU (the 200-generation run took 221 s with 8 slots, 154 s with 16, 156 s with 32).
 PARALLELISM = 16
+# The CeleryExecutor variant: the same 16 slots, split over two worker processes.
+CELERY_WORKERS, CELERY_WORKER_CONCURRENCY = 2, 8
+# A task whose worker died without a word (kill -9 of the whole worker) is failed, and retried,
+# by the scheduler only once it has missed heartbeats this long (Airflow's default: 300 s). Its
+# supervisor heartbeats every 5 s ([workers] min_heartbeat_interval), so 30 s is 6 missed beats
+# (the triggerers' threshold here is 20 s, with heartbeats as frequent).
+CELERY_HEARTBEAT_TIMEOUT = 30
 
 
 INSTALL_HINT = "run `bash scripts/install-system-deps.sh` and `pip install -e '.[dev,deployment]'`"
@@ -152,13 +165,175 @@ class Sampler:
         self._thread.join(30)
 
 
-class Deployment:
-    """PostgreSQL + Airflow (api-server, scheduler, dag-processor, two triggerers) + emulator."""
+_MONITOR_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
-    def __init__(self, home: Path, pg_bin: Path, api_key: str) -> None:
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, in a directory of its own, no persistence.
+
+    Started and stopped by process id, as is the `redis-cli monitor` beside it, which records
+    every command the server receives (the task messages included) for the secret audit:
+    a message leaves the broker once a worker has run it, so reading the keys at the end
+    alone would see almost none of them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.monitor: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def monitor_log(self) -> Path:
+        return self.root / "monitor.log"
+
+    def start(self, timeout: float = 30) -> RedisServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        server = shutil.which("redis-server")
+        assert server is not None
+        # Loopback only, no snapshots nor append-only file: the broker's state dies with it.
+        options = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root), "--save", ""]
+        options += ["--appendonly", "no", "--daemonize", "no", "--logfile", str(self.root / "redis.log")]
+        self.process = subprocess.Popen(
+            [server, *options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {self._log_tail()}")
+            try:
+                if self.client().ping():
+                    break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+        with self.monitor_log.open("ab") as log:
+            self.monitor = subprocess.Popen(
+                [str(shutil.which("redis-cli")), "-h", "127.0.0.1", "-p", str(self.port), "monitor"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # MONITOR records nothing until it says OK: wait for that, or the first messages go unseen.
+        while b"OK" not in self.monitor_log.read_bytes():
+            if self.monitor.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-cli monitor did not start: {self.monitor_log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        return self
+
+    def _log_tail(self) -> str:
+        path = self.root / "redis.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+
+    def client(self) -> Any:
+        import redis  # the deployment extra; imported late so the quick suite collects without it
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+
+    def stop(self) -> None:
+        for process in (self.monitor, self.process):
+            if process is not None and process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait()
+        self.monitor = self.process = None
+
+    # -- what the broker holds and saw (for the secret audit) ----------------------------------
+
+    def contents(self) -> dict[str, str]:
+        """Every key of every database, with its value as text: ``"<db>/<key>" -> value``."""
+        found: dict[str, str] = {}
+        databases = [int(name[2:]) for name in self.client().info("keyspace")]
+        for db in databases:
+            client = self.client()
+            client.select(db)
+            for raw_key in client.scan_iter(count=1000):
+                key = raw_key.decode(errors="replace")
+                kind = client.type(raw_key).decode()
+                if kind == "string":
+                    value: Any = client.get(raw_key)
+                elif kind == "list":
+                    value = client.lrange(raw_key, 0, -1)
+                elif kind == "hash":
+                    value = client.hgetall(raw_key)
+                elif kind == "set":
+                    value = client.smembers(raw_key)
+                elif kind == "zset":
+                    value = client.zrange(raw_key, 0, -1, withscores=True)
+                else:  # streams and modules' types: their raw serialization
+                    value = client.dump(raw_key)
+                found[f"{db}/{key}"] = _as_text(value)
+        return found
+
+    def commands(self) -> list[list[str]]:
+        """Every command the server received while monitored, as its arguments (unescaped)."""
+        commands = []
+        for line in self.monitor_log.read_text(errors="replace").splitlines():
+            args = [_unescape_monitor(arg) for arg in _MONITOR_ARG.findall(line)]
+            if args:
+                commands.append(args)
+        return commands
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, dict):
+        return "\n".join(f"{_as_text(k)}: {_as_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, set, tuple)):
+        return "\n".join(_as_text(item) for item in value)
+    return str(value)
+
+
+def _unescape_monitor(arg: str) -> str:
+    """One argument as MONITOR quotes it (C-style escapes, \\xNN for other bytes)."""
+    return codecs.escape_decode(arg.encode())[0].decode(errors="replace")
+
+
+def celery_messages(texts: list[str]) -> list[dict[str, Any]]:
+    """The Celery messages (kombu's JSON envelope) among ``texts``, each with its body decoded
+    (``decoded_body``): the body travels base64-encoded, where a plain search would miss a key."""
+    messages = []
+    for text in texts:
+        if not text.startswith("{") or '"body"' not in text:
+            continue
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        body = message.get("body")
+        if not isinstance(body, str):
+            continue
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode(errors="replace")
+        messages.append({**message, "decoded_body": body})
+    return messages
+
+
+class Deployment:
+    """PostgreSQL + Airflow (api-server, scheduler, dag-processor, two triggerers) + emulator.
+
+    With ``executor="CeleryExecutor"``: also Redis (the broker) and two Celery workers; the
+    metadata database is Celery's result backend.
+    """
+
+    def __init__(self, home: Path, pg_bin: Path, api_key: str, executor: str = "LocalExecutor") -> None:
         self.api_key = api_key
         self.home = home
+        self.executor = executor
         self.pg = PostgresCluster(pg_bin, free_port())
+        self.redis = RedisServer(home / "redis") if executor == "CeleryExecutor" else None
         self.emulator: EmulatorProcess | None = None
         self.stack: AirflowStack | None = None
         self.timings: dict[str, float] = {}
@@ -170,6 +345,15 @@ class Deployment:
         started = time.monotonic()
         try:
             self.pg.start()
+            celery: dict[str, Any] = {}
+            if self.redis is not None:
+                self.redis.start()
+                celery = {
+                    "executor": "CeleryExecutor",
+                    "broker_url": self.redis.url,
+                    "celery_workers": CELERY_WORKERS,
+                    "worker_concurrency": CELERY_WORKER_CONCURRENCY,
+                }
             self.emulator = EmulatorProcess(self.api_key)
             connection = {
                 "conn_type": "wavespeed",
@@ -195,7 +379,13 @@ class Deployment:
                     f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(insecure),
                     "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(TRIGGERER_HEALTH_THRESHOLD),
                     "WAVESPEED_API_KEY": "",  # only the connections above may supply a key
+                    **(
+                        {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(CELERY_HEARTBEAT_TIMEOUT)}
+                        if celery
+                        else {}
+                    ),
                 },
+                **celery,
             )
             migrate_started = time.monotonic()
             self.stack.migrate()
@@ -215,6 +405,8 @@ class Deployment:
         used = group_cpu_seconds(groups)
         if self.pg.pid is not None:  # the postmaster and its backends (not a process group of ours)
             used["postgresql"] = _process_tree_cpu_seconds(self.pg.pid)
+        if self.redis is not None and self.redis.process is not None:
+            used["redis"] = _process_tree_cpu_seconds(self.redis.process.pid)
         return used
 
     def stop(self) -> None:
@@ -224,6 +416,8 @@ class Deployment:
             steps.append(self.stack.stop)
         if self.emulator is not None:
             steps.append(self.emulator.stop)
+        if self.redis is not None:
+            steps.append(self.redis.stop)
         steps.append(self.pg.stop)
         for step in steps:
             try:
@@ -263,6 +457,20 @@ class Deployment:
                 assert beat is not None and time.time() - beat < TRIGGERER_HEALTH_THRESHOLD, (
                     f"{name} (job {job_id}) last heartbeat {jobs[job_id]['latest_heartbeat']}"
                 )
+
+    def celery_worker_of(self, pid: int) -> str:
+        """The Celery worker component whose process tree holds process ``pid`` (a task's process)."""
+        workers = [
+            name
+            for name, process in self.airflow.processes.items()
+            if name.startswith("celery-worker-") and pid in process_tree(process.pid)
+        ]
+        assert len(workers) == 1, f"process {pid} is in the trees of {workers}"
+        return workers[0]
+
+    def process_tree_of(self, name: str) -> dict[int, str]:
+        """Every process of component ``name``'s tree: ``pid -> command line`` (its process title)."""
+        return {pid: command_line(pid) for pid in process_tree(self.airflow.processes[name].pid)}
 
     # -- runs --------------------------------------------------------------------------
 
@@ -422,6 +630,22 @@ class Deployment:
                 yield path
 
 
+def command_line(pid: int) -> str:
+    """A process's command line (or title), "(gone)" once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(gone)"
+
+
+def is_running(pid: int) -> bool:
+    """True while the process exists and is not a zombie (killed, not yet reaped by its new parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _process_tree_cpu_seconds(root: int) -> float:
     """CPU seconds of a process and its direct children, from /proc."""
     ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
@@ -469,3 +693,166 @@ def max_in_sliding_window(times: list[float], window: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+# -- the load run (shared by both executors) ---------------------------------------------------
+
+
+def run_load(deployment: Deployment) -> LoadRun:
+    """Run the load DAG once (the load test and the secret audit both look at it).
+
+    Every prediction is held ``processing`` until all 200 sensors have deferred and the triggers
+    have polled each one twice more, so "the sensors wait while their predictions run" is a fact
+    of the run, not a race between the machine's speed and a prediction's duration.
+    """
+    control = deployment.control
+    deployment.reset_emulator()
+    control.hold()
+    run_id = deployment.trigger(LOAD_DAG)
+    started = time.monotonic()
+    snapshots: list[list[dict[str, Any]]] = []
+    with Sampler(deployment.airflow, LOAD_DAG, run_id, interval=3.0, task_id="generate.wait") as sampler:
+
+        def all_deferred() -> bool:
+            if deployment.count(LOAD_DAG, run_id, "failed"):
+                failed = [
+                    f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']}"
+                    for ti in deployment.airflow.task_instances(LOAD_DAG, run_id)
+                    if ti["state"] == "failed"
+                ]
+                raise AssertionError(
+                    f"task instances failed while every prediction was running: {failed}; failed by the scheduler "
+                    f"as 'changed externally': {deployment.state_mismatches(LOAD_DAG, run_id)}"
+                )
+            return deployment.count(LOAD_DAG, run_id, "deferred") == LOAD_COUNT
+
+        # A sensor waiting in its worker slot would never get here: its prediction does not finish.
+        deployment.wait_until(all_deferred, 1800, f"all {LOAD_COUNT} sensors deferred", interval=3.0)
+        deployment.wait_settled(LOAD_DAG, run_id, "generate.wait", LOAD_COUNT, timeout=600)
+        snapshots.append(deployment.trigger_rows())  # all 200 trigger rows exist now: the secret audit reads them
+        # Still held: the triggers poll in the triggerers while the sampler watches for sensors in worker slots.
+        first, since = len(sampler.samples), time.time()
+
+        def polled_twice_more() -> bool:
+            polls = sum(1 for _, endpoint, status in control.request_log(since) if endpoint == "result")
+            return polls >= 2 * LOAD_COUNT and len(sampler.samples) >= first + 3
+
+        deployment.wait_until(polled_twice_more, 600, "every held prediction polled twice in the triggerers")
+        holding = list(sampler.samples[first + 1 :])  # the first may have started counting before
+        released = control.release()
+        assert released == LOAD_COUNT, f"{released} predictions were held, expected {LOAD_COUNT}"
+        # Trigger rows vanish when they fire: keep copies for the secret audit while they exist.
+        while deployment.airflow.run_state(LOAD_DAG, run_id) not in ("success", "failed"):
+            deployment.airflow._check_alive()
+            assert time.monotonic() - started < 2400, "the load run did not end within 2400 s"
+            snapshots.append(deployment.trigger_rows())
+            time.sleep(10)
+    result = deployment.finish(LOAD_DAG, run_id, timeout=60, started=started)
+    return LoadRun(
+        result=result,
+        samples=sampler.samples,
+        holding=holding,
+        trigger_snapshots=snapshots,
+        submissions=deployment.submissions_per_index(run_id),
+        counters=control.counters(),
+    )
+
+
+# -- the secret audit (shared by both executors) ------------------------------------------------
+
+
+def key_needles(key: str) -> list[str]:
+    """The whole key, and its random part's first half: a truncated copy is a leak too."""
+    random_part = key.rsplit("-", 1)[1]
+    return [key, random_part[: len(random_part) // 2]]
+
+
+def has_key(text: str, needles: list[str]) -> bool:
+    return any(needle in text for needle in needles)
+
+
+def audit_files_and_database(deployment: Deployment, load_run: LoadRun, components: set[str]) -> None:
+    """Assert the API key is nowhere in clear text: every file of the deployment (task, trigger and
+    component logs among them; ``components`` names the component logs that must be there), the
+    XCom table, rendered fields, next_kwargs, the trigger kwargs (decrypted: Airflow encrypts them,
+    so a raw search would prove nothing), the connection table, and a pg_dump of the database."""
+    needles = key_needles(deployment.api_key)
+    pg = deployment.pg
+
+    # Files: every log the deployment wrote, task and trigger logs of the load run included.
+    files = list(deployment.all_files())
+    leaking_files = [str(path) for path in files if has_key(path.read_text(errors="replace"), needles)]
+    load_task_logs = [p for p in files if f"dag_id={LOAD_DAG}" in str(p) and p.name.startswith("attempt=")]
+    trigger_logs = [p for p in load_task_logs if ".log.trigger." in p.name]
+    component_logs = sorted(p.name for p in deployment.airflow.log_dir.iterdir())
+
+    # Tables, read as text.
+    xcom = pg.query("SELECT dag_id, task_id, value::text FROM xcom")
+    rendered = pg.query("SELECT dag_id, task_id, rendered_fields::text FROM rendered_task_instance_fields")
+    next_kwargs = pg.query("SELECT task_id, next_kwargs::text FROM task_instance WHERE next_kwargs IS NOT NULL")
+    connections = pg.query("SELECT conn_id, host, password, extra FROM connection")
+    triggers_now = deployment.trigger_rows()
+    trigger_kwargs = [row["kwargs_text"] for snapshot in load_run.trigger_snapshots for row in snapshot]
+    trigger_kwargs += [row["kwargs_text"] for row in triggers_now]
+    dump = pg.dump()
+
+    print(
+        f"\nsecret audit ({deployment.executor}): {len(files)} files ({len(load_task_logs)} load-run task logs, "
+        f"{len(trigger_logs)} trigger logs, components {component_logs}); {len(xcom)} XCom rows, {len(rendered)} "
+        f"rendered-field rows, {len(trigger_kwargs)} trigger kwargs (decrypted), {len(connections)} connections, "
+        f"dump {len(dump)} chars"
+    )
+    # The audit looked where the key could have gone.
+    assert len(load_task_logs) >= 2 * LOAD_COUNT and len(trigger_logs) >= 20
+    assert {f"{name}.log" for name in components} <= set(component_logs)
+    assert sum(dag == LOAD_DAG for dag, _, _ in xcom) >= 2 * LOAD_COUNT
+    assert sum(dag == LOAD_DAG for dag, _, _ in rendered) >= LOAD_COUNT
+    assert any(
+        "WaveSpeedTaskTrigger" in row["classpath"] for snapshot in load_run.trigger_snapshots for row in snapshot
+    )
+
+    assert leaking_files == []
+    assert [row[:2] for row in xcom if has_key(row[2] or "", needles)] == []
+    assert [row[:2] for row in rendered if has_key(row[2] or "", needles)] == []
+    assert [row[0] for row in next_kwargs if has_key(row[1] or "", needles)] == []
+    assert [text[:200] for text in trigger_kwargs if has_key(text, needles)] == []
+    assert [row[0] for row in connections if has_key(" ".join(str(v) for v in row), needles)] == []
+    assert not has_key(dump, needles), "the key is in the metadata database"
+
+
+def assert_load_run(load_run: LoadRun, deployment: Deployment) -> None:
+    """Every task of the load run succeeded, each input was submitted exactly once, and the sensors
+    waited in the triggerers, holding no worker slot (the load test's checks, for either executor)."""
+    result, holding = load_run.result, load_run.holding
+    assert len(result.of("generate.submit")) == LOAD_COUNT
+    for task_id in ("generate.submit", "generate.wait"):
+        result.assert_states(task_id, {"success": LOAD_COUNT})
+    assert result.state == "success"
+
+    # Exactly one submission per map index: nothing lost, nothing submitted twice.
+    assert load_run.submissions == {index: 1 for index in range(LOAD_COUNT)}
+    assert load_run.counters["submissions"] == {"wavespeed-ai/flux-dev": LOAD_COUNT}
+
+    # Waiting sensors hold no worker slot: with every prediction still running, all 200 sensors
+    # were deferred at once (16 slots could not hold them), and as the triggers polled on, no
+    # sensor and no task instance at all was in a worker slot.
+    assert len(holding) >= 2
+    assert [(s.deferred, s.sensors_running, s.running) for s in holding] == [(LOAD_COUNT, 0, 0)] * len(holding)
+    # Every sensor waited in a triggerer process: its trigger log was written by a triggerer job.
+    triggerer_ids = set(deployment.airflow.job_ids.values())
+    for ti in result.of("generate.wait"):
+        directory = deployment.task_log_dir(result.dag_id, result.run_id, "generate.wait", ti["map_index"])
+        jobs = {int(path.name.rsplit(".", 2)[-2]) for path in directory.glob("attempt=*.log.trigger.*.log")}
+        assert jobs and jobs <= triggerer_ids, f"sensor {ti['map_index']} trigger logs: {jobs}"
+
+
+def celery_workloads(deployment: Deployment, worker: str, run_id: str) -> list[tuple[str, int, int]]:
+    """``(task_id, map_index, try_number)`` of every workload of ``run_id`` the Celery worker's log
+    says it executed (the provider's "Executing workload in Celery: ... ti=TaskInstanceDTO(...)")."""
+    text = (deployment.airflow.log_dir / f"{worker}.log").read_text(errors="replace")
+    pattern = re.compile(
+        r"Executing workload in Celery: .*?task_id='([^']+)', dag_id='[^']+', run_id='"
+        + re.escape(run_id)
+        + r"', try_number=(\d+), dag_version_id=[^,]+, map_index=(-?\d+)"
+    )
+    return [(task, int(index), int(tries)) for task, tries, index in pattern.findall(text)]

@@ -1,0 +1,197 @@
+"""The CeleryExecutor variant: Redis as the broker, two `airflow celery worker` processes, two triggerers.
+
+Task processes live in Celery workers that share nothing with the scheduler but the metadata
+database and the broker. Scenarios: the load run (mapped submit + deferrable sensor) and a
+batch, a whole worker killed with kill -9 in the middle of a batch's submits, and the secret
+audit extended to the broker (its keys and every command it received, task messages decoded)
+and the workers' logs. They run after the LocalExecutor scenarios, in one Celery deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from deployment_harness import (
+    CELERY_HEARTBEAT_TIMEOUT,
+    CELERY_WORKERS,
+    LOAD_COUNT,
+    Deployment,
+    LoadRun,
+    assert_load_run,
+    audit_files_and_database,
+    celery_messages,
+    celery_workloads,
+    has_key,
+    is_running,
+    key_needles,
+)
+
+from airflow_provider_wavespeed.operators.batch import record_key
+
+pytestmark = pytest.mark.deployment
+
+WORKERS = [f"celery-worker-{index}" for index in range(1, CELERY_WORKERS + 1)]
+BATCH_DAG, BATCH_COUNT = "wsdeploy_celery_batch", 50  # as in dags/wsdeploy_celery_batch.py
+
+
+def test_celery_load_generations_and_a_batch_every_task_succeeds_and_submits_once(
+    celery_load_run: LoadRun, celery_deployment: Deployment
+) -> None:
+    deployment, result = celery_deployment, celery_load_run.result
+    ran = {worker: celery_workloads(deployment, worker, result.run_id) for worker in WORKERS}
+    print(
+        f"\ncelery load: {LOAD_COUNT} generations in {result.seconds:.0f} s; workloads per worker "
+        f"{ {worker: len(items) for worker, items in ran.items()} }; sensor tries {dict(result.tries('generate.wait'))}"
+        f"; emulator {celery_load_run.counters}; failed by Airflow's defer/resume race: {result.state_mismatches}"
+    )
+    assert_load_run(celery_load_run, deployment)
+    # The tasks ran in the Celery workers, both of them: every task instance's last try among them.
+    executed = {item for items in ran.values() for item in items}
+    assert all(ran.values()), f"a worker ran nothing: { {w: len(i) for w, i in ran.items()} }"
+    tries = {(ti["task_id"], ti["map_index"], ti["try_number"]) for ti in result.task_instances}
+    assert sorted(tries - executed) == [], "task instances no Celery worker ran"
+
+    # A batch on the same workers: every input submitted once and completed.
+    deployment.reset_emulator(duration=2.0)
+    run_id = deployment.trigger(BATCH_DAG)
+    batch = deployment.finish(BATCH_DAG, run_id, timeout=300)
+    print(f"celery batch: {BATCH_COUNT} inputs in {batch.seconds:.0f} s, state {batch.state}")
+    assert (batch.state, batch.states("batch")) == ("success", {"success": 1})
+    assert deployment.submissions_per_index(run_id) == {index: 1 for index in range(BATCH_COUNT)}
+    value = deployment.airflow.xcom(BATCH_DAG, run_id, "batch")
+    assert (value["completed"], value["failed"]) == (BATCH_COUNT, 0)
+    assert [entry["status"] for entry in value["predictions"]] == ["completed"] * BATCH_COUNT
+    assert any(item[0] == "batch" for worker in WORKERS for item in celery_workloads(deployment, worker, run_id))
+
+
+KILL_DAG = "wsdeploy_batch_kill"  # the LocalExecutor's batch-kill DAG: 20 inputs, windows of 5, retries=1
+KILL_COUNT, KILL_WINDOW = 20, 5
+KILLED_WINDOW = list(range(2 * KILL_WINDOW, 3 * KILL_WINDOW))  # the third window: 10-14
+# The killed window's submits answer this late: far longer than finding and killing the worker
+# takes, shorter than the client's 30 s read timeout.
+LATE_ANSWER = 25.0
+
+
+def _record(deployment: Deployment, run_id: str) -> dict[str, Any] | None:
+    """The batch record (an Airflow Variable, read through the REST API); None when there is none."""
+    found = deployment.airflow.api("GET", f"variables/{record_key(KILL_DAG, run_id, 'batch', -1)}", ok_statuses=(404,))
+    return json.loads(found["value"]) if isinstance(found, dict) and "value" in found else None
+
+
+def test_celery_worker_killed_mid_batch_airflow_retries_it_on_the_other_worker_nothing_submitted_twice(
+    celery_deployment: Deployment,
+) -> None:
+    deployment, airflow = celery_deployment, celery_deployment.airflow
+    control = deployment.control
+    deployment.reset_emulator(duration=2.0)
+    # The kill lands at a known state, by count, not by time: the first two windows are answered at
+    # once; the third window's submits create their predictions, then their answers wait.
+    control.add_fault("submit", "slow", delay=0, times=2 * KILL_WINDOW)
+    control.add_fault("submit", "slow_after_submit", delay=LATE_ANSWER, times=KILL_WINDOW)
+    since = time.time()
+    run_id = deployment.trigger(KILL_DAG)
+    started = time.monotonic()
+    deployment.wait_until(
+        lambda: len(deployment.submissions_of(run_id)) >= 3 * KILL_WINDOW,
+        180,
+        "the batch's first three windows created",
+        interval=0.5,
+    )
+    (ti,) = airflow.task_instances(KILL_DAG, run_id)
+    assert ti["state"] == "running" and ti["try_number"] == 1 and ti["pid"], ti
+    # The record says which inputs are in flight: it was written before their submits left.
+    record = _record(deployment, run_id)
+    assert record is not None and record["in_flight"] == KILLED_WINDOW, record
+    # The worker running the batch: the one whose process tree holds the task's process.
+    victim = deployment.celery_worker_of(int(ti["pid"]))
+    (survivor,) = [name for name in WORKERS if name != victim]
+    tree = deployment.process_tree_of(victim)
+    log_size = (airflow.log_dir / f"{victim}.log").stat().st_size
+    killed = airflow.kill(victim, whole_tree=True)  # the machine is gone: worker, pool, supervisors, tasks
+    killed_at = time.monotonic()
+    print(
+        f"\ncelery kill: {killed_at - started:.1f} s into the run, with inputs 0-9 done and {KILLED_WINDOW[0]}-"
+        f"{KILLED_WINDOW[-1]} in flight, kill -9 of {victim} ({len(killed)} processes): "
+        + "; ".join(f"{pid} {tree.get(pid, '?')[:70]}" for pid in killed)
+    )
+    assert int(ti["pid"]) in killed
+    deployment.wait_until(lambda: not any(is_running(pid) for pid in killed), 10, "every killed process ended")
+
+    # Nothing tells Airflow: the scheduler fails the silent task after CELERY_HEARTBEAT_TIMEOUT s
+    # without a heartbeat, and retries it (retries=1) on the worker that is left.
+    result = deployment.finish(KILL_DAG, run_id, timeout=CELERY_HEARTBEAT_TIMEOUT + 240, started=started)
+    (ti,) = result.of("batch")
+    log = deployment.task_log(KILL_DAG, run_id, "batch")
+    scheduler_log = (airflow.log_dir / "scheduler.log").read_text(errors="replace")
+    detected = [line for line in scheduler_log.splitlines() if "Detected a task instance without a heartbeat" in line]
+    on_survivor = celery_workloads(deployment, survivor, run_id)
+    print(
+        f"celery kill: run ended {result.seconds:.0f} s after it began ({time.monotonic() - killed_at:.0f} s after "
+        f"the kill), state {result.state}, tries {ti['try_number']}; workloads on {survivor}: {on_survivor}; "
+        f"emulator {control.counters()['submissions']}"
+    )
+    assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 2), log[-3000:]
+    assert any(run_id in line and "batch" in line for line in detected), "the retry came from the heartbeat timeout"
+    assert ("batch", -1, 2) in on_survivor, "the retry ran on the surviving worker"
+    # Every input has exactly one prediction (the killed window's were created before the kill), and
+    # no submit was sent twice: 20 requests in all, the retry sent only 15-19.
+    assert deployment.submissions_per_index(run_id) == {index: 1 for index in range(KILL_COUNT)}
+    deployment.wait_until(  # the emulator logs a request once answered: the late ones LATE_ANSWER s on
+        lambda: sum(entry[1] == "submit" for entry in control.request_log(since=since)) >= KILL_COUNT,
+        LATE_ANSWER + 60,
+        "the killed window's late answers",
+    )
+    submits = [entry for entry in control.request_log(since=since) if entry[1] == "submit"]
+    assert [status for _, _, status in submits] == [200] * KILL_COUNT
+    # None lost: each input is completed, or reported uncertain (sent, never sent again).
+    value = airflow.xcom(KILL_DAG, run_id, "batch")
+    statuses = [entry["status"] for entry in value["predictions"]]
+    assert statuses == ["completed"] * 10 + ["uncertain"] * 5 + ["completed"] * 5, statuses
+    assert (value["completed"], value["failed"]) == (15, 5)
+    assert "reported uncertain and not submitted again" in log
+    assert _record(deployment, run_id) is None  # deleted once the retry succeeded
+
+    # A service manager would start the worker again: it rejoins and consumes tasks.
+    airflow.start_again(victim)
+    airflow.wait_for_celery_worker(victim, since=log_size)
+    deployment.assert_healthy()
+
+
+def test_celery_api_key_not_in_the_broker_nor_the_workers_logs(
+    celery_load_run: LoadRun, celery_deployment: Deployment
+) -> None:
+    deployment = celery_deployment
+    assert deployment.redis is not None
+    needles = key_needles(deployment.api_key)
+    # Every file (the workers' logs and the broker's MONITOR record among them), tables, trigger
+    # kwargs, pg_dump (Celery's result tables included): the LocalExecutor's audit.
+    components = {"scheduler", "api-server", "dag-processor", "triggerer-1", "triggerer-2", *WORKERS}
+    audit_files_and_database(deployment, celery_load_run, components)
+
+    # The broker: every key and value now, and every command it received (the task messages were
+    # pushed, popped and acknowledged long ago), with the messages' base64 bodies decoded.
+    contents = deployment.redis.contents()
+    commands = deployment.redis.commands()
+    arguments = [arg for command in commands for arg in command]
+    messages = celery_messages(arguments + list(contents.values()))
+    tasks = [m for m in messages if (m.get("headers") or {}).get("task") == "execute_workload"]
+    load_tasks = [m for m in tasks if celery_load_run.result.run_id in m["decoded_body"]]
+    taskmeta = deployment.pg.query("SELECT count(*) FROM celery_taskmeta")[0][0]
+    print(
+        f"\ncelery secret audit: broker keys {sorted(contents)}; {len(commands)} broker commands, {len(messages)} "
+        f"Celery messages ({len(tasks)} task messages, {len(load_tasks)} of the load run), {taskmeta} rows in "
+        "Celery's result table"
+    )
+    # The audit saw what passed through: a task message for every task instance of the load run.
+    assert "0/_kombu.binding.default" in contents
+    assert len(load_tasks) >= 2 * LOAD_COUNT
+    assert taskmeta >= 2 * LOAD_COUNT
+    assert [name for name, value in contents.items() if has_key(name + value, needles)] == []
+    assert [command[0] for command in commands if any(has_key(arg, needles) for arg in command)] == []
+    assert [m["decoded_body"][:200] for m in messages if has_key(m["decoded_body"], needles)] == []
+    # The workers' logs (searched as files above) are where their tasks ran: they are not empty.
+    for worker in WORKERS:
+        assert celery_workloads(deployment, worker, celery_load_run.result.run_id), f"{worker} logged no workload"
