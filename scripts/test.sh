@@ -8,9 +8,10 @@
 #   QUICK=1 bash scripts/test.sh           newest Airflow only, quick suite only
 #   TIER=deployment bash scripts/test.sh   newest Airflow only, deployment tier only
 #   TIER=all bash scripts/test.sh          everything but the deployment tier
-# To keep CI short on 2 cores, the older Airflow's environment is built while the newest one's
-# tests run, and its quick suite runs beside the deployment tier (whose time is mostly waiting on
-# Airflow and the emulator); each background job's output is printed when it ends.
+# To keep CI short on 2 cores, the older Airflow's environment is built while the newest one's is,
+# and the quick suites and the trigger-scale smoke run go one after the other beside the deployment
+# tier (whose time is mostly waiting on Airflow and the emulator); each background job's output is
+# printed when it ends, and a failed one fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -57,7 +58,13 @@ finish_job() {  # finish_job NAME: wait for it, print its output, fail the run i
     exit "$status"
   fi
 }
-trap 'for pid in "${JOBS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done' EXIT
+stop_jobs() {  # on exit: stop what still runs in the background, say where its output is
+  for job in "${!JOBS[@]}"; do
+    kill -- "-${JOBS[$job]}" 2>/dev/null || true
+    echo "=== $job stopped unfinished; its output so far: $LOGS/$job.log"
+  done
+}
+trap stop_jobs EXIT
 
 venv_of() { echo ".venvs/airflow-${1//[*.]/}"; }
 read -r -a versions <<<"$AIRFLOW_VERSIONS"
@@ -65,42 +72,64 @@ newest=$(venv_of "${versions[0]}")
 extras=dev
 { [ "$TIER" = full ] || [ "$TIER" = deployment ]; } && extras=dev,deployment
 
-echo "=== Airflow ${versions[0]}: fresh environment in $newest"
+# The checks that need no deployment: the quick suite on every version, then the trigger-scale
+# benchmark's smoke run (its figures are printed, not asserted, so a shared machine is fine).
+checks() {
+  if [ "$TIER" != deployment ]; then
+    echo "=== quick suite (Airflow ${versions[0]})"
+    quick_suite "$newest"
+  fi
+  for version in "${versions[@]:1}"; do
+    local venv
+    venv=$(venv_of "$version")
+    # Built by its own background job, which leaves a mark when it is done.
+    while [ ! -e "$venv.ready" ]; do
+      [ -e "$venv.failed" ] && { echo "=== the Airflow $version environment could not be built"; return 1; }
+      sleep 5
+    done
+    echo "=== quick suite (Airflow $version)"
+    quick_suite "$venv"
+  done
+  if [ "$TIER" = all ] || [ "$TIER" = full ]; then
+    echo "=== benchmark smoke run (figures printed, not asserted)"
+    "$newest/bin/python" -m benchmarks --smoke
+  fi
+}
+build_venv() {  # build_venv VERSION: make_venv, then the mark checks() waits for
+  local venv
+  venv=$(venv_of "$1")
+  rm -f "$venv.ready"
+  touch "$venv.failed"  # until make_venv has succeeded (errexit ends this job at its first failure)
+  make_venv "$venv" "$1" dev
+  rm "$venv.failed"
+  touch "$venv.ready"
+}
+
 for version in "${versions[@]:1}"; do
-  start_job "venv-$(basename "$(venv_of "$version")")" make_venv "$(venv_of "$version")" "$version" dev
+  start_job "venv-$(basename "$(venv_of "$version")")" build_venv "$version"
 done
+echo "=== Airflow ${versions[0]}: fresh environment in $newest"
 make_venv "$newest" "${versions[0]}" "$extras"
 echo "=== ruff and mypy"
 "$newest/bin/ruff" check .
 "$newest/bin/ruff" format --check .
 "$newest/bin/mypy"
-if [ "$TIER" != deployment ]; then
-  echo "=== quick suite (Airflow ${versions[0]})"
-  quick_suite "$newest"
+
+if [ "$TIER" = full ]; then
+  start_job checks checks
+else
+  checks
 fi
-
-for version in "${versions[@]:1}"; do
-  venv=$(venv_of "$version")
-  finish_job "venv-$(basename "$venv")"
-  if [ "$TIER" = full ]; then
-    start_job "quick-suite-$(basename "$venv")" quick_suite "$venv"
-  else
-    echo "=== quick suite (Airflow $version)"
-    quick_suite "$venv"
-  fi
-done
-
 if [ "$TIER" = full ] || [ "$TIER" = deployment ]; then
-  echo "=== real-deployment tier (Airflow ${versions[0]})"
+  echo "=== real-deployment tier (Airflow ${versions[0]}; LocalExecutor, then CeleryExecutor)"
   bash scripts/install-system-deps.sh
   WAVESPEED_DEPLOYMENT_REQUIRED=1 "$newest/bin/python" -m pytest tests/deployment -q -p no:cacheprovider -m deployment
 fi
 for job in "${!JOBS[@]}"; do
-  [[ $job == quick-suite-* ]] && finish_job "$job"
+  finish_job "$job"
 done
 if [ "$TIER" = all ] || [ "$TIER" = full ]; then
-  echo "=== benchmark smoke runs (figures printed, not asserted)"
-  "$newest/bin/python" -m benchmarks --smoke
+  echo "=== throughput benchmark smoke run (a real deployment; figures printed, not asserted)"
   "$newest/bin/python" -m benchmarks throughput --smoke
 fi
 echo "=== all test runs passed"

@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deployment_harness import Deployment, LoadRun, missing_piece, run_load
+from deployment_harness import CELERY_LOAD_COUNT, CELERY_LOAD_DAG, Deployment, LoadRun, missing_piece, run_load
 from deployment_postgres import find_bin_dir
 
 
@@ -138,4 +138,4 @@ def load_run(deployment: Deployment) -> LoadRun:
 @pytest.fixture(scope="session")
 def celery_load_run(celery_deployment: Deployment) -> LoadRun:
     """The same load run on the CeleryExecutor."""
-    return run_load(celery_deployment)
+    return run_load(celery_deployment, CELERY_LOAD_DAG, CELERY_LOAD_COUNT)

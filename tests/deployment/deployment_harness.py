@@ -125,10 +125,15 @@ class LoadRun:
     trigger_snapshots: list[list[dict[str, Any]]]
     submissions: Counter[int]
     counters: dict[str, Any]
+    dag_id: str
+    count: int  # generations (mapped submit + sensor pairs)
 
 
 LOAD_DAG = "wsdeploy_load"
 LOAD_COUNT = 200
+# The CeleryExecutor's load run (dags/wsdeploy_celery_load.py): smaller, to keep CI under 30 minutes.
+CELERY_LOAD_DAG = "wsdeploy_celery_load"
+CELERY_LOAD_COUNT = 60
 
 
 class Sampler:
@@ -698,56 +703,56 @@ def max_in_sliding_window(times: list[float], window: float) -> int:
 # -- the load run (shared by both executors) ---------------------------------------------------
 
 
-def run_load(deployment: Deployment) -> LoadRun:
+def run_load(deployment: Deployment, dag_id: str = LOAD_DAG, count: int = LOAD_COUNT) -> LoadRun:
     """Run the load DAG once (the load test and the secret audit both look at it).
 
-    Every prediction is held ``processing`` until all 200 sensors have deferred and the triggers
+    Every prediction is held ``processing`` until all ``count`` sensors have deferred and the triggers
     have polled each one twice more, so "the sensors wait while their predictions run" is a fact
     of the run, not a race between the machine's speed and a prediction's duration.
     """
     control = deployment.control
     deployment.reset_emulator()
     control.hold()
-    run_id = deployment.trigger(LOAD_DAG)
+    run_id = deployment.trigger(dag_id)
     started = time.monotonic()
     snapshots: list[list[dict[str, Any]]] = []
-    with Sampler(deployment.airflow, LOAD_DAG, run_id, interval=3.0, task_id="generate.wait") as sampler:
+    with Sampler(deployment.airflow, dag_id, run_id, interval=3.0, task_id="generate.wait") as sampler:
 
         def all_deferred() -> bool:
-            if deployment.count(LOAD_DAG, run_id, "failed"):
+            if deployment.count(dag_id, run_id, "failed"):
                 failed = [
                     f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']}"
-                    for ti in deployment.airflow.task_instances(LOAD_DAG, run_id)
+                    for ti in deployment.airflow.task_instances(dag_id, run_id)
                     if ti["state"] == "failed"
                 ]
                 raise AssertionError(
                     f"task instances failed while every prediction was running: {failed}; failed by the scheduler "
-                    f"as 'changed externally': {deployment.state_mismatches(LOAD_DAG, run_id)}"
+                    f"as 'changed externally': {deployment.state_mismatches(dag_id, run_id)}"
                 )
-            return deployment.count(LOAD_DAG, run_id, "deferred") == LOAD_COUNT
+            return deployment.count(dag_id, run_id, "deferred") == count
 
         # A sensor waiting in its worker slot would never get here: its prediction does not finish.
-        deployment.wait_until(all_deferred, 1800, f"all {LOAD_COUNT} sensors deferred", interval=3.0)
-        deployment.wait_settled(LOAD_DAG, run_id, "generate.wait", LOAD_COUNT, timeout=600)
-        snapshots.append(deployment.trigger_rows())  # all 200 trigger rows exist now: the secret audit reads them
+        deployment.wait_until(all_deferred, 1800, f"all {count} sensors deferred", interval=3.0)
+        deployment.wait_settled(dag_id, run_id, "generate.wait", count, timeout=600)
+        snapshots.append(deployment.trigger_rows())  # every trigger row exists now: the secret audit reads them
         # Still held: the triggers poll in the triggerers while the sampler watches for sensors in worker slots.
         first, since = len(sampler.samples), time.time()
 
         def polled_twice_more() -> bool:
             polls = sum(1 for _, endpoint, status in control.request_log(since) if endpoint == "result")
-            return polls >= 2 * LOAD_COUNT and len(sampler.samples) >= first + 3
+            return polls >= 2 * count and len(sampler.samples) >= first + 3
 
         deployment.wait_until(polled_twice_more, 600, "every held prediction polled twice in the triggerers")
         holding = list(sampler.samples[first + 1 :])  # the first may have started counting before
         released = control.release()
-        assert released == LOAD_COUNT, f"{released} predictions were held, expected {LOAD_COUNT}"
+        assert released == count, f"{released} predictions were held, expected {count}"
         # Trigger rows vanish when they fire: keep copies for the secret audit while they exist.
-        while deployment.airflow.run_state(LOAD_DAG, run_id) not in ("success", "failed"):
+        while deployment.airflow.run_state(dag_id, run_id) not in ("success", "failed"):
             deployment.airflow._check_alive()
             assert time.monotonic() - started < 2400, "the load run did not end within 2400 s"
             snapshots.append(deployment.trigger_rows())
             time.sleep(10)
-    result = deployment.finish(LOAD_DAG, run_id, timeout=60, started=started)
+    result = deployment.finish(dag_id, run_id, timeout=60, started=started)
     return LoadRun(
         result=result,
         samples=sampler.samples,
@@ -755,6 +760,8 @@ def run_load(deployment: Deployment) -> LoadRun:
         trigger_snapshots=snapshots,
         submissions=deployment.submissions_per_index(run_id),
         counters=control.counters(),
+        dag_id=dag_id,
+        count=count,
     )
 
 
@@ -782,7 +789,7 @@ def audit_files_and_database(deployment: Deployment, load_run: LoadRun, componen
     # Files: every log the deployment wrote, task and trigger logs of the load run included.
     files = list(deployment.all_files())
     leaking_files = [str(path) for path in files if has_key(path.read_text(errors="replace"), needles)]
-    load_task_logs = [p for p in files if f"dag_id={LOAD_DAG}" in str(p) and p.name.startswith("attempt=")]
+    load_task_logs = [p for p in files if f"dag_id={load_run.dag_id}" in str(p) and p.name.startswith("attempt=")]
     trigger_logs = [p for p in load_task_logs if ".log.trigger." in p.name]
     component_logs = sorted(p.name for p in deployment.airflow.log_dir.iterdir())
 
@@ -803,10 +810,10 @@ def audit_files_and_database(deployment: Deployment, load_run: LoadRun, componen
         f"dump {len(dump)} chars"
     )
     # The audit looked where the key could have gone.
-    assert len(load_task_logs) >= 2 * LOAD_COUNT and len(trigger_logs) >= 20
+    assert len(load_task_logs) >= 2 * load_run.count and len(trigger_logs) >= 20
     assert {f"{name}.log" for name in components} <= set(component_logs)
-    assert sum(dag == LOAD_DAG for dag, _, _ in xcom) >= 2 * LOAD_COUNT
-    assert sum(dag == LOAD_DAG for dag, _, _ in rendered) >= LOAD_COUNT
+    assert sum(dag == load_run.dag_id for dag, _, _ in xcom) >= 2 * load_run.count
+    assert sum(dag == load_run.dag_id for dag, _, _ in rendered) >= load_run.count
     assert any(
         "WaveSpeedTaskTrigger" in row["classpath"] for snapshot in load_run.trigger_snapshots for row in snapshot
     )
@@ -824,20 +831,20 @@ def assert_load_run(load_run: LoadRun, deployment: Deployment) -> None:
     """Every task of the load run succeeded, each input was submitted exactly once, and the sensors
     waited in the triggerers, holding no worker slot (the load test's checks, for either executor)."""
     result, holding = load_run.result, load_run.holding
-    assert len(result.of("generate.submit")) == LOAD_COUNT
+    assert len(result.of("generate.submit")) == load_run.count
     for task_id in ("generate.submit", "generate.wait"):
-        result.assert_states(task_id, {"success": LOAD_COUNT})
+        result.assert_states(task_id, {"success": load_run.count})
     assert result.state == "success"
 
     # Exactly one submission per map index: nothing lost, nothing submitted twice.
-    assert load_run.submissions == {index: 1 for index in range(LOAD_COUNT)}
-    assert load_run.counters["submissions"] == {"wavespeed-ai/flux-dev": LOAD_COUNT}
+    assert load_run.submissions == {index: 1 for index in range(load_run.count)}
+    assert load_run.counters["submissions"] == {"wavespeed-ai/flux-dev": load_run.count}
 
     # Waiting sensors hold no worker slot: with every prediction still running, all 200 sensors
     # were deferred at once (16 slots could not hold them), and as the triggers polled on, no
     # sensor and no task instance at all was in a worker slot.
     assert len(holding) >= 2
-    assert [(s.deferred, s.sensors_running, s.running) for s in holding] == [(LOAD_COUNT, 0, 0)] * len(holding)
+    assert [(s.deferred, s.sensors_running, s.running) for s in holding] == [(load_run.count, 0, 0)] * len(holding)
     # Every sensor waited in a triggerer process: its trigger log was written by a triggerer job.
     triggerer_ids = set(deployment.airflow.job_ids.values())
     for ti in result.of("generate.wait"):

@@ -17,7 +17,6 @@ import pytest
 from deployment_harness import (
     CELERY_HEARTBEAT_TIMEOUT,
     CELERY_WORKERS,
-    LOAD_COUNT,
     Deployment,
     LoadRun,
     assert_load_run,
@@ -43,7 +42,7 @@ def test_celery_load_generations_and_a_batch_every_task_succeeds_and_submits_onc
     deployment, result = celery_deployment, celery_load_run.result
     ran = {worker: celery_workloads(deployment, worker, result.run_id) for worker in WORKERS}
     print(
-        f"\ncelery load: {LOAD_COUNT} generations in {result.seconds:.0f} s; workloads per worker "
+        f"\ncelery load: {celery_load_run.count} generations in {result.seconds:.0f} s; workloads per worker "
         f"{ {worker: len(items) for worker, items in ran.items()} }; sensor tries {dict(result.tries('generate.wait'))}"
         f"; emulator {celery_load_run.counters}; failed by Airflow's defer/resume race: {result.state_mismatches}"
     )
@@ -187,8 +186,8 @@ def test_celery_api_key_not_in_the_broker_nor_the_workers_logs(
     )
     # The audit saw what passed through: a task message for every task instance of the load run.
     assert "0/_kombu.binding.default" in contents
-    assert len(load_tasks) >= 2 * LOAD_COUNT
-    assert taskmeta >= 2 * LOAD_COUNT
+    assert len(load_tasks) >= 2 * celery_load_run.count
+    assert taskmeta >= 2 * celery_load_run.count
     assert [name for name, value in contents.items() if has_key(name + value, needles)] == []
     assert [command[0] for command in commands if any(has_key(arg, needles) for arg in command)] == []
     assert [m["decoded_body"][:200] for m in messages if has_key(m["decoded_body"], needles)] == []
