@@ -123,7 +123,7 @@ fi
 if [ "$TIER" = full ] || [ "$TIER" = deployment ]; then
   echo "=== real-deployment tier (Airflow ${versions[0]}; LocalExecutor, then CeleryExecutor)"
   bash scripts/install-system-deps.sh
-  WAVESPEED_DEPLOYMENT_REQUIRED=1 "$newest/bin/python" -m pytest tests/deployment -q -p no:cacheprovider -m deployment
+  WAVESPEED_DEPLOYMENT_REQUIRED=1 "$newest/bin/python" -m pytest tests/deployment -q -p no:cacheprovider -m deployment --durations=20
 fi
 for job in "${!JOBS[@]}"; do
   finish_job "$job"
