@@ -863,3 +863,94 @@ def celery_workloads(deployment: Deployment, worker: str, run_id: str) -> list[t
         + r"', try_number=(\d+), dag_version_id=[^,]+, map_index=(-?\d+)"
     )
     return [(task, int(index), int(tries)) for task, tries, index in pattern.findall(text)]
+
+
+# -- the batch-kill scenario (both executors: a task process killed, a whole Celery worker killed) --
+
+BATCH_KILL_DAG = "wsdeploy_batch_kill"
+BATCH_KILL_COUNT, BATCH_KILL_WINDOW = 20, 5  # as in dags/wsdeploy_batch_kill.py
+BATCH_KILLED_WINDOW = list(range(2 * BATCH_KILL_WINDOW, 3 * BATCH_KILL_WINDOW))  # the third window: 10-14
+# The killed window's submits answer this late: far longer than finding and killing the worker takes,
+# shorter than the client's 30 s read timeout.
+BATCH_LATE_ANSWER = 25.0
+
+
+def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """A batch task's record (an Airflow Variable, read through the REST API); None when there is none."""
+    from airflow_provider_wavespeed.operators.batch import record_key
+
+    found = deployment.airflow.api("GET", f"variables/{record_key(dag_id, run_id, 'batch', -1)}", ok_statuses=(404,))
+    return json.loads(found["value"]) if isinstance(found, dict) and "value" in found else None
+
+
+@dataclass
+class BatchKill:
+    """A batch-kill run stopped where the kill lands: its third window's submits created, answers held."""
+
+    run_id: str
+    since: float  # epoch: the emulator's request log from here on is this run's
+    started: float  # monotonic
+    ti: dict[str, Any]  # the batch task instance, running its first try
+
+
+def start_batch_to_kill(deployment: Deployment) -> BatchKill:
+    """Trigger the batch-kill DAG and return once its worker is where a kill is wanted.
+
+    By count, not by time: the first two windows are answered at once; the third window's submits
+    create their predictions, then their answers wait ``BATCH_LATE_ANSWER`` s. The record already
+    says which inputs are in flight: it was written before their submits left.
+    """
+    control = deployment.control
+    deployment.reset_emulator(duration=2.0)
+    control.add_fault("submit", "slow", delay=0, times=2 * BATCH_KILL_WINDOW)
+    control.add_fault("submit", "slow_after_submit", delay=BATCH_LATE_ANSWER, times=BATCH_KILL_WINDOW)
+    since = time.time()
+    run_id = deployment.trigger(BATCH_KILL_DAG)
+    started = time.monotonic()
+    deployment.wait_until(
+        lambda: len(deployment.submissions_of(run_id)) >= 3 * BATCH_KILL_WINDOW,
+        180,
+        "the batch's first three windows created",
+        interval=0.5,
+    )
+    (ti,) = deployment.airflow.task_instances(BATCH_KILL_DAG, run_id)
+    assert ti["state"] == "running" and ti["try_number"] == 1 and ti["pid"], ti
+    record = batch_record(deployment, BATCH_KILL_DAG, run_id)
+    assert record is not None and record["in_flight"] == BATCH_KILLED_WINDOW, record
+    assert all(record["ids"][: 2 * BATCH_KILL_WINDOW]) and not any(record["ids"][2 * BATCH_KILL_WINDOW :])
+    return BatchKill(run_id, since, started, ti)
+
+
+def assert_batch_kill_outcome(deployment: Deployment, run: BatchKill, result: RunResult) -> str:
+    """The retry finished the batch and nothing was submitted twice; returns the task's log."""
+    control = deployment.control
+    (ti,) = result.of("batch")
+    log = deployment.task_log(BATCH_KILL_DAG, run.run_id, "batch")
+    assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 2), log[-3000:]
+    # Every input has exactly one prediction (the killed window's were created before the kill).
+    assert deployment.submissions_per_index(run.run_id) == {index: 1 for index in range(BATCH_KILL_COUNT)}
+    # The emulator logs a request once answered: the killed window's answers come BATCH_LATE_ANSWER s
+    # after they were created (to a dead worker). Then exactly 20 submit requests: the retry sent only 15-19.
+    deployment.wait_until(
+        lambda: sum(entry[1] == "submit" for entry in control.request_log(since=run.since)) >= BATCH_KILL_COUNT,
+        BATCH_LATE_ANSWER + 60,
+        "the killed window's late answers",
+    )
+    submits = [entry for entry in control.request_log(since=run.since) if entry[1] == "submit"]
+    assert [status for _, _, status in submits] == [200] * BATCH_KILL_COUNT
+    # None lost: each input is completed, or reported uncertain (sent, never sent again).
+    value = deployment.airflow.xcom(BATCH_KILL_DAG, run.run_id, "batch")
+    statuses = [entry["status"] for entry in value["predictions"]]
+    assert statuses == ["completed"] * 10 + ["uncertain"] * 5 + ["completed"] * 5, statuses
+    assert (value["completed"], value["failed"]) == (15, 5)
+    for entry in value["predictions"][10:15]:
+        assert entry["id"] is None and "prediction history" in entry["error"], entry
+    by_index = {
+        int(str(s["inputs"]["prompt"]).rsplit(" ", 1)[1]): s["id"] for s in deployment.submissions_of(run.run_id)
+    }
+    assert [entry["id"] for entry in value["predictions"] if entry["id"]] == [
+        by_index[index] for index in range(BATCH_KILL_COUNT) if index not in BATCH_KILLED_WINDOW
+    ]
+    assert "reported uncertain and not submitted again" in log
+    assert batch_record(deployment, BATCH_KILL_DAG, run.run_id) is None  # deleted once the retry succeeded
+    return log

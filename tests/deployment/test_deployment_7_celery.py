@@ -9,16 +9,17 @@ and the workers' logs. They run after the LocalExecutor scenarios, in one Celery
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import pytest
 from deployment_harness import (
+    BATCH_KILL_DAG,
+    BATCH_KILLED_WINDOW,
     CELERY_HEARTBEAT_TIMEOUT,
     CELERY_WORKERS,
     Deployment,
     LoadRun,
+    assert_batch_kill_outcome,
     assert_load_run,
     audit_files_and_database,
     celery_messages,
@@ -26,9 +27,8 @@ from deployment_harness import (
     has_key,
     is_running,
     key_needles,
+    start_batch_to_kill,
 )
-
-from airflow_provider_wavespeed.operators.batch import record_key
 
 pytestmark = pytest.mark.deployment
 
@@ -66,44 +66,13 @@ def test_celery_load_generations_and_a_batch_every_task_succeeds_and_submits_onc
     assert any(item[0] == "batch" for worker in WORKERS for item in celery_workloads(deployment, worker, run_id))
 
 
-KILL_DAG = "wsdeploy_batch_kill"  # the LocalExecutor's batch-kill DAG: 20 inputs, windows of 5, retries=1
-KILL_COUNT, KILL_WINDOW = 20, 5
-KILLED_WINDOW = list(range(2 * KILL_WINDOW, 3 * KILL_WINDOW))  # the third window: 10-14
-# The killed window's submits answer this late: far longer than finding and killing the worker
-# takes, shorter than the client's 30 s read timeout.
-LATE_ANSWER = 25.0
-
-
-def _record(deployment: Deployment, run_id: str) -> dict[str, Any] | None:
-    """The batch record (an Airflow Variable, read through the REST API); None when there is none."""
-    found = deployment.airflow.api("GET", f"variables/{record_key(KILL_DAG, run_id, 'batch', -1)}", ok_statuses=(404,))
-    return json.loads(found["value"]) if isinstance(found, dict) and "value" in found else None
-
-
 def test_celery_worker_killed_mid_batch_airflow_retries_it_on_the_other_worker_nothing_submitted_twice(
     celery_deployment: Deployment,
 ) -> None:
     deployment, airflow = celery_deployment, celery_deployment.airflow
     control = deployment.control
-    deployment.reset_emulator(duration=2.0)
-    # The kill lands at a known state, by count, not by time: the first two windows are answered at
-    # once; the third window's submits create their predictions, then their answers wait.
-    control.add_fault("submit", "slow", delay=0, times=2 * KILL_WINDOW)
-    control.add_fault("submit", "slow_after_submit", delay=LATE_ANSWER, times=KILL_WINDOW)
-    since = time.time()
-    run_id = deployment.trigger(KILL_DAG)
-    started = time.monotonic()
-    deployment.wait_until(
-        lambda: len(deployment.submissions_of(run_id)) >= 3 * KILL_WINDOW,
-        180,
-        "the batch's first three windows created",
-        interval=0.5,
-    )
-    (ti,) = airflow.task_instances(KILL_DAG, run_id)
-    assert ti["state"] == "running" and ti["try_number"] == 1 and ti["pid"], ti
-    # The record says which inputs are in flight: it was written before their submits left.
-    record = _record(deployment, run_id)
-    assert record is not None and record["in_flight"] == KILLED_WINDOW, record
+    run = start_batch_to_kill(deployment)
+    run_id, started, ti = run.run_id, run.started, run.ti
     # The worker running the batch: the one whose process tree holds the task's process.
     victim = deployment.celery_worker_of(int(ti["pid"]))
     (survivor,) = [name for name in WORKERS if name != victim]
@@ -112,8 +81,8 @@ def test_celery_worker_killed_mid_batch_airflow_retries_it_on_the_other_worker_n
     killed = airflow.kill(victim, whole_tree=True)  # the machine is gone: worker, pool, supervisors, tasks
     killed_at = time.monotonic()
     print(
-        f"\ncelery kill: {killed_at - started:.1f} s into the run, with inputs 0-9 done and {KILLED_WINDOW[0]}-"
-        f"{KILLED_WINDOW[-1]} in flight, kill -9 of {victim} ({len(killed)} processes): "
+        f"\ncelery kill: {killed_at - started:.1f} s into the run, with inputs 0-9 done and {BATCH_KILLED_WINDOW[0]}-"
+        f"{BATCH_KILLED_WINDOW[-1]} in flight, kill -9 of {victim} ({len(killed)} processes): "
         + "; ".join(f"{pid} {tree.get(pid, '?')[:70]}" for pid in killed)
     )
     assert int(ti["pid"]) in killed
@@ -121,9 +90,8 @@ def test_celery_worker_killed_mid_batch_airflow_retries_it_on_the_other_worker_n
 
     # Nothing tells Airflow: the scheduler fails the silent task after CELERY_HEARTBEAT_TIMEOUT s
     # without a heartbeat, and retries it (retries=1) on the worker that is left.
-    result = deployment.finish(KILL_DAG, run_id, timeout=CELERY_HEARTBEAT_TIMEOUT + 240, started=started)
+    result = deployment.finish(BATCH_KILL_DAG, run_id, timeout=CELERY_HEARTBEAT_TIMEOUT + 240, started=started)
     (ti,) = result.of("batch")
-    log = deployment.task_log(KILL_DAG, run_id, "batch")
     scheduler_log = (airflow.log_dir / "scheduler.log").read_text(errors="replace")
     detected = [line for line in scheduler_log.splitlines() if "Detected a task instance without a heartbeat" in line]
     on_survivor = celery_workloads(deployment, survivor, run_id)
@@ -132,26 +100,9 @@ def test_celery_worker_killed_mid_batch_airflow_retries_it_on_the_other_worker_n
         f"the kill), state {result.state}, tries {ti['try_number']}; workloads on {survivor}: {on_survivor}; "
         f"emulator {control.counters()['submissions']}"
     )
-    assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 2), log[-3000:]
+    assert_batch_kill_outcome(deployment, run, result)
     assert any(run_id in line and "batch" in line for line in detected), "the retry came from the heartbeat timeout"
     assert ("batch", -1, 2) in on_survivor, "the retry ran on the surviving worker"
-    # Every input has exactly one prediction (the killed window's were created before the kill), and
-    # no submit was sent twice: 20 requests in all, the retry sent only 15-19.
-    assert deployment.submissions_per_index(run_id) == {index: 1 for index in range(KILL_COUNT)}
-    deployment.wait_until(  # the emulator logs a request once answered: the late ones LATE_ANSWER s on
-        lambda: sum(entry[1] == "submit" for entry in control.request_log(since=since)) >= KILL_COUNT,
-        LATE_ANSWER + 60,
-        "the killed window's late answers",
-    )
-    submits = [entry for entry in control.request_log(since=since) if entry[1] == "submit"]
-    assert [status for _, _, status in submits] == [200] * KILL_COUNT
-    # None lost: each input is completed, or reported uncertain (sent, never sent again).
-    value = airflow.xcom(KILL_DAG, run_id, "batch")
-    statuses = [entry["status"] for entry in value["predictions"]]
-    assert statuses == ["completed"] * 10 + ["uncertain"] * 5 + ["completed"] * 5, statuses
-    assert (value["completed"], value["failed"]) == (15, 5)
-    assert "reported uncertain and not submitted again" in log
-    assert _record(deployment, run_id) is None  # deleted once the retry succeeded
 
     # A service manager would start the worker again: it rejoins and consumes tasks.
     airflow.start_again(victim)
