@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
+from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException, listeners_registered
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
@@ -97,12 +97,15 @@ def trigger_end(
     Only where the worker would have nothing left to do but return the prediction or fail: not when
     outputs are stored (``output_path``: the worker writes them), not with outlets (a task ended by
     its trigger emits no asset events), not when the return value is pushed other than plainly, not
-    with a skip callback (the triggerer runs none). Failures
+    with a skip callback (the triggerer runs none), not when plugins registered listeners (Airflow
+    sends them nothing for a task ended there). Failures
     follow the task's own rule: ``soft_fail`` skips; ``retry_failed`` marks a failed prediction as
     one the task's retries may run again; ``context`` tells whether this try is the last (None, as
     for a task started in the triggerer: the last only when the task has no retries).
     """
     if not enabled or output_path not in (None, "") or task.outlets or not plain_return_value(task):
+        return {}
+    if listeners_registered():
         return {}
     if getattr(task, "never_fail", False) or (soft_fail and getattr(task, "on_skipped_callback", None)):
         on_failure = ON_FAILURE_RESUME  # never_fail skips in the worker from Airflow 3.1 only: it decides

@@ -72,6 +72,20 @@ def triggerer_renders_start_trigger_args() -> bool:
     return callable(getattr(BaseTrigger, "render_template_fields", None))
 
 
+def listeners_registered() -> bool:
+    """Whether plugins registered listeners (OpenLineage's, say).
+
+    Airflow sends a listener nothing for a task its trigger ends, and its DAG bag refuses any task
+    whose ``end_from_trigger`` attribute is true while listeners exist (3.0-3.3): with listeners, a
+    wait resumes in a worker, so they see the task end.
+    """
+    try:
+        from airflow.listeners.listener import get_listener_manager
+    except ImportError:  # pragma: no cover - no listener support: nothing to miss
+        return False
+    return bool(get_listener_manager().has_listeners)
+
+
 def task_end_event(state: str, xcoms: dict[str, Any] | None = None) -> Any:
     """The event that ends a task in ``state`` ("success", "failed", "skipped") from the triggerer."""
     event = {"success": TaskSuccessEvent, "failed": TaskFailedEvent, "skipped": TaskSkippedEvent}[state]
@@ -86,6 +100,7 @@ __all__ = [
     "AirflowSensorTimeout",
     "BaseHook",
     "failed_event_retries",
+    "listeners_registered",
     "task_end_event",
     "triggerer_renders_start_trigger_args",
 ]

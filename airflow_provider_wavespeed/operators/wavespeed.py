@@ -137,7 +137,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.min_balance_usd = min_balance_usd
         self.resubmit_on_server_failure = resubmit_on_server_failure
-        self.end_from_trigger = end_from_trigger
+        # Not Airflow's attribute name: its DAG bag refuses a task whose end_from_trigger is true while
+        # listeners exist; trigger_end() checks for listeners itself, when the wait starts.
+        self.end_in_triggerer = end_from_trigger
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -265,7 +267,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             end=trigger_end(
                 self,
                 context,
-                enabled=self.end_from_trigger and not self.resubmit_on_server_failure,
+                enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
                 output_path=self.output_path,
                 retry_failed=True,  # a retry of this task submits the generation again
             ),

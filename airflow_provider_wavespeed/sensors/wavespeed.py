@@ -126,7 +126,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.output_path = output_path
-        self.end_from_trigger = end_from_trigger
+        # Not Airflow's attribute name: its DAG bag refuses a task whose end_from_trigger is true while
+        # listeners exist; trigger_end() checks for listeners itself, when the wait starts.
+        self.end_in_triggerer = end_from_trigger
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
         self._start_in_triggerer(start_from_trigger)
 
@@ -163,7 +165,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 "poll_interval": float(self.poll_interval),
                 "timeout": float(self.timeout),
                 **trigger_end(
-                    self, None, enabled=self.end_from_trigger, output_path=self.output_path, soft_fail=self.soft_fail
+                    self, None, enabled=self.end_in_triggerer, output_path=self.output_path, soft_fail=self.soft_fail
                 ),
             },
             next_method="execute_complete",
@@ -235,7 +237,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             poll_interval=self.poll_interval,
             timeout=self.timeout,
             end=trigger_end(
-                self, context, enabled=self.end_from_trigger, output_path=self.output_path, soft_fail=self.soft_fail
+                self, context, enabled=self.end_in_triggerer, output_path=self.output_path, soft_fail=self.soft_fail
             ),
         )
 

@@ -87,7 +87,7 @@ def _end_options(trigger: Any) -> dict[str, Any]:
 
 def _submit_operator(**kwargs: Any) -> WaveSpeedSubmitOperator:
     return WaveSpeedSubmitOperator(
-        task_id="submit", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, **kwargs
+        **{"task_id": "submit", **kwargs}, model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True
     )
 
 
@@ -116,6 +116,40 @@ def test_the_operator_lets_its_trigger_end_it_when_the_worker_has_nothing_left(
     options = _end_options(deferred.trigger)
     assert {k: options[k] for k in expected} == expected
     _assert_airflow_can_send(deferred)
+
+
+class _Listener:
+    """A plugin listener, as OpenLineage's provider registers one."""
+
+
+@pytest.fixture
+def listener() -> Any:
+    from airflow.listeners.listener import get_listener_manager
+
+    manager, registered = get_listener_manager(), _Listener()
+    manager.add_listener(registered)
+    yield registered
+    manager.pm.unregister(registered)
+
+
+def test_with_listeners_a_dag_of_these_tasks_still_loads_and_their_waits_resume_in_a_worker(listener: Any) -> None:
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.0
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    from airflow.sdk import DAG
+
+    with DAG("wavespeed_with_listeners", schedule=None) as dag:
+        submit = WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "x"})
+        WaveSpeedTaskSensor(task_id="wait", prediction_id=submit.output)  # type: ignore[arg-type]
+        _submit_operator(task_id="generate")
+    # Airflow's DAG bag refuses a task whose end_from_trigger attribute is true while listeners exist.
+    bag = DagBag(dag_folder="/nonexistent")
+    bag.bag_dag(dag)
+    assert "wavespeed_with_listeners" in bag.dags
+    # Listeners hear nothing of a task ended in the triggerer: the worker resumes and ends it.
+    deferred, _, _ = _deferred(lambda: _submit_operator()._defer(None, "abc123"))
+    assert deferred.trigger.end_from_trigger is False
 
 
 def test_an_operator_with_outlets_resumes_its_worker_for_the_asset_events() -> None:
