@@ -187,7 +187,12 @@ class AirflowStack:
         """Start a stopped or killed component again, with the command and environment it had."""
         if name in self.processes and self.processes[name].poll() is None:
             raise RuntimeError(f"{name} is still running (pid {self.processes[name].pid})")
-        return self.start_component(name, *self._commands[name], env=self._component_env[name])
+        # A triggerer whose job id is tracked gets a new job: track that one instead.
+        known = {job["id"] for job in self.jobs("TriggererJob")} if name in self.job_ids else None
+        process = self.start_component(name, *self._commands[name], env=self._component_env[name])
+        if known is not None:
+            self.job_ids[name] = self._wait_for_new_job("TriggererJob", known, timeout=120)
+        return process
 
     def start_celery_worker(self, index: int) -> subprocess.Popen[bytes]:
         """Start `airflow celery worker` number ``index`` (see :meth:`wait_for_celery_worker`).

@@ -49,9 +49,7 @@ def _two_triggerers(deployment: Deployment) -> dict[int, str]:
     airflow = deployment.airflow
     for name in ("triggerer-1", "triggerer-2"):
         if name not in airflow.processes:
-            known = {job["id"] for job in airflow.jobs("TriggererJob")}
-            airflow.start_component(name, "triggerer")
-            airflow.job_ids[name] = airflow._wait_for_new_job("TriggererJob", known, 120)
+            airflow.start_again(name)  # with its new job id
     return {job_id: name for name, job_id in airflow.job_ids.items() if name in airflow.processes}
 
 
