@@ -12,6 +12,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task_group
 
+from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 
@@ -69,3 +70,19 @@ def add_generations(
         )
 
     generate.expand(seed=list(range(count)))
+
+
+def add_batch(count: int, **kwargs: Any) -> WaveSpeedBatchOperator:
+    """A ``WaveSpeedBatchOperator`` ``batch`` of ``count`` inputs in the current DAG (``kwargs``: its options).
+
+    Input ``i``'s prompt names the run and ``i``, as the generations' prompts do, so the emulator's
+    log proves one submission per input.
+    """
+    return WaveSpeedBatchOperator(
+        task_id="batch",
+        model=MODEL,
+        inputs=[{"prompt": f"deployment {{{{ run_id }}}} index {index}"} for index in range(count)],
+        wavespeed_conn_id=CONN_ID,
+        poll_interval=1.0,
+        **kwargs,
+    )
