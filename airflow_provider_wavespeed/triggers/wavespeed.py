@@ -47,7 +47,7 @@ def plain_return_value(task: Any) -> bool:
     return (
         bool(getattr(task, "do_xcom_push", True))
         and not getattr(task, "multiple_outputs", False)
-        and not (mapped_dependant)
+        and not mapped_dependant
     )
 
 
