@@ -30,11 +30,9 @@ import requests
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedError,
-    WaveSpeedNotFoundError,
-    WaveSpeedRateLimitError,
-    WaveSpeedServerError,
     WaveSpeedStorageError,  # defined with the other errors; re-exported here
     WaveSpeedTransportError,
+    error_for_status,
 )
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
@@ -272,16 +270,10 @@ def _safe_url(url: str) -> str:
 def _http_error(response: requests.Response, what: str) -> WaveSpeedAPIError:
     status = response.status_code
     text = f"{what} failed with HTTP {status}"
-    if status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return WaveSpeedRateLimitError(text, retry_after=retry_after, status_code=status)
-    if status >= 500:
-        return WaveSpeedServerError(text, status_code=status)
     if status == 404:
-        return WaveSpeedNotFoundError(
-            f"{text}: the file is gone (WaveSpeed keeps outputs 7 days) or the URL is wrong", status_code=status
-        )
-    return WaveSpeedAPIError(text, status_code=status)
+        text += ": the file is gone (WaveSpeed keeps outputs 7 days) or the URL is wrong"
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return error_for_status(status, text, retry_after=retry_after, from_api=False, status_code=status)
 
 
 def _body_chunks(response: requests.Response, chunk_size: int, what: str) -> Iterator[bytes]:

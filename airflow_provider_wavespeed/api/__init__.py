@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient, ensure_success
+    from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
     from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL
     from airflow_provider_wavespeed.api.errors import (
         WaveSpeedAPIError,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         WaveSpeedWebhookSignatureError,
         WaveSpeedWebhookTimestampError,
     )
-    from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
+    from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction, ensure_success
     from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
     from airflow_provider_wavespeed.api.webhooks import verify_webhook
 

@@ -17,6 +17,11 @@ DEFAULT_WAIT_TIMEOUT = 1800.0
 # for a trigger that never reports (a lost triggerer), so it comes this much later.
 DEFERRAL_GRACE = 60.0
 
+# Connections (and requests in flight) a triggerer's shared client of one connection id holds, and
+# so the reads one wait for many predictions sends at once. 16 connections carry about 80 polls/s
+# at round trips up to ~190 ms; on loopback thousands per second (docs/benchmarks.md).
+POOL_SIZE = 16
+
 # The Silver tier's start rate. The tiers cap generations started per minute (and concurrent
 # tasks, which the API queues itself); they say nothing about result polls.
 DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0

@@ -85,11 +85,6 @@ class WaveSpeedAPIError(WaveSpeedError):
         self.api_message = api_message
         self.excerpt = excerpt
 
-    @property
-    def api_code(self) -> int | None:
-        """The former name of :attr:`code` (kept for existing callers)."""
-        return self.code
-
 
 class WaveSpeedAuthError(WaveSpeedAPIError):
     """401 (invalid key) or 403 (account problem such as no balance)."""
@@ -209,3 +204,26 @@ class WaveSpeedWebhookTimestampError(WaveSpeedWebhookError):
 
 class WaveSpeedWebhookPayloadError(WaveSpeedWebhookError):
     """The signature is valid but the body is not a prediction object."""
+
+
+def error_for_status(
+    status: int, text: str, *, retry_after: float | None = None, from_api: bool = True, **facts: Any
+) -> WaveSpeedAPIError:
+    """The error an HTTP status (or the API's envelope code) stands for: the one mapping.
+
+    ``from_api=False`` for a storage host's answer (an upload's PUT, an output's download): its
+    401/403/400 say nothing about the API key or the inputs. ``facts``: ``status_code``, ``code``,
+    ``api_message``, ``excerpt``, ``prediction_id``, carried by the error as attributes.
+    """
+    if status == 429:
+        return WaveSpeedRateLimitError(text, retry_after=retry_after, **facts)
+    kind = WaveSpeedAPIError
+    if from_api and status in (401, 403):
+        kind = WaveSpeedAuthError
+    elif from_api and status in (400, 422):
+        kind = WaveSpeedBadRequestError
+    elif status == 404:
+        kind = WaveSpeedNotFoundError
+    elif status >= 500:
+        kind = WaveSpeedServerError
+    return kind(text, **facts)

@@ -10,13 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
-    WaveSpeedAuthError,
-    WaveSpeedBadRequestError,
-    WaveSpeedNotFoundError,
-    WaveSpeedRateLimitError,
+    WaveSpeedPredictionFailedError,
     WaveSpeedResponseError,
-    WaveSpeedServerError,
     body_excerpt,
+    error_for_status,
 )
 from airflow_provider_wavespeed.api.retry import parse_retry_after
 from airflow_provider_wavespeed.api.times import parse_timestamp
@@ -234,7 +231,7 @@ def _flags(data: Mapping[str, Any], dropped: _Dropped) -> list[bool]:
 def _error_for(
     code: int, message: str, *, retry_after: float | None, context: str, auth_hint: str, **facts: Any
 ) -> WaveSpeedAPIError:
-    """Map an HTTP status or envelope code to its error class (the one place this is decided).
+    """The error for an HTTP status or envelope code, its message naming the request (classes: ``error_for_status``).
 
     ``facts``: ``status_code``, ``excerpt`` and ``prediction_id``, carried by the error as attributes.
     """
@@ -245,18 +242,7 @@ def _error_for(
     text += f": {message or excerpt or 'no message'}"
     if code in (401, 403):
         text += f". {auth_hint}"
-    kwargs: dict[str, Any] = {**facts, "code": code, "api_message": message or None}
-    if code in (401, 403):
-        return WaveSpeedAuthError(text, **kwargs)
-    if code == 400 or code == 422:
-        return WaveSpeedBadRequestError(text, **kwargs)
-    if code == 404:
-        return WaveSpeedNotFoundError(text, **kwargs)
-    if code == 429:
-        return WaveSpeedRateLimitError(text, retry_after=retry_after, **kwargs)
-    if code >= 500:
-        return WaveSpeedServerError(text, **kwargs)
-    return WaveSpeedAPIError(text, **kwargs)
+    return error_for_status(code, text, retry_after=retry_after, **facts, code=code, api_message=message or None)
 
 
 def parse_envelope(
@@ -305,3 +291,16 @@ def parse_envelope(
     if "data" not in payload:
         raise malformed("an envelope without 'data'")
     return payload["data"]
+
+
+def ensure_success(prediction: Prediction) -> Prediction:
+    """Return a completed prediction; raise for failed, cancelled, timed-out or deleted ones."""
+    if prediction.is_terminal and not prediction.is_success:
+        raise WaveSpeedPredictionFailedError(
+            prediction_id=prediction.id,
+            model=prediction.model,
+            status=prediction.status,
+            error=prediction.error,
+            code=prediction.code,
+        )
+    return prediction

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
+from airflow_provider_wavespeed.api.defaults import (
+    POOL_SIZE,  # re-exported: the pool size is the same default everywhere
+)
 from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
@@ -34,11 +37,6 @@ __all__ = [
     "shared_pool_stats",
     "shared_transport_stats",
 ]
-
-# Connections (and requests in flight) per connection id and event loop. 16 connections carry
-# about 80 polls/s at round trips up to ~190 ms; on loopback thousands per second
-# (docs/benchmarks.md).
-POOL_SIZE = 16
 
 # One retry of our own per poll: the trigger's loop keeps polling after that anyway, and
 # aiohttp already sends a GET whose connection was dropped once more itself, so two

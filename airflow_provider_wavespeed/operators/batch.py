@@ -28,6 +28,7 @@ from airflow_provider_wavespeed.api.errors import (
     failure_advice,
 )
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
+from airflow_provider_wavespeed.api.polling import WaitOutcome, read_predictions, wait_for_predictions
 from airflow_provider_wavespeed.api.times import deadline_after, in_words
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model
 from airflow_provider_wavespeed.events import (
@@ -39,12 +40,7 @@ from airflow_provider_wavespeed.events import (
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
-from airflow_provider_wavespeed.triggers.batch import (
-    BatchWait,
-    WaveSpeedBatchTrigger,
-    read_predictions,
-    wait_for_predictions,
-)
+from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -458,7 +454,7 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     async def _submit_and_collect(
         self, model: str, items: list[dict[str, Any]], record: BatchRecord, *, wait: bool
-    ) -> tuple[dict[str, Prediction | WaveSpeedError], BatchWait | None]:
+    ) -> tuple[dict[str, Prediction | WaveSpeedError], WaitOutcome | None]:
         """Submit what the record says is unsent; with ``wait``, wait in this worker and read every prediction."""
         with airflow_errors():
             async with await self._hook().aget_client() as client:
@@ -470,7 +466,7 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     async def _collect(
         self, client: AsyncWaveSpeedClient, ids: list[str], *, wait: bool
-    ) -> tuple[dict[str, Prediction | WaveSpeedError], BatchWait | None]:
+    ) -> tuple[dict[str, Prediction | WaveSpeedError], WaitOutcome | None]:
         """Every prediction's last state: waited for here (``wait``) or read once (after the trigger)."""
         found: dict[str, Prediction | WaveSpeedError] = {}
         outcome = None
@@ -585,7 +581,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         self,
         record: BatchRecord,
         predictions: Mapping[str, Prediction | WaveSpeedError],
-        wait: BatchWait | None,
+        wait: WaitOutcome | None,
     ) -> dict[str, Any]:
         if wait is not None and wait.error is not None:
             raise AirflowFailException(

@@ -19,10 +19,9 @@ from airflow_provider_wavespeed._common import (
     trigger_end,
 )
 from airflow_provider_wavespeed._compat import AirflowFailException
-from airflow_provider_wavespeed.api.client import ensure_success
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError, WaveSpeedStorageError
-from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink

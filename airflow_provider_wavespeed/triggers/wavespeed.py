@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -11,7 +10,6 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_wavespeed._compat import TASK_END_EVENTS, failed_event_retries, task_end_event
-from airflow_provider_wavespeed.api.client import ensure_success, note_unknown_status
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -19,8 +17,8 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFERRAL_GRACE,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
-from airflow_provider_wavespeed.api.retry import PollSchedule
+from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction, ensure_success
+from airflow_provider_wavespeed.api.polling import wait_for_predictions
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
@@ -177,45 +175,35 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             yield self._event(error_event(str(self.prediction_id), str(exc), type(exc).__name__))
             return
         end_time = self._deadline()
-        schedule = PollSchedule(poll_interval=self.poll_interval, first_interval=self.first_poll_interval)
         try:
             client = await acquire_shared_client(self.wavespeed_conn_id)
         except WaveSpeedError as exc:
             yield self._event(error_event(prediction_id, str(exc), type(exc).__name__))
             return
+        found: list[Prediction] = []
         try:
-            poll = 0
-            unknown: set[str] = set()
-            server_wait = 0.0  # Retry-After of a 429 that outlasted the request's own retries
-            while True:
-                wait = min(max(schedule.interval(poll), server_wait), end_time - time.time())
-                server_wait = 0.0
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                poll += 1
-                if time.time() >= end_time:
-                    message = (
-                        f"WaveSpeed prediction {prediction_id} did not finish before the wait "
-                        "limit; it may still finish: wait on it again with the same prediction id"
-                    )
-                    yield self._event(deadline_event(prediction_id, message))
-                    return
-                try:
-                    prediction = await client.get_prediction(prediction_id)
-                except WaveSpeedError as exc:
-                    if client.retry.is_retryable(exc, idempotent=True):
-                        self.log.warning("Poll of %s failed, will retry: %s", prediction_id, exc)
-                        server_wait = client.retry.server_wait(exc)
-                        continue
-                    yield self._event(error_event(prediction_id, str(exc), type(exc).__name__))
-                    return
-                if prediction.is_terminal:
-                    yield await self._terminal(prediction)
-                    return
-                note_unknown_status(prediction, unknown, self.log)
-                self.log.debug("Prediction %s is %s", prediction_id, prediction.status)
+            outcome = await wait_for_predictions(
+                client,
+                [prediction_id],
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                first_poll_interval=self.first_poll_interval,
+                on_finished=found.append,
+                log=self.log,
+            )
         finally:
             await release_shared_client(self.wavespeed_conn_id)
+        error = outcome.error or outcome.unreadable.get(prediction_id)
+        if found:
+            yield await self._terminal(found[0])
+        elif error is not None:
+            yield self._event(error_event(prediction_id, str(error), type(error).__name__))
+        else:
+            message = (
+                f"WaveSpeed prediction {prediction_id} did not finish before the wait "
+                "limit; it may still finish: wait on it again with the same prediction id"
+            )
+            yield self._event(deadline_event(prediction_id, message))
 
     def _ends_task(self) -> bool:
         # A trigger ends its task only in a triggerer, where it runs for a task instance; dag.test()

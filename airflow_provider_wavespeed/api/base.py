@@ -1,0 +1,134 @@
+"""What the sync and async clients share, without I/O: requests, answers, credentials.
+
+Both clients build their requests and read the answers through :class:`BaseClient`; only the
+transport differs (:mod:`.client`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError
+from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
+from airflow_provider_wavespeed.api.retry import submit_uncertain
+from airflow_provider_wavespeed.api.validation import (
+    validate_api_key,
+    validate_base_url,
+    validate_inputs,
+    validate_model,
+    validate_prediction_id,
+    validate_webhook_url,
+)
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One API request, before any transport: what, where, and whether it may be sent again."""
+
+    method: str
+    path: str  # below /api/v3
+    what: str  # for messages: "submit to wavespeed-ai/flux-dev"
+    json: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+    idempotent: bool = True
+    prediction_id: str | None = None  # the prediction the request concerns: its errors carry it
+
+    @property
+    def is_submit(self) -> bool:
+        """Starts a generation: what the account tier's starts-per-minute limit counts."""
+        return not self.idempotent
+
+
+class RateLimiter(Protocol):
+    """What the async client needs of a shared rate limiter (see the trigger's transport)."""
+
+    async def acquire(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+class SyncRateLimiter(Protocol):
+    """What the sync client needs of a submission limiter (:class:`~.limiter.TokenBucket`)."""
+
+    def acquire_sync(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+class BaseClient:
+    """Request building and answer reading shared by both clients (no I/O here)."""
+
+    def __init__(self, api_key: str, base_url: str, *, credential_source: str) -> None:
+        self._api_key = validate_api_key(api_key, credential_source)
+        self.base_url = validate_base_url(base_url)
+        self.credential_source = credential_source
+        self._auth_hint = (
+            f"Check the API key in {credential_source} (401: invalid key) "
+            "or the account's balance and status on wavespeed.ai (403)"
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"{type(self).__name__}(base_url={self.base_url!r}, credentials={self.credential_source!r})"
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}/api/v3/{path}"
+
+    @staticmethod
+    def _submit_request(model: str, inputs: object, webhook: str | None) -> ApiRequest:
+        model = validate_model(model)
+        body = validate_inputs(inputs)
+        params = {"webhook": validate_webhook_url(webhook)} if webhook is not None else {}
+        return ApiRequest("POST", quote(model), f"submit to {model}", json=body, params=params, idempotent=False)
+
+    @staticmethod
+    def _prediction_request(prediction_id: str) -> ApiRequest:
+        prediction_id = validate_prediction_id(prediction_id)
+        return ApiRequest(
+            "GET",
+            f"predictions/{prediction_id}/result",
+            f"poll of prediction {prediction_id}",
+            prediction_id=prediction_id,
+        )
+
+    _balance_request = ApiRequest("GET", "balance", "balance check")
+
+    @staticmethod
+    def _pricing_request(model: str, inputs: object) -> ApiRequest:
+        model = validate_model(model)
+        body = {"model_id": model, "inputs": validate_inputs(inputs)}
+        return ApiRequest("POST", "model/pricing", f"pricing of {model}", json=body)
+
+    def _read(self, request: ApiRequest, status_code: int, body: bytes, retry_after: str | None) -> Any:
+        return parse_envelope(
+            status_code,
+            body,
+            retry_after_header=retry_after,
+            context=request.what,
+            auth_hint=self._auth_hint,
+            prediction_id=request.prediction_id,
+        )
+
+    @staticmethod
+    def _prediction(data: Any, request: ApiRequest) -> Prediction:
+        try:
+            return Prediction.from_dict(
+                data, status_code=200, context=request.what, prediction_id=request.prediction_id
+            )
+        except WaveSpeedResponseError as exc:
+            if request.idempotent:
+                raise
+            # Accepted (HTTP 200) but unreadable: the prediction probably exists, unseen.
+            raise submit_uncertain(request.what, exc) from exc
+
+    @staticmethod
+    def _float_field(data: Any, name: str, what: str) -> float:
+        value = data.get(name) if isinstance(data, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise WaveSpeedResponseError(f"WaveSpeed {what} returned no numeric {name!r}: {data!r:.200}")
+        return float(value)
