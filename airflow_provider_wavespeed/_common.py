@@ -18,12 +18,13 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.times import deadline_after, in_words
+from airflow_provider_wavespeed.api.times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.events import (
     EVENT_DEADLINE,
     EVENT_ERROR,
     EVENT_STATUSES,
     MAX_OUTPUTS_BYTES,
+    checked_event,
     oversized_outputs,
     without_oversized_outputs,
 )
@@ -38,9 +39,41 @@ from airflow_provider_wavespeed.triggers.wavespeed import (
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
+    from airflow.triggers.base import BaseTrigger
 
 # Errors a later try of the task might not meet again; everything else fails for good.
 TRANSIENT_ERRORS = (WaveSpeedServerError, WaveSpeedTransportError, WaveSpeedRateLimitError, WaveSpeedTimeoutError)
+
+
+def defer_with_deadline(
+    task: BaseOperator,
+    make_trigger: Callable[[float], BaseTrigger],
+    *,
+    waiting_for: str,
+    timeout: float,
+    kwargs: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Defer ``task`` to the trigger ``make_trigger(end_time)`` builds; it resumes in ``execute_complete``.
+
+    The one place that computes a wait's deadline: an absolute instant ``timeout`` seconds from
+    now (the trigger gets it as epoch seconds, so a trigger resumed elsewhere keeps it), and
+    Airflow's deferral timeout :data:`DEFERRAL_GRACE` later, a backstop for a lost triggerer.
+    """
+    deadline = deadline_after(timeout)
+    task.log.info(
+        "Deferring until %s finished, at the latest %s (%s from now)",
+        waiting_for,
+        utc_text(deadline.timestamp()),
+        in_words(timeout),
+    )
+    task.defer(
+        trigger=make_trigger(deadline.timestamp()),  # JSON-simple, as already deferred tasks stored it
+        method_name="execute_complete",
+        kwargs=kwargs,
+        # A plain timedelta: the task runner sends it to its supervisor with msgspec, whose encoder
+        # refuses pendulum's Duration subclass (the task then fails to defer).
+        timeout=timedelta(seconds=timeout + DEFERRAL_GRACE),
+    )
 
 
 def defer_until_finished(
@@ -53,33 +86,23 @@ def defer_until_finished(
     kwargs: dict[str, Any] | None = None,
     end: dict[str, Any] | None = None,
 ) -> NoReturn:
-    """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; ``task`` resumes in ``execute_complete``.
+    """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger` (:func:`defer_with_deadline`).
 
-    The one place that computes the deadline: an absolute instant ``timeout`` seconds from now
-    (the trigger gets it as epoch seconds, so a trigger resumed elsewhere keeps it), and
-    Airflow's deferral timeout :data:`DEFERRAL_GRACE` later. ``end`` (from :func:`trigger_end`)
-    lets the trigger end the task in the triggerer instead, where that gives the same outcome.
+    ``end`` (from :func:`trigger_end`) lets the trigger end the task in the triggerer instead,
+    where that gives the same outcome.
     """
-    deadline = deadline_after(timeout)
-    task.log.info(
-        "Deferring until WaveSpeed prediction %s is finished, at the latest %s (%s from now)",
-        prediction_id,
-        deadline.format("YYYY-MM-DD HH:mm:ss zz"),
-        in_words(timeout),
-    )
-    task.defer(
-        trigger=WaveSpeedTaskTrigger(
+    defer_with_deadline(
+        task,
+        lambda end_time: WaveSpeedTaskTrigger(
             prediction_id=prediction_id,
             wavespeed_conn_id=wavespeed_conn_id,
             poll_interval=poll_interval,
-            end_time=deadline.timestamp(),  # JSON-simple, as already deferred tasks stored it
+            end_time=end_time,
             **(end or {}),
         ),
-        method_name="execute_complete",
+        waiting_for=f"WaveSpeed prediction {prediction_id} is",
+        timeout=timeout,
         kwargs=kwargs,
-        # A plain timedelta: the task runner sends it to its supervisor with msgspec, whose encoder
-        # refuses pendulum's Duration subclass (the task then fails to defer).
-        timeout=timedelta(seconds=timeout + DEFERRAL_GRACE),
     )
 
 
@@ -148,22 +171,24 @@ def airflow_errors(
     retryable: tuple[type[WaveSpeedError], ...] = TRANSIENT_ERRORS,
     *,
     unless: type[WaveSpeedError] | tuple[type[WaveSpeedError], ...] = (),
+    hint: str = "",
 ) -> Iterator[None]:
     """Turn WaveSpeed errors into Airflow failures with the same clear message.
 
     Errors in ``retryable`` raise ``AirflowException`` (Airflow's task retries may run
     again); all others raise ``AirflowFailException``, so a retry can never repeat them
     (a retried uncertain submit could pay twice). Errors of type ``unless`` pass through
-    unchanged, for the caller to handle. The chain is cut: the message says it all.
+    unchanged, for the caller to handle. ``hint`` is added to the message (what to do next).
+    The chain is cut: the message says it all.
     """
     try:
         yield
     except unless:
         raise
     except retryable as exc:
-        raise AirflowException(str(exc)) from None
+        raise AirflowException(f"{exc}{hint}") from None
     except WaveSpeedError as exc:
-        raise AirflowFailException(str(exc)) from None
+        raise AirflowFailException(f"{exc}{hint}") from None
 
 
 def _too_large(prediction: Prediction, size: int) -> AirflowFailException:
@@ -195,13 +220,8 @@ def prediction_from_event(
     The trigger leaves outputs too large for an event out of it; with ``reread`` (a task
     that stores them), the completed prediction is read again from the API instead of failing.
     """
-    status = event.get("status") if isinstance(event, dict) else None
-    if not isinstance(event, dict) or status not in EVENT_STATUSES:
-        raise AirflowFailException(
-            f"WaveSpeed trigger for prediction {prediction_id} sent an event with unknown or missing "
-            f"status {status!r}: {event!r:.300}. This is a bug or a version mismatch between the "
-            "triggerer and the worker; re-run the task to wait again (nothing is resubmitted)."
-        )
+    event = checked_event(event, EVENT_STATUSES, trigger=f"WaveSpeed trigger for prediction {prediction_id}")
+    status = event["status"]
     message = event.get("message") or f"WaveSpeed wait for prediction {prediction_id} ended with {status!r}"
     if status == EVENT_DEADLINE:
         raise on_deadline(message)
@@ -264,12 +284,8 @@ def completed_result(
     if output_path is None or output_path == "":
         result = prediction_result(prediction)
     else:
-        try:
+        with airflow_errors(retryable, hint=store_failure_hint):
             stored = store_outputs(prediction, output_path)
-        except retryable as exc:
-            raise AirflowException(f"{exc}{store_failure_hint}") from None
-        except WaveSpeedError as exc:
-            raise AirflowFailException(f"{exc}{store_failure_hint}") from None
         log.info("Stored %d output(s) of WaveSpeed prediction %s: %s", len(stored), prediction.id, ", ".join(stored))
         result = without_oversized_outputs(prediction)  # the files are stored: XCom keeps their paths
         result["stored_paths"] = stored

@@ -7,12 +7,14 @@ database are left out (``outputs_omitted_bytes``: their size) for the task to re
 A batch trigger's payload is ``{"status", "total", "counts", ...}`` with ``status`` ``done`` (every
 prediction terminal), ``deadline`` or ``error`` (with ``message``): counts only, never outputs, so
 it stays the same few hundred bytes for any batch; the batch task reads the predictions itself.
-Airflow-free: the triggers build events with it, ``_common`` and the batch operator read them.
+Airflow-free at import: the triggers build events with it; the tasks check them with
+:func:`checked_event` (the one check, which fails the task through Airflow).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
@@ -82,3 +84,21 @@ def batch_event(
         )
         return {"status": EVENT_DEADLINE, **payload, "message": message}
     return {"status": BATCH_DONE, **payload}
+
+
+def checked_event(event: object, statuses: Collection[str], *, trigger: str) -> dict[str, Any]:
+    """The event a task resumed with, when it is a dict whose ``status`` is one of ``statuses``.
+
+    Anything else fails the task for good (a bug, or a triggerer and a worker on different provider
+    versions): a task validates its trigger's event instead of trusting it.
+    """
+    status = event.get("status") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or status not in statuses:
+        from airflow_provider_wavespeed._compat import AirflowFailException
+
+        raise AirflowFailException(
+            f"{trigger} sent an event with unknown or missing status {status!r}: {event!r:.300}. This is a bug "
+            "or a version mismatch between the triggerer and the worker; re-run the task to wait again (nothing "
+            "is resubmitted)"
+        )
+    return event

@@ -35,3 +35,9 @@ def in_words(seconds: float) -> str:
 def deadline_after(seconds: float) -> pendulum.DateTime:
     """The aware UTC instant ``seconds`` from now: an absolute deadline survives a move to another process."""
     return pendulum.now("UTC").add(seconds=seconds)
+
+
+def utc_text(epoch: float | None = None) -> str:
+    """An instant for messages and logs, ``2026-01-31 12:00:00 UTC`` (now when ``epoch`` is None)."""
+    instant = pendulum.now("UTC") if epoch is None else pendulum.from_timestamp(epoch, tz="UTC")
+    return instant.format("YYYY-MM-DD HH:mm:ss zz")
