@@ -25,7 +25,7 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.times import utc_text
-from airflow_provider_wavespeed.api.validation import validate_inputs
+from airflow_provider_wavespeed.api.validation import rendered_json, validate_inputs
 
 __all__ = ["WindowOutcome", "batch_inputs", "input_digest", "ranges", "submit_window", "uncertain_message"]
 
@@ -38,16 +38,14 @@ class _Submitter(Protocol):
 
 def batch_inputs(inputs: object) -> list[dict[str, Any]]:
     """The rendered ``inputs`` as a list of validated input dicts; the error names the bad item."""
-    if isinstance(inputs, str):
-        # A template renders to text unless the DAG renders native objects: accept JSON, say what else works.
-        try:
-            inputs = json.loads(inputs)
-        except ValueError:
-            raise WaveSpeedValidationError(
-                f"inputs rendered to a string that is not a JSON list ({inputs!r:.120}); pass a list of "
-                "input dicts, the XComArg of a task that returns one (inputs=make_inputs()), or render "
-                "the template to a native list (DAG(render_template_as_native_obj=True))"
-            ) from None
+    inputs = rendered_json(
+        inputs,
+        lambda text: (
+            f"inputs rendered to a string that is not a JSON list ({text!r:.120}); pass a list of input dicts, "
+            "the XComArg of a task that returns one (inputs=make_inputs()), or render the template to a native "
+            "list (DAG(render_template_as_native_obj=True))"
+        ),
+    )
     if isinstance(inputs, (Mapping, str, bytes)) or not isinstance(inputs, Sequence):
         raise WaveSpeedValidationError(
             f"inputs must be a list of input dicts, one per generation (e.g. [{{'prompt': 'a fox'}}, "

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,16 +75,28 @@ def _json_safe(value: Any, where: str) -> None:
     )
 
 
+def rendered_json(value: object, refusal: Callable[[str], str]) -> object:
+    """A templated value that rendered to JSON text, parsed; other values as they are.
+
+    A template renders to text unless the DAG renders native objects. ``refusal(text)`` is the
+    :class:`WaveSpeedValidationError`'s message for text that is not JSON (built only then).
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise WaveSpeedValidationError(refusal(value)) from None
+
+
 def validate_inputs(inputs: object) -> dict[str, Any]:
     """Accept a mapping of JSON values (the model's inputs); a JSON object string is parsed."""
-    if isinstance(inputs, str):
-        # A templated field may render a dict to its JSON text; accept that, nothing else.
-        try:
-            inputs = json.loads(inputs)
-        except ValueError:
-            raise WaveSpeedValidationError(
-                f"inputs must be a dict of the model's inputs (or a JSON object string), got the string {inputs!r:.120}"
-            ) from None
+    inputs = rendered_json(
+        inputs,
+        lambda text: (
+            f"inputs must be a dict of the model's inputs (or a JSON object string), got the string {text!r:.120}"
+        ),
+    )
     if not isinstance(inputs, Mapping):
         raise WaveSpeedValidationError(
             f"inputs must be a dict of the model's inputs, e.g. {{'prompt': '...'}}, got {type(inputs).__name__}"
