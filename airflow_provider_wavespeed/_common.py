@@ -8,7 +8,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException, listeners_registered
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from airflow_provider_wavespeed._compat import listeners_registered
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,

@@ -1,37 +1,13 @@
-"""What differs between Airflow 3.0 and later 3.x (the one place that knows)."""
+"""What differs between Airflow 3.0 and later 3.x in behaviour (the one place that knows).
+
+Names that only moved (``BaseHook``, the task exceptions) come from
+``airflow.providers.common.compat.sdk``, Airflow's own compatibility layer; what is left here
+are behaviours no import tells apart.
+"""
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
-
-try:
-    from airflow.sdk import BaseHook
-except ImportError:  # Airflow 3.0: the task SDK did not export BaseHook yet
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
-
-try:  # Airflow 3.1+: the task SDK owns these; airflow.exceptions re-exports them with a warning
-    from airflow.sdk.exceptions import (
-        AirflowException,
-        AirflowFailException,
-        AirflowNotFoundException,
-        AirflowSensorTimeout,
-    )
-except ImportError:  # Airflow 3.0
-    from airflow.exceptions import (  # type: ignore[no-redef]
-        AirflowException,
-        AirflowFailException,
-        AirflowNotFoundException,
-        AirflowSensorTimeout,
-    )
-
-try:  # Ending a task from its trigger (no worker run for execute_complete): every Airflow 3.x has them.
-    from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
-
-    TASK_END_EVENTS = True
-except ImportError:  # pragma: no cover - an Airflow without them: tasks resume in a worker, as before
-    TaskFailedEvent = TaskSkippedEvent = TaskSuccessEvent = None  # type: ignore[assignment,misc]
-    TASK_END_EVENTS = False
 
 
 def _airflow_version() -> tuple[int, ...]:
@@ -86,21 +62,8 @@ def listeners_registered() -> bool:
     return bool(get_listener_manager().has_listeners)
 
 
-def task_end_event(state: str, xcoms: dict[str, Any] | None = None) -> Any:
-    """The event that ends a task in ``state`` ("success", "failed", "skipped") from the triggerer."""
-    event = {"success": TaskSuccessEvent, "failed": TaskFailedEvent, "skipped": TaskSkippedEvent}[state]
-    return event(xcoms=xcoms)
-
-
 __all__ = [
-    "TASK_END_EVENTS",
-    "AirflowException",
-    "AirflowFailException",
-    "AirflowNotFoundException",
-    "AirflowSensorTimeout",
-    "BaseHook",
     "failed_event_retries",
     "listeners_registered",
-    "task_end_event",
     "triggerer_renders_start_trigger_args",
 ]

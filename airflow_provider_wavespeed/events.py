@@ -94,7 +94,7 @@ def checked_event(event: object, statuses: Collection[str], *, trigger: str) -> 
     """
     status = event.get("status") if isinstance(event, dict) else None
     if not isinstance(event, dict) or status not in statuses:
-        from airflow_provider_wavespeed._compat import AirflowFailException
+        from airflow.providers.common.compat.sdk import AirflowFailException
 
         raise AirflowFailException(
             f"{trigger} sent an event with unknown or missing status {status!r}: {event!r:.300}. This is a bug "

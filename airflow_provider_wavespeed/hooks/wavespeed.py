@@ -10,8 +10,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowProviderDeprecationWarning
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
-from airflow_provider_wavespeed._compat import AirflowNotFoundException, BaseHook
 from airflow_provider_wavespeed.api.client import (
     AsyncWaveSpeedClient,
     MediaSource,

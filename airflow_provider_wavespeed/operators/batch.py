@@ -7,10 +7,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors, default_deferrable, defer_with_deadline
-from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT

@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from airflow_provider_wavespeed._compat import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
 from airflow_provider_wavespeed.api.batch import input_digest, ranges, uncertain_message
 from airflow_provider_wavespeed.api.times import utc_text
 

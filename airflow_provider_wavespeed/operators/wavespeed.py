@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import (
@@ -18,7 +19,6 @@ from airflow_provider_wavespeed._common import (
     prediction_from_event,
     trigger_end,
 )
-from airflow_provider_wavespeed._compat import AirflowFailException
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
@@ -20,7 +21,7 @@ from airflow_provider_wavespeed._common import (
     prediction_from_event,
     trigger_end,
 )
-from airflow_provider_wavespeed._compat import AirflowSensorTimeout, triggerer_renders_start_trigger_args
+from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_wavespeed._compat import TASK_END_EVENTS, failed_event_retries, task_end_event
+from airflow_provider_wavespeed._compat import failed_event_retries
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -208,7 +208,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
     def _ends_task(self) -> bool:
         # A trigger ends its task only in a triggerer, where it runs for a task instance; dag.test()
         # runs it inline without one and resumes the task with whatever it yields.
-        if not (self.end_from_trigger and TASK_END_EVENTS and self.task_instance is not None):
+        if not (self.end_from_trigger and self.task_instance is not None):
             return False
         # A task started in the triggerer decided this when its DAG file was parsed, before its
         # downstream tasks existed: the whole DAG's task is known here (Airflow 3.3+), check again.
@@ -231,7 +231,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             prediction.id,
             len(prediction.outputs),
         )
-        return task_end_event("success")
+        return TaskSuccessEvent()
 
     async def _push_return_value(self, value: dict[str, Any]) -> None:
         """Push the task's return value through the task SDK's XCom, exactly as its worker would.
@@ -272,7 +272,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
                 message = str(exc)
         self.log.error("%s", message)
         self.log.info("The task ends %s here, in the triggerer", state)
-        return task_end_event(state)
+        return TaskSkippedEvent() if state == "skipped" else TaskFailedEvent()
 
     def _failure_end(self, *, retryable: bool) -> str | None:
         """The state this trigger may end a failed task in, or None to leave the failure to the worker.
