@@ -10,31 +10,6 @@ from __future__ import annotations
 from functools import cache
 
 
-def _airflow_version() -> tuple[int, ...]:
-    from importlib.metadata import version
-
-    from packaging.version import Version
-
-    try:
-        return Version(version("apache-airflow-core")).release
-    except Exception:  # Airflow 3.0 had no separate core distribution
-        from airflow import __version__
-
-        return Version(__version__).release
-
-
-@cache
-def failed_event_retries() -> bool:
-    """Whether a task its trigger failed (``TaskFailedEvent``) goes up for retry when it has retries left.
-
-    Airflow 3.3.1 made the triggerer route such a failure as the worker does
-    (apache/airflow#69821, backported in #71163: ``models/trigger.py`` checks
-    ``is_eligible_to_retry()``); before, it was failed for good whatever its retries. No attribute
-    tells the two apart, so the version decides.
-    """
-    return _airflow_version() >= (3, 3, 1)
-
-
 @cache
 def triggerer_renders_start_trigger_args() -> bool:
     """Whether a task can start in the triggerer with its templated trigger kwargs rendered there.
@@ -63,7 +38,6 @@ def listeners_registered() -> bool:
 
 
 __all__ = [
-    "failed_event_retries",
     "listeners_registered",
     "triggerer_renders_start_trigger_args",
 ]

@@ -265,10 +265,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
             # A resubmission needs the worker: it alone may submit again.
             end=trigger_end(
                 self,
-                context,
                 enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
                 output_path=self.output_path,
-                retry_failed=True,  # a retry of this task submits the generation again
             ),
         )
 

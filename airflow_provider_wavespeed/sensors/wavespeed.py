@@ -165,9 +165,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 "wavespeed_conn_id": self.wavespeed_conn_id,
                 "poll_interval": float(self.poll_interval),
                 "timeout": float(self.timeout),
-                **trigger_end(
-                    self, None, enabled=self.end_in_triggerer, output_path=self.output_path, soft_fail=self.soft_fail
-                ),
+                **trigger_end(self, enabled=self.end_in_triggerer, output_path=self.output_path),
             },
             next_method="execute_complete",
             next_kwargs=None,
@@ -237,9 +235,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             wavespeed_conn_id=self.wavespeed_conn_id,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
-            end=trigger_end(
-                self, context, enabled=self.end_in_triggerer, output_path=self.output_path, soft_fail=self.soft_fail
-            ),
+            end=trigger_end(self, enabled=self.end_in_triggerer, output_path=self.output_path),
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

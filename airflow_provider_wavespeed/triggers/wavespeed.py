@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_wavespeed._compat import failed_event_retries
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -17,18 +16,12 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFERRAL_GRACE,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction, ensure_success
+from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import wait_for_predictions
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-
-# What the task does with a failure (other than a failed prediction it may retry), as its worker would:
-ON_FAILURE_FAIL = "fail"  # fail for good (AirflowFailException, AirflowSensorTimeout)
-ON_FAILURE_SKIP = "skip"  # skip (a sensor's soft_fail)
-ON_FAILURE_RESUME = "resume"  # let the worker decide (execute_complete), as before
-ON_FAILURE = (ON_FAILURE_FAIL, ON_FAILURE_SKIP, ON_FAILURE_RESUME)
 
 
 def plain_return_value(task: Any) -> bool:
@@ -69,12 +62,10 @@ class WaveSpeedTaskTrigger(BaseTrigger):
     another triggerer keeps its deadline. The trigger never submits anything.
 
     With ``end_from_trigger``, a trigger running in a triggerer for a task ends that task itself
-    where the outcome is the one the task's worker would give: a completed prediction whose outputs
-    fit the event ends it ``success`` with the prediction in XCom (``return_value``, the dict
-    ``execute_complete`` returns); a failure ends it failed (the API's message in the task's log) or
-    skipped per ``on_failure``, but only when Airflow's handling of a trigger-failed task gives the
-    same retry decision as the worker's (see :meth:`_failure_end`). Everything else goes to the
-    worker as a plain event, as without it.
+    when its prediction completed with outputs that fit the event: ``success``, with the prediction
+    in XCom (``return_value``, the dict ``execute_complete`` returns). Everything else, failures
+    included, goes to the worker as a plain event, as without it: a failure costs one worker run,
+    and the worker's retry rules apply unchanged on every Airflow version.
 
     :param prediction_id: The prediction to wait for (a template when the task starts in the
         triggerer: Airflow renders it there before ``run``; it is validated in ``run``).
@@ -82,12 +73,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
     :param poll_interval: The longest wait between polls, in seconds.
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
     :param first_poll_interval: The wait before the first poll.
-    :param end_from_trigger: End the task from the triggerer where that gives the worker's outcome.
-    :param on_failure: What the task does with a failure: ``fail`` (for good), ``skip`` or ``resume``
-        (leave it to the worker).
-    :param retry_failed: A failed prediction is one the task's retries may run again (the submit
-        operator: a retry submits anew); errors and the deadline never are.
-    :param last_try: The task has no retry left: any failure is final.
+    :param end_from_trigger: End the task from the triggerer when its prediction completed.
     :param timeout: Without ``end_time`` (a task started in the triggerer): the wait limit in seconds.
         The deadline is then Airflow's trigger timeout of the task instance (stored with it, so a
         trigger moved to another triggerer keeps it) less :data:`DEFERRAL_GRACE`.
@@ -102,10 +88,8 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
         *,
         end_from_trigger: bool = False,
-        on_failure: str = ON_FAILURE_FAIL,
-        retry_failed: bool = False,
-        last_try: bool = False,
         timeout: float | None = None,
+        **retired: Any,
     ) -> None:
         super().__init__()
         # Not validated here: a task started in the triggerer passes its template, rendered after
@@ -118,12 +102,12 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             end_time = time.time() + DEFAULT_WAIT_TIMEOUT
         self.end_time = float(end_time) if end_time is not None else None
         self.first_poll_interval = float(first_poll_interval)
-        if on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
         self.end_from_trigger = bool(end_from_trigger)
-        self.on_failure = on_failure
-        self.retry_failed = bool(retry_failed)
-        self.last_try = bool(last_try)
+        # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
+        # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
+        unknown = set(retired) - {"on_failure", "retry_failed", "last_try"}
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(unknown)}")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -137,9 +121,6 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         # existed, so a triggerer still on an older provider version can load it.
         options = {
             "end_from_trigger": (self.end_from_trigger, False),
-            "on_failure": (self.on_failure, ON_FAILURE_FAIL),
-            "retry_failed": (self.retry_failed, False),
-            "last_try": (self.last_try, False),
             "timeout": (self.timeout, None),
         }
         kwargs.update({name: value for name, (value, default) in options.items() if value != default})
@@ -172,13 +153,13 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         try:
             prediction_id = validate_prediction_id(self.prediction_id)
         except WaveSpeedError as exc:
-            yield self._event(error_event(str(self.prediction_id), str(exc), type(exc).__name__))
+            yield TriggerEvent(error_event(str(self.prediction_id), str(exc), type(exc).__name__))
             return
         end_time = self._deadline()
         try:
             client = await acquire_shared_client(self.wavespeed_conn_id)
         except WaveSpeedError as exc:
-            yield self._event(error_event(prediction_id, str(exc), type(exc).__name__))
+            yield TriggerEvent(error_event(prediction_id, str(exc), type(exc).__name__))
             return
         found: list[Prediction] = []
         try:
@@ -197,13 +178,13 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         if found:
             yield await self._terminal(found[0])
         elif error is not None:
-            yield self._event(error_event(prediction_id, str(error), type(error).__name__))
+            yield TriggerEvent(error_event(prediction_id, str(error), type(error).__name__))
         else:
             message = (
                 f"WaveSpeed prediction {prediction_id} did not finish before the wait "
                 "limit; it may still finish: wait on it again with the same prediction id"
             )
-            yield self._event(deadline_event(prediction_id, message))
+            yield TriggerEvent(deadline_event(prediction_id, message))
 
     def _ends_task(self) -> bool:
         # A trigger ends its task only in a triggerer, where it runs for a task instance; dag.test()
@@ -220,7 +201,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         payload = terminal_event(prediction)
         # Outputs too large for XCom stay for the worker to decide (it stores them, or fails clearly).
         if not (prediction.is_success and self._ends_task() and "outputs_omitted_bytes" not in payload):
-            return self._event(payload, prediction)
+            return TriggerEvent(payload)
         try:
             await self._push_return_value(prediction.to_dict())
         except Exception as exc:  # the worker can still push it: nothing is lost by resuming there
@@ -251,43 +232,3 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             from asgiref.sync import sync_to_async
 
             await sync_to_async(XCom.set)(key="return_value", value=value, **where)
-
-    def _event(self, payload: dict[str, Any], prediction: Prediction | None = None) -> TriggerEvent:
-        """The event to yield: the task's failed end where this trigger may end it, else ``payload`` for the worker."""
-        end = self._failure_end_event(payload, prediction) if self._ends_task() else None
-        return end if end is not None else TriggerEvent(payload)
-
-    def _failure_end_event(self, payload: dict[str, Any], prediction: Prediction | None) -> TriggerEvent | None:
-        if prediction is not None and prediction.is_success:
-            return None
-        failed_prediction = payload.get("status") in TERMINAL_STATUSES
-        state = self._failure_end(retryable=failed_prediction and self.retry_failed)
-        if state is None:
-            return None
-        message = payload.get("message") or ""
-        if prediction is not None:
-            try:
-                ensure_success(prediction)
-            except WaveSpeedError as exc:  # the message the worker's failure carries
-                message = str(exc)
-        self.log.error("%s", message)
-        self.log.info("The task ends %s here, in the triggerer", state)
-        return TaskSkippedEvent() if state == "skipped" else TaskFailedEvent()
-
-    def _failure_end(self, *, retryable: bool) -> str | None:
-        """The state this trigger may end a failed task in, or None to leave the failure to the worker.
-
-        The worker fails a task for good (``on_failure="fail"``), skips it, or (``retryable``)
-        lets a retry run when one is left. The triggerer marks a ``TaskFailedEvent`` failed for
-        good before Airflow 3.3.1 and up for retry when one is left from it
-        (:func:`~airflow_provider_wavespeed._compat.failed_event_retries`): the event is used only
-        where both decide alike, i.e. on the last try, or when Airflow's routing matches the
-        failure's kind.
-        """
-        if self.on_failure == ON_FAILURE_RESUME:
-            return None
-        if self.on_failure == ON_FAILURE_SKIP and not retryable:
-            return "skipped"
-        if self.last_try or retryable == failed_event_retries():
-            return "failed"
-        return None

@@ -59,8 +59,7 @@ def test_an_unmapped_sensor_of_a_tasks_output_starts_in_the_triggerer() -> None:
     # One XCom (map index -1): what the triggerer can read; a pull of every map index blocks its loop.
     assert trigger.prediction_id == "{{ ti.xcom_pull(task_ids='submit', key='return_value', map_indexes=-1) }}"
     assert trigger.timeout == 900.0 and trigger.end_time is None and trigger.poll_interval == 3.0
-    # Failures end here only on a last try, unknown before the task starts: not assumed.
-    assert (trigger.end_from_trigger, trigger.on_failure, trigger.last_try) == (True, "fail", False)
+    assert trigger.end_from_trigger is True  # a completed prediction ends it there; failures resume a worker
     assert list(sensor.upstream_task_ids) == ["submit"]  # the XComArg still sets the dependency
 
 
@@ -71,8 +70,7 @@ def test_a_template_is_passed_as_is_for_the_triggerer_to_render_when_asked() -> 
         asked = WaveSpeedTaskSensor(task_id="asked", prediction_id=template, soft_fail=True, start_from_trigger=True)
         default = WaveSpeedTaskSensor(task_id="default", prediction_id=template)
     trigger = _trigger_from(asked)
-    assert trigger.prediction_id == template and trigger.on_failure == "skip"
-    assert trigger.last_try is False  # retries left (2 by default), and the try is unknown before it starts
+    assert trigger.prediction_id == template and trigger.end_from_trigger is True
     assert default.start_from_trigger is False  # a template of the DAG's own: only when asked
 
 
@@ -91,8 +89,7 @@ def test_a_literal_id_starts_there() -> None:
     with _dag("start_literal"):
         sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id="0123456789abcdef", retries=0)
     trigger = _trigger_from(sensor)
-    assert trigger.prediction_id == "0123456789abcdef"
-    assert trigger.last_try is True  # no retries: every try is the last, so failures end there too
+    assert trigger.prediction_id == "0123456789abcdef" and trigger.end_from_trigger is True
 
 
 def test_opting_out_or_poking_starts_in_a_worker() -> None:

@@ -16,9 +16,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_wavespeed import _compat
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
@@ -27,8 +26,6 @@ from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
 TI = SimpleNamespace(dag_id="d", task_id="wait", run_id="r", map_index=3, try_number=1)
-# What Airflow does with a TaskFailedEvent when the task has retries left, on the installed version.
-RETRIES = _compat.failed_event_retries()
 
 
 def _submit(inputs: dict[str, Any] | None = None) -> str:
@@ -124,53 +121,37 @@ async def test_a_failed_push_resumes_the_worker(
     assert type(event) is TriggerEvent and event.payload["status"] == "completed"
 
 
-# -- failures: ended here only where Airflow's handling equals the worker's ----------------------
+# -- failures: always resumed in the worker (its retry rules, on every Airflow version) ---------------
 
 
 @pytest.mark.parametrize(
-    ("options", "ends"),
-    [
-        # The sensor: a failure is final. A trigger-failed task retries from Airflow 3.3.1 when it
-        # has retries left, so there it ends here only on its last try.
-        ({}, not RETRIES),
-        ({"last_try": True}, True),
-        # The submit operator: a failed prediction may be retried (a retry submits again).
-        ({"retry_failed": True}, RETRIES),
-        ({"retry_failed": True, "last_try": True}, True),
-        ({"on_failure": "resume", "last_try": True}, False),
-    ],
+    "retired",
+    # Options an earlier version stored with its triggers to end failures here: still accepted, no effect.
+    [{}, {"last_try": True}, {"retry_failed": True, "last_try": True}, {"on_failure": "skip", "last_try": True}],
 )
-async def test_failed_prediction_ends_failed_where_the_retry_decision_matches(
-    wavespeed_connection: WaveSpeedEmulator, capfd: pytest.CaptureFixture[str], options: dict[str, Any], ends: bool
+async def test_a_failed_prediction_resumes_the_worker(
+    wavespeed_connection: WaveSpeedEmulator, pushed: list[dict[str, Any]], retired: dict[str, Any]
 ) -> None:
     wavespeed_connection.set_outcome("failed", error="emulated: the GPU ran out of memory", code=5000)
     wavespeed_connection.set_duration(0)
     prediction_id = _submit()
-    event = await _only_event(_trigger(prediction_id, end_from_trigger=True, **options))
-    if ends:
-        assert isinstance(event, TaskFailedEvent)
-        # The worker's failure message, in the task's (trigger) log.
-        expected = f"WaveSpeed prediction {prediction_id} ({FLUX}) ended 'failed': emulated: the GPU ran out"
-        assert expected in _logged(capfd)
-    else:
-        assert type(event) is TriggerEvent and event.payload["status"] == "failed"
+    event = await _only_event(_trigger(prediction_id, end_from_trigger=True, **retired))
+    assert type(event) is TriggerEvent and event.payload["status"] == "failed"
+    assert event.payload["prediction"]["error"] == "emulated: the GPU ran out of memory" and pushed == []
 
 
-async def test_soft_fail_skips_at_the_deadline(wavespeed_connection: WaveSpeedEmulator) -> None:
+async def test_the_deadline_resumes_the_worker(wavespeed_connection: WaveSpeedEmulator) -> None:
     wavespeed_connection.hold()
     event = await _only_event(_trigger(_submit(), end_from_trigger=True, on_failure="skip", end_time=time.time()))
-    assert isinstance(event, TaskSkippedEvent)
+    assert type(event) is TriggerEvent and event.payload["status"] == "deadline"
 
 
-async def test_an_error_ends_failed_on_the_last_try(
-    wavespeed_connection: WaveSpeedEmulator, capfd: pytest.CaptureFixture[str]
-) -> None:
+async def test_an_error_resumes_the_worker(wavespeed_connection: WaveSpeedEmulator) -> None:
     prediction_id = _submit()
     wavespeed_connection.set_api_key("not-the-connection-key")  # the key is revoked while it waits
     event = await _only_event(_trigger(prediction_id, end_from_trigger=True, last_try=True))
-    assert isinstance(event, TaskFailedEvent)
-    text = _logged(capfd)
-    assert "401" in text and "wavespeed_default" in text
+    assert type(event) is TriggerEvent and event.payload["status"] == "error"
+    assert "401" in event.payload["message"] and "wavespeed_default" in event.payload["message"]
 
 
 # -- kwargs: stored with the trigger row; rows from before these options still load ----------------
@@ -185,12 +166,9 @@ def test_defaults_serialize_as_before_and_options_round_trip() -> None:
         "end_time",
         "first_poll_interval",
     }
-    ending = WaveSpeedTaskTrigger(
-        "abc123", end_time=1_900_000_000.0, end_from_trigger=True, on_failure="skip", retry_failed=True, last_try=True
-    )
+    ending = WaveSpeedTaskTrigger("abc123", end_time=1_900_000_000.0, end_from_trigger=True)
     classpath, kwargs = ending.serialize()
-    assert kwargs["end_from_trigger"] is True and kwargs["on_failure"] == "skip"
-    assert kwargs["retry_failed"] is True and kwargs["last_try"] is True
+    assert kwargs["end_from_trigger"] is True
     module, _, name = classpath.rpartition(".")
     assert getattr(importlib.import_module(module), name)(**kwargs) == ending
     assert json.loads(json.dumps(kwargs)) == kwargs
@@ -208,9 +186,22 @@ def test_a_row_stored_before_the_options_loads_and_resumes_the_worker() -> None:
     assert trigger.end_from_trigger is False and trigger.serialize()[1] == old
 
 
-def test_bad_on_failure_is_refused() -> None:
-    with pytest.raises(ValueError, match="on_failure must be one of"):
-        WaveSpeedTaskTrigger("abc", on_failure="explode")
+def test_a_row_with_the_retired_failure_options_loads_without_them() -> None:
+    stored = {"prediction_id": "abc", "end_time": 1.0, "end_from_trigger": True, "on_failure": "skip"}
+    trigger = WaveSpeedTaskTrigger(**stored, retry_failed=True, last_try=True)
+    assert set(trigger.serialize()[1]) == {
+        "prediction_id",
+        "wavespeed_conn_id",
+        "poll_interval",
+        "end_time",
+        "first_poll_interval",
+        "end_from_trigger",
+    }
+
+
+def test_an_unknown_kwarg_is_refused() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+        WaveSpeedTaskTrigger("abc", explode=True)
 
 
 # -- started in the triggerer: a relative timeout, anchored on the task instance's trigger timeout ----
