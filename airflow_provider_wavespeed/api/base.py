@@ -7,12 +7,13 @@ transport differs (:mod:`.client`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
 
+from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError
 from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
-from airflow_provider_wavespeed.api.retry import submit_uncertain
+from airflow_provider_wavespeed.api.retry import RetryPolicy, submit_uncertain
 from airflow_provider_wavespeed.api.validation import (
     validate_api_key,
     validate_base_url,
@@ -21,6 +22,14 @@ from airflow_provider_wavespeed.api.validation import (
     validate_prediction_id,
     validate_webhook_url,
 )
+
+
+class ClientOptions(TypedDict, total=False):
+    """The options both clients take beside their transport's own (defaults: :class:`BaseClient`)."""
+
+    timeout: float  # seconds one HTTP request may take
+    retry: RetryPolicy | None
+    credential_source: str  # where the key came from, for messages (never the key)
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,17 @@ class SyncRateLimiter(Protocol):
 class BaseClient:
     """Request building and answer reading shared by both clients (no I/O here)."""
 
-    def __init__(self, api_key: str, base_url: str, *, credential_source: str) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        credential_source: str = "the configured credentials",
+    ) -> None:
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._api_key = validate_api_key(api_key, credential_source)
         self.base_url = validate_base_url(base_url)
         self.credential_source = credential_source

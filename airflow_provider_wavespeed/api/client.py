@@ -11,23 +11,22 @@ import asyncio
 import json
 import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import requests
 
-from airflow_provider_wavespeed.api.base import ApiRequest, BaseClient, RateLimiter, SyncRateLimiter
+from airflow_provider_wavespeed.api.base import ApiRequest, BaseClient, ClientOptions, RateLimiter, SyncRateLimiter
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_POLL_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedTimeoutError
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success
-from airflow_provider_wavespeed.api.polling import PollRounds
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.polling import PollRounds, WaitOptions
+from airflow_provider_wavespeed.api.retry import PollSchedule
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.transport import (
     ASYNC_TRANSPORT_ERRORS,
@@ -40,6 +39,9 @@ from airflow_provider_wavespeed.api.transport import (
     ssl_context,
 )
 from airflow_provider_wavespeed.api.uploads import MediaSource, open_media, put_media, upload_instruction
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 __all__ = [
     "AsyncWaveSpeedClient",
@@ -64,15 +66,11 @@ class WaveSpeedClient(BaseClient):
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        credential_source: str = "the configured credentials",
         session: requests.Session | None = None,
         submit_limiter: SyncRateLimiter | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(api_key, base_url, credential_source=credential_source)
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        super().__init__(api_key, base_url, **options)
         self.submit_limiter = submit_limiter
         self._session = session or requests.Session()
 
@@ -159,18 +157,10 @@ class WaveSpeedClient(BaseClient):
                     prediction_id=prediction_id,
                 )
 
-    def run(
-        self,
-        model: str,
-        inputs: object,
-        *,
-        webhook: str | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_WAIT_TIMEOUT,
-    ) -> Prediction:
-        """Submit and wait; return the completed prediction or raise."""
+    def run(self, model: str, inputs: object, *, webhook: str | None = None, **wait: Unpack[WaitOptions]) -> Prediction:
+        """Submit and wait (:meth:`wait_for_prediction`); return the completed prediction or raise."""
         prediction = self.submit(model, inputs, webhook=webhook)
-        return self.wait_for_prediction(prediction.id, poll_interval=poll_interval, timeout=timeout)
+        return self.wait_for_prediction(prediction.id, **wait)
 
     def upload_media(self, source: MediaSource, *, filename: str | None = None) -> str:
         """Upload a file (path, bytes or binary file object); return its download URL.
@@ -231,17 +221,13 @@ class AsyncWaveSpeedClient(BaseClient):
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        credential_source: str = "the configured credentials",
         session: aiohttp.ClientSession | None = None,
         limiter: RateLimiter | None = None,
         submit_limiter: RateLimiter | None = None,
         max_in_flight: int | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(api_key, base_url, credential_source=credential_source)
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        super().__init__(api_key, base_url, **options)
         self._owns_session = session is None
         self._session = session
         self._max_connections = max_in_flight or DEFAULT_MAX_CONNECTIONS

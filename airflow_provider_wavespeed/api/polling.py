@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from airflow_provider_wavespeed.api.defaults import DEFAULT_FIRST_POLL_INTERVAL, POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError
@@ -31,6 +31,7 @@ from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 __all__ = [
     "READ_CONCURRENCY",
     "PollRounds",
+    "WaitOptions",
     "WaitOutcome",
     "note_unknown_status",
     "read_predictions",
@@ -42,6 +43,13 @@ _log = logging.getLogger(__name__)
 # Reads of one wait in flight at once: as many as the shared pool has connections, so a batch of
 # 1,000 queues its polls in its own few coroutines instead of 1,000 futures in the pool.
 READ_CONCURRENCY = POOL_SIZE
+
+
+class WaitOptions(TypedDict, total=False):
+    """How a blocking wait for one prediction polls (defaults: ``WaveSpeedClient.wait_for_prediction``)."""
+
+    poll_interval: float  # the longest wait between two polls, in seconds
+    timeout: float  # seconds before the wait gives up (the prediction may still finish)
 
 
 class _Reader(Protocol):

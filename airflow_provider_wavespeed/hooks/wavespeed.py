@@ -12,18 +12,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
-from airflow_provider_wavespeed.api.client import (
-    AsyncWaveSpeedClient,
-    MediaSource,
-    RateLimiter,
-    WaveSpeedClient,
-)
+from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimiter, WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
-    DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
 from airflow_provider_wavespeed.api.limiter import TokenBucket
@@ -38,6 +31,10 @@ from airflow_provider_wavespeed.get_provider_info import (
 
 if TYPE_CHECKING:
     import aiohttp
+    from typing_extensions import Unpack  # typing's own from Python 3.12
+
+    from airflow_provider_wavespeed.api.polling import WaitOptions
+    from airflow_provider_wavespeed.api.uploads import MediaSource
 
 API_KEY_ENV = "WAVESPEED_API_KEY"
 
@@ -274,23 +271,16 @@ class WaveSpeedHook(BaseHook):
         """Read a prediction's current state."""
         return self.client.get_prediction(prediction_id)
 
-    def wait_for_prediction(
-        self, prediction_id: str, *, poll_interval: float = DEFAULT_POLL_INTERVAL, timeout: float = DEFAULT_WAIT_TIMEOUT
-    ) -> Prediction:
-        """Block until the prediction completes (raises if it fails or ``timeout`` passes)."""
-        return self.client.wait_for_prediction(prediction_id, poll_interval=poll_interval, timeout=timeout)
+    def wait_for_prediction(self, prediction_id: str, **wait: Unpack[WaitOptions]) -> Prediction:
+        """Block until the prediction completes (raises if it fails or ``timeout`` passes).
 
-    def run(
-        self,
-        model: str,
-        inputs: object,
-        *,
-        webhook: str | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_WAIT_TIMEOUT,
-    ) -> Prediction:
-        """Submit and wait for the completed prediction."""
-        return self.client.run(model, inputs, webhook=webhook, poll_interval=poll_interval, timeout=timeout)
+        ``poll_interval`` and ``timeout`` as :meth:`WaveSpeedClient.wait_for_prediction` takes them.
+        """
+        return self.client.wait_for_prediction(prediction_id, **wait)
+
+    def run(self, model: str, inputs: object, *, webhook: str | None = None, **wait: Unpack[WaitOptions]) -> Prediction:
+        """Submit and wait for the completed prediction (``poll_interval``, ``timeout``: as for the wait)."""
+        return self.client.run(model, inputs, webhook=webhook, **wait)
 
     def upload_media(self, path_or_bytes: MediaSource, *, filename: str | None = None) -> str:
         """Upload a local file, bytes or binary file object; returns the download URL."""
