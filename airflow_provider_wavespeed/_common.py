@@ -84,7 +84,7 @@ def defer_until_finished(
 ) -> NoReturn:
     """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger` (:func:`defer_with_deadline`).
 
-    ``end`` (from :func:`trigger_end`) lets the trigger end the task in the triggerer instead,
+    ``end`` (from :func:`end_in_triggerer_kwargs`) lets the trigger end the task in the triggerer instead,
     where that gives the same outcome.
     """
     defer_with_deadline(
@@ -102,7 +102,7 @@ def defer_until_finished(
     )
 
 
-def trigger_end(task: BaseOperator, *, enabled: bool, output_path: object) -> dict[str, Any]:
+def end_in_triggerer_kwargs(task: BaseOperator, *, enabled: bool, output_path: object) -> dict[str, Any]:
     """The trigger kwargs that let it end ``task`` in the triggerer when its prediction completed.
 
     Only where the worker would have nothing left to do but return the prediction: not when

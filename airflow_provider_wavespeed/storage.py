@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 __all__ = [
+    "Location",
     "OutputPath",
     "WaveSpeedStorageError",
     "open_source",
@@ -50,7 +51,9 @@ __all__ = [
     "store_outputs",
 ]
 
-OutputPath = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
+# Where a file is or goes: a local path, a URL (file://, s3://...) or an ObjectStoragePath.
+Location = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
+OutputPath = Location  # where outputs are copied (output_path)
 
 CHUNK_SIZE = 1 << 20  # 1 MiB per read and write: videos stream through a small buffer
 # (connect, read) seconds; the read timeout is per chunk, so long videos are not cut off.
@@ -148,7 +151,7 @@ class _ObjectStore(_Destination):
             temp.fs.rm(temp.path)
 
 
-def _locate(location: OutputPath, what: str) -> str | ObjectStoragePath:
+def _locate(location: Location, what: str) -> str | ObjectStoragePath:
     """A local absolute path, or an ObjectStoragePath for anything that is not local.
 
     Accepts an ``ObjectStoragePath``, a URL string (``file:///data/out/``,
@@ -428,7 +431,7 @@ def store_outputs(
 
 
 @contextlib.contextmanager
-def open_source(source: OutputPath) -> Iterator[tuple[str | IO[bytes], str]]:
+def open_source(source: Location) -> Iterator[tuple[str | IO[bytes], str]]:
     """What to upload for ``source`` and its file name: a local path as is, or an open object-store file."""
     location = _locate(source, "path")
     if isinstance(location, str):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimiter, WaveSpeedClient
@@ -101,24 +99,8 @@ def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None
 
 
 def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
-    """Submissions per minute from the extra (None: no budget), reading the deprecated name too."""
+    """Submissions per minute from the extra (None: no budget)."""
     per_minute = _number_extra(extra, "max_submissions_per_minute", source)
-    per_second = _number_extra(extra, "max_requests_per_second", source)
-    if per_second is not None:
-        meaning = (
-            "ignored, since 'max_submissions_per_minute' is set"
-            if per_minute is not None
-            else f"read as max_submissions_per_minute = {per_second * 60:g} ({per_second:g} x 60)"
-        )
-        warnings.warn(
-            f"{source}: extra 'max_requests_per_second' is deprecated: the budget now paces submissions "
-            f"(generations started, what the account tier limits), not result polls; its value is {meaning}. "
-            "Rename it to 'max_submissions_per_minute' with your tier's starts per minute (Silver 500).",
-            AirflowProviderDeprecationWarning,
-            stacklevel=3,
-        )
-        if per_minute is None:
-            per_minute = per_second * 60
     if per_minute is None:
         per_minute = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
     return per_minute if per_minute > 0 else None

@@ -16,8 +16,8 @@ from airflow_provider_wavespeed._common import (
     completed_result,
     default_deferrable,
     defer_until_finished,
+    end_in_triggerer_kwargs,
     prediction_from_event,
-    trigger_end,
 )
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError, WaveSpeedStorageError
@@ -25,7 +25,7 @@ from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
-from airflow_provider_wavespeed.storage import OutputPath, open_source
+from airflow_provider_wavespeed.storage import Location, OutputPath, open_source
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -137,7 +137,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self.min_balance_usd = min_balance_usd
         self.resubmit_on_server_failure = resubmit_on_server_failure
         # Not Airflow's attribute name: its DAG bag refuses a task whose end_from_trigger is true while
-        # listeners exist; trigger_end() checks for listeners itself, when the wait starts.
+        # listeners exist; end_in_triggerer_kwargs() checks for listeners itself, when the wait starts.
         self.end_in_triggerer = end_from_trigger
 
     @cached_property
@@ -263,7 +263,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             timeout=self.timeout,
             kwargs={"prediction_id": prediction_id},
             # A resubmission needs the worker: it alone may submit again.
-            end=trigger_end(
+            end=end_in_triggerer_kwargs(
                 self,
                 enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
                 output_path=self.output_path,
@@ -312,7 +312,7 @@ class WaveSpeedUploadOperator(BaseOperator):
     def __init__(
         self,
         *,
-        path: OutputPath,
+        path: Location,
         filename: str | None = None,
         wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
         **kwargs: Any,

@@ -18,8 +18,8 @@ from airflow_provider_wavespeed._common import (
     completed_result,
     default_deferrable,
     defer_until_finished,
+    end_in_triggerer_kwargs,
     prediction_from_event,
-    trigger_end,
 )
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
@@ -128,7 +128,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.output_path = output_path
         # Not Airflow's attribute name: its DAG bag refuses a task whose end_from_trigger is true while
-        # listeners exist; trigger_end() checks for listeners itself, when the wait starts.
+        # listeners exist; end_in_triggerer_kwargs() checks for listeners itself, when the wait starts.
         self.end_in_triggerer = end_from_trigger
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
         self._start_in_triggerer(start_from_trigger)
@@ -165,7 +165,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 "wavespeed_conn_id": self.wavespeed_conn_id,
                 "poll_interval": float(self.poll_interval),
                 "timeout": float(self.timeout),
-                **trigger_end(self, enabled=self.end_in_triggerer, output_path=self.output_path),
+                **end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path),
             },
             next_method="execute_complete",
             next_kwargs=None,
@@ -235,7 +235,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             wavespeed_conn_id=self.wavespeed_conn_id,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
-            end=trigger_end(self, enabled=self.end_in_triggerer, output_path=self.output_path),
+            end=end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path),
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

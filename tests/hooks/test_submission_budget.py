@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import pytest
-from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_wavespeed.api import limiter as limiter_module
 from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter, TokenBucket
@@ -37,28 +36,6 @@ def test_zero_means_no_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_conn(monkeypatch, "ws_free", "https://api.wavespeed.ai", "k", {"max_submissions_per_minute": 0})
     creds = WaveSpeedHook("ws_free").get_credentials()
     assert creds.max_submissions_per_minute is None and submission_limiter(creds) is None
-
-
-def test_the_old_extra_still_works_read_as_submissions_per_minute_with_a_warning(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _set_conn(monkeypatch, "ws_old", "https://api.wavespeed.ai", "k", {"max_requests_per_second": 2})
-    with pytest.warns(AirflowProviderDeprecationWarning) as warned:
-        creds = WaveSpeedHook("ws_old").get_credentials()
-    assert creds.max_submissions_per_minute == 120
-    message = str(warned[0].message)
-    assert (
-        "'max_requests_per_second' is deprecated" in message and "max_submissions_per_minute = 120 (2 x 60)" in message
-    )
-    assert "submissions" in message and "ws_old" in message
-
-
-def test_the_new_extra_wins_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = {"max_requests_per_second": 2, "extra__wavespeed__max_submissions_per_minute": "30"}
-    _set_conn(monkeypatch, "ws_both", "https://api.wavespeed.ai", "k", extra)
-    with pytest.warns(AirflowProviderDeprecationWarning, match="ignored"):
-        creds = WaveSpeedHook("ws_both").get_credentials()
-    assert creds.max_submissions_per_minute == 30
 
 
 def test_one_limiter_per_connection_and_process(monkeypatch: pytest.MonkeyPatch) -> None:
