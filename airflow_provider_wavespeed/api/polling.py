@@ -206,7 +206,11 @@ async def read_predictions(
             except WaveSpeedError as exc:
                 results[prediction_id] = exc
 
-    await asyncio.gather(*(reader() for _ in range(max(1, min(concurrency, len(prediction_ids))))))
+    readers = max(1, min(concurrency, len(prediction_ids)))
+    if readers == 1:
+        await reader()  # a single wait's poll: no task to create and schedule (thousands per second)
+    else:
+        await asyncio.gather(*(reader() for _ in range(readers)))
     return results
 
 
