@@ -128,7 +128,7 @@ def default_deferrable() -> bool:
     """
     if os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") is None:
         return True
-    from airflow.configuration import conf
+    from airflow.providers.common.compat.sdk import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=True)
 

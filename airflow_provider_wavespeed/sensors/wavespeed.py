@@ -49,7 +49,7 @@ SENSOR_RETRY_DELAY = timedelta(seconds=30)
 
 
 def _default_retries(kwargs: dict[str, Any]) -> None:
-    from airflow.configuration import conf
+    from airflow.providers.common.compat.sdk import conf
 
     given = {**(kwargs.get("default_args") or {}), **kwargs}
     if "retries" in given or conf.getint("core", "default_task_retries", fallback=0):

@@ -222,7 +222,7 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         string, not the dict. The SDK's ``XCom.set`` goes through the triggerer's supervisor to the
         same Execution API (and XCom backend) as a worker's return value.
         """
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.providers.common.compat.sdk import XCom
 
         ti: Any = self.task_instance  # set by the triggerer (checked by _ends_task)
         where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
