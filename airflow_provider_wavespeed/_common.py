@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_provider_wavespeed._compat import listeners_registered
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
@@ -31,7 +30,7 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
-from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger, plain_return_value
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -84,8 +83,8 @@ def defer_until_finished(
 ) -> NoReturn:
     """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger` (:func:`defer_with_deadline`).
 
-    ``end`` (from :func:`end_in_triggerer_kwargs`) lets the trigger end the task in the triggerer instead,
-    where that gives the same outcome.
+    ``end`` (from :func:`~airflow_provider_wavespeed._task_end.end_in_triggerer_kwargs`) lets the
+    trigger end the task in the triggerer when its prediction completed.
     """
     defer_with_deadline(
         task,
@@ -100,23 +99,6 @@ def defer_until_finished(
         timeout=timeout,
         kwargs=kwargs,
     )
-
-
-def end_in_triggerer_kwargs(task: BaseOperator, *, enabled: bool, output_path: object) -> dict[str, Any]:
-    """The trigger kwargs that let it end ``task`` in the triggerer when its prediction completed.
-
-    Only where the worker would have nothing left to do but return the prediction: not when
-    outputs are stored (``output_path``: the worker writes them), not with outlets (a task ended by
-    its trigger emits no asset events), not when the return value is pushed other than plainly, not
-    when plugins registered listeners (Airflow sends them nothing for a task ended there). Failures
-    always resume the worker: ending them in the triggerer saved one worker run per failed wait
-    (about 1.9 s) and needed Airflow-version checks to keep the worker's retry decision.
-    """
-    if not enabled or output_path not in (None, "") or task.outlets or not plain_return_value(task):
-        return {}
-    if listeners_registered():
-        return {}
-    return {"end_from_trigger": True}
 
 
 def default_deferrable() -> bool:

@@ -16,9 +16,9 @@ from airflow_provider_wavespeed._common import (
     completed_result,
     default_deferrable,
     defer_until_finished,
-    end_in_triggerer_kwargs,
     prediction_from_event,
 )
+from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success

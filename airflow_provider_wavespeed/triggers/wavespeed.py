@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
+from airflow_provider_wavespeed._task_end import plain_return_value
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -22,24 +23,6 @@ from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-
-
-def plain_return_value(task: Any) -> bool:
-    """Whether the task's worker would push its result as one plain ``return_value`` (what the trigger pushes).
-
-    Not with ``do_xcom_push=False`` or ``multiple_outputs``, nor when a mapped task expands over
-    the task's output: the worker then records the map length with it.
-    """
-    iter_dependants = getattr(task, "iter_mapped_dependants", None)
-    try:
-        mapped_dependant = iter_dependants is not None and next(iter_dependants(), None) is not None
-    except RuntimeError:  # not in a DAG (yet): nothing downstream
-        mapped_dependant = False
-    return (
-        bool(getattr(task, "do_xcom_push", True))
-        and not getattr(task, "multiple_outputs", False)
-        and not mapped_dependant
-    )
 
 
 class WaveSpeedTaskTrigger(BaseTrigger):
