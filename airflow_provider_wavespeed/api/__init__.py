@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         WaveSpeedWebhookSignatureError,
         WaveSpeedWebhookTimestampError,
     )
-    from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
+    from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, HistoryItem, Prediction, PredictionPage
     from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
     from airflow_provider_wavespeed.api.webhooks import verify_webhook
 
@@ -40,8 +40,10 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "TERMINAL_STATUSES",
     "AsyncWaveSpeedClient",
+    "HistoryItem",
     "PollSchedule",
     "Prediction",
+    "PredictionPage",
     "RetryPolicy",
     "WaveSpeedAPIError",
     "WaveSpeedAuthError",

@@ -7,6 +7,7 @@ Both build requests and read answers through :class:`_Protocol`, and both retry 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import http.client
 import io
@@ -46,12 +47,19 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedValidationError,
 )
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
-from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction, body_excerpt, parse_envelope
+from airflow_provider_wavespeed.api.models import (
+    KNOWN_STATUSES,
+    Prediction,
+    PredictionPage,
+    body_excerpt,
+    parse_envelope,
+)
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, parse_retry_after, submit_uncertain
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import (
     validate_api_key,
     validate_base_url,
+    validate_history_query,
     validate_inputs,
     validate_model,
     validate_prediction_id,
@@ -207,6 +215,34 @@ class _Protocol:
             f"poll of prediction {prediction_id}",
             prediction_id=prediction_id,
         )
+
+    @staticmethod
+    def _cancel_request(prediction_id: str) -> _Request:
+        prediction_id = validate_prediction_id(prediction_id)
+        # Idempotent: a second DELETE of the same prediction deletes nothing more, so an attempt
+        # whose answer was lost is retried like a read (a submit never is).
+        what = f"cancel of prediction {prediction_id}"
+        return _Request("DELETE", f"predictions/{prediction_id}", what, prediction_id=prediction_id)
+
+    @staticmethod
+    def _history_request(**query: Any) -> _Request:
+        # A read, though a POST: retried like one.
+        return _Request("POST", "predictions", "prediction history listing", json=validate_history_query(**query))
+
+    @staticmethod
+    def _cancelled(data: Any, request: _Request) -> Prediction | None:
+        """The prediction a DELETE answered, None when its answer carried none readable.
+
+        The HTTP/envelope status already said the delete was accepted; the docs' example answer
+        is only ``{id, status}``, so a thinner or newer shape is no reason to fail a cancel.
+        """
+        try:
+            return Prediction.from_dict(
+                data, status_code=200, context=request.what, prediction_id=request.prediction_id
+            )
+        except WaveSpeedResponseError as exc:
+            _log.debug("WaveSpeed %s: accepted, answer unreadable: %s", request.what, exc)
+            return None
 
     _balance_request = _Request("GET", "balance", "balance check")
 
@@ -449,6 +485,43 @@ class WaveSpeedClient(_Protocol):
         """Read a prediction (``GET /api/v3/predictions/<id>/result``)."""
         request = self._prediction_request(prediction_id)
         return self._prediction(self._send(request), request)
+
+    def cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        """Cancel (delete) a prediction: ``DELETE /api/v3/predictions/<id>``.
+
+        An unfinished prediction stops (it then reads ``deleted``, or ``cancelled``); a finished one
+        is deleted from the history. Returns the prediction as answered (None when the answer
+        carried none readable). Retried like a read, being idempotent; a 404 (unknown, or gone
+        after 7 days) raises :class:`~.errors.WaveSpeedNotFoundError`.
+        """
+        request = self._cancel_request(prediction_id)
+        return self._cancelled(self._send(request), request)
+
+    def list_predictions(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 100,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime.datetime | str | None = None,
+        created_before: datetime.datetime | str | None = None,
+    ) -> PredictionPage:
+        """One page of the account's prediction history (``POST /api/v3/predictions``), newest first.
+
+        The API keeps 7 days. ``created_after`` (at or after) and ``created_before`` are aware
+        datetimes or ISO 8601 text; each entry carries the inputs it was submitted with when the
+        API gives them. The docs say not to poll this for a prediction's status.
+        """
+        request = self._history_request(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return PredictionPage.from_dict(self._send(request), page=page, context=request.what)
 
     def wait_for_prediction(
         self, prediction_id: str, *, poll_interval: float = DEFAULT_POLL_INTERVAL, timeout: float = DEFAULT_WAIT_TIMEOUT
@@ -773,6 +846,32 @@ class AsyncWaveSpeedClient(_Protocol):
         """Read a prediction (``GET /api/v3/predictions/<id>/result``)."""
         request = self._prediction_request(prediction_id)
         return self._prediction(await self._send(request), request)
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        """Cancel (delete) a prediction, as the sync client's; paced by ``limiter`` like a poll."""
+        request = self._cancel_request(prediction_id)
+        return self._cancelled(await self._send(request), request)
+
+    async def list_predictions(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 100,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime.datetime | str | None = None,
+        created_before: datetime.datetime | str | None = None,
+    ) -> PredictionPage:
+        """One page of the prediction history, as the sync client's."""
+        request = self._history_request(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return PredictionPage.from_dict(await self._send(request), page=page, context=request.what)
 
     async def get_balance(self) -> float:
         """The account balance in USD."""
