@@ -32,7 +32,13 @@ if TYPE_CHECKING:
         WaveSpeedWebhookSignatureError,
         WaveSpeedWebhookTimestampError,
     )
-    from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction, ensure_success
+    from airflow_provider_wavespeed.api.models import (
+        TERMINAL_STATUSES,
+        HistoryItem,
+        Prediction,
+        PredictionPage,
+        ensure_success,
+    )
     from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
     from airflow_provider_wavespeed.api.webhooks import verify_webhook
 
@@ -40,8 +46,10 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "TERMINAL_STATUSES",
     "AsyncWaveSpeedClient",
+    "HistoryItem",
     "PollSchedule",
     "Prediction",
+    "PredictionPage",
     "RetryPolicy",
     "WaveSpeedAPIError",
     "WaveSpeedAuthError",

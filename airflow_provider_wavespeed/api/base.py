@@ -6,6 +6,8 @@ transport differs (:mod:`.client`).
 
 from __future__ import annotations
 
+import datetime
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
@@ -17,11 +19,14 @@ from airflow_provider_wavespeed.api.retry import RetryPolicy, submit_uncertain
 from airflow_provider_wavespeed.api.validation import (
     validate_api_key,
     validate_base_url,
+    validate_history_query,
     validate_inputs,
     validate_model,
     validate_prediction_id,
     validate_webhook_url,
 )
+
+_log = logging.getLogger(__name__)
 
 
 class ClientOptions(TypedDict, total=False):
@@ -30,6 +35,17 @@ class ClientOptions(TypedDict, total=False):
     timeout: float  # seconds one HTTP request may take
     retry: RetryPolicy | None
     credential_source: str  # where the key came from, for messages (never the key)
+
+
+class HistoryQuery(TypedDict, total=False):
+    """A page of ``POST /api/v3/predictions`` (the history, newest first; the API keeps 7 days)."""
+
+    page: int  # from 1 (default 1)
+    page_size: int  # 1 to 100 (default 100)
+    model: str | None
+    status: str | None
+    created_after: datetime.datetime | str | None  # at or after; aware datetimes or ISO 8601 text
+    created_before: datetime.datetime | str | None  # before
 
 
 @dataclass(frozen=True)
@@ -114,6 +130,35 @@ class BaseClient:
             f"poll of prediction {prediction_id}",
             prediction_id=prediction_id,
         )
+
+    @staticmethod
+    def _cancel_request(prediction_id: str) -> ApiRequest:
+        prediction_id = validate_prediction_id(prediction_id)
+        # Idempotent: a second DELETE of the same prediction deletes nothing more, so an attempt
+        # whose answer was lost is retried like a read (a submit never is).
+        what = f"cancel of prediction {prediction_id}"
+        return ApiRequest("DELETE", f"predictions/{prediction_id}", what, prediction_id=prediction_id)
+
+    @staticmethod
+    def _history_request(query: HistoryQuery) -> ApiRequest:
+        # A read, though a POST: retried like one.
+        body = validate_history_query(**{"page": 1, "page_size": 100, **query})
+        return ApiRequest("POST", "predictions", "prediction history listing", json=body)
+
+    @staticmethod
+    def _cancelled(data: Any, request: ApiRequest) -> Prediction | None:
+        """The prediction a DELETE answered, None when its answer carried none readable.
+
+        The HTTP/envelope status already said the delete was accepted; the docs' example answer
+        is only ``{id, status}``, so a thinner or newer shape is no reason to fail a cancel.
+        """
+        try:
+            return Prediction.from_dict(
+                data, status_code=200, context=request.what, prediction_id=request.prediction_id
+            )
+        except WaveSpeedResponseError as exc:
+            _log.debug("WaveSpeed %s: accepted, answer unreadable: %s", request.what, exc)
+            return None
 
     _balance_request = ApiRequest("GET", "balance", "balance check")
 

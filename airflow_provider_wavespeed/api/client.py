@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import requests
 
-from airflow_provider_wavespeed.api.base import ApiRequest, BaseClient, ClientOptions, RateLimiter, SyncRateLimiter
+from airflow_provider_wavespeed.api.base import (
+    ApiRequest,
+    BaseClient,
+    ClientOptions,
+    HistoryQuery,
+    RateLimiter,
+    SyncRateLimiter,
+)
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_POLL_INTERVAL,
@@ -24,7 +31,7 @@ from airflow_provider_wavespeed.api.defaults import (
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedTimeoutError
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
-from airflow_provider_wavespeed.api.models import Prediction, ensure_success
+from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
 from airflow_provider_wavespeed.api.polling import PollRounds, WaitOptions
 from airflow_provider_wavespeed.api.retry import PollSchedule
 from airflow_provider_wavespeed.api.times import in_words
@@ -188,6 +195,26 @@ class WaveSpeedClient(BaseClient):
                 media.stream.close()
         return download_url
 
+    def cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        """Cancel (delete) a prediction: ``DELETE /api/v3/predictions/<id>``.
+
+        An unfinished prediction stops (it then reads ``deleted``, or ``cancelled``); a finished one
+        is deleted from the history. Returns the prediction as answered (None when the answer
+        carried none readable). Retried like a read, being idempotent; a 404 (unknown, or gone
+        after 7 days) raises :class:`~.errors.WaveSpeedNotFoundError`.
+        """
+        request = self._cancel_request(prediction_id)
+        return self._cancelled(self._send(request), request)
+
+    def list_predictions(self, **query: Unpack[HistoryQuery]) -> PredictionPage:
+        """One page of the account's prediction history (``POST /api/v3/predictions``), newest first.
+
+        Each entry carries the inputs it was submitted with when the API gives them. The docs say
+        not to poll this for a prediction's status.
+        """
+        request = self._history_request(query)
+        return PredictionPage.from_dict(self._send(request), page=query.get("page", 1), context=request.what)
+
     def get_balance(self) -> float:
         """The account balance in USD (``GET /api/v3/balance``)."""
         return self._float_field(self._send(self._balance_request), "balance", "balance check")
@@ -322,6 +349,16 @@ class AsyncWaveSpeedClient(BaseClient):
         """Read a prediction (``GET /api/v3/predictions/<id>/result``)."""
         request = self._prediction_request(prediction_id)
         return self._prediction(await self._send(request), request)
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        """Cancel (delete) a prediction, as the sync client's; paced by ``limiter`` like a poll."""
+        request = self._cancel_request(prediction_id)
+        return self._cancelled(await self._send(request), request)
+
+    async def list_predictions(self, **query: Unpack[HistoryQuery]) -> PredictionPage:
+        """One page of the prediction history, as the sync client's."""
+        request = self._history_request(query)
+        return PredictionPage.from_dict(await self._send(request), page=query.get("page", 1), context=request.what)
 
     async def get_balance(self) -> float:
         """The account balance in USD."""

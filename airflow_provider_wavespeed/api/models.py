@@ -153,6 +153,65 @@ class Prediction:
         )
 
 
+@dataclass(frozen=True)
+class HistoryItem:
+    """One entry of the prediction history: the prediction, and the inputs it was submitted with.
+
+    ``input`` is None when the entry carried none (the public docs' example shows no inputs; the
+    API's own CLI reads ``input`` or ``inputs``, and so does this).
+    """
+
+    prediction: Prediction
+    input: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PredictionPage:
+    """One page of ``POST /api/v3/predictions``: the account's last 7 days, newest first.
+
+    ``total`` is the number of matching predictions when the API said (None otherwise);
+    ``unreadable`` counts entries skipped because they were not a readable prediction, so a
+    caller matching entries (adopting one as "the" prediction) knows the page was not whole.
+    """
+
+    page: int
+    total: int | None
+    items: list[HistoryItem]
+    unreadable: int = 0
+
+    @classmethod
+    def from_dict(cls, data: object, *, page: int, context: str) -> PredictionPage:
+        """Read the ``data`` of a history answer; ``items`` must be a list, each entry is read tolerantly."""
+        raw_items = data.get("items") if isinstance(data, Mapping) else None
+        if raw_items is None and isinstance(data, Mapping) and data.get("total") == 0:
+            raw_items = []  # an empty page may come without its list
+        if not isinstance(raw_items, list):
+            excerpt = body_excerpt(repr(data))
+            raise WaveSpeedResponseError(
+                f"WaveSpeed {context} returned no 'items' list: {excerpt}", status_code=200, excerpt=excerpt
+            )
+        items: list[HistoryItem] = []
+        unreadable = 0
+        for raw in raw_items:
+            try:
+                prediction = Prediction.from_dict(raw, status_code=200, context=context)
+            except WaveSpeedResponseError as exc:
+                _log.debug("WaveSpeed %s: skipping an unreadable entry: %s", context, exc)
+                unreadable += 1
+                continue
+            assert isinstance(raw, Mapping)  # from_dict accepted it
+            given = raw.get("input", raw.get("inputs"))
+            items.append(HistoryItem(prediction, dict(given) if isinstance(given, Mapping) else None))
+        total = data.get("total") if isinstance(data, Mapping) else None
+        read_page = data.get("page") if isinstance(data, Mapping) else None
+        return cls(
+            page=read_page if isinstance(read_page, int) and not isinstance(read_page, bool) else page,
+            total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+            items=items,
+            unreadable=unreadable,
+        )
+
+
 # Readers of the optional fields: each returns the usable part and reports the rest to `dropped`.
 _Dropped = Callable[[str, str], None]
 

@@ -7,6 +7,7 @@ base URL) raise :class:`WaveSpeedConfigError` instead: the fix is in the connect
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import math
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedValidationError
+from airflow_provider_wavespeed.api.times import parse_timestamp
 
 # A model id is a path of two or more segments (`owner/name[/more]`); it is put in the URL
 # path as is, so every segment must be plain characters and may not start with a dot.
@@ -166,3 +168,55 @@ def validate_webhook_url(webhook: object) -> str:
         raise WaveSpeedValidationError(str(exc)) from None
     assert isinstance(webhook, str)
     return webhook.strip()
+
+
+# The history lists at most 100 per page; its status filter takes the API's status words.
+MAX_PAGE_SIZE = 100
+
+
+def _history_time(value: object, name: str) -> str | None:
+    """An aware datetime, or ISO 8601 text (no zone: UTC, the API's own), as RFC 3339 UTC text.
+
+    A naive datetime is refused: read as UTC or as local time it could be hours off, and the
+    history's time filters are what find a prediction whose submit answer was lost.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parsed = parse_timestamp(value)
+        if parsed is None:
+            raise WaveSpeedValidationError(f"{name} {value!r} is not an ISO 8601 date-time")
+        value = parsed
+    if not isinstance(value, datetime.datetime):
+        raise WaveSpeedValidationError(f"{name} must be a datetime or ISO 8601 text, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise WaveSpeedValidationError(f"{name} {value!r} has no time zone: pass an aware datetime (e.g. UTC)")
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def validate_history_query(
+    *,
+    page: object,
+    page_size: object,
+    model: object = None,
+    status: object = None,
+    created_after: object = None,
+    created_before: object = None,
+) -> dict[str, Any]:
+    """The body of ``POST /api/v3/predictions``: page >= 1, 1 <= page_size <= 100, optional filters."""
+    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+        raise WaveSpeedValidationError(f"page must be an integer >= 1, got {page!r}")
+    if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise WaveSpeedValidationError(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, got {page_size!r}")
+    body: dict[str, Any] = {"page": page, "page_size": page_size}
+    if model is not None:
+        body["model"] = validate_model(model)
+    if status is not None:
+        if not isinstance(status, str) or not status:
+            raise WaveSpeedValidationError(f"status must be a status word such as 'completed', got {status!r}")
+        body["status"] = status
+    for name, value in (("created_after", created_after), ("created_before", created_before)):
+        text = _history_time(value, name)
+        if text is not None:
+            body[name] = text
+    return body

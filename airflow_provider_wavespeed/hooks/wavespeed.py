@@ -18,7 +18,7 @@ from airflow_provider_wavespeed.api.defaults import (
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
 from airflow_provider_wavespeed.api.limiter import TokenBucket
-from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.models import Prediction, PredictionPage
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_api_key, validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import aiohttp
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
+    from airflow_provider_wavespeed.api.base import HistoryQuery
     from airflow_provider_wavespeed.api.polling import WaitOptions
     from airflow_provider_wavespeed.api.uploads import MediaSource
 
@@ -276,10 +277,28 @@ class WaveSpeedHook(BaseHook):
         """The price in USD of one prediction of ``model`` with ``inputs``."""
         return self.client.get_price(model, inputs)
 
+    def cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        """Cancel (delete) a prediction (``DELETE``); returns it as answered, None when unreadable."""
+        return self.client.cancel_prediction(prediction_id)
+
+    def list_predictions(self, **query: Unpack[HistoryQuery]) -> PredictionPage:
+        """One page of the prediction history; ``query``: page, page_size, model, status, created_after/before."""
+        return self.client.list_predictions(**query)
+
     async def aget_prediction(self, prediction_id: str) -> Prediction:
         """Read a prediction without blocking the event loop (one-off client)."""
         async with await self.aget_client() as client:
             return await client.get_prediction(prediction_id)
+
+    async def acancel_prediction(self, prediction_id: str) -> Prediction | None:
+        """Cancel a prediction without blocking the event loop (one-off client)."""
+        async with await self.aget_client() as client:
+            return await client.cancel_prediction(prediction_id)
+
+    async def alist_predictions(self, **query: Unpack[HistoryQuery]) -> PredictionPage:
+        """One page of the prediction history without blocking the event loop (one-off client)."""
+        async with await self.aget_client() as client:
+            return await client.list_predictions(**query)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the key by reading the balance; the message never contains the key."""

@@ -7,6 +7,7 @@ log, so one event loop holds thousands of keep-alive pollers.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import hashlib
 import hmac
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import mimetypes
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -35,6 +37,7 @@ from . import _media, _models
 from ._control_api import CONTROL_METHODS
 from ._state import (
     API_ENDPOINTS,
+    LISTED_STATUSES,
     UPLOAD_LIMITS,
     EmulatorState,
     Fault,
@@ -46,6 +49,7 @@ from ._state import (
 JSON = "application/json"
 _DROP = "wavespeed_emulator.drop"  # scope flag: close the connection, send nothing
 _DROP_AFTER_SUBMIT = "wavespeed_emulator.drop_after_submit"
+_DROP_AFTER_DELETE = "wavespeed_emulator.drop_after_delete"
 _SLOW_AFTER_SUBMIT = "wavespeed_emulator.slow_after_submit"  # seconds to wait after creating the prediction
 _WRONG_TYPES = {
     "id": 123,
@@ -171,7 +175,11 @@ class _Api:
             Route("/api/v3/models", gated("models", self.models), methods=["GET"]),
             Route("/api/v3/predictions/{prediction_id}/result", counted("result", read_result), methods=["GET"]),
             Route("/api/v3/predictions/{prediction_id}", counted("prediction", read_prediction), methods=["GET"]),
-            Route("/api/v3/predictions/{prediction_id}", gated("delete", self.delete_one), methods=["DELETE"]),
+            Route(
+                "/api/v3/predictions/{prediction_id}",
+                counted("delete_prediction", self.delete_prediction),
+                methods=["DELETE"],
+            ),
             Route("/api/v3/predictions", gated("history", self.history), methods=["POST"]),
             Route("/api/v3/predictions/delete", gated("delete", self.delete), methods=["POST"]),
             Route("/api/v3/model/pricing", gated("pricing", self.pricing), methods=["POST"]),
@@ -231,6 +239,9 @@ class _Api:
             return None
         if fault.kind == "drop_after_submit":
             request.scope[_DROP_AFTER_SUBMIT] = True
+            return None
+        if fault.kind == "drop_after_delete":
+            request.scope[_DROP_AFTER_DELETE] = True
             return None
         if fault.kind == "slow_after_submit":
             request.scope[_SLOW_AFTER_SUBMIT] = fault.delay or 0.0
@@ -354,6 +365,7 @@ class _Api:
         return _ok({"model_id": model_id, "unit_price": self.state.quote(model_id, inputs), "currency": "USD"})
 
     async def history(self, request: Request) -> Response:
+        """``POST /predictions``: the last 7 days, newest first; each item carries its ``input``."""
         body = await self._json_object(request, "page and page_size")
         if isinstance(body, Response):
             return body
@@ -365,11 +377,20 @@ class _Api:
             return _error(400, "Invalid request parameters: page_size must be an integer between 1 and 100")
         if not isinstance(model, (str, type(None))) or not isinstance(status, (str, type(None))):
             return _error(400, "Invalid request parameters: model and status must be strings")
-        total, items = self.state.history(page, page_size, model, status)
-        base, now = _base_url(request), time.time()
-        return _ok(
-            {"page": page, "page_size": page_size, "total": total, "items": [p.to_api(base, now) for p in items]}
+        if status is not None and status not in LISTED_STATUSES:
+            known = ", ".join(sorted(LISTED_STATUSES))
+            return _error(400, f"Invalid request parameters: status must be one of {known}")
+        bounds: dict[str, int | None] = {}
+        for name in ("created_after", "created_before"):
+            bounds[name] = _epoch_ns(body.get(name))
+            if body.get(name) is not None and bounds[name] is None:
+                return _error(400, f"Invalid request parameters: {name} must be an ISO 8601 date-time")
+        total, items = self.state.history(
+            page, page_size, model, status, bounds["created_after"], bounds["created_before"]
         )
+        base, now = _base_url(request), time.time()
+        listed = [{**p.to_api(base, now), "input": p.inputs} for p in items]
+        return _ok({"page": page, "page_size": page_size, "total": total, "items": listed})
 
     async def delete(self, request: Request) -> Response:
         body = await self._json_object(request, "ids")
@@ -380,13 +401,23 @@ class _Api:
             return _error(400, "Invalid request parameters: ids must be a list of prediction ids")
         return _ok({"deleted_count": self.state.delete(ids)})
 
-    async def delete_one(self, request: Request) -> Response:
-        """``DELETE /predictions/{id}``: the prediction then reads ``deleted``; answers its object."""
+    async def delete_prediction(self, request: Request) -> Response:
+        """``DELETE /predictions/{id}``: deletes it (an unfinished one is cancelled); answers its object.
+
+        Idempotent: a repeat answers the same object and changes nothing (but is counted).
+        """
         prediction_id: str = request.path_params["prediction_id"]
         prediction = self.state.predictions.get(prediction_id)
+        self.state.advance()  # a queued one may have started meanwhile
+        model = prediction.model if prediction is not None else None
+        early = await self._gate(request, "delete_prediction", model=model, prediction=prediction)
+        if early is not None:
+            return early
         if prediction is None:
             return _error(404, f"Prediction not found: {prediction_id}")
-        self.state.delete([prediction_id])
+        self.state.delete_prediction(prediction)
+        if request.scope.get(_DROP_AFTER_DELETE):
+            return _DropConnection()
         return _ok(prediction.to_api(_base_url(request), time.time()))
 
     async def upload(self, request: Request) -> Response:
@@ -565,6 +596,25 @@ class _Api:
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
+
+
+def _epoch_ns(value: Any) -> int | None:
+    """An ISO 8601 date-time as epoch nanoseconds (no zone: UTC); None when absent or unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    nanos = 0
+    match = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)\.(\d+)(.*)", text)
+    if match:  # Python reads at most microseconds: keep the API's nanoseconds apart
+        digits = match.group(2)[:9].ljust(9, "0")
+        text, nanos = match.group(1) + match.group(3), int(digits)
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return int(parsed.timestamp()) * 1_000_000_000 + nanos
 
 
 def _storage_error(status: int, code: str, message: str) -> Response:

@@ -36,13 +36,21 @@ from . import _media, _models
 # "deleted": what a prediction deleted through the API answers (terminal for the official SDK).
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "deleted"})
 OUTCOME_STATUSES = frozenset({"failed", "cancelled", "timeout"})
+# Every status the API's own tools list (the official CLI's filter, after the API server's enum).
+LISTED_STATUSES = frozenset({"created", "processing"}) | TERMINAL_STATUSES
+# What an unfinished prediction reads once a DELETE stopped it: the docs show `deleted` (the default);
+# the status enum also has `cancelled`, which a provider must handle the same way.
+CANCEL_STATUSES = frozenset({"deleted", "cancelled"})
+HISTORY_DAYS = 7  # the history lists the last 7 days
 FAULT_KINDS = frozenset(
     {"http_error", "rate_limit", "html", "truncated", "wrong_types", "missing_outputs", "envelope_error"}  # answers
-    | {"drop", "drop_after_submit", "slow", "slow_after_submit"}  # the connection
+    | {"drop", "drop_after_submit", "drop_after_delete", "slow", "slow_after_submit"}  # the connection
 )
-# Endpoints that count as API calls: they need auth and "any" faults match them.
+# Endpoints that count as API calls: they need auth and "any" faults match them. "delete" is
+# POST /predictions/delete (ids in the body), "delete_prediction" is DELETE /predictions/{id}.
 API_ENDPOINTS = frozenset(
     {"submit", "result", "prediction", "balance", "upload", "upload_ticket", "pricing", "history", "delete", "models"}
+    | {"delete_prediction"}
 )
 # "upload_put" is the pre-signed storage URL: no auth, like "files".
 FAULT_ENDPOINTS = API_ENDPOINTS | {"files", "upload_put", "any"}
@@ -139,10 +147,14 @@ class Prediction:
 
     __slots__ = (
         "base64_output",
+        "cancelled_at",
         "code",
         "completes_at",
         "created_at",
+        "created_ns",
+        "delete_requests",
         "deleted",
+        "deleted_status",
         "duration",
         "error",
         "ext",
@@ -168,6 +180,7 @@ class Prediction:
         self.model = model
         self.inputs = inputs
         self.submitted_at = now_ns / 1e9
+        self.created_ns = now_ns  # what the history filters on (``backdate`` moves it)
         self.created_at = rfc3339_nanos(now_ns)
         self.duration = duration
         self.processing_at = self.submitted_at + min(CREATED_PHASE_SECONDS, duration / 10)
@@ -182,6 +195,9 @@ class Prediction:
         self.release_after_polls: int | None = None
         self.code: int | None = None  # the failure class of a failed/timed-out outcome
         self.deleted = False
+        self.deleted_status = "deleted"  # what it reads once deleted: "cancelled" when a DELETE stopped it so
+        self.cancelled_at: float | None = None  # when a DELETE stopped it before it finished
+        self.delete_requests = 0  # DELETE /predictions/{id} requests acted on
         self.queued = False  # waiting for a slot under the tier's concurrency cap: "created"
 
     def enqueue(self) -> None:
@@ -214,7 +230,7 @@ class Prediction:
 
     def status(self, now: float) -> str:
         if self.deleted:
-            return "deleted"
+            return self.deleted_status
         if self.queued:  # a held one too: the hold applies once it has a slot
             return "created"
         if self.held:
@@ -240,6 +256,12 @@ class Prediction:
                 outputs = [f"{base_url}/_emulator/files/{name}" for name in self.file_names()]
         terminal = status in TERMINAL_STATUSES
         failed = status in OUTCOME_STATUSES
+        inference = self.duration if terminal else 0.0
+        error, code = (self.error, self.code) if failed else ("", None)
+        if self.cancelled_at is not None:
+            # Stopped by a DELETE: the record keeps the work done until then, no outputs, no failure code.
+            inference = max(0.0, self.cancelled_at - self.processing_at)
+            error, code = (DEFAULT_ERRORS["cancelled"], None) if failed else ("", None)
         data: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
@@ -248,12 +270,25 @@ class Prediction:
             "urls": {"get": f"{base_url}/api/v3/predictions/{self.id}/result"},
             "has_nsfw_contents": [False] * len(outputs),
             "created_at": self.created_at,
-            "error": self.error if failed else "",
-            "timings": {"inference": int(self.duration * 1000) if terminal else 0},
+            "error": error,
+            "timings": {"inference": int(inference * 1000)},
         }
-        if failed and self.code is not None:
-            data["code"] = self.code  # where the official SDK reads it (``data.code == 5004``)
+        if code is not None:
+            data["code"] = code  # where the official SDK reads it (``data.code == 5004``)
         return data
+
+    def mark_deleted(self, now: float, cancel_status: str) -> bool:
+        """Delete it; True when that stopped it unfinished (a cancellation), which then reads ``cancel_status``.
+
+        A queued one leaves the queue (the caller's part); its run time, if any, ends now.
+        """
+        unfinished = self.status(now) in ("created", "processing")
+        self.deleted = True
+        if not unfinished:
+            return False
+        self.deleted_status = cancel_status
+        self.cancelled_at = now
+        return True
 
 
 @dataclass
@@ -393,6 +428,8 @@ class EmulatorState:
         self._held_slots: list[Prediction] = []  # held predictions holding a slot: they free it once released
         self._queue: deque[Prediction] = deque()  # FIFO of predictions waiting for a slot
         self.tier_counts = {"rejected": 0, "queued_total": 0, "max_queued": 0}
+        self.cancel_status = "deleted"
+        self.cancellation_log: list[dict[str, Any]] = []  # predictions a DELETE stopped before they finished
 
     def close(self) -> None:
         """Remove uploaded files."""
@@ -427,8 +464,10 @@ class EmulatorState:
         ``Retry-After: retry_after``), ``html``, ``truncated`` (half a JSON body), ``wrong_types``,
         ``missing_outputs``, ``envelope_error`` (HTTP 200 carrying code 500), ``drop`` (close the
         connection without an answer), ``drop_after_submit`` (create the prediction, then drop),
-        ``slow`` (answer after ``delay`` seconds) and ``slow_after_submit`` (create the prediction, then
-        answer after ``delay`` seconds: a submit in flight that has already created its prediction).
+        ``slow`` (answer after ``delay`` seconds), ``slow_after_submit`` (create the prediction, then
+        answer after ``delay`` seconds: a submit in flight that has already created its prediction) and
+        ``drop_after_delete`` (endpoint ``delete_prediction``: delete, then drop: a DELETE whose answer
+        was lost).
         """
         if endpoint not in FAULT_ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(FAULT_ENDPOINTS)}")
@@ -436,6 +475,8 @@ class EmulatorState:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if kind in ("drop_after_submit", "slow_after_submit") and endpoint != "submit":
             raise ValueError(f"{kind} only applies to the 'submit' endpoint")
+        if kind == "drop_after_delete" and endpoint != "delete_prediction":
+            raise ValueError(f"{kind} only applies to the 'delete_prediction' endpoint")
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
         if kind in ("slow", "slow_after_submit") and (delay is None or delay < 0):
@@ -598,14 +639,51 @@ class EmulatorState:
         with self._lock:
             self.prices[model] = float(usd)
 
+    def set_cancel_status(self, status: str = "deleted") -> None:
+        """What an unfinished prediction reads after a DELETE stopped it: ``deleted`` (the default, the
+        documented answer of ``DELETE /predictions/{id}``) or ``cancelled`` (also a status of the API).
+
+        A finished prediction always reads ``deleted`` once deleted. ``reset()`` restores ``deleted``.
+        """
+        if status not in CANCEL_STATUSES:
+            raise ValueError(f"status must be one of {sorted(CANCEL_STATUSES)}, got {status!r}")
+        with self._lock:
+            self.cancel_status = status
+
+    def cancellations(self) -> list[dict[str, Any]]:
+        """Predictions a DELETE stopped before they finished, in order: id, model, cancelled_at, status
+        (what it read just before: ``created`` or ``processing``)."""
+        with self._lock:
+            return copy.deepcopy(self.cancellation_log)
+
+    def backdate(self, prediction_id: str, seconds: float) -> str:
+        """Move a prediction's creation time ``seconds`` into the past (for the history's filters and its
+        7-day window); its run is not affected. Returns the new ``created_at``."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        with self._lock:
+            prediction = self.predictions.get(prediction_id)
+            if prediction is None:
+                raise KeyError(f"unknown prediction {prediction_id!r}")
+            prediction.created_ns -= int(seconds * 1e9)
+            prediction.created_at = rfc3339_nanos(prediction.created_ns)
+            return prediction.created_at
+
     def counters(self) -> dict[str, Any]:
         """Counts since the last reset: ``{"requests": {endpoint: n}, "submissions": {model: n},
         "responses": {status: n}, "webhooks": {"sent", "failed"}, "total_requests": n, "rate_limited":
-        {endpoint: 429s}, "upload_put_with_authorization": n, "tier": None or {name, limits, "running",
-        "queued", "max_queued", "queued_total", "rejected"}}``."""
+        {endpoint: 429s}, "upload_put_with_authorization": n, "cancelled": predictions a DELETE stopped
+        unfinished, "delete_requests": {prediction id: DELETE requests acted on}, "tier": None or {name,
+        limits, "running", "queued", "max_queued", "queued_total", "rejected"}}``."""
         with self._lock:
             self._advance_locked(time.time())
             return {
+                "cancelled": len(self.cancellation_log),
+                "delete_requests": {
+                    prediction.id: prediction.delete_requests
+                    for prediction in self.predictions.values()
+                    if prediction.delete_requests
+                },
                 "requests": dict(self.request_counts),
                 "submissions": dict(self.submission_counts),
                 "responses": dict(self.response_counts),
@@ -648,6 +726,9 @@ class EmulatorState:
             "error": prediction.error,
             "code": prediction.code,
             "deleted": prediction.deleted,
+            "cancelled_at": prediction.cancelled_at,
+            "delete_requests": prediction.delete_requests,
+            "created_at": prediction.created_at,
             "queued": prediction.queued,
             "submitted_at": prediction.submitted_at,
             "processing_at": None if prediction.queued else prediction.processing_at,
@@ -810,39 +891,79 @@ class EmulatorState:
             )
         return prediction
 
-    def history(self, page: int, page_size: int, model: str | None, status: str | None) -> tuple[int, list[Prediction]]:
-        """(total matching, one page), newest first; deleted predictions are no longer listed."""
+    def history(
+        self,
+        page: int,
+        page_size: int,
+        model: str | None = None,
+        status: str | None = None,
+        created_after_ns: int | None = None,
+        created_before_ns: int | None = None,
+    ) -> tuple[int, list[Prediction]]:
+        """(total matching, one page), newest first, of the last 7 days; deleted predictions are not listed.
+
+        ``created_after_ns`` is inclusive ("at or after"), ``created_before_ns`` exclusive (epoch ns).
+        A prediction a DELETE stopped while ``cancelled`` is the cancel status stays listed, as cancelled.
+        """
         now = time.time()
+        oldest = time.time_ns() - HISTORY_DAYS * 86_400 * 1_000_000_000
+        low = oldest if created_after_ns is None else max(oldest, created_after_ns)
         with self._lock:
             self._advance_locked(now)
             matching = [
                 prediction
-                for prediction in reversed(self.predictions.values())
-                if not prediction.deleted
+                for prediction in sorted(self.predictions.values(), key=lambda p: p.created_ns, reverse=True)
+                if prediction.created_ns >= low
+                and (created_before_ns is None or prediction.created_ns < created_before_ns)
                 and (model is None or prediction.model == model)
+                and prediction.status(now) != "deleted"
                 and (status is None or prediction.status(now) == status)
             ]
         start = (page - 1) * page_size
         return len(matching), matching[start : start + page_size]
 
-    def delete(self, ids: list[str]) -> int:
-        """Mark predictions deleted (their result then answers ``deleted``); returns how many were not already.
+    def _delete_locked(self, prediction: Prediction, now: float) -> bool:
+        """Delete one prediction (caller holds the lock); False when it was deleted already.
 
-        A queued prediction leaves the queue; a running one keeps its concurrency slot until its
-        planned end (the docs do not promise that deleting stops the work).
+        A DELETE stops an unfinished prediction (a cancellation, logged): a queued one leaves the
+        queue, a held one ends now and frees its slot; a running one keeps its concurrency slot
+        until its planned end (the docs: cancellation "may not stop generation immediately").
+        """
+        if prediction.deleted:
+            return False
+        if not prediction.mark_deleted(now, self.cancel_status):
+            return True
+        before = "created" if prediction.queued or now < prediction.processing_at else "processing"
+        if prediction.queued:
+            self._queue.remove(prediction)
+            prediction.queued = False
+        elif prediction.held:
+            prediction.release(now)  # its slot frees now (settled by the next advance)
+        self.cancellation_log.append(
+            {"id": prediction.id, "model": prediction.model, "cancelled_at": now, "status": before}
+        )
+        return True
+
+    def delete(self, ids: list[str]) -> int:
+        """``POST /predictions/delete``: delete these predictions; returns how many were not deleted already.
+
+        A deleted prediction still answers its result, ``deleted`` (``cancelled`` for one stopped
+        unfinished while :meth:`set_cancel_status` says so).
         """
         count = 0
+        now = time.time()
         with self._lock:
             for prediction_id in ids:
                 prediction = self.predictions.get(prediction_id)
-                if prediction is None or prediction.deleted:
-                    continue
-                prediction.deleted = True
-                count += 1
-                if prediction.queued:
-                    self._queue.remove(prediction)
-                    prediction.queued = False
+                if prediction is not None and self._delete_locked(prediction, now):
+                    count += 1
         return count
+
+    def delete_prediction(self, prediction: Prediction) -> None:
+        """``DELETE /predictions/{id}``: delete it (idempotent: a repeat changes nothing) and count the request."""
+        with self._lock:
+            prediction.delete_requests += 1
+            self._delete_locked(prediction, time.time())
 
     def store_upload(self, filename: str | None, source: BinaryIO) -> tuple[str, str, int]:
         """Keep an uploaded file; returns (served name, original-ish filename, size)."""

@@ -190,17 +190,22 @@ def test_a_task_that_ends_badly_raises_with_its_error(
     assert emulator.counters()["requests"]["submit"] == 1  # max_retries=0: never a second task
 
 
+@pytest.mark.parametrize("cancel_status", ["deleted", "cancelled"])
 def test_a_task_deleted_while_the_sdk_waits_ends_the_wait(
-    emulator: WaveSpeedEmulator, client: Any, background: Callable[..., Future[Any]]
+    emulator: WaveSpeedEmulator, client: Any, background: Callable[..., Future[Any]], cancel_status: str
 ) -> None:
+    # SDK 2.0.5 has no cancel, delete or history call: what it holds the emulator to is that both
+    # statuses a DELETE may leave (see set_cancel_status) end its wait, as terminal, with the task id.
+    emulator.set_cancel_status(cancel_status)
     emulator.hold()
     running = background(client.run, FLUX, {"prompt": "x"}, **FAST)
     prediction_id = only_submission(emulator)
     wait_for(lambda: emulator.prediction_state(prediction_id)["polls"] >= 1, "a poll")
     headers = {"Authorization": f"Bearer {emulator.api_key}"}
     assert requests.delete(f"{emulator.url}/api/v3/predictions/{prediction_id}", headers=headers).status_code == 200
-    with pytest.raises(RuntimeError, match=rf"Prediction deleted \(task_id: {prediction_id}\)"):
+    with pytest.raises(RuntimeError, match=rf"Prediction {cancel_status} \(task_id: {prediction_id}\)"):
         running.result(timeout=30)
+    assert emulator.counters()["cancelled"] == 1
 
 
 # -- HTTP errors -----------------------------------------------------------------------------------
