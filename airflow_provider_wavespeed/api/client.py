@@ -29,6 +29,7 @@ import urllib3
 from aiohttp.http_exceptions import HttpProcessingError
 
 from airflow_provider_wavespeed.api.defaults import (
+    CLIENT_HEADERS,
     DEFAULT_BASE_URL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
@@ -186,7 +187,7 @@ class _Protocol:
 
     @property
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json", **CLIENT_HEADERS}
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/api/v3/{path}"

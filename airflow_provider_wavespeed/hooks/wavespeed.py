@@ -19,6 +19,7 @@ from airflow_provider_wavespeed.api.client import (
     WaveSpeedClient,
 )
 from airflow_provider_wavespeed.api.defaults import (
+    ACCOUNT_TIERS,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
     DEFAULT_POLL_INTERVAL,
@@ -104,7 +105,18 @@ def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None
 
 
 def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
-    """Submissions per minute from the extra (None: no budget), reading the deprecated name too."""
+    """Submissions per minute from the extra (None: no budget): the account tier's rate, else the number.
+
+    The one place the budget is decided: ``account_tier`` (a preset, or ``custom``), then
+    ``max_submissions_per_minute`` (and its deprecated per-second name), then the default.
+    """
+    tier = _extra_value(extra, "account_tier")
+    tier = tier.strip().lower() if isinstance(tier, str) else tier
+    if tier not in (None, "", "custom"):
+        if tier not in ACCOUNT_TIERS:
+            choices = ", ".join([*ACCOUNT_TIERS, "custom"])
+            raise WaveSpeedConfigError(f"{source}: extra 'account_tier' must be one of {choices}, got {tier!r}")
+        return float(ACCOUNT_TIERS[tier])
     per_minute = _number_extra(extra, "max_submissions_per_minute", source)
     per_second = _number_extra(extra, "max_requests_per_second", source)
     if per_second is not None:

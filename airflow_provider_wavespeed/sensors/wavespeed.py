@@ -84,7 +84,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     (skipped instead with ``soft_fail=True``).
 
     :param prediction_id: The prediction id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
-    :param wavespeed_conn_id: The WaveSpeed connection id.
+    :param wavespeed_conn_id: The WaveSpeed connection id (templated).
     :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
@@ -103,7 +103,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         ``ObjectStoragePath``. Files are named ``<prediction id>_<index>.<ext>``.
     """
 
-    template_fields: Sequence[str] = ("prediction_id", "output_path")
+    template_fields: Sequence[str] = ("prediction_id", "output_path", "wavespeed_conn_id")
     ui_color = "#d9f2ff"
 
     def __init__(
@@ -144,6 +144,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         template, why_not = self._prediction_id_template(requested=bool(requested))
         if not self.deferrable:
             why_not = "it needs deferrable=True"
+        elif any(mark in self.wavespeed_conn_id for mark in ("{{", "{%")):
+            # The trigger's kwargs would carry the template unrendered: only a worker renders it.
+            why_not = "its wavespeed_conn_id is a template"
         elif not triggerer_renders_start_trigger_args():
             why_not = "this Airflow's triggerer does not render templates (Airflow 3.3+ does)"
         elif self.get_closest_mapped_task_group() is not None:
