@@ -37,6 +37,7 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
 from airflow_provider_wavespeed.triggers.batch import (
@@ -436,6 +437,10 @@ class WaveSpeedBatchOperator(BaseOperator):
             raise AirflowFailException(message + " (fix the key or the account first, then clear the task)")
         raise AirflowException(message)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model as job facet, the predictions as run facet, stored outputs as datasets."""
+        return operator_lineage(self)
+
     # -- the task ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
@@ -633,7 +638,9 @@ class WaveSpeedBatchOperator(BaseOperator):
                 "to submit every input again)"
             )
         record.delete()
-        return {"predictions": entries, "completed": completed, "failed": failed}
+        result = {"predictions": entries, "completed": completed, "failed": failed}
+        note_result(self, result)
+        return result
 
     def _store(self, entries: list[dict[str, Any]], predictions: Mapping[str, Prediction | WaveSpeedError]) -> None:
         """Copy the completed outputs to ``output_path``; each entry gains ``stored_paths``."""

@@ -25,6 +25,7 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredi
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
 from airflow_provider_wavespeed.storage import OutputPath, open_source
 
@@ -239,7 +240,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
             result["prediction_ids_tried"] = list(tried)
             if len(tried) > 1:
                 self.log.info("WaveSpeed generation completed as prediction %s; tried: %s", prediction.id, tried)
+        note_result(self, result)
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model as job facet, the prediction as run facet, stored outputs as datasets."""
+        return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
         with airflow_errors(_WAIT_RETRYABLE):
@@ -248,6 +254,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         prediction = self.submit(context)
         if not self.wait_for_completion:
+            note_result(self, prediction.id)
             return prediction.id
         tried = [prediction.id]
         while True:

@@ -28,6 +28,7 @@ from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.storage import OutputPath
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
@@ -260,7 +261,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._completed(context, prediction))
 
     def _completed(self, context: Context, prediction: Prediction) -> dict[str, Any]:
-        return completed_result(
+        result = completed_result(
             context,
             prediction,
             output_path=self.output_path,
@@ -268,6 +269,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             retryable=_STORE_RETRYABLE,
             log=self.log,
         )
+        note_result(self, result)
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model as job facet, the prediction as run facet, stored outputs as datasets."""
+        return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
         with airflow_errors():
