@@ -102,7 +102,7 @@ def test_a_new_user_runs_the_first_dag_from_the_built_wheel_against_the_emulator
     emulator_block, run_block, _real_api_block = _blocks(first, "bash")
     port = str(_free_port())
     emulator = subprocess.Popen(
-        shlex.split(emulator_block.strip().replace("8765", port)) + ["--port", port],
+        [*shlex.split(emulator_block.strip().replace("8765", port)), "--port", port],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
