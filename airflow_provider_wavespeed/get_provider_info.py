@@ -29,7 +29,8 @@ CONN_FIELDS: dict[str, Any] = {
             f"{DEFAULT_MAX_SUBMISSIONS_PER_MINUTE:g} a minute, slowed down by the API's 429 answers (a Bronze "
             "account's batches still succeed, with many 429s on the way)."
         ),
-        "schema": {"type": ["string", "null"], "enum": [None, *ACCOUNT_TIERS, "custom"], "default": None},
+        # The shape Airflow's own SMTP provider uses for a choice (a drop-down), nullable: not chosen.
+        "schema": {"type": ["string", "null"], "enum": [*ACCOUNT_TIERS, "custom"]},
     },
     "max_submissions_per_minute": {
         "label": "Max submissions per minute",

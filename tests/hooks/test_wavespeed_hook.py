@@ -177,7 +177,7 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     assert meta["extra_fields"]["max_submissions_per_minute"]["schema"]["title"] == "Max submissions per minute"
     tier = meta["extra_fields"]["account_tier"]
     assert tier["schema"]["title"] == "Account tier"
-    assert tier["schema"]["enum"] == [None, "bronze", "silver", "gold", "ultra", "custom"]
+    assert tier["schema"]["enum"] == ["bronze", "silver", "gold", "ultra", "custom"]
     assert "Bronze 2" in tier["description"] and "Silver 500" in tier["description"]
 
 
