@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_wavespeed import __version__
-from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL, DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
+from airflow_provider_wavespeed.api.defaults import ACCOUNT_TIERS, DEFAULT_BASE_URL, DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
 
 # The connection form, declared once: Airflow >= 3.2 reads it from here, and
 # WaveSpeedHook's get_ui_field_behaviour / get_connection_form_widgets (what 3.0 and 3.1
@@ -18,15 +18,28 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {"host": DEFAULT_BASE_URL, "password": "your WaveSpeed API key"},
 }
 
+_TIER_RATES = ", ".join(f"{name.title()} {rate:,}" for name, rate in ACCOUNT_TIERS.items())
+
 CONN_FIELDS: dict[str, Any] = {
+    "account_tier": {
+        "label": "Account tier",
+        "description": (
+            f"Your WaveSpeed account level; submissions are paced to its starts per minute ({_TIER_RATES}). "
+            "'custom': the number below. Not set: the number below if given, else "
+            f"{DEFAULT_MAX_SUBMISSIONS_PER_MINUTE:g} a minute, slowed down by the API's 429 answers (a Bronze "
+            "account's batches still succeed, with many 429s on the way)."
+        ),
+        # The shape Airflow's own SMTP provider uses for a choice (a drop-down), nullable: not chosen.
+        "schema": {"type": ["string", "null"], "enum": [*ACCOUNT_TIERS, "custom"]},
+    },
     "max_submissions_per_minute": {
         "label": "Max submissions per minute",
         "description": (
-            "Generations this connection starts per minute, at most, in each worker or triggerer process: "
-            "your account tier's start rate (Bronze 2, Silver 500, Gold 3000, Ultra 5000). Result polls are "
-            "not counted (no tier limits them); they slow down only when the API answers 429. Empty or 0: no budget."
+            "With account tier 'custom' (or none): generations this connection starts per minute, at most, in "
+            "each worker or triggerer process. Result polls are not counted (no tier limits them); they slow "
+            "down only when the API answers 429. 0: no budget."
         ),
-        "schema": {"type": ["number", "null"], "default": DEFAULT_MAX_SUBMISSIONS_PER_MINUTE},
+        "schema": {"type": ["number", "null"]},
     },
 }
 
@@ -42,18 +55,30 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "WaveSpeed",
                 "external-doc-url": "https://wavespeed.ai/docs",
-                "tags": ["software"],
+                "tags": ["ai", "genai", "image-generation", "video-generation", "text-to-image", "software"],
             }
         ],
         "hooks": [{"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.hooks.wavespeed"]}],
         "operators": [
-            {"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.operators.wavespeed"]}
+            {
+                "integration-name": "WaveSpeed",
+                "python-modules": [
+                    "airflow_provider_wavespeed.operators.wavespeed",
+                    "airflow_provider_wavespeed.operators.batch",
+                ],
+            }
         ],
         "sensors": [
             {"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.sensors.wavespeed"]}
         ],
         "triggers": [
-            {"integration-name": "WaveSpeed", "python-modules": ["airflow_provider_wavespeed.triggers.wavespeed"]}
+            {
+                "integration-name": "WaveSpeed",
+                "python-modules": [
+                    "airflow_provider_wavespeed.triggers.wavespeed",
+                    "airflow_provider_wavespeed.triggers.batch",
+                ],
+            }
         ],
         "connection-types": [
             {
@@ -64,5 +89,8 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
-        "extra-links": ["airflow_provider_wavespeed.links.WaveSpeedModelLink"],
+        "extra-links": [
+            "airflow_provider_wavespeed.links.WaveSpeedModelLink",
+            "airflow_provider_wavespeed.links.WaveSpeedPredictionLink",
+        ],
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing but python3 and the package registries:
 # for the newest Airflow 3.x and the oldest supported (3.0.x), a fresh virtual environment,
-# the provider installed in it, ruff + mypy, and the quick suite (emulator + dag.test());
+# the provider installed in it, ruff + mypy, and the quick suite (emulator + dag.test()); the
+# README's quick start from the built wheel in a fresh venv;
 # then, on the newest Airflow, the real-deployment tier (PostgreSQL, scheduler, two triggerers,
 # browser; Debian packages installed when missing) and the benchmark smoke runs.
 #   bash scripts/test.sh                   everything (what CI runs)
@@ -78,6 +79,12 @@ checks() {
   if [ "$TIER" != deployment ]; then
     echo "=== quick suite (Airflow ${versions[0]})"
     quick_suite "$newest"
+  fi
+  if [ "$TIER" = all ] || [ "$TIER" = full ]; then
+    # The README's quick start, as a new user follows it: the built wheel (twine-checked) in a fresh
+    # venv, the first DAG against the emulator (about a minute with pip's cache warm).
+    echo "=== README quick start from the built wheel"
+    WAVESPEED_QUICKSTART=1 "$newest/bin/python" -m pytest tests/quickstart -q -p no:cacheprovider -s
   fi
   for version in "${versions[@]:1}"; do
     local venv

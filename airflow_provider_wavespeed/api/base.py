@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
 
-from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import CLIENT_HEADERS, DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError
 from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
 from airflow_provider_wavespeed.api.retry import RetryPolicy, submit_uncertain
@@ -109,7 +109,7 @@ class BaseClient:
 
     @property
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json", **CLIENT_HEADERS}
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/api/v3/{path}"

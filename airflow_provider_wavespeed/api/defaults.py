@@ -1,6 +1,12 @@
-"""Every default the provider has, defined once (no imports: the provider-info entry point reads it)."""
+"""Every default the provider has, defined once (light imports only: the provider-info entry point reads it)."""
 
 from __future__ import annotations
+
+from airflow_provider_wavespeed import __version__
+
+# Who is calling, under the header names WaveSpeed's own SDKs use (the official Python SDK sends
+# X-Client-Name and X-Client-Version on every request): WaveSpeed can tell this provider's traffic apart.
+CLIENT_HEADERS = {"X-Client-Name": "airflow-provider-wavespeed", "X-Client-Version": __version__}
 
 DEFAULT_BASE_URL = "https://api.wavespeed.ai"
 
@@ -22,6 +28,9 @@ DEFERRAL_GRACE = 60.0
 # at round trips up to ~190 ms; on loopback thousands per second (docs/benchmarks.md).
 POOL_SIZE = 16
 
-# The Silver tier's start rate. The tiers cap generations started per minute (and concurrent
-# tasks, which the API queues itself); they say nothing about result polls.
+# The account levels' start rates ("Account Levels & Rate Limits"): generations started per minute.
+# The tiers also cap concurrent tasks, which the API queues itself; they say nothing about result polls.
+ACCOUNT_TIERS: dict[str, int] = {"bronze": 2, "silver": 500, "gold": 3000, "ultra": 5000}
+# With no tier chosen: the Silver tier's start rate. A smaller account's 429s halve it (AIMD) and
+# pause every submit for Retry-After; a batch then sends its refused inputs again (nothing was created).
 DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0

@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimiter, WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
+    ACCOUNT_TIERS,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
     DEFAULT_REQUEST_TIMEOUT,
@@ -100,7 +101,18 @@ def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None
 
 
 def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
-    """Submissions per minute from the extra (None: no budget)."""
+    """Submissions per minute from the extra (None: no budget): the account tier's rate, else the number.
+
+    The one place the budget is decided: ``account_tier`` (a preset, or ``custom``), then
+    ``max_submissions_per_minute``, then the default.
+    """
+    tier = _extra_value(extra, "account_tier")
+    tier = tier.strip().lower() if isinstance(tier, str) else tier
+    if tier not in (None, "", "custom"):
+        if tier not in ACCOUNT_TIERS:
+            choices = ", ".join([*ACCOUNT_TIERS, "custom"])
+            raise WaveSpeedConfigError(f"{source}: extra 'account_tier' must be one of {choices}, got {tier!r}")
+        return float(ACCOUNT_TIERS[tier])
     per_minute = _number_extra(extra, "max_submissions_per_minute", source)
     if per_minute is None:
         per_minute = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE

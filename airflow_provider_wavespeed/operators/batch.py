@@ -24,6 +24,7 @@ from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome, read_predictions, wait_for_predictions
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
+from airflow_provider_wavespeed.batch_record import BatchRecord, record_key
 from airflow_provider_wavespeed.events import (
     BATCH_EVENT_STATUSES,
     EVENT_DEADLINE,
@@ -32,8 +33,8 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
-from airflow_provider_wavespeed.operators.batch_record import BatchRecord, record_key
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
 
@@ -186,6 +187,10 @@ class WaveSpeedBatchOperator(BaseOperator):
         if isinstance(error, WaveSpeedAuthError):
             raise AirflowFailException(message + " (fix the key or the account first, then clear the task)")
         raise AirflowException(message)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model as job facet, the predictions as run facet, stored outputs as datasets."""
+        return operator_lineage(self)
 
     # -- the task ---------------------------------------------------------------------------------
 
@@ -372,7 +377,9 @@ class WaveSpeedBatchOperator(BaseOperator):
                 "to submit every input again)"
             )
         record.delete()
-        return {"predictions": entries, "completed": completed, "failed": failed}
+        result = {"predictions": entries, "completed": completed, "failed": failed}
+        note_result(self, result)
+        return result
 
     def _store(self, entries: list[dict[str, Any]], predictions: Mapping[str, Prediction | WaveSpeedError]) -> None:
         """Copy the completed outputs to ``output_path``; each entry gains ``stored_paths``."""

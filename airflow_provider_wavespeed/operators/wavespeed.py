@@ -24,7 +24,8 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredi
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.links import WaveSpeedModelLink
+from airflow_provider_wavespeed.lineage import note_result, operator_lineage
+from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
 from airflow_provider_wavespeed.storage import Location, OutputPath, open_source
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
 
     :param model: The model id, e.g. ``wavespeed-ai/flux-dev`` (templated).
     :param inputs: The model's inputs (templated, nested values too).
-    :param wavespeed_conn_id: The WaveSpeed connection id.
+    :param wavespeed_conn_id: The WaveSpeed connection id (templated).
     :param webhook: An https URL the API calls when the prediction finishes (templated).
     :param wait_for_completion: Wait for the prediction before the task ends.
     :param deferrable: Wait in the triggerer instead of a worker (default True).
@@ -85,9 +86,17 @@ class WaveSpeedSubmitOperator(BaseOperator):
         The result's ``prediction_ids_tried`` lists every prediction tried.
     """
 
-    template_fields: Sequence[str] = ("model", "inputs", "webhook", "output_path", "max_cost_usd", "min_balance_usd")
+    template_fields: Sequence[str] = (
+        "model",
+        "inputs",
+        "wavespeed_conn_id",
+        "webhook",
+        "output_path",
+        "max_cost_usd",
+        "min_balance_usd",
+    )
     template_fields_renderers = {"inputs": "json"}
-    operator_extra_links = (WaveSpeedModelLink(),)
+    operator_extra_links = (WaveSpeedModelLink(), WaveSpeedPredictionLink())
     ui_color = "#b3e5ff"
 
     def __init__(
@@ -157,6 +166,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         if self.resubmit_on_server_failure:
             context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
         WaveSpeedModelLink.persist(context, model)
+        WaveSpeedPredictionLink.persist(context, prediction.id)
         return prediction
 
     def _tried(self, context: Context, prediction_id: str) -> list[str]:
@@ -229,7 +239,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
             result["prediction_ids_tried"] = list(tried)
             if len(tried) > 1:
                 self.log.info("WaveSpeed generation completed as prediction %s; tried: %s", prediction.id, tried)
+        note_result(self, result)
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model as job facet, the prediction as run facet, stored outputs as datasets."""
+        return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
         with airflow_errors(_WAIT_RETRYABLE):
@@ -238,6 +253,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         prediction = self.submit(context)
         if not self.wait_for_completion:
+            note_result(self, prediction.id)
             return prediction.id
         tried = [prediction.id]
         while True:
@@ -303,10 +319,10 @@ class WaveSpeedUploadOperator(BaseOperator):
     :param path: The file (templated): a local path, a URL such as ``file:///data/in/cat.png``
         or ``s3://bucket/in/cat.png``, or an ``ObjectStoragePath``.
     :param filename: The name to upload it under (default: the file's own name).
-    :param wavespeed_conn_id: The WaveSpeed connection id.
+    :param wavespeed_conn_id: The WaveSpeed connection id (templated).
     """
 
-    template_fields: Sequence[str] = ("path", "filename")
+    template_fields: Sequence[str] = ("path", "filename", "wavespeed_conn_id")
     ui_color = "#b3e5ff"
 
     def __init__(

@@ -29,6 +29,7 @@ from airflow_provider_wavespeed.api.polling import note_unknown_status
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.storage import OutputPath
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
@@ -85,7 +86,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     (skipped instead with ``soft_fail=True``).
 
     :param prediction_id: The prediction id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
-    :param wavespeed_conn_id: The WaveSpeed connection id.
+    :param wavespeed_conn_id: The WaveSpeed connection id (templated).
     :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
     :param timeout: Seconds to wait before timing out.
     :param deferrable: Defer to the triggerer (default True; see the README).
@@ -104,7 +105,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         ``ObjectStoragePath``. Files are named ``<prediction id>_<index>.<ext>``.
     """
 
-    template_fields: Sequence[str] = ("prediction_id", "output_path")
+    template_fields: Sequence[str] = ("prediction_id", "output_path", "wavespeed_conn_id")
     ui_color = "#d9f2ff"
 
     def __init__(
@@ -145,6 +146,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         template, why_not = self._prediction_id_template(requested=bool(requested))
         if not self.deferrable:
             why_not = "it needs deferrable=True"
+        elif any(mark in self.wavespeed_conn_id for mark in ("{{", "{%")):
+            # The trigger's kwargs would carry the template unrendered: only a worker renders it.
+            why_not = "its wavespeed_conn_id is a template"
         elif not triggerer_renders_start_trigger_args():
             why_not = "this Airflow's triggerer does not render templates (Airflow 3.3+ does)"
         elif self.get_closest_mapped_task_group() is not None:
@@ -254,7 +258,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._completed(context, prediction))
 
     def _completed(self, context: Context, prediction: Prediction) -> dict[str, Any]:
-        return completed_result(
+        result = completed_result(
             context,
             prediction,
             output_path=self.output_path,
@@ -262,6 +266,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             retryable=_STORE_RETRYABLE,
             log=self.log,
         )
+        note_result(self, result)
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model as job facet, the prediction as run facet, stored outputs as datasets."""
+        return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
         with airflow_errors():

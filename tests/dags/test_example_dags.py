@@ -28,7 +28,7 @@ from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
-EXAMPLE_FILES = sorted(EXAMPLE_DAGS.glob("*.py"))
+EXAMPLE_FILES = sorted(path for path in EXAMPLE_DAGS.glob("*.py") if path.name != "__init__.py")
 FLUX = "wavespeed-ai/flux-dev"
 WAN_I2V = "wavespeed-ai/wan-2.1/i2v-480p"
 pytestmark = pytest.mark.usefixtures("airflow_db")

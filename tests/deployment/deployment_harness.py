@@ -877,7 +877,7 @@ BATCH_LATE_ANSWER = 25.0
 
 def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, Any] | None:
     """A batch task's record (an Airflow Variable, read through the REST API); None when there is none."""
-    from airflow_provider_wavespeed.operators.batch_record import record_key
+    from airflow_provider_wavespeed.batch_record import record_key
 
     found = deployment.airflow.api("GET", f"variables/{record_key(dag_id, run_id, 'batch', -1)}", ok_statuses=(404,))
     return json.loads(found["value"]) if isinstance(found, dict) and "value" in found else None

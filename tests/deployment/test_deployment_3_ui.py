@@ -64,6 +64,7 @@ def test_connection_form_in_a_browser_saves_a_connection_the_hook_resolves(deplo
 
             base_url.fill(deployment.emulator.url)
             page.get_by_role("button", name="Extra Fields", exact=True).click()
+            expect(page.get_by_label("Account tier")).to_be_visible()  # the tier choice, left unset here
             page.get_by_label("Max submissions per minute").fill("30")
             page.get_by_role("button", name="Save").click()
             expect(page.get_by_role("dialog")).to_have_count(0)

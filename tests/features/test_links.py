@@ -1,12 +1,19 @@
-"""The "WaveSpeed model" extra link: persisted to XCom by the generation task, read back by the link."""
+"""The extra links ("WaveSpeed model", "WaveSpeed prediction"): persisted to XCom by the task, read back by the UI."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+import pendulum
+import pytest
+from airflow.sdk import DAG
+from airflow_helpers import dag_test, dag_xcoms, ti_states
 from feature_helpers import EXAMPLE_DAGS, load_dag, run_dag, task_states, xcom_value
 
-from airflow_provider_wavespeed.links import WaveSpeedModelLink
+from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
+from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 
@@ -18,3 +25,38 @@ def test_the_submit_task_links_to_its_model_page(airflow_db: Path, wavespeed_con
     link = WaveSpeedModelLink()
     assert xcom_value(run, "submit", key=link.xcom_key) == "https://wavespeed.ai/models/wavespeed-ai/flux-dev"
     assert link in dag.get_task("submit").operator_extra_links
+
+
+def test_the_submit_task_links_to_its_prediction_through_a_templated_connection_id(
+    airflow_db: Path,
+    wavespeed_emulator: WaveSpeedEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    # Only the connection named by the rendered template exists: a DAG param picks it.
+    connection = {"conn_type": "wavespeed", "host": wavespeed_emulator.url, "password": wavespeed_emulator.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_WS_PICKED_BY_PARAM", json.dumps(connection))
+    monkeypatch.delenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", raising=False)
+    monkeypatch.delenv("WAVESPEED_API_KEY", raising=False)
+    dag_id = re.sub(r"[^A-Za-z0-9_]+", "_", f"links_{request.node.name}")[:200]
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        params={"conn": "ws_picked_by_param"},
+    ) as dag:
+        WaveSpeedSubmitOperator(
+            task_id="submit",
+            model="wavespeed-ai/flux-dev",
+            inputs={"prompt": "a linked fox"},
+            wavespeed_conn_id="{{ params.conn }}",
+        )
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "success"}
+    (submitted,) = wavespeed_emulator.submissions()
+    xcoms = dag_xcoms(dag_run)
+    assert xcoms[("submit", -1, "return_value")] == submitted["id"]
+    link = WaveSpeedPredictionLink()
+    assert xcoms[("submit", -1, link.xcom_key)] == f"https://wavespeed.ai/predictions?id={submitted['id']}"
+    assert link in dag.get_task("submit").operator_extra_links
+    assert "wavespeed_conn_id" in WaveSpeedSubmitOperator.template_fields

@@ -32,6 +32,37 @@ def test_the_default_is_the_silver_tiers_start_rate(monkeypatch: pytest.MonkeyPa
     assert WaveSpeedHook("ws_plain").get_credentials().max_submissions_per_minute == 500
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"account_tier": "bronze"}, 2),
+        ({"account_tier": "Silver"}, 500),
+        ({"extra__wavespeed__account_tier": "gold"}, 3000),  # as the UI form stores it
+        ({"account_tier": "ultra", "max_submissions_per_minute": 7}, 5000),  # the tier wins over the number
+        ({"account_tier": "custom", "max_submissions_per_minute": 7}, 7),
+        ({"account_tier": "custom"}, 500),  # custom with no number: the default
+        ({"account_tier": None, "max_submissions_per_minute": 40}, 40),  # no tier chosen: the number
+        ({"account_tier": ""}, 500),
+    ],
+)
+def test_the_account_tier_sets_the_budget(
+    monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], expected: int
+) -> None:
+    _set_conn(monkeypatch, "ws_tier", "https://api.wavespeed.ai", "k", extra)
+    creds = WaveSpeedHook("ws_tier").get_credentials()
+    assert creds.max_submissions_per_minute == expected
+    limiter = submission_limiter(creds)
+    assert limiter is not None and limiter.rate == pytest.approx(expected / SUBMISSION_MINUTE)
+
+
+def test_an_unknown_account_tier_is_refused_naming_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError
+
+    _set_conn(monkeypatch, "ws_platinum", "https://api.wavespeed.ai", "k", {"account_tier": "platinum"})
+    with pytest.raises(WaveSpeedConfigError, match=r"bronze, silver, gold, ultra, custom, got 'platinum'"):
+        WaveSpeedHook("ws_platinum").get_credentials()
+
+
 def test_zero_means_no_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_conn(monkeypatch, "ws_free", "https://api.wavespeed.ai", "k", {"max_submissions_per_minute": 0})
     creds = WaveSpeedHook("ws_free").get_credentials()

@@ -175,6 +175,10 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     assert fields["host"] == {"hidden": False, "title": "Base URL", "placeholder": "https://api.wavespeed.ai"}
     assert fields["login"]["hidden"] and fields["port"]["hidden"]
     assert meta["extra_fields"]["max_submissions_per_minute"]["schema"]["title"] == "Max submissions per minute"
+    tier = meta["extra_fields"]["account_tier"]
+    assert tier["schema"]["title"] == "Account tier"
+    assert tier["schema"]["enum"] == ["bronze", "silver", "gold", "ultra", "custom"]
+    assert "Bronze 2" in tier["description"] and "Silver 500" in tier["description"]
 
 
 def test_airflow_cli_lists_the_provider_and_its_connection_type() -> None:
