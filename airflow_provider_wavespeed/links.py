@@ -17,18 +17,18 @@ MODEL_PAGE_URL = "https://wavespeed.ai/models/{model}"
 PREDICTION_PAGE_URL = "https://wavespeed.ai/predictions?id={prediction_id}"
 
 
-class WaveSpeedModelLink(BaseOperatorLink):
-    """ "WaveSpeed model" button: the page of the model the task ran.
+class _StoredLink(BaseOperatorLink):
+    """A button whose URL the task stores in XCom when it runs (see :meth:`persist`).
 
-    The URL is stored in XCom when the task runs (see :meth:`persist`), because the
-    API server reads links from XCom and the model id may be templated.
+    Airflow's API server reads links from XCom, and what the URL names (the model, the
+    prediction) is known only when the task runs: the model id may be templated.
     """
 
-    name = "WaveSpeed model"
+    url_template: str
 
     @classmethod
-    def persist(cls, context: Any, model: str) -> str:
-        url = MODEL_PAGE_URL.format(model=model)
+    def persist(cls, context: Any, **fields: str) -> str:
+        url = cls.url_template.format(**fields)
         context["ti"].xcom_push(key=cls().xcom_key, value=url)
         return url
 
@@ -37,21 +37,18 @@ class WaveSpeedModelLink(BaseOperatorLink):
         return value if isinstance(value, str) else ""
 
 
-class WaveSpeedPredictionLink(BaseOperatorLink):
-    """ "WaveSpeed prediction" button: the prediction the task submitted, on wavespeed.ai.
+class WaveSpeedModelLink(_StoredLink):
+    """ "WaveSpeed model" button: the page of the model the task ran (``persist(context, model=...)``)."""
 
-    Stored in XCom when the task submits (see :meth:`persist`): Airflow's API server shows the
-    URL stored under the link's XCom key. A task that resubmits shows its latest prediction.
+    name = "WaveSpeed model"
+    url_template = MODEL_PAGE_URL
+
+
+class WaveSpeedPredictionLink(_StoredLink):
+    """ "WaveSpeed prediction" button: the prediction the task submitted (``persist(context, prediction_id=...)``).
+
+    A task that resubmits shows its latest prediction.
     """
 
     name = "WaveSpeed prediction"
-
-    @classmethod
-    def persist(cls, context: Any, prediction_id: str) -> str:
-        url = PREDICTION_PAGE_URL.format(prediction_id=prediction_id)
-        context["ti"].xcom_push(key=cls().xcom_key, value=url)
-        return url
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        value = BaseXCom.get_value(key=self.xcom_key, ti_key=ti_key)  # type: ignore[arg-type]
-        return value if isinstance(value, str) else ""
+    url_template = PREDICTION_PAGE_URL

@@ -200,7 +200,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             items = batch_inputs(self.inputs)
         except WaveSpeedValidationError as exc:
             raise AirflowFailException(str(exc)) from None
-        WaveSpeedModelLink.persist(context, model)
+        WaveSpeedModelLink.persist(context, model=model)
         record = self._open_record(context, model, items)
         if not self.deferrable:
             predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))

@@ -165,8 +165,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
         if self.resubmit_on_server_failure:
             context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
-        WaveSpeedModelLink.persist(context, model)
-        WaveSpeedPredictionLink.persist(context, prediction.id)
+        WaveSpeedModelLink.persist(context, model=model)
+        WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
         return prediction
 
     def _tried(self, context: Context, prediction_id: str) -> list[str]:
