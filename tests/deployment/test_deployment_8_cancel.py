@@ -100,3 +100,32 @@ def test_a_batch_of_50_marked_failed_cancels_only_its_unfinished_predictions(dep
     assert last - marked <= 30  # within Airflow's on_kill timeout
     assert _ti(deployment, BATCH_DAG, run_id, "batch")["state"] == "failed"
     deployment.assert_healthy()
+
+
+WORKER_DAG = "wsdeploy_cancel_worker"
+
+
+def test_a_sensor_poking_in_a_worker_marked_failed_cancels_from_on_kill(deployment: Deployment) -> None:
+    control = deployment.control
+    deployment.reset_emulator()
+    control.hold()
+    run_id = deployment.trigger(WORKER_DAG)
+    deployment.wait_until(lambda: len(deployment.submissions_of(run_id)) == 1, 120, "the submit", 0.5)
+    (submission,) = deployment.submissions_of(run_id)
+    prediction_id = submission["id"]
+    deployment.wait_until(
+        lambda: control.prediction_state(prediction_id)["polls"] >= 2, 120, "the sensor poking in its worker", 0.5
+    )
+    assert _ti(deployment, WORKER_DAG, run_id, "wait")["state"] == "running"
+    marked = _mark_failed(deployment, WORKER_DAG, run_id, "wait")
+    # The supervisor learns of it at its next heartbeat, sends SIGTERM, and the task's on_kill cancels.
+    deployment.wait_until(lambda: control.counters()["cancelled"] >= 1, 60, "the prediction cancelled", 0.2)
+    (cancelled,) = control.cancellations()
+    counters = control.counters()
+    print(
+        f"\ncancel worker: cancelled {cancelled['cancelled_at'] - marked:.1f} s after the mark-failed answer; "
+        f"DELETE requests {sum(counters['delete_requests'].values())}"
+    )
+    assert cancelled["id"] == prediction_id and counters["delete_requests"] == {prediction_id: 1}
+    assert _ti(deployment, WORKER_DAG, run_id, "wait")["state"] == "failed"
+    deployment.assert_healthy()
