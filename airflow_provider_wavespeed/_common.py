@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
+from airflow_provider_wavespeed._compat import task_instance_state
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
@@ -19,6 +22,7 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished
 from airflow_provider_wavespeed.api.times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.events import (
     EVENT_DEADLINE,
@@ -35,6 +39,13 @@ from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.triggers.base import BaseTrigger
+
+# A task killed in a worker gets SIGKILL about 5 s after its on_kill starts: its cancels stop sooner.
+WORKER_KILL_BUDGET = 4.0
+# Task instance states in which a worker's on_kill is no user's kill: on Airflow 3.3 a worker shut
+# down forwards its SIGTERM to the task (still running; a retry or another worker resumes it), and an
+# execution_timeout kills a task that is still running too. Unknown (None) cancels nothing either.
+_NOT_KILLED_STATES = (None, "running")
 
 # Errors a later try of the task might not meet again; everything else fails for good.
 TRANSIENT_ERRORS = (WaveSpeedServerError, WaveSpeedTransportError, WaveSpeedRateLimitError, WaveSpeedTimeoutError)
@@ -80,11 +91,14 @@ def defer_until_finished(
     timeout: float,
     kwargs: dict[str, Any] | None = None,
     end: dict[str, Any] | None = None,
+    cancel_on_kill: bool = False,
+    cancel_on_timeout: bool = False,
 ) -> NoReturn:
     """Hand the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger` (:func:`defer_with_deadline`).
 
     ``end`` (from :func:`~airflow_provider_wavespeed._task_end.end_in_triggerer_kwargs`) lets the
-    trigger end the task in the triggerer when its prediction completed.
+    trigger end the task in the triggerer when its prediction completed; ``cancel_on_*`` let it
+    cancel the prediction on a user's kill or at the deadline.
     """
     defer_with_deadline(
         task,
@@ -93,12 +107,58 @@ def defer_until_finished(
             wavespeed_conn_id=wavespeed_conn_id,
             poll_interval=poll_interval,
             end_time=end_time,
+            cancel_on_kill=cancel_on_kill,
+            cancel_on_timeout=cancel_on_timeout,
             **(end or {}),
         ),
         waiting_for=f"WaveSpeed prediction {prediction_id} is",
         timeout=timeout,
         kwargs=kwargs,
     )
+
+
+def cancel_now(conn_id: str, prediction_ids: Sequence[str], *, log: Any) -> CancelOutcome:
+    """Cancel the unfinished ones of ``prediction_ids`` from a worker (blocking; concurrent, paced like polls)."""
+    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+
+    async def cancel() -> CancelOutcome:
+        async with await WaveSpeedHook(conn_id).aget_client() as client:
+            return await cancel_unfinished(client, prediction_ids, log=log)
+
+    return asyncio.run(cancel())
+
+
+def cancel_on_worker_kill(task: BaseOperator, ti: Any, conn_id: str, prediction_ids: Sequence[str]) -> None:
+    """A task's ``on_kill`` in a worker: cancel its unfinished predictions when a user killed it.
+
+    A user's kill (mark failed/success, clear) has already changed the task instance's state on
+    the API server when the supervisor sends SIGTERM; a worker shutting down (Airflow 3.3 forwards
+    its SIGTERM) or ``execution_timeout`` leaves it ``running``: then nothing is cancelled. Runs in
+    a thread given :data:`WORKER_KILL_BUDGET` seconds: SIGKILL follows soon, and the signal handler
+    may have interrupted an event loop on this thread.
+    """
+    ids = list(prediction_ids)
+    if not ids or ti is None:
+        return
+    try:
+        state = task_instance_state(ti)
+    except Exception as exc:
+        task.log.warning("Could not read this task's state (%s): the WaveSpeed predictions are not cancelled", exc)
+        return
+    if state in _NOT_KILLED_STATES:
+        task.log.info("The task is still %s (a worker shutdown or timeout): its predictions are not cancelled", state)
+        return
+    task.log.info("The task is %s: cancelling its %d unfinished WaveSpeed prediction(s)", state, len(ids))
+
+    def run() -> None:
+        try:
+            cancel_now(conn_id, ids, log=task.log)
+        except Exception as exc:  # the task is ending anyway: say what was not cancelled
+            task.log.warning("Cancelling WaveSpeed predictions %s failed: %s", ", ".join(ids), exc)
+
+    worker = threading.Thread(target=run, name="wavespeed-cancel", daemon=True)
+    worker.start()
+    worker.join(WORKER_KILL_BUDGET)
 
 
 def default_deferrable() -> bool:

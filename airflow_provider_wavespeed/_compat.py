@@ -8,6 +8,7 @@ are behaviours no import tells apart.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 
 @cache
@@ -37,7 +38,38 @@ def listeners_registered() -> bool:
     return bool(get_listener_manager().has_listeners)
 
 
+@cache
+def trigger_on_kill_supported() -> bool:
+    """Whether the triggerer calls ``BaseTrigger.on_kill`` on a user's kill (Airflow 3.3+, apache/airflow#65590).
+
+    Before, a user's kill and a triggerer shutting down both only cancel the trigger's task
+    (``CancelledError``): the trigger must ask the task instance's state to tell them apart.
+    """
+    from airflow.triggers.base import BaseTrigger
+
+    return callable(getattr(BaseTrigger, "on_kill", None))
+
+
+def task_instance_state(ti: Any) -> str | None:
+    """The state of task instance ``ti`` as the API server has it (sync; through the supervisor).
+
+    Works in a worker and in a triggerer (Airflow 3.0+: ``GetTaskStates``). None when unknown.
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    map_index = getattr(ti, "map_index", None)
+    map_index = -1 if map_index is None else int(map_index)
+    states = RuntimeTaskInstance.get_task_states(
+        dag_id=ti.dag_id, map_index=map_index, task_ids=[ti.task_id], run_ids=[ti.run_id]
+    )
+    key = ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"
+    state = (states or {}).get(ti.run_id, {}).get(key)
+    return None if state is None else str(getattr(state, "value", state))
+
+
 __all__ = [
     "listeners_registered",
+    "task_instance_state",
+    "trigger_on_kill_supported",
     "triggerer_renders_start_trigger_args",
 ]

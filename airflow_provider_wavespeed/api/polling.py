@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from airflow_provider_wavespeed.api.defaults import DEFAULT_FIRST_POLL_INTERVAL, POOL_SIZE
-from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError
+from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, WaveSpeedNotFoundError
 from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction
 from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
 
 __all__ = [
     "READ_CONCURRENCY",
+    "CancelOutcome",
     "PollRounds",
     "WaitOptions",
     "WaitOutcome",
+    "cancel_unfinished",
     "note_unknown_status",
     "read_predictions",
     "wait_for_predictions",
@@ -58,6 +60,12 @@ class _Reader(Protocol):
     retry: RetryPolicy
 
     async def get_prediction(self, prediction_id: str) -> Prediction: ...
+
+
+class _Canceller(_Reader, Protocol):
+    """What :func:`cancel_unfinished` needs: reads and ``DELETE`` (:class:`~.client.AsyncWaveSpeedClient`)."""
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction | None: ...
 
 
 def note_unknown_status(prediction: Prediction, seen: set[str], log: Any = _log) -> None:
@@ -246,3 +254,66 @@ async def wait_for_predictions(
             break
         rounds.record(await read_predictions(client, rounds.pending, concurrency=concurrency))
     return rounds.outcome
+
+
+@dataclass
+class CancelOutcome:
+    """What :func:`cancel_unfinished` did: each id is in exactly one of these.
+
+    ``cancelled`` maps a cancelled prediction to the status the API answered (``deleted`` or
+    ``cancelled``); ``finished`` holds the ones already terminal when read (left alone: a
+    ``DELETE`` would delete a finished prediction's record); ``gone`` the 404s (nothing left to
+    cancel); ``errors`` the ones neither read nor cancelled.
+    """
+
+    cancelled: dict[str, str] = field(default_factory=dict)
+    finished: dict[str, Prediction] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)
+    errors: dict[str, WaveSpeedError] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.cancelled)} cancelled", f"{len(self.finished)} already finished"]
+        if self.gone:
+            parts.append(f"{len(self.gone)} gone (404)")
+        if self.errors:
+            parts.append(f"{len(self.errors)} not cancelled ({next(iter(self.errors.values()))})")
+        return ", ".join(parts)
+
+
+async def cancel_unfinished(
+    client: _Canceller,
+    prediction_ids: Sequence[str],
+    *,
+    concurrency: int = READ_CONCURRENCY,
+    log: Any = _log,
+) -> CancelOutcome:
+    """Cancel each prediction that is not finished, at most ``concurrency`` at a time.
+
+    Each is read first and cancelled (``DELETE``) only while unfinished: the API's ``DELETE``
+    of a finished prediction deletes its record (and outputs' links) instead. A prediction that
+    finishes between the read and the ``DELETE`` loses its record; the window is one request.
+    Requests are paced by the client's limiter, as polls are. A 404 means nothing is left to
+    cancel. Errors are returned, not raised: one failed cancel does not stop the others.
+    """
+    outcome = CancelOutcome()
+    queue = iter(dict.fromkeys(prediction_ids))
+
+    async def canceller() -> None:
+        for prediction_id in queue:  # a shared iterator: each id goes to exactly one canceller
+            try:
+                prediction = await client.get_prediction(prediction_id)
+                if prediction.is_terminal:
+                    outcome.finished[prediction_id] = prediction
+                    continue
+                answer = await client.cancel_prediction(prediction_id)
+                outcome.cancelled[prediction_id] = answer.status if answer is not None else "deleted"
+            except WaveSpeedNotFoundError:
+                outcome.gone.append(prediction_id)
+            except WaveSpeedError as exc:
+                outcome.errors[prediction_id] = exc
+
+    count = len(dict.fromkeys(prediction_ids))
+    if count:
+        await asyncio.gather(*(canceller() for _ in range(max(1, min(concurrency, count)))))
+        log.info("WaveSpeed cancel of %d unfinished prediction(s): %s", count, outcome.summary())
+    return outcome

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors, default_deferrable, defer_with_deadline
+from airflow_provider_wavespeed._common import (
+    TRANSIENT_ERRORS,
+    airflow_errors,
+    cancel_on_worker_kill,
+    default_deferrable,
+    defer_with_deadline,
+)
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
@@ -21,7 +27,12 @@ from airflow_provider_wavespeed.api.errors import (
     failure_advice,
 )
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
-from airflow_provider_wavespeed.api.polling import WaitOutcome, read_predictions, wait_for_predictions
+from airflow_provider_wavespeed.api.polling import (
+    WaitOutcome,
+    cancel_unfinished,
+    read_predictions,
+    wait_for_predictions,
+)
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
 from airflow_provider_wavespeed.batch_record import BatchRecord, record_key
@@ -48,6 +59,8 @@ DEFAULT_SUBMIT_WINDOW = 25
 
 STATUS_UNCERTAIN = "uncertain"  # sent, outcome unknown: never sent again
 STATUS_UNKNOWN = "unknown"  # accepted, but it could not be read (e.g. 404)
+STATUS_CANCELLED = "cancelled"  # stopped before it finished (the API reads "cancelled" or "deleted")
+_CANCELLED_STATUSES = frozenset({"cancelled", "deleted"})
 # How many items a failure message lists (all are in the task log).
 _LISTED = 20
 
@@ -94,6 +107,12 @@ class WaveSpeedBatchOperator(BaseOperator):
     :param timeout: Seconds to wait for the predictions once all are submitted.
     :param deferrable: Wait in the triggerer instead of a worker (default True).
     :param submit_window: Inputs sent per record window (default 25); see :data:`DEFAULT_SUBMIT_WINDOW`.
+    :param cancel_on_kill: When a user kills the waiting task (mark failed/success, clear), cancel
+        its unfinished predictions, concurrently and paced like polls (default True): from the
+        trigger when deferred (Airflow 3.3+; 3.0-3.2 see the README), from ``on_kill`` when waiting
+        in a worker. Completed ones are never touched; never on a triggerer restart or a retry.
+    :param cancel_on_timeout: When ``timeout`` passes, cancel the unfinished predictions (default
+        True); their entries read ``cancelled``.
     """
 
     template_fields: Sequence[str] = ("model", "inputs", "output_path")
@@ -113,6 +132,8 @@ class WaveSpeedBatchOperator(BaseOperator):
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         deferrable: bool | None = None,
         submit_window: int = DEFAULT_SUBMIT_WINDOW,
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +150,10 @@ class WaveSpeedBatchOperator(BaseOperator):
         self.timeout = timeout
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.submit_window = submit_window
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
+        # While waiting in this worker: (task instance, the predictions, those seen finished), for on_kill.
+        self._waiting_on: tuple[Any, list[str], set[str]] | None = None
 
     def _hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
@@ -203,7 +228,11 @@ class WaveSpeedBatchOperator(BaseOperator):
         WaveSpeedModelLink.persist(context, model=model)
         record = self._open_record(context, model, items)
         if not self.deferrable:
-            predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
+            self._waiting_on = (context["ti"], [], set())
+            try:
+                predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
+            finally:
+                self._waiting_on = None
             return self._finish(record, predictions, wait)
         if record.unsent():
             asyncio.run(self._submit_and_collect(model, items, record, wait=False))
@@ -238,14 +267,22 @@ class WaveSpeedBatchOperator(BaseOperator):
                 in_words(self.timeout),
             )
 
+            waiting = self._waiting_on
+            if waiting is not None:
+                waiting[1].extend(ids)
+
             def keep(prediction: Prediction) -> None:
                 found[prediction.id] = prediction
+                if waiting is not None:
+                    waiting[2].add(prediction.id)
 
             outcome = await wait_for_predictions(
                 client, ids, poll_interval=self.poll_interval, end_time=end_time, on_finished=keep, log=self.log
             )
             if outcome.error is not None:
                 return found, outcome
+            if outcome.deadline and outcome.last_status and self.cancel_on_timeout:
+                await cancel_unfinished(client, list(outcome.last_status), log=self.log)
         found.update(await read_predictions(client, [i for i in ids if i not in found]))
         return found, outcome
 
@@ -257,6 +294,8 @@ class WaveSpeedBatchOperator(BaseOperator):
                 wavespeed_conn_id=self.wavespeed_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
+                cancel_on_kill=self.cancel_on_kill,
+                cancel_on_timeout=self.cancel_on_timeout,
             ),
             waiting_for=f"{len(ids)} WaveSpeed predictions are",
             timeout=self.timeout,
@@ -293,6 +332,13 @@ class WaveSpeedBatchOperator(BaseOperator):
             self.log.warning("%s", event.get("message"))
         return self._finish(record, asyncio.run(read_all()), None)
 
+    def on_kill(self) -> None:
+        """Killed while waiting in a worker: cancel the unfinished predictions when a user killed the task."""
+        waiting = self._waiting_on
+        if self.cancel_on_kill and waiting is not None:
+            ti, ids, finished = waiting
+            cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, [i for i in ids if i not in finished])
+
     # -- the result ---------------------------------------------------------------------------------
 
     def _entry(
@@ -309,6 +355,14 @@ class WaveSpeedBatchOperator(BaseOperator):
         if not isinstance(answer, Prediction):
             return {**entry, "status": STATUS_UNKNOWN, "error": f"could not be read: {answer}"}
         entry["status"] = answer.status
+        if answer.status in _CANCELLED_STATUSES:
+            # "deleted" is how the API reads an unfinished prediction a DELETE stopped: cancelled, as for the user.
+            # Stopped by a DELETE: this task's at the wait limit (cancel_on_timeout), or someone else's.
+            return {
+                **entry,
+                "status": STATUS_CANCELLED,
+                "error": f"cancelled before it finished (the API reads it {answer.status!r})",
+            }
         if answer.is_success:
             data = without_oversized_outputs(answer)
             entry["outputs"] = data["outputs"]

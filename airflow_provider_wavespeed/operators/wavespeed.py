@@ -13,6 +13,8 @@ from airflow_provider_wavespeed._common import (
     TRANSIENT_ERRORS,
     airflow_errors,
     budget_usd,
+    cancel_now,
+    cancel_on_worker_kill,
     completed_result,
     default_deferrable,
     defer_until_finished,
@@ -20,7 +22,12 @@ from airflow_provider_wavespeed._common import (
 )
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError, WaveSpeedStorageError
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedError,
+    WaveSpeedPredictionFailedError,
+    WaveSpeedStorageError,
+    WaveSpeedTimeoutError,
+)
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
@@ -84,6 +91,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
         terminal failure, so nothing runs twice. Never after an input or moderation failure
         (1xxx), never after an uncertain submit. Default 0, as the official SDK's ``max_retries``.
         The result's ``prediction_ids_tried`` lists every prediction tried.
+    :param cancel_on_kill: When waiting, and a user kills the task (mark failed/success, clear),
+        cancel its prediction if unfinished (default True): from the trigger when deferred
+        (Airflow 3.3+; 3.0-3.2 see the README), from ``on_kill`` when waiting in a worker. Never
+        on a triggerer restart, a worker shutdown or a retry.
+    :param cancel_on_timeout: When waiting and ``timeout`` passes, cancel the prediction if
+        unfinished (default True: the task fails for good then, and no one would collect it).
     """
 
     template_fields: Sequence[str] = (
@@ -115,6 +128,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         min_balance_usd: float | str | None = None,
         resubmit_on_server_failure: int = 0,
         end_from_trigger: bool = True,
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -148,6 +163,10 @@ class WaveSpeedSubmitOperator(BaseOperator):
         # Not Airflow's attribute name: its DAG bag refuses a task whose end_from_trigger is true while
         # listeners exist; end_in_triggerer_kwargs() checks for listeners itself, when the wait starts.
         self.end_in_triggerer = end_from_trigger
+        # Only a waiting task owns its prediction's fate; without waiting, a sensor downstream does.
+        self.cancel_on_kill = cancel_on_kill and wait_for_completion
+        self.cancel_on_timeout = cancel_on_timeout and wait_for_completion
+        self._waiting_on: tuple[Any, str] | None = None  # (task instance, prediction id) while waiting here
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -261,14 +280,36 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 self._defer(context, prediction.id)
             try:
                 with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
-                    done = self.hook.wait_for_prediction(
-                        prediction.id, poll_interval=self.poll_interval, timeout=self.timeout
-                    )
+                    done = self._wait_here(context, prediction.id)
             except WaveSpeedPredictionFailedError as exc:
                 prediction = self._after_failure(context, exc, tried)
                 tried.append(prediction.id)
                 continue
             return self._completed(context, done, tried)
+
+    def _wait_here(self, context: Context, prediction_id: str) -> Prediction:
+        """Wait in this worker; at ``timeout`` cancel the prediction first (``cancel_on_timeout``)."""
+        self._waiting_on = (context["ti"], prediction_id)
+        try:
+            return self.hook.wait_for_prediction(prediction_id, poll_interval=self.poll_interval, timeout=self.timeout)
+        except WaveSpeedTimeoutError:
+            if self.cancel_on_timeout:
+                outcome = cancel_now(self.wavespeed_conn_id, [prediction_id], log=self.log)
+                if prediction_id in outcome.cancelled or prediction_id in outcome.gone:
+                    raise WaveSpeedTimeoutError(
+                        f"WaveSpeed prediction {prediction_id} did not finish within {self.timeout:g} s and was "
+                        "cancelled (cancel_on_timeout)",
+                        prediction_id=prediction_id,
+                    ) from None
+            raise
+        finally:
+            self._waiting_on = None
+
+    def on_kill(self) -> None:
+        """Killed while waiting in a worker: cancel the unfinished prediction when a user killed the task."""
+        waiting = self._waiting_on
+        if self.cancel_on_kill and waiting is not None:
+            cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, [waiting[1]])
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
         defer_until_finished(
@@ -284,6 +325,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
                 output_path=self.output_path,
             ),
+            cancel_on_kill=self.cancel_on_kill,
+            cancel_on_timeout=self.cancel_on_timeout,
         )
 
     def execute_complete(

@@ -8,13 +8,15 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_wavespeed._common import (
     TRANSIENT_ERRORS,
     airflow_errors,
+    cancel_now,
+    cancel_on_worker_kill,
     completed_result,
     default_deferrable,
     defer_until_finished,
@@ -103,6 +105,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     :param output_path: Copy the outputs there and add ``stored_paths`` to the result (templated):
         a directory path, a URL (``file:///data/out/``, ``s3://bucket/prefix/``) or an
         ``ObjectStoragePath``. Files are named ``<prediction id>_<index>.<ext>``.
+    :param cancel_on_kill: When a user kills the waiting task (mark failed/success, clear), cancel
+        the prediction if it is unfinished (default True): from the trigger when deferred (Airflow
+        3.3+; 3.0-3.2 see the README), from ``on_kill`` when poking in a worker. Never on a
+        triggerer restart, a worker shutdown or a retry.
+    :param cancel_on_timeout: When ``timeout`` passes, cancel the prediction if it is unfinished
+        (default True); the timeout's message says it was cancelled.
     """
 
     template_fields: Sequence[str] = ("prediction_id", "output_path", "wavespeed_conn_id")
@@ -119,6 +127,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         output_path: OutputPath | None = None,
         end_from_trigger: bool = True,
         start_from_trigger: bool | None = None,
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         **kwargs: Any,
     ) -> None:
         _default_retries(kwargs)
@@ -131,7 +141,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         # Not Airflow's attribute name: its DAG bag refuses a task whose end_from_trigger is true while
         # listeners exist; end_in_triggerer_kwargs() checks for listeners itself, when the wait starts.
         self.end_in_triggerer = end_from_trigger
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
+        self._poking: tuple[Any, str] | None = None  # (task instance, prediction id) while poking in a worker
         self._start_in_triggerer(start_from_trigger)
 
     def _start_in_triggerer(self, requested: bool | None) -> None:
@@ -170,12 +183,18 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 "poll_interval": float(self.poll_interval),
                 "timeout": float(self.timeout),
                 **end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path),
+                **self._cancel_kwargs(),
             },
             next_method="execute_complete",
             next_kwargs=None,
             # Airflow's backstop for a lost trigger; the trigger ends the wait DEFERRAL_GRACE earlier.
             timeout=timedelta(seconds=float(self.timeout) + DEFERRAL_GRACE),
         )
+
+    def _cancel_kwargs(self) -> dict[str, bool]:
+        """The trigger's cancel options, only those set (the trigger's defaults are False)."""
+        options = {"cancel_on_kill": self.cancel_on_kill, "cancel_on_timeout": self.cancel_on_timeout}
+        return {name: True for name, value in options.items() if value}
 
     def _prediction_id_template(self, *, requested: bool) -> tuple[str | None, str]:
         """``prediction_id`` as text the triggerer may render, or None and why not.
@@ -225,7 +244,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
-            return super().execute(context)
+            return self._poke_until_done(context)
         # One poll first, as Airflow's own deferrable sensors do: a wait that starts after the
         # prediction is over (or with a bad connection) ends here, with no deferral and no second
         # worker run, and so also outside the window of Airflow's stale defer-exit race
@@ -240,7 +259,36 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             poll_interval=self.poll_interval,
             timeout=self.timeout,
             end=end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path),
+            cancel_on_kill=self.cancel_on_kill,
+            cancel_on_timeout=self.cancel_on_timeout,
         )
+
+    def _poke_until_done(self, context: Context) -> Any:
+        """Airflow's poke loop in this worker; at ``timeout``, cancel the prediction first (``cancel_on_timeout``)."""
+        prediction_id = self._prediction_id()
+        self._poking = (context["ti"], prediction_id)
+        try:
+            return super().execute(context)
+        except (AirflowSensorTimeout, AirflowSkipException) as exc:
+            # A skip is a timeout only with soft_fail (Airflow raises it instead); poke() never skips.
+            if not self.cancel_on_timeout or (isinstance(exc, AirflowSkipException) and not self.soft_fail):
+                raise
+            try:
+                outcome = cancel_now(self.wavespeed_conn_id, [prediction_id], log=self.log)
+            except Exception as cancel_error:  # the timeout is the news; say the cancel failed
+                self.log.warning("Could not cancel WaveSpeed prediction %s: %s", prediction_id, cancel_error)
+                raise exc from None
+            if prediction_id in outcome.cancelled or prediction_id in outcome.gone:
+                exc.args = (f"{exc}; WaveSpeed prediction {prediction_id} was cancelled (cancel_on_timeout)",)
+            raise
+        finally:
+            self._poking = None
+
+    def on_kill(self) -> None:
+        """Killed while poking in a worker: cancel the unfinished prediction when a user killed the task."""
+        poking = self._poking
+        if self.cancel_on_kill and poking is not None:
+            cancel_on_worker_kill(self, poking[0], self.wavespeed_conn_id, [poking[1]])
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         prediction_id = self._prediction_id()

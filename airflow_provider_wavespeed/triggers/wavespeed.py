@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_wavespeed._task_end import plain_return_value
 from airflow_provider_wavespeed.api.defaults import (
@@ -18,14 +19,15 @@ from airflow_provider_wavespeed.api.defaults import (
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import wait_for_predictions
+from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished, wait_for_predictions
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
 
 
-class WaveSpeedTaskTrigger(BaseTrigger):
+class WaveSpeedTaskTrigger(CancellingTrigger):
     """Poll ``GET /api/v3/predictions/<id>/result`` until the prediction is terminal.
 
     Polling policy: the first poll ``first_poll_interval`` (1 s) after the trigger starts,
@@ -60,6 +62,10 @@ class WaveSpeedTaskTrigger(BaseTrigger):
     :param timeout: Without ``end_time`` (a task started in the triggerer): the wait limit in seconds.
         The deadline is then Airflow's trigger timeout of the task instance (stored with it, so a
         trigger moved to another triggerer keeps it) less :data:`DEFERRAL_GRACE`.
+    :param cancel_on_kill: When a user kills the task (mark failed/success, clear), cancel the
+        prediction if it is unfinished (see :mod:`~._cancel`: never on a triggerer restart).
+    :param cancel_on_timeout: At the deadline, cancel the prediction if it is unfinished; the
+        ``deadline`` event then says so (``cancelled``: the status the API answered).
     """
 
     def __init__(
@@ -72,6 +78,8 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         *,
         end_from_trigger: bool = False,
         timeout: float | None = None,
+        cancel_on_kill: bool = False,
+        cancel_on_timeout: bool = False,
         **retired: Any,
     ) -> None:
         super().__init__()
@@ -86,6 +94,9 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         self.end_time = float(end_time) if end_time is not None else None
         self.first_poll_interval = float(first_poll_interval)
         self.end_from_trigger = bool(end_from_trigger)
+        self.cancel_on_kill = bool(cancel_on_kill)
+        self.cancel_on_timeout = bool(cancel_on_timeout)
+        self._waiting: list[str] = []  # the prediction while it is not known to be terminal
         # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
         # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
         unknown = set(retired) - {"on_failure", "retry_failed", "last_try"}
@@ -105,6 +116,8 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         options = {
             "end_from_trigger": (self.end_from_trigger, False),
             "timeout": (self.timeout, None),
+            "cancel_on_kill": (self.cancel_on_kill, False),
+            "cancel_on_timeout": (self.cancel_on_timeout, False),
         }
         kwargs.update({name: value for name, (value, default) in options.items() if value != default})
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -132,7 +145,19 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             self.end_time = time.time() + self.timeout
         return self.end_time
 
+    def unfinished_ids(self) -> list[str]:
+        return list(self._waiting)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in self._run():
+                self._waiting = []  # an event was sent: nothing of this wait is ours to cancel any more
+                yield event
+        except asyncio.CancelledError:
+            await self.cancelled_from_outside()
+            raise
+
+    async def _run(self) -> AsyncIterator[TriggerEvent]:
         try:
             prediction_id = validate_prediction_id(self.prediction_id)
         except WaveSpeedError as exc:
@@ -145,6 +170,8 @@ class WaveSpeedTaskTrigger(BaseTrigger):
             yield TriggerEvent(error_event(prediction_id, str(exc), type(exc).__name__))
             return
         found: list[Prediction] = []
+        self._waiting = [prediction_id]
+        cancelled: CancelOutcome | None = None
         try:
             outcome = await wait_for_predictions(
                 client,
@@ -155,6 +182,11 @@ class WaveSpeedTaskTrigger(BaseTrigger):
                 on_finished=found.append,
                 log=self.log,
             )
+            if found:
+                self._waiting = []
+            elif outcome.deadline and self.cancel_on_timeout:
+                cancelled = await cancel_unfinished(client, [prediction_id], log=self.log)
+                found.extend(cancelled.finished.values())  # it finished at the last moment: that is the result
         finally:
             await release_shared_client(self.wavespeed_conn_id)
         error = outcome.error or outcome.unreadable.get(prediction_id)
@@ -163,11 +195,30 @@ class WaveSpeedTaskTrigger(BaseTrigger):
         elif error is not None:
             yield TriggerEvent(error_event(prediction_id, str(error), type(error).__name__))
         else:
+            yield TriggerEvent(self._deadline_event(prediction_id, cancelled))
+
+    def _deadline_event(self, prediction_id: str, cancelled: CancelOutcome | None) -> dict[str, Any]:
+        """The ``deadline`` event: the prediction may still finish, unless it was cancelled here."""
+        if cancelled is None:
             message = (
                 f"WaveSpeed prediction {prediction_id} did not finish before the wait "
                 "limit; it may still finish: wait on it again with the same prediction id"
             )
-            yield TriggerEvent(deadline_event(prediction_id, message))
+            return deadline_event(prediction_id, message)
+        if prediction_id in cancelled.cancelled or prediction_id in cancelled.gone:
+            status = cancelled.cancelled.get(prediction_id, "gone")
+            message = (
+                f"WaveSpeed prediction {prediction_id} did not finish before the wait limit and was "
+                f"cancelled (cancel_on_timeout; the API answered {status!r})"
+            )
+            return {**deadline_event(prediction_id, message), "cancelled": status}
+        error = cancelled.errors.get(prediction_id)
+        message = (
+            f"WaveSpeed prediction {prediction_id} did not finish before the wait limit, and cancelling it "
+            f"failed ({error}); it may still finish (and be billed): wait on it again with the same "
+            "prediction id, or cancel it yourself"
+        )
+        return deadline_event(prediction_id, message)
 
     def _ends_task(self) -> bool:
         # A trigger ends its task only in a triggerer, where it runs for a task instance; dag.test()

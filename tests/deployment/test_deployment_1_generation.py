@@ -115,12 +115,19 @@ def test_triggerer_killed_other_takes_over_without_resubmitting(deployment: Depl
             assert after[key]["id"] == before[key]["id"]
             assert after[key]["kwargs_text"] == before[key]["kwargs_text"]
 
+    # A triggerer killed is no user's kill: nothing was cancelled (cancel_on_kill is on by default).
+    assert deployment.control.counters()["delete_requests"] == {}
     for submission in deployment.submissions_of(run_id):
         if submission["model"] != PROBE_MODEL:
             assert deployment.control.release(submission["id"]) == 1
     result = deployment.finish(KILL_DAG, run_id, timeout=600, started=started)
     _all_success(result, ("generate.submit", "generate.wait", "probe.submit"))
     result.assert_states("probe.wait", {"failed": KILL_PROBES})
+
+    # Only the probes' predictions were cancelled, once each, at their wait limit (cancel_on_timeout):
+    # none by the kill, and no completed generation.
+    probe_ids = [s["id"] for s in deployment.submissions_of(run_id) if s["model"] == PROBE_MODEL]
+    assert deployment.control.counters()["delete_requests"] == dict.fromkeys(probe_ids, 1)
 
     # No duplicate submission, in either group.
     assert deployment.submissions_per_index(run_id, "wavespeed-ai/flux-dev") == {i: 1 for i in range(KILL_GENERATIONS)}

@@ -89,6 +89,8 @@ def test_triggerer_killed_while_a_batch_waits_the_other_one_finishes_it(deployme
     takeover = deployment.wait_until(taken_over, 120, "the surviving triggerer to take the batch's trigger over")
     after = trigger_row()
     assert after is not None and (after["id"], after["kwargs_text"]) == (before["id"], before["kwargs_text"])
+    # The kill and the takeover cancelled nothing (the batch's cancel_on_kill is on by default).
+    assert control.counters()["delete_requests"] == {}
     assert control.release() == BATCH_COUNT
     result = deployment.finish(TRIGGERER_KILL_DAG, run_id, timeout=240, started=started)
     (ti,) = result.of("batch")
@@ -100,6 +102,7 @@ def test_triggerer_killed_while_a_batch_waits_the_other_one_finishes_it(deployme
     )
     assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 1), log[-3000:]
     assert deployment.submissions_per_index(run_id) == {index: 1 for index in range(BATCH_COUNT)}
+    assert (control.counters()["delete_requests"], control.counters()["cancelled"]) == ({}, 0)
     value = airflow.xcom(TRIGGERER_KILL_DAG, run_id, "batch")
     assert (value["completed"], value["failed"]) == (BATCH_COUNT, 0)
     assert sorted(entry["id"] for entry in value["predictions"]) == sorted(ids)

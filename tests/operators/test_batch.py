@@ -396,6 +396,7 @@ def test_predictions_still_running_at_the_wait_limit_are_reported_with_their_las
             poll_interval=0.5,
             max_failed=max_failed,
             deferrable=deferrable,
+            cancel_on_timeout=False,  # left running, as before the option existed
         )
     dag_run = dag_test(dag)
     slow_id = _by_prompt(wavespeed_connection)["slow 1"]["id"]
@@ -410,6 +411,41 @@ def test_predictions_still_running_at_the_wait_limit_are_reported_with_their_las
         assert ti_states(dag_run) == {("batch", -1): "failed"}
         assert f"[1] {slow_id} processing: still processing when the wait limit" in task_output(capfd)
     assert len(wavespeed_connection.submissions()) == 3
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-worker"])
+@pytest.mark.parametrize("cancel_status", ["deleted", "cancelled"])
+def test_the_wait_limit_cancels_the_unfinished_predictions_by_default(
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+    deferrable: bool,
+    cancel_status: str,
+) -> None:
+    wavespeed_connection.set_duration(0)  # finished at once: only the held ones run
+    wavespeed_connection.set_cancel_status(cancel_status)
+    wavespeed_connection.hold(prompt_contains="slow")
+    with _dag(request) as dag:
+        WaveSpeedBatchOperator(
+            task_id="batch",
+            model=FLUX,
+            inputs=_prompts("fast 0", "slow 1", "fast 2", "slow 3"),
+            timeout=1.5,
+            poll_interval=0.3,
+            max_failed=2,
+            deferrable=deferrable,
+        )
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("batch", -1): "success"}
+    by_prompt = _by_prompt(wavespeed_connection)
+    slow = [by_prompt["slow 1"]["id"], by_prompt["slow 3"]["id"]]
+    result = _result(dag_run)
+    assert [entry["status"] for entry in result["predictions"]] == ["completed", "cancelled", "completed", "cancelled"]
+    assert f"the API reads it {cancel_status!r}" in result["predictions"][1]["error"]
+    assert (result["completed"], result["failed"]) == (2, 2)
+    counters = wavespeed_connection.counters()
+    assert sorted(counters["delete_requests"]) == sorted(slow) and counters["cancelled"] == 2
+    assert {wavespeed_connection.prediction_state(i)["status"] for i in slow} == {cancel_status}
 
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-worker"])

@@ -116,7 +116,8 @@ def test_sensor_timeout_fails_or_skips(
 ) -> None:
     wavespeed_connection.hold()  # running for as long as the test lasts
     prediction_id = _submit()
-    dag_run = dag_test(_sensor_dag(request, prediction_id, timeout=0.8, soft_fail=soft_fail))
+    # cancel_on_timeout=False: the prediction is left running, as before the option existed.
+    dag_run = dag_test(_sensor_dag(request, prediction_id, timeout=0.8, soft_fail=soft_fail, cancel_on_timeout=False))
     assert ti_states(dag_run) == {("wait", -1): state}
     log = task_output(capfd)
     if soft_fail:
@@ -129,6 +130,27 @@ def test_sensor_timeout_fails_or_skips(
         assert f"WaveSpeed prediction {prediction_id} did not finish before the wait limit" in log
         assert "AirflowSensorTimeout" in log
     assert wavespeed_connection.prediction_state(prediction_id)["status"] == "processing"
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "poke"])
+@pytest.mark.parametrize("cancel_status", ["deleted", "cancelled"])
+def test_sensor_timeout_cancels_the_prediction_by_default(
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+    deferrable: bool,
+    cancel_status: str,
+) -> None:
+    wavespeed_connection.set_cancel_status(cancel_status)
+    wavespeed_connection.hold()  # running for as long as the test lasts
+    prediction_id = _submit()
+    dag_run = dag_test(_sensor_dag(request, prediction_id, timeout=0.8, deferrable=deferrable, retries=0))
+    assert ti_states(dag_run) == {("wait", -1): "failed"}
+    log = task_output(capfd)
+    assert "AirflowSensorTimeout" in log
+    assert f"WaveSpeed prediction {prediction_id} " in log and "was cancelled (cancel_on_timeout" in log
+    assert wavespeed_connection.prediction_state(prediction_id)["status"] == cancel_status
+    assert wavespeed_connection.counters()["delete_requests"] == {prediction_id: 1}
 
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "poke"])
