@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,10 +21,20 @@ from airflow_provider_wavespeed._common import (
     prediction_from_event,
 )
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
+from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError, WaveSpeedStorageError
-from airflow_provider_wavespeed.api.models import Prediction, ensure_success
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedError,
+    WaveSpeedNotFoundError,
+    WaveSpeedPredictionFailedError,
+    WaveSpeedStorageError,
+    WaveSpeedSubmitUncertainError,
+)
+from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage, ensure_success
+from airflow_provider_wavespeed.api.reconcile import reconcile
+from airflow_provider_wavespeed.api.times import utc_text
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
+from airflow_provider_wavespeed.batch_record import SUBMIT_RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
@@ -38,6 +50,11 @@ XCOM_PREDICTION_IDS = "prediction_ids"
 # generation, but never after a lost wait: that prediction may still finish (and was paid).
 _WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
 _UPLOAD_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
+# The submit record's states: written just before the POST, and with the id right after its answer.
+_SENDING, _SENT = "sending", "sent"
+# A recorded prediction in these states is resumed by a later try; any other (failed, cancelled,
+# deleted, timeout, gone) means a later try submits again (a clear after a kill is "run again").
+_RESUMABLE = frozenset({"created", "queued", "processing", SUCCESS_STATUS})
 
 
 class WaveSpeedSubmitOperator(BaseOperator):
@@ -59,6 +76,15 @@ class WaveSpeedSubmitOperator(BaseOperator):
     outputs too large for XCom, or a failure whose retry decision the triggerer of this Airflow
     version would make differently (before 3.3.1 a failed prediction with retries left resumes in
     the worker, which lets the retry submit again).
+
+    Resume: from just before the submit until the prediction id is handed on (returned, or given
+    to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.batch_record.TaskRecord`:
+    Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
+    then the prediction id. A later try that finds it (a worker killed after the submit) resumes
+    that prediction while it is queued, processing or completed, and submits again when it failed,
+    was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
+    prediction history (same model and inputs, created since just before the send) and the one
+    match is adopted; with none or several the task fails without submitting again.
 
     Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
     (``/model/pricing``) and the task fails without submitting when it is higher; with
@@ -154,20 +180,113 @@ class WaveSpeedSubmitOperator(BaseOperator):
         return WaveSpeedHook(self.wavespeed_conn_id)
 
     def submit(self, context: Context, tried: list[str] | None = None) -> Prediction:
-        """Validate the rendered arguments, then submit once; ``tried`` lists earlier predictions of this try."""
+        """Validate the rendered arguments, then submit once; ``tried`` lists earlier predictions of this try.
+
+        A first submit of a try resumes (or adopts from the history) what an earlier try's record names.
+        """
+        record = self._record(context)
         with airflow_errors():
             model = validate_model(self.model)
             inputs = validate_inputs(self.inputs)
             webhook = validate_webhook_url(self.webhook) if self.webhook else None
-            self.check_budget(model, inputs)
-            prediction = self.hook.submit(model, inputs, webhook=webhook)
-        self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
+            prediction = None if tried else self._resume(record, model, inputs)
+            if prediction is None:
+                self.check_budget(model, inputs)
+                sent_at = time.time()
+                entry = {"version": 1, "sent_at": sent_at, "model": model, "digest": input_digest(model, [inputs])}
+                record.put({**entry, "state": _SENDING}, verify=True)
+                try:
+                    prediction = self.hook.submit(model, inputs, webhook=webhook)
+                except WaveSpeedSubmitUncertainError as exc:
+                    prediction = self._adopt(model, inputs, sent_at, str(exc), record)
+                else:
+                    self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
+                # The one instant left unrecorded: between the API's answer and this write.
+                record.put({**entry, "state": _SENT, "prediction_id": prediction.id}, verify=False)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
         if self.resubmit_on_server_failure:
             context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
         WaveSpeedModelLink.persist(context, model)
         WaveSpeedPredictionLink.persist(context, prediction.id)
         return prediction
+
+    # -- the record: resume and reconcile -----------------------------------------------------------
+
+    def _record(self, context: Context) -> TaskRecord:
+        ti = context["ti"]
+        description = (
+            f"WaveSpeed submit record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
+            "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted "
+            "once the prediction id is handed on; delete it yourself only to submit again."
+        )
+        return TaskRecord(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
+
+    def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
+        """The prediction an earlier try's record names, when it should be resumed; None: submit."""
+        data = record.get()
+        if data is None:
+            return None
+        same = data.get("digest") == input_digest(model, [inputs])
+        sent_at = float(data.get("sent_at") or 0)
+        if data.get("state") == _SENDING:
+            if not same:
+                self.log.warning(
+                    "An earlier try sent a submit with other inputs (or model) and got no answer: it is not "
+                    "looked for; submitting these inputs"
+                )
+                return None
+            self.log.warning("An earlier try stopped with its submit in flight: looking for it in the history")
+            why = "an earlier try of this task stopped while this submit was in flight"
+            return self._adopt(model, inputs, sent_at, why, record)
+        prediction_id = str(data.get("prediction_id") or "")
+        try:
+            prediction = self.hook.get_prediction(prediction_id)
+        except WaveSpeedNotFoundError:
+            self.log.warning("The prediction %s an earlier try submitted is gone: submitting again", prediction_id)
+            return None
+        if prediction.status not in _RESUMABLE:
+            self.log.warning(
+                "The prediction %s an earlier try submitted is %s: submitting again", prediction_id, prediction.status
+            )
+            return None
+        if not same:
+            self.log.warning(
+                "The prediction %s an earlier try submitted (%s) has other inputs or model than these: it is not "
+                "resumed (it stays paid); submitting these inputs",
+                prediction_id,
+                prediction.status,
+            )
+            return None
+        self.log.info(
+            "Resuming WaveSpeed prediction %s (%s), submitted by an earlier try of this task: nothing is submitted",
+            prediction_id,
+            prediction.status,
+        )
+        return prediction
+
+    def _adopt(self, model: str, inputs: dict[str, Any], sent_at: float, why: str, record: TaskRecord) -> Prediction:
+        """The one prediction of the history like this submit; otherwise fail for good (never send again)."""
+        hook = self.hook
+
+        async def page(**query: Any) -> PredictionPage:
+            return hook.list_predictions(**query)
+
+        self.log.warning("The submit's outcome is unknown (%s): looking for it in the prediction history", why)
+        try:
+            found = asyncio.run(reconcile(page, model, {0: inputs}, sent_at))
+        except WaveSpeedError as exc:
+            reason = f"the history could not be read ({exc})"
+        else:
+            if 0 in found.adopted:
+                prediction_id = found.adopted[0]
+                self.log.info("Adopted WaveSpeed prediction %s from the history: nothing is submitted", prediction_id)
+                return self.hook.get_prediction(prediction_id)
+            reason = found.unresolved[0]
+        raise WaveSpeedSubmitUncertainError(
+            f"{uncertain_message(model, why, utc_text(sent_at))}. Looked up: {reason}. The record in {record.where} "
+            "keeps this task from submitting again; delete it (or find the prediction and use WaveSpeedTaskSensor) "
+            "once checked"
+        )
 
     def _tried(self, context: Context, prediction_id: str) -> list[str]:
         """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
@@ -254,6 +373,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         prediction = self.submit(context)
         if not self.wait_for_completion:
             note_result(self, prediction.id)
+            self._record(context).delete()  # handed on: the return value carries the id
             return prediction.id
         tried = [prediction.id]
         while True:
@@ -268,9 +388,15 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 prediction = self._after_failure(context, exc, tried)
                 tried.append(prediction.id)
                 continue
-            return self._completed(context, done, tried)
+            result = self._completed(context, done, tried)
+            self._record(context).delete()
+            return result
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
+        if context is not None:
+            # Handed on: the trigger's kwargs carry the id, and a later try (a retry after the wait, or
+            # a user's clear) must not silently resume a prediction that may have been delivered.
+            self._record(context).delete()
         defer_until_finished(
             self,
             prediction_id,
