@@ -53,7 +53,7 @@ async def reconcile(
     sent_at: float,
     *,
     known_ids: frozenset[str] | set[str] = frozenset(),
-    delays: tuple[float, ...] = LOOK_DELAYS,
+    delays: tuple[float, ...] | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> Reconciled[K]:
     """Match each of ``wanted`` (key -> the inputs sent) to the one history entry of ``model`` like it.
@@ -61,10 +61,11 @@ async def reconcile(
     ``list_page(**HistoryQuery)`` reads one history page (a client's ``list_predictions``);
     ``sent_at`` is the epoch time just before the sends; ``known_ids`` are predictions already
     paired with other inputs (never adopted twice). Inputs with no match are looked for again
-    after each of ``delays``; several matches, or a history not read whole, end the looking for
+    after each of ``delays`` (default :data:`LOOK_DELAYS`); several matches, or a history not read whole, end the looking for
     that input. Identical inputs among ``wanted`` match the same entries: they stay unresolved.
     A failed history read raises (the caller keeps the inputs uncertain).
     """
+    delays = LOOK_DELAYS if delays is None else delays
     since = datetime.datetime.fromtimestamp(sent_at - CLOCK_SKEW, tz=datetime.timezone.utc)
     canon = {key: _canonical(dict(inputs)) for key, inputs in wanted.items()}
     adopted: dict[K, str] = {}
