@@ -62,7 +62,8 @@ async def reconcile(
     ``sent_at`` is the epoch time just before the sends; ``known_ids`` are predictions already
     paired with other inputs (never adopted twice). Inputs with no match are looked for again
     after each of ``delays`` (default :data:`LOOK_DELAYS`); several matches, or a history not
-    read whole, end the looking for that input. Identical inputs among ``wanted`` match the same entries: they stay unresolved.
+    read whole, end the looking for that input. Identical inputs among ``wanted`` match the same
+    entries: they stay unresolved.
     A failed history read raises (the caller keeps the inputs uncertain).
     """
     delays = LOOK_DELAYS if delays is None else delays
