@@ -221,6 +221,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
         )
         return TaskRecord(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
 
+    def _handed_on(self, context: Context) -> None:
+        """Delete the record: the id is handed on (returned, or in the trigger's kwargs). A later try (a
+        retry after the wait, a user's clear) must not silently resume a prediction that may have been
+        delivered."""
+        self._record(context).delete()
+
     def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
         """The prediction an earlier try's record names, when it should be resumed; None: submit."""
         data = record.get()
@@ -373,11 +379,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
         prediction = self.submit(context)
         if not self.wait_for_completion:
             note_result(self, prediction.id)
-            self._record(context).delete()  # handed on: the return value carries the id
+            self._handed_on(context)  # the return value carries the id
             return prediction.id
         tried = [prediction.id]
         while True:
             if self.deferrable:
+                self._handed_on(context)
                 self._defer(context, prediction.id)
             try:
                 with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
@@ -389,14 +396,10 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 tried.append(prediction.id)
                 continue
             result = self._completed(context, done, tried)
-            self._record(context).delete()
+            self._handed_on(context)
             return result
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
-        if context is not None:
-            # Handed on: the trigger's kwargs carry the id, and a later try (a retry after the wait, or
-            # a user's clear) must not silently resume a prediction that may have been delivered.
-            self._record(context).delete()
         defer_until_finished(
             self,
             prediction_id,
@@ -430,7 +433,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
         try:
             ensure_success(prediction)
         except WaveSpeedPredictionFailedError as exc:
-            self._defer(context, self._after_failure(context, exc, tried).id)
+            again = self._after_failure(context, exc, tried)
+            self._handed_on(context)
+            self._defer(context, again.id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction, tried)
 
