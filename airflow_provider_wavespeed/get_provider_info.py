@@ -65,6 +65,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_wavespeed.operators.wavespeed",
                     "airflow_provider_wavespeed.operators.batch",
+                    "airflow_provider_wavespeed.operators.upload",
                 ],
             }
         ],

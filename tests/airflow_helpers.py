@@ -12,6 +12,8 @@ from packaging.version import Version
 
 AIRFLOW_3_0 = Version(_airflow_version).release[:2] == (3, 0)
 """Airflow 3.0.x: some behaviour (log wording, dag.test() details, fixed bugs) differs from 3.1+."""
+STATE_STORE = Version(_airflow_version).release[:2] >= (3, 3)
+"""Airflow 3.3+: tasks get ``context["task_state_store"]`` (the provider keeps its records there)."""
 
 
 def dag_test(dag: Any) -> Any:
@@ -62,3 +64,33 @@ def task_output(capfd: Any) -> str:
     """
     out, err = capfd.readouterr()
     return str(out) + str(err)
+
+
+def task_record(dag_run: Any, task_id: str, name: str, prefix: str) -> dict[str, Any] | None:
+    """A WaveSpeed task record as the metadata database holds it (None: none): the task state store
+    on Airflow 3.3+ (and then no Variable exists), the Variable below."""
+    import json
+
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_provider_wavespeed.batch_record import record_key
+
+    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, prefix)
+    with create_session() as session:
+        variable = session.scalar(select(Variable).where(Variable.key == key))
+        if not STATE_STORE:
+            return None if variable is None else json.loads(variable.val)
+        assert variable is None, f"Airflow 3.3+ must not write the Variable {key}"
+        from airflow.models.task_state_store import TaskStateStoreModel
+
+        row = session.scalar(
+            select(TaskStateStoreModel).where(
+                TaskStateStoreModel.dag_id == dag_run.dag_id,
+                TaskStateStoreModel.run_id == dag_run.run_id,
+                TaskStateStoreModel.task_id == task_id,
+                TaskStateStoreModel.key == name,
+            )
+        )
+        return None if row is None else json.loads(row.value)

@@ -1,6 +1,6 @@
 """Animate a local image: upload it to WaveSpeed, turn it into a video, keep the video.
 
-``WaveSpeedUploadOperator`` streams the file to ``/media/upload/binary`` and returns its
+``WaveSpeedUploadOperator`` streams the file to WaveSpeed (an upload ticket, then a ``PUT``) and returns its
 download URL, which the image-to-video model takes as its ``image`` input. The video is
 copied to ``output_dir`` (a local directory or a URL such as ``s3://bucket/videos/``), since
 WaveSpeed deletes generated files after 7 days. The cost guard refuses to submit a video
@@ -17,7 +17,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator, WaveSpeedUploadOperator
+from airflow_provider_wavespeed.operators.upload import WaveSpeedUploadOperator
+from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 
 EXAMPLE_IMAGE = str(Path(__file__).with_name("wavespeed_example_input.png"))
 OUTPUT_DIR = os.environ.get("WAVESPEED_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "wavespeed-output"))

@@ -33,9 +33,10 @@ from airflow_provider_wavespeed.api.polling import (
     read_predictions,
     wait_for_predictions,
 )
+from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
-from airflow_provider_wavespeed.batch_record import BatchRecord, record_key
+from airflow_provider_wavespeed.batch_record import RECORD_PREFIX, BatchRecord, TaskRecord
 from airflow_provider_wavespeed.events import (
     BATCH_EVENT_STATUSES,
     EVENT_DEADLINE,
@@ -75,15 +76,17 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``uncertain``); an input the API refuses (4xx) fails that item and the others go on.
 
     **Never submits an input twice**, across task retries and a worker killed mid-batch: the
-    task keeps a record (see :class:`BatchRecord`) in an Airflow Variable named
-    ``wavespeed_batch__<hash of the task instance>`` (:func:`record_key`; its description names the
-    task instance), in the metadata database. Before a
-    window is sent it is marked in flight there; after its answers, the accepted prediction ids
-    are written. A later try reads the record: inputs with a prediction are not sent again,
-    inputs that were in flight when a worker died are reported ``uncertain`` (with what to check)
-    and never sent again, and inputs never sent are submitted. The Variable is deleted when the
-    task succeeds; a failed task keeps it, so re-running the task resumes instead of paying twice
-    (delete the Variable to submit every input again).
+    task keeps a record (see :class:`BatchRecord`) in the metadata database: Airflow's task state
+    store on Airflow 3.3+ (key ``wavespeed_batch``), an Airflow Variable named
+    ``wavespeed_batch__<hash of the task instance>`` below 3.3 (its description names the task
+    instance). Before a window is sent it is marked in flight there; after its answers, the
+    accepted prediction ids are written. Inputs whose submit has no answer (and, on a later try,
+    inputs that were in flight when a worker died) are looked up in the prediction history
+    (:func:`~airflow_provider_wavespeed.api.reconcile.reconcile`): the one prediction of this model
+    with the same inputs, created since just before the send, is adopted; with none or several
+    the input is reported ``uncertain`` (with what to check) and never sent again. Inputs never
+    sent are submitted. The record is deleted when the task succeeds; a failed task keeps it, so
+    re-running the task resumes instead of paying twice (delete it to submit every input again).
 
     Then it waits for every prediction in **one** :class:`WaveSpeedBatchTrigger` (``deferrable``,
     the default) or in the worker, with the same polling either way; the trigger's event carries
@@ -160,24 +163,24 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     # -- the record -------------------------------------------------------------------------
 
-    def _record_key(self, context: Context) -> str:
-        ti = context["ti"]
-        return record_key(ti.dag_id, ti.run_id, ti.task_id, -1 if ti.map_index is None else ti.map_index)
-
-    def _open_record(self, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
+    def _task_record(self, context: Context) -> TaskRecord:
         ti = context["ti"]
         description = (
             f"WaveSpeed batch record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
             "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
             "the task succeeds; delete it yourself only to submit every input again."
         )
-        return BatchRecord.open(self._record_key(context), description, model, items, log=self.log)
+        return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, description)
+
+    def _open_record(self, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
+        return BatchRecord.open(self._task_record(context), model, items, log=self.log)
 
     # -- submitting ----------------------------------------------------------------------------
 
     async def _submit_all(
         self, client: AsyncWaveSpeedClient, model: str, items: list[dict[str, Any]], record: BatchRecord
     ) -> None:
+        await self._adopt(client, model, items, record)  # what an earlier try's worker left in flight
         todo = record.unsent()
         sent = record.count - len(todo)
         for start in range(0, len(todo), self.submit_window):
@@ -200,14 +203,50 @@ class WaveSpeedBatchOperator(BaseOperator):
             for index, message in outcome.uncertain.items():
                 self.log.warning("inputs[%d]: %s", index, message)
             if outcome.stop is not None:
+                await self._adopt(client, model, items, record)
                 self._stopped(outcome.stop, record)
+        await self._adopt(client, model, items, record)
+
+    async def _adopt(
+        self, client: AsyncWaveSpeedClient, model: str, items: list[dict[str, Any]], record: BatchRecord
+    ) -> None:
+        """Look the uncertain inputs up in the history: adopt each one's single match, never send again."""
+        pending = record.to_reconcile()
+        if not pending:
+            return
+        self.log.info(
+            "Looking up %d uncertain inputs (%s) in the prediction history", len(pending), ranges(list(pending))
+        )
+        try:
+            found = await reconcile(
+                client.list_predictions,
+                model,
+                {index: items[index] for index in pending},
+                min(pending.values()),
+                known_ids=set(record.accepted_ids()),
+            )
+        except WaveSpeedError as exc:
+            self.log.warning(
+                "Could not read the prediction history (%s): inputs %s stay uncertain", exc, ranges(list(pending))
+            )
+            record.reconciled({}, {index: f"the history could not be read ({exc})" for index in pending})
+            return
+        record.reconciled(found.adopted, found.unresolved)
+        for index, prediction_id in sorted(found.adopted.items()):
+            self.log.info(
+                "inputs[%d]: adopted prediction %s from the history (its submit's answer was lost)",
+                index,
+                prediction_id,
+            )
+        for index, why in sorted(found.unresolved.items()):
+            self.log.warning("inputs[%d] stays uncertain: %s", index, why)
 
     def _stopped(self, error: WaveSpeedError, record: BatchRecord) -> NoReturn:
         unsent = record.unsent()
         message = (
             f"{error}. Submitting stopped with {len(unsent)} of {record.count} inputs not sent "
             f"({ranges(unsent)}); the {len(record.accepted_ids())} predictions created are in the batch record "
-            f"(Airflow Variable {record.key!r}): the next try resumes, submitting only the inputs never sent"
+            f"({record.where}): the next try resumes, submitting only the inputs never sent"
         )
         if isinstance(error, WaveSpeedAuthError):
             raise AirflowFailException(message + " (fix the key or the account first, then clear the task)")
@@ -234,7 +273,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             finally:
                 self._waiting_on = None
             return self._finish(record, predictions, wait)
-        if record.unsent():
+        if record.unsent() or record.to_reconcile():
             asyncio.run(self._submit_and_collect(model, items, record, wait=False))
         ids = record.accepted_ids()
         if not ids:  # nothing to wait for: every input was refused or is uncertain
@@ -247,7 +286,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         """Submit what the record says is unsent; with ``wait``, wait in this worker and read every prediction."""
         with airflow_errors():
             async with await self._hook().aget_client() as client:
-                if record.unsent():
+                if record.unsent() or record.to_reconcile():
                     await self._submit_all(client, model, items, record)
                 if not wait:
                     return {}, None
@@ -303,20 +342,20 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
-        key = self._record_key(context)
+        store = self._task_record(context)
         event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
         status = event["status"]
-        data = BatchRecord.read(key)
+        data = store.get()
         if data is None:
             raise AirflowFailException(
-                f"The WaveSpeed batch record (Airflow Variable {key!r}) is gone, so the predictions of this batch "
-                "cannot be matched to its inputs. Was the Variable deleted while the task waited? Re-running the "
+                f"The WaveSpeed batch record ({store.where}) is gone, so the predictions of this batch "
+                "cannot be matched to its inputs. Was it deleted while the task waited? Re-running the "
                 "task would submit every input again"
             )
-        record = BatchRecord(key, data, "")
+        record = BatchRecord(store, data)
         if status == EVENT_ERROR:
             raise AirflowFailException(
-                f"{event.get('message')}. The batch record (Airflow Variable {key!r}) is kept: once fixed, "
+                f"{event.get('message')}. The batch record ({store.where}) is kept: once fixed, "
                 "re-running the task waits for the same predictions (nothing is submitted again)"
             )
         counts = event.get("counts")
@@ -387,7 +426,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     ) -> dict[str, Any]:
         if wait is not None and wait.error is not None:
             raise AirflowFailException(
-                f"{wait.error}. The batch record (Airflow Variable {record.key!r}) is kept: once fixed, re-running "
+                f"{wait.error}. The batch record ({record.where}) is kept: once fixed, re-running "
                 "the task waits for the same predictions (nothing is submitted again)"
             )
         unread = {i: e for i, e in predictions.items() if isinstance(e, WaveSpeedError)}
@@ -425,9 +464,9 @@ class WaveSpeedBatchOperator(BaseOperator):
             stored = " (their outputs are stored)" if self.output_path not in (None, "") and completed else ""
             raise AirflowFailException(
                 f"WaveSpeed batch: {failed} of {len(entries)} inputs did not complete, more than max_failed="
-                f"{self.max_failed}: {listed}{more}. {completed} completed{stored}. The batch record (Airflow "
-                f"Variable {record.key!r}) is kept: re-running this task reports the same predictions and submits "
-                "nothing; to generate the failed inputs again, run them in a new batch (or delete the Variable "
+                f"{self.max_failed}: {listed}{more}. {completed} completed{stored}. The batch record "
+                f"({record.where}) is kept: re-running this task reports the same predictions and submits "
+                "nothing; to generate the failed inputs again, run them in a new batch (or delete the record "
                 "to submit every input again)"
             )
         record.delete()

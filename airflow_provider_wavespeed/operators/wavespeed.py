@@ -1,7 +1,9 @@
-"""WaveSpeedSubmitOperator (submit a generation and, optionally, wait for it) and WaveSpeedUploadOperator."""
+"""WaveSpeedSubmitOperator: submit a generation and, optionally, wait for it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -10,7 +12,6 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import (
-    TRANSIENT_ERRORS,
     airflow_errors,
     budget_usd,
     cancel_now,
@@ -21,19 +22,24 @@ from airflow_provider_wavespeed._common import (
     prediction_from_event,
 )
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
+from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
+    WaveSpeedNotFoundError,
     WaveSpeedPredictionFailedError,
-    WaveSpeedStorageError,
+    WaveSpeedSubmitUncertainError,
     WaveSpeedTimeoutError,
 )
-from airflow_provider_wavespeed.api.models import Prediction, ensure_success
+from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage, ensure_success
+from airflow_provider_wavespeed.api.reconcile import reconcile
+from airflow_provider_wavespeed.api.times import utc_text
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
+from airflow_provider_wavespeed.batch_record import SUBMIT_RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
-from airflow_provider_wavespeed.storage import Location, OutputPath, open_source
+from airflow_provider_wavespeed.storage import OutputPath
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -44,7 +50,11 @@ XCOM_PREDICTION_IDS = "prediction_ids"
 # A retry of this task submits again. That is what a user's retries are for after a failed
 # generation, but never after a lost wait: that prediction may still finish (and was paid).
 _WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
-_UPLOAD_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
+# The submit record's states: written just before the POST, and with the id right after its answer.
+_SENDING, _SENT = "sending", "sent"
+# A recorded prediction in these states is resumed by a later try; any other (failed, cancelled,
+# deleted, timeout, gone) means a later try submits again (a clear after a kill is "run again").
+_RESUMABLE = frozenset({"created", "queued", "processing", SUCCESS_STATUS})
 
 
 class WaveSpeedSubmitOperator(BaseOperator):
@@ -66,6 +76,15 @@ class WaveSpeedSubmitOperator(BaseOperator):
     outputs too large for XCom, or a failure whose retry decision the triggerer of this Airflow
     version would make differently (before 3.3.1 a failed prediction with retries left resumes in
     the worker, which lets the retry submit again).
+
+    Resume: from just before the submit until the prediction id is handed on (returned, or given
+    to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.batch_record.TaskRecord`:
+    Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
+    then the prediction id. A later try that finds it (a worker killed after the submit) resumes
+    that prediction while it is queued, processing or completed, and submits again when it failed,
+    was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
+    prediction history (same model and inputs, created since just before the send) and the one
+    match is adopted; with none or several the task fails without submitting again.
 
     Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
     (``/model/pricing``) and the task fails without submitting when it is higher; with
@@ -173,20 +192,119 @@ class WaveSpeedSubmitOperator(BaseOperator):
         return WaveSpeedHook(self.wavespeed_conn_id)
 
     def submit(self, context: Context, tried: list[str] | None = None) -> Prediction:
-        """Validate the rendered arguments, then submit once; ``tried`` lists earlier predictions of this try."""
+        """Validate the rendered arguments, then submit once; ``tried`` lists earlier predictions of this try.
+
+        A first submit of a try resumes (or adopts from the history) what an earlier try's record names.
+        """
+        record = self._record(context)
         with airflow_errors():
             model = validate_model(self.model)
             inputs = validate_inputs(self.inputs)
             webhook = validate_webhook_url(self.webhook) if self.webhook else None
-            self.check_budget(model, inputs)
-            prediction = self.hook.submit(model, inputs, webhook=webhook)
-        self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
+            prediction = None if tried else self._resume(record, model, inputs)
+            if prediction is None:
+                self.check_budget(model, inputs)
+                sent_at = time.time()
+                entry = {"version": 1, "sent_at": sent_at, "model": model, "digest": input_digest(model, [inputs])}
+                record.put({**entry, "state": _SENDING}, verify=True)
+                try:
+                    prediction = self.hook.submit(model, inputs, webhook=webhook)
+                except WaveSpeedSubmitUncertainError as exc:
+                    prediction = self._adopt(model, inputs, sent_at, str(exc), record)
+                else:
+                    self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
+                # The one instant left unrecorded: between the API's answer and this write.
+                record.put({**entry, "state": _SENT, "prediction_id": prediction.id}, verify=False)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
         if self.resubmit_on_server_failure:
             context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
         WaveSpeedModelLink.persist(context, model=model)
         WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
         return prediction
+
+    # -- the record: resume and reconcile -----------------------------------------------------------
+
+    def _record(self, context: Context) -> TaskRecord:
+        ti = context["ti"]
+        description = (
+            f"WaveSpeed submit record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
+            "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted "
+            "once the prediction id is handed on; delete it yourself only to submit again."
+        )
+        return TaskRecord(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
+
+    def _handed_on(self, context: Context) -> None:
+        """Delete the record: the id is handed on (returned, or in the trigger's kwargs). A later try (a
+        retry after the wait, a user's clear) must not silently resume a prediction that may have been
+        delivered."""
+        self._record(context).delete()
+
+    def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
+        """The prediction an earlier try's record names, when it should be resumed; None: submit."""
+        data = record.get()
+        if data is None:
+            return None
+        same = data.get("digest") == input_digest(model, [inputs])
+        sent_at = float(data.get("sent_at") or 0)
+        if data.get("state") == _SENDING:
+            if not same:
+                self.log.warning(
+                    "An earlier try sent a submit with other inputs (or model) and got no answer: it is not "
+                    "looked for; submitting these inputs"
+                )
+                return None
+            self.log.warning("An earlier try stopped with its submit in flight: looking for it in the history")
+            why = "an earlier try of this task stopped while this submit was in flight"
+            return self._adopt(model, inputs, sent_at, why, record)
+        prediction_id = str(data.get("prediction_id") or "")
+        try:
+            prediction = self.hook.get_prediction(prediction_id)
+        except WaveSpeedNotFoundError:
+            self.log.warning("The prediction %s an earlier try submitted is gone: submitting again", prediction_id)
+            return None
+        if prediction.status not in _RESUMABLE:
+            self.log.warning(
+                "The prediction %s an earlier try submitted is %s: submitting again", prediction_id, prediction.status
+            )
+            return None
+        if not same:
+            self.log.warning(
+                "The prediction %s an earlier try submitted (%s) has other inputs or model than these: it is not "
+                "resumed (it stays paid); submitting these inputs",
+                prediction_id,
+                prediction.status,
+            )
+            return None
+        self.log.info(
+            "Resuming WaveSpeed prediction %s (%s), submitted by an earlier try of this task: nothing is submitted",
+            prediction_id,
+            prediction.status,
+        )
+        return prediction
+
+    def _adopt(self, model: str, inputs: dict[str, Any], sent_at: float, why: str, record: TaskRecord) -> Prediction:
+        """The one prediction of the history like this submit; otherwise fail for good (never send again)."""
+        hook = self.hook
+
+        async def page(**query: Any) -> PredictionPage:
+            return hook.list_predictions(**query)
+
+        self.log.warning("The submit's outcome is unknown (%s): looking for it in the prediction history", why)
+        try:
+            found = asyncio.run(reconcile(page, model, {0: inputs}, sent_at))
+        except WaveSpeedError as exc:
+            reason = f"the history could not be read ({exc})"
+        else:
+            if 0 in found.adopted:
+                prediction_id = found.adopted[0]
+                self.log.info("Adopted WaveSpeed prediction %s from the history: nothing is submitted", prediction_id)
+                return self.hook.get_prediction(prediction_id)
+            reason = found.unresolved[0]
+        raise WaveSpeedSubmitUncertainError(
+            f"{uncertain_message(model, why, utc_text(sent_at))}. Looked up: {reason}. The record in {record.where} "
+            "keeps this task from submitting again; delete it (or find the prediction and use WaveSpeedTaskSensor) "
+            "once checked"
+        )
 
     def _tried(self, context: Context, prediction_id: str) -> list[str]:
         """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
@@ -273,10 +391,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
         prediction = self.submit(context)
         if not self.wait_for_completion:
             note_result(self, prediction.id)
+            self._handed_on(context)  # the return value carries the id
             return prediction.id
         tried = [prediction.id]
         while True:
             if self.deferrable:
+                self._handed_on(context)
                 self._defer(context, prediction.id)
             try:
                 with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
@@ -285,7 +405,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 prediction = self._after_failure(context, exc, tried)
                 tried.append(prediction.id)
                 continue
-            return self._completed(context, done, tried)
+            result = self._completed(context, done, tried)
+            self._handed_on(context)
+            return result
 
     def _wait_here(self, context: Context, prediction_id: str) -> Prediction:
         """Wait in this worker; at ``timeout`` cancel the prediction first (``cancel_on_timeout``)."""
@@ -347,47 +469,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         try:
             ensure_success(prediction)
         except WaveSpeedPredictionFailedError as exc:
-            self._defer(context, self._after_failure(context, exc, tried).id)
+            again = self._after_failure(context, exc, tried)
+            self._handed_on(context)
+            self._defer(context, again.id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction, tried)
-
-
-class WaveSpeedUploadOperator(BaseOperator):
-    """Upload a file to WaveSpeed (``/media/uploads`` ticket, then a ``PUT``) and return its download URL.
-
-    The URL feeds image-to-image and image-to-video models (their ``image`` input); WaveSpeed
-    keeps uploads 7 days. The file is streamed, never read whole into memory, and refused before
-    any request when over the API's size limits (images 20 MB, video 100 MB, audio 50 MB).
-
-    :param path: The file (templated): a local path, a URL such as ``file:///data/in/cat.png``
-        or ``s3://bucket/in/cat.png``, or an ``ObjectStoragePath``.
-    :param filename: The name to upload it under (default: the file's own name).
-    :param wavespeed_conn_id: The WaveSpeed connection id (templated).
-    """
-
-    template_fields: Sequence[str] = ("path", "filename", "wavespeed_conn_id")
-    ui_color = "#b3e5ff"
-
-    def __init__(
-        self,
-        *,
-        path: Location,
-        filename: str | None = None,
-        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.path = path
-        self.filename = filename
-        self.wavespeed_conn_id = wavespeed_conn_id
-
-    @cached_property
-    def hook(self) -> WaveSpeedHook:
-        return WaveSpeedHook(self.wavespeed_conn_id)
-
-    def execute(self, context: Context) -> str:
-        # Uploading again only stores another copy (free, kept 7 days), so transient errors may retry.
-        with airflow_errors(_UPLOAD_RETRYABLE), open_source(self.path) as (source, name):
-            url = self.hook.upload_media(source, filename=self.filename or name)
-        self.log.info("Uploaded %s to WaveSpeed: %s", self.filename or name, url)
-        return url

@@ -875,12 +875,37 @@ BATCH_KILLED_WINDOW = list(range(2 * BATCH_KILL_WINDOW, 3 * BATCH_KILL_WINDOW)) 
 BATCH_LATE_ANSWER = 25.0
 
 
-def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, Any] | None:
-    """A batch task's record (an Airflow Variable, read through the REST API); None when there is none."""
-    from airflow_provider_wavespeed.batch_record import record_key
+def task_record(
+    deployment: Deployment, dag_id: str, run_id: str, task_id: str, name: str = "wavespeed_batch"
+) -> dict[str, Any] | None:
+    """A WaveSpeed task record, read through the REST API; None when there is none.
 
-    found = deployment.airflow.api("GET", f"variables/{record_key(dag_id, run_id, 'batch', -1)}", ok_statuses=(404,))
-    return json.loads(found["value"]) if isinstance(found, dict) and "value" in found else None
+    Airflow 3.3+: the task state store (and then no Variable may exist); below: the Variable.
+    """
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    from airflow_provider_wavespeed.batch_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, record_key
+
+    prefix = RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
+    variable = deployment.airflow.api(
+        "GET", f"variables/{record_key(dag_id, run_id, task_id, -1, prefix)}", ok_statuses=(404,)
+    )
+    variable = variable if isinstance(variable, dict) and "value" in variable else None
+    if Version(airflow_version).release[:2] < (3, 3):
+        return json.loads(variable["value"]) if variable else None
+    assert variable is None, f"Airflow 3.3+ must keep the record in the task state store: {variable}"
+    path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store/{name}"
+    found = deployment.airflow.api("GET", path, params={"map_index": -1}, ok_statuses=(404,))
+    if not isinstance(found, dict) or "value" not in found:
+        return None
+    value = found["value"]
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The batch task's record (see :func:`task_record`)."""
+    return task_record(deployment, dag_id, run_id, "batch")
 
 
 @dataclass
@@ -938,19 +963,18 @@ def assert_batch_kill_outcome(deployment: Deployment, run: BatchKill, result: Ru
     )
     submits = [entry for entry in control.request_log(since=run.since) if entry[1] == "submit"]
     assert [status for _, _, status in submits] == [200] * BATCH_KILL_COUNT
-    # None lost: each input is completed, or reported uncertain (sent, never sent again).
+    # None lost: the window in flight at the kill was found in the history and adopted, one
+    # prediction per input, each paired with its own input's prediction.
     value = deployment.airflow.xcom(BATCH_KILL_DAG, run.run_id, "batch")
     statuses = [entry["status"] for entry in value["predictions"]]
-    assert statuses == ["completed"] * 10 + ["uncertain"] * 5 + ["completed"] * 5, statuses
-    assert (value["completed"], value["failed"]) == (15, 5)
-    for entry in value["predictions"][10:15]:
-        assert entry["id"] is None and "prediction history" in entry["error"], entry
+    assert statuses == ["completed"] * BATCH_KILL_COUNT, statuses
+    assert (value["completed"], value["failed"]) == (BATCH_KILL_COUNT, 0)
     by_index = {
         int(str(s["inputs"]["prompt"]).rsplit(" ", 1)[1]): s["id"] for s in deployment.submissions_of(run.run_id)
     }
-    assert [entry["id"] for entry in value["predictions"] if entry["id"]] == [
-        by_index[index] for index in range(BATCH_KILL_COUNT) if index not in BATCH_KILLED_WINDOW
-    ]
-    assert "reported uncertain and not submitted again" in log
+    assert [entry["id"] for entry in value["predictions"]] == [by_index[i] for i in range(BATCH_KILL_COUNT)]
+    assert "are looked up in the prediction history and never submitted again" in log
+    for index in BATCH_KILLED_WINDOW:
+        assert f"inputs[{index}]: adopted prediction {by_index[index]} from the history" in log
     assert batch_record(deployment, BATCH_KILL_DAG, run.run_id) is None  # deleted once the retry succeeded
     return log

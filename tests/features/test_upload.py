@@ -10,7 +10,7 @@ from airflow.exceptions import AirflowException, AirflowFailException
 from feature_helpers import EXAMPLE_DAGS, load_dag, needs_object_storage, run_dag, task_states, xcom_value
 
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedUploadOperator
+from airflow_provider_wavespeed.operators.upload import WaveSpeedUploadOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 EXAMPLE_IMAGE = EXAMPLE_DAGS / "wavespeed_example_input.png"

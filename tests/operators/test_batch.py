@@ -12,9 +12,9 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG, task
-from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
+from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
 
-from airflow_provider_wavespeed.batch_record import BatchRecord, record_key
+from airflow_provider_wavespeed.batch_record import RECORD_PREFIX, BatchRecord
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
@@ -37,14 +37,7 @@ def _result(dag_run: Any, task_id: str = "batch") -> dict[str, Any]:
 
 def _record(dag_run: Any, task_id: str = "batch") -> dict[str, Any] | None:
     """The batch record as the metadata database holds it (None: deleted)."""
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1)
-    with create_session() as session:
-        row = session.scalar(select(Variable).where(Variable.key == key))
-        return None if row is None else json.loads(row.val)
+    return task_record(dag_run, task_id, "wavespeed_batch", RECORD_PREFIX)
 
 
 def _by_prompt(emulator: WaveSpeedEmulator) -> dict[str, dict[str, Any]]:
@@ -241,29 +234,43 @@ def test_a_429_on_submit_is_retried_and_each_input_submitted_once(
     )
 
 
-def test_a_lost_submit_answer_is_uncertain_and_never_sent_again(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest
+def test_a_lost_submit_answer_is_adopted_from_the_history_never_sent_again(
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
     wavespeed_connection.set_duration(0)
     wavespeed_connection.add_fault("submit", "drop_after_submit", times=1)  # created, the answer lost
     with _dag(request) as dag:
-        WaveSpeedBatchOperator(
-            task_id="batch",
-            model=FLUX,
-            inputs=_prompts("a", "b", "c"),
-            max_failed=1,
-            retries=1,
-            retry_delay=timedelta(0),
-        )
+        WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=_prompts("a", "b", "c"), retries=1)
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("batch", -1): "success"}
+    assert dag_run.get_task_instances()[0].try_number == 1
+    result = _result(dag_run)
+    assert (result["completed"], result["failed"]) == (3, 0)
+    by_prompt = _by_prompt(wavespeed_connection)
+    assert [entry["id"] for entry in result["predictions"]] == [by_prompt[p]["id"] for p in "abc"]
+    # Each input exists exactly once in the account: the one whose answer was lost was adopted.
+    assert Counter(entry["inputs"]["prompt"] for entry in wavespeed_connection.submissions()) == dict.fromkeys("abc", 1)
+    assert wavespeed_connection.counters()["requests"]["submit"] == 3
+    assert "adopted prediction" in task_output(capfd)
+
+
+def test_identical_inputs_whose_answers_were_lost_stay_uncertain(
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest
+) -> None:
+    """Two identical inputs, both answers lost: two matches each, neither known to be whose."""
+    wavespeed_connection.set_duration(0)
+    wavespeed_connection.add_fault("submit", "drop_after_submit", times=None)
+    with _dag(request) as dag:
+        WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=_prompts("a", "a", "b"), max_failed=2, retries=1)
     dag_run = dag_test(dag)
     assert ti_states(dag_run) == {("batch", -1): "success"}
     result = _result(dag_run)
-    [uncertain] = [entry for entry in result["predictions"] if entry["status"] == "uncertain"]
-    assert uncertain["id"] is None and "prediction history" in uncertain["error"] and FLUX in uncertain["error"]
-    assert (result["completed"], result["failed"]) == (2, 1)
-    # Each input exists exactly once in the account, the uncertain one too: it was never sent again.
-    assert Counter(entry["inputs"]["prompt"] for entry in wavespeed_connection.submissions()) == dict.fromkeys("abc", 1)
-    assert wavespeed_connection.counters()["requests"]["submit"] == 3
+    first, second, third = result["predictions"]
+    for entry in (first, second):
+        assert entry["status"] == "uncertain" and entry["id"] is None
+        assert "prediction history" in entry["error"] and "2 predictions of" in entry["error"]
+    assert third["status"] == "completed" and third["id"] == _by_prompt(wavespeed_connection)["b"]["id"]
+    assert wavespeed_connection.counters()["requests"]["submit"] == 3  # never sent again
 
 
 # -- resuming ------------------------------------------------------------------------------------------
@@ -273,7 +280,8 @@ def test_a_retry_after_the_worker_died_mid_window_resumes_from_the_record(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Try 1 dies after sending its second window (3-5) and before recording the answers: what a
-    kill -9 leaves. Try 2 must report 3-5 uncertain, never resend them, and submit only 6-7."""
+    kill -9 leaves. Try 2 must never resend 3-5: it adopts their predictions from the history,
+    and submits only 6-7."""
     wavespeed_connection.set_duration(0)
     settle = BatchRecord.settle
     calls = []
@@ -306,13 +314,10 @@ def test_a_retry_after_the_worker_died_mid_window_resumes_from_the_record(
     )
     assert wavespeed_connection.counters()["requests"]["submit"] == 8
     result = _result(dag_run)
-    assert [entry["status"] for entry in result["predictions"]] == ["completed"] * 3 + ["uncertain"] * 3 + [
-        "completed"
-    ] * 2
-    for entry in result["predictions"][3:6]:
-        assert entry["id"] is None
-        assert "the worker stopped while this submit was in flight" in entry["error"]
-        assert "prediction history" in entry["error"] and "created_after" in entry["error"]
+    assert [entry["status"] for entry in result["predictions"]] == ["completed"] * 8
+    by_prompt = _by_prompt(wavespeed_connection)
+    for entry in result["predictions"]:  # each adopted id is the one prediction of its own input
+        assert entry["id"] == by_prompt[prompts[entry["index"]]]["id"]
     assert _record(dag_run) is None
 
 

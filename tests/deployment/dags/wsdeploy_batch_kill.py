@@ -11,6 +11,6 @@ with deployment_dag("wsdeploy_batch_kill", retries=1, retry_delay=timedelta(seco
     add_batch(
         BATCH_COUNT,
         submit_window=SUBMIT_WINDOW,
-        max_failed=SUBMIT_WINDOW,  # the window in flight at the kill is uncertain: reported, never resent
+        max_failed=SUBMIT_WINDOW,  # the window in flight at the kill is adopted from the history (else: uncertain)
         timeout=300,
     )
