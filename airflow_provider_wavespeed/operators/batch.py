@@ -110,10 +110,11 @@ class WaveSpeedBatchOperator(BaseOperator):
     :param timeout: Seconds to wait for the predictions once all are submitted.
     :param deferrable: Wait in the triggerer instead of a worker (default True).
     :param submit_window: Inputs sent per record window (default 25); see :data:`DEFAULT_SUBMIT_WINDOW`.
-    :param cancel_on_kill: When a user kills the waiting task (mark failed/success, clear), cancel
-        its unfinished predictions, concurrently and paced like polls (default True): from the
-        trigger when deferred (Airflow 3.3+; 3.0-3.2 see the README), from ``on_kill`` when waiting
-        in a worker. Completed ones are never touched; never on a triggerer restart or a retry.
+    :param cancel_on_kill: When a user kills the task (mark failed/success, clear), cancel the
+        unfinished predictions it created, concurrently and paced like polls (default True): from the
+        trigger when deferred (Airflow 3.3+; 3.0-3.2 see the README), from ``on_kill`` while it
+        submits or waits in a worker. Completed ones are never touched; never on a triggerer
+        restart or a retry.
     :param cancel_on_timeout: When ``timeout`` passes, cancel the unfinished predictions (default
         True); their entries read ``cancelled``.
     """
@@ -155,8 +156,9 @@ class WaveSpeedBatchOperator(BaseOperator):
         self.submit_window = submit_window
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
-        # While waiting in this worker: (task instance, the predictions, those seen finished), for on_kill.
-        self._waiting_on: tuple[Any, list[str], set[str]] | None = None
+        # While this worker submits or waits: (task instance, the record, the predictions seen finished),
+        # so that on_kill cancels every prediction the task created and that may still run.
+        self._owned: tuple[Any, BatchRecord, set[str]] | None = None
 
     def _hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
@@ -266,15 +268,15 @@ class WaveSpeedBatchOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         WaveSpeedModelLink.persist(context, model=model)
         record = self._open_record(context, model, items)
-        if not self.deferrable:
-            self._waiting_on = (context["ti"], [], set())
-            try:
+        self._owned = (context["ti"], record, set())
+        try:
+            if not self.deferrable:
                 predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
-            finally:
-                self._waiting_on = None
-            return self._finish(record, predictions, wait)
-        if record.unsent() or record.to_reconcile():
-            asyncio.run(self._submit_and_collect(model, items, record, wait=False))
+                return self._finish(record, predictions, wait)
+            if record.unsent() or record.to_reconcile():
+                asyncio.run(self._submit_and_collect(model, items, record, wait=False))
+        finally:
+            self._owned = None
         ids = record.accepted_ids()
         if not ids:  # nothing to wait for: every input was refused or is uncertain
             return self._finish(record, {}, None)
@@ -306,14 +308,12 @@ class WaveSpeedBatchOperator(BaseOperator):
                 in_words(self.timeout),
             )
 
-            waiting = self._waiting_on
-            if waiting is not None:
-                waiting[1].extend(ids)
+            owned = self._owned
 
             def keep(prediction: Prediction) -> None:
                 found[prediction.id] = prediction
-                if waiting is not None:
-                    waiting[2].add(prediction.id)
+                if owned is not None:
+                    owned[2].add(prediction.id)
 
             outcome = await wait_for_predictions(
                 client, ids, poll_interval=self.poll_interval, end_time=end_time, on_finished=keep, log=self.log
@@ -372,11 +372,12 @@ class WaveSpeedBatchOperator(BaseOperator):
         return self._finish(record, asyncio.run(read_all()), None)
 
     def on_kill(self) -> None:
-        """Killed while waiting in a worker: cancel the unfinished predictions when a user killed the task."""
-        waiting = self._waiting_on
-        if self.cancel_on_kill and waiting is not None:
-            ti, ids, finished = waiting
-            cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, [i for i in ids if i not in finished])
+        """Killed while submitting or waiting in a worker: after a user's kill, cancel its unfinished predictions."""
+        owned = self._owned
+        if self.cancel_on_kill and owned is not None:
+            ti, record, finished = owned
+            ids = [i for i in record.accepted_ids() if i not in finished]
+            cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, ids)
 
     # -- the result ---------------------------------------------------------------------------------
 

@@ -124,7 +124,9 @@ def test_a_worker_on_kill_cancels_only_after_a_users_kill(
     batch = WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=[{"prompt": "x"}], deferrable=False)
     sensor._poking = (_ti(state), ids[0])
     submit._waiting_on = (_ti(state), ids[1])
-    batch._waiting_on = (_ti(state), [ids[2], ids[3]], set())
+    # The batch's record as its submits left it (the record itself is tested in test_batch.py/test_resume.py).
+    record = SimpleNamespace(accepted_ids=lambda: [ids[2], ids[3]])
+    batch._owned = (_ti(state), record, set())  # type: ignore[assignment]
     started = time.monotonic()
     for task in (sensor, submit, batch):
         task.on_kill()
