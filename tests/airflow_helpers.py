@@ -75,7 +75,7 @@ def task_record(dag_run: Any, task_id: str, name: str, prefix: str) -> dict[str,
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from airflow_provider_wavespeed.batch_record import record_key
+    from airflow_provider_wavespeed.task_record import record_key
 
     key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, prefix)
     with create_session() as session:

@@ -36,7 +36,6 @@ from airflow_provider_wavespeed.api.polling import (
 from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
-from airflow_provider_wavespeed.batch_record import RECORD_PREFIX, BatchRecord, TaskRecord
 from airflow_provider_wavespeed.events import (
     BATCH_EVENT_STATUSES,
     EVENT_DEADLINE,
@@ -48,6 +47,7 @@ from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
+from airflow_provider_wavespeed.task_record import RECORD_PREFIX, BatchRecord, TaskRecord
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
 
 if TYPE_CHECKING:

@@ -35,11 +35,11 @@ from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, Pr
 from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import utc_text
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
-from airflow_provider_wavespeed.batch_record import SUBMIT_RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
 from airflow_provider_wavespeed.storage import OutputPath
+from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -78,7 +78,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
     the worker, which lets the retry submit again).
 
     Resume: from just before the submit until the prediction id is handed on (returned, or given
-    to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.batch_record.TaskRecord`:
+    to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.task_record.TaskRecord`:
     Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
     then the prediction id. A later try that finds it (a worker killed after the submit) resumes
     that prediction while it is queued, processing or completed, and submits again when it failed,

@@ -885,7 +885,7 @@ def task_record(
     from airflow import __version__ as airflow_version
     from packaging.version import Version
 
-    from airflow_provider_wavespeed.batch_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, record_key
+    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, record_key
 
     prefix = RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
     variable = deployment.airflow.api(

@@ -14,8 +14,8 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
 
-from airflow_provider_wavespeed.batch_record import RECORD_PREFIX, BatchRecord
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
+from airflow_provider_wavespeed.task_record import RECORD_PREFIX, BatchRecord
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"

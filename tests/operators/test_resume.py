@@ -19,9 +19,9 @@ from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
 
 from airflow_provider_wavespeed.api import reconcile as reconcile_module
-from airflow_provider_wavespeed.batch_record import SUBMIT_RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
+from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"

@@ -13,8 +13,8 @@ from typing import Any
 
 from deployment_dag_factory import CONN_ID, MODEL, PROMPT, deployment_dag
 
-from airflow_provider_wavespeed.batch_record import TaskRecord
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
+from airflow_provider_wavespeed.task_record import TaskRecord
 
 PAUSE = 300.0  # far longer than the scenario takes to see the record and kill the process
 
