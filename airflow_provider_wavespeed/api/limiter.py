@@ -12,10 +12,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 
 class FairSemaphore:
@@ -78,6 +83,54 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(asyncio.TimeoutError())
 
 
+@dataclass
+class BucketState:
+    """A :class:`TokenBucket`'s state, as a store keeps it (times on the bucket's clock)."""
+
+    tat: float  # theoretical arrival time of the next request (GCRA)
+    paused_until: float
+    rate: float  # the rate in force: the bucket's rate, or less after a 429
+    grow_at: float  # when the rate may next step back up
+    written_at: float  # the last change: tells a clock stepped back, or a long-idle budget
+
+
+class BucketStore(Protocol):
+    """Where a :class:`TokenBucket` keeps its state; ``locked()`` gives read-modify-write under a lock.
+
+    ``shared``: the state is shared by processes, so its times are wall-clock (``time.time()``:
+    comparable across processes), else monotonic.
+    """
+
+    shared: bool
+
+    def locked(self) -> AbstractContextManager[StateCell]: ...
+
+
+class StateCell:
+    """The state read under a store's lock; set ``state`` to write it back."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: BucketState | None) -> None:
+        self.state = state
+
+
+class MemoryStore:
+    """The state in this process: shared by its threads and coroutines."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._cell = StateCell(None)
+        # Threads of one worker share a bucket (sync submits); uncontended in an event loop.
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def locked(self) -> Iterator[StateCell]:
+        with self._lock:
+            yield self._cell
+
+
 class TokenBucket:
     """At most ``rate`` requests per second, with bursts of up to ``burst``.
 
@@ -87,95 +140,168 @@ class TokenBucket:
     (other clients share the account), so the budget adapts to it. The rate then grows
     back by a twentieth of ``rate`` every ``recovery_seconds`` (AIMD, as TCP does), so
     several processes sharing one limit settle under it instead of each bursting into it.
+
+    The state lives in ``store``: this process's memory by default, or a file every process
+    on the host shares (:mod:`.shared_budget`), so the pace, the pauses and the cuts are theirs
+    together. ``start_full=False``: a new (or long-idle) bucket has no burst credit yet; it earns
+    it while its callers fall behind the schedule, and spends it catching up. ``clock``: for tests.
     """
 
     #: Seconds between two steps back up towards ``rate`` after a 429 cut it.
     recovery_seconds = 5.0
+    #: A state last changed longer ago than this is a new start (full rate, fresh schedule).
+    stale_after = 600.0
+    #: No stored time may lie further ahead than this (see :meth:`_load`).
+    max_lead = 3600.0
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        store: BucketStore | None = None,
+        start_full: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
         self._floor = rate / 32  # a 429 storm slows polling down, never to a stop
         self._burst = max(1.0, burst if burst is not None else rate)
-        self._set_rate(rate)
-        self._tat = 0.0  # theoretical arrival time of the next request
-        self._paused_until = 0.0
-        self._grow_at = 0.0
-        # Threads of one worker share a bucket (sync submits); uncontended in an event loop.
-        self._lock = threading.Lock()
+        self._store: BucketStore = store if store is not None else MemoryStore()
+        self._start_full = start_full
+        self._clock = clock
+
+    @property
+    def burst(self) -> float:
+        """Requests that may go at once after a lull (at the full rate)."""
+        return self._burst
+
+    @property
+    def store(self) -> BucketStore:
+        """Where the state lives."""
+        return self._store
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        # Looked up at each call: tests run this module on a faster clock.
+        return time.time() if self._store.shared else time.monotonic()
+
+    def _pace(self, rate: float) -> tuple[float, float]:
+        """(interval, tolerance) at ``rate``: the burst shrinks with the rate, a cut must not come back as one."""
+        interval = 1.0 / rate
+        return interval, (min(self._burst, max(1.0, rate)) - 1.0) * interval
+
+    def _fresh(self, now: float) -> BucketState:
+        tat = float("-inf") if self._start_full else now + self._pace(self.rate)[1]
+        return BucketState(tat=tat, paused_until=now, rate=self.rate, grow_at=now, written_at=now)
+
+    def _load(self, state: BucketState | None, now: float) -> BucketState:
+        """The stored state made safe to use at ``now``.
+
+        Unreadable, foreign (rate above ours) or idle for ``stale_after`` (no change, no slot and
+        no pause for that long): a new start. Changed
+        "in the future": the (wall) clock stepped back since, so the schedule moves back with it.
+        Any time still more than ``max_lead`` ahead is cut to it: a real lead that long needs
+        thousands of callers queued (Gold: 180,000 slots an hour) or a budget cut to its floor;
+        a torn or foreign file must not stall every submit, and cutting a real one short only
+        lets a caller go early, which a 429 corrects (AIMD).
+        """
+        values = () if state is None else (state.paused_until, state.rate, state.grow_at, state.written_at)
+        if (
+            state is None
+            or not all(math.isfinite(value) for value in values)
+            or math.isnan(state.tat)
+            or not 0 < state.rate <= self.rate * (1 + 1e-9)
+            or now - max(state.written_at, state.tat, state.paused_until) > self.stale_after
+        ):
+            return self._fresh(now)
+        shift = min(0.0, now - state.written_at)
+        limit = now + self.max_lead
+        return BucketState(
+            tat=min(state.tat + shift, limit),
+            paused_until=min(state.paused_until + shift, limit),
+            rate=state.rate,
+            grow_at=min(state.grow_at + shift, limit + self.recovery_seconds),
+            written_at=now,
+        )
 
     @property
     def current_rate(self) -> float:
         """The rate in force now: ``rate``, or less after a 429."""
-        return self._rate
-
-    def _set_rate(self, rate: float) -> None:
-        self._rate = rate
-        self._interval = 1.0 / rate
-        # The burst shrinks with the rate: a cut rate must not come back as a burst.
-        self._tolerance = (min(self._burst, max(1.0, rate)) - 1.0) * self._interval
+        with self._store.locked() as cell:
+            return self._load(cell.state, self._now()).rate
 
     def _reserve(self) -> float:
         """Reserve the next slot; return seconds until it."""
-        with self._lock:
-            return self._reserve_locked()
+        return self._reserve_slot()[0]
 
-    def _reserve_locked(self) -> float:
-        now = time.monotonic()
-        if self._rate < self.rate and now >= self._grow_at:
-            self._set_rate(min(self.rate, self._rate + self.rate / 20))
-            self._grow_at = now + self.recovery_seconds
-        base = max(now, self._paused_until)
-        tat = max(self._tat, base)
-        self._tat = tat + self._interval
-        return max(tat - self._tolerance, base) - now
+    def _reserve_slot(self) -> tuple[float, float]:
+        """Reserve the next slot: (seconds until it, the pause in force then)."""
+        with self._store.locked() as cell:
+            now = self._now()
+            state = self._load(cell.state, now)
+            if state.rate < self.rate and now >= state.grow_at:
+                state.rate = min(self.rate, state.rate + self.rate / 20)
+                state.grow_at = now + self.recovery_seconds
+            interval, tolerance = self._pace(state.rate)
+            base = max(now, state.paused_until)
+            tat = max(state.tat, base)
+            state.tat = tat + interval
+            cell.state = state
+        delay = max(tat - tolerance, base) - now
+        # tat - tolerance can miss `now` by a rounding error (wall-clock times are ~1e9): no wait.
+        return (delay if delay > 1e-6 else 0.0), state.paused_until
+
+    def _paused_until(self) -> float:
+        with self._store.locked() as cell:
+            return self._load(cell.state, self._now()).paused_until
 
     async def acquire(self) -> None:
         """Wait for this caller's slot."""
-        delay = self._reserve()
+        delay, paused_until = self._reserve_slot()
         while delay > 0:
-            paused_until = self._paused_until
             await asyncio.sleep(delay)
-            if self._paused_until <= paused_until:
+            if self._paused_until() <= paused_until:
                 return
             # A pause began while we slept: our slot is void. Take a new one on the schedule
             # after the pause, so the callers it held back come back at the rate, not at once
             # (sleepers wake in slot order, so they keep their order).
-            delay = self._reserve()
+            delay, paused_until = self._reserve_slot()
 
     def acquire_sync(self) -> None:
         """Wait for this caller's slot, blocking the thread (the sync client)."""
-        delay = self._reserve()
+        delay, paused_until = self._reserve_slot()
         while delay > 0:
-            paused_until = self._paused_until
             time.sleep(delay)
-            if self._paused_until <= paused_until:
+            if self._paused_until() <= paused_until:
                 return
-            delay = self._reserve()  # as in acquire: a pause began while we slept
+            delay, paused_until = self._reserve_slot()  # as in acquire: a pause began while we slept
 
     def recovered(self) -> bool:
         """Back at the full rate, with no 429 for a recovery period."""
-        now = time.monotonic()
-        return self._rate >= self.rate and now >= self._paused_until and now >= self._grow_at
+        with self._store.locked() as cell:
+            now = self._now()
+            state = self._load(cell.state, now)
+        return state.rate >= self.rate and now >= state.paused_until and now >= state.grow_at
 
     def pause(self, seconds: float) -> None:
         """Hold every caller back for ``seconds`` (the server said so) and halve the rate."""
-        with self._lock:
-            self._pause_locked(seconds)
-
-    def _pause_locked(self, seconds: float) -> None:
-        now = time.monotonic()
-        until = now + max(0.0, seconds)
-        if now >= self._paused_until:
-            # One cut per pause: the other requests already in flight when the limit was hit
-            # get their 429s during it, and say nothing new.
-            self._set_rate(max(self._floor, self._rate / 2))
-        if until > self._paused_until:
-            self._paused_until = until
-            # Restart the schedule after the pause at the (new) rate, without a burst.
-            self._tat = max(self._tat, until + self._tolerance)
-        self._grow_at = max(self._grow_at, until + self.recovery_seconds)
+        with self._store.locked() as cell:
+            now = self._now()
+            state = self._load(cell.state, now)
+            until = now + max(0.0, seconds)
+            if now >= state.paused_until:
+                # One cut per pause: the other requests already in flight when the limit was hit
+                # get their 429s during it, and say nothing new.
+                state.rate = max(self._floor, state.rate / 2)
+            if until > state.paused_until:
+                state.paused_until = until
+                # Restart the schedule after the pause at the (new) rate, without a burst.
+                state.tat = max(state.tat, until + self._pace(state.rate)[1])
+            state.grow_at = max(state.grow_at, until + self.recovery_seconds)
+            cell.state = state
 
 
 class AdaptiveLimiter:
