@@ -29,6 +29,15 @@ os.environ.pop("WAVESPEED_API_KEY", None)  # tests decide where credentials come
 os.environ.pop("AIRFLOW_CONN_WAVESPEED_DEFAULT", None)
 
 
+@pytest.fixture(autouse=True)
+def own_submission_budget(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A submission-budget directory of the test's own: budgets are shared by every process of a host
+    (a file per account), and tests must not draw from each other's (nor from other test runs')."""
+    directory = tmp_path_factory.mktemp("budget")
+    monkeypatch.setenv("WAVESPEED_BUDGET_DIR", str(directory))
+    return directory
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata database in the test AIRFLOW_HOME."""

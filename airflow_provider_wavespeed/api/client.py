@@ -63,7 +63,7 @@ __all__ = [
 class WaveSpeedClient(BaseClient):
     """Synchronous WaveSpeed client (one pooled ``requests`` session).
 
-    ``submit_limiter`` (a :class:`~.limiter.TokenBucket`, shared by the process's clients of
+    ``submit_limiter`` (a :class:`~.limiter.TokenBucket`, shared by the host's clients of
     one account) paces submissions to the account tier's starts per minute; a 429 on a
     submit pauses it for everyone who shares it.
     """

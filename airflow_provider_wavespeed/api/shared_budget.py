@@ -1,0 +1,171 @@
+"""One submission budget for every process on this host that submits for the same account.
+
+A :class:`~.limiter.TokenBucket` keeps its state (schedule, pause, rate in force) in a
+:class:`FileBucketStore`: a 48-byte file read and rewritten under ``fcntl.flock`` on each
+reservation (tens of microseconds). Every task process of a LocalExecutor, every Celery worker
+process on one host, and the threads and coroutines of each, then draw from one budget, and a
+429's pause and rate cut reach them all.
+
+Where: ``$WAVESPEED_BUDGET_DIR`` when set, else ``<tempdir>/wavespeed-budget-<uid>``; it must be a
+local file system (``flock`` over NFS is not reliable). Containers that should share a budget
+must share that directory. The file name is a hash of the base URL, a hash of the API key and
+the rate: never the key. Files are created 0o600, so only processes of the same user share a
+budget: a process that can open the file can hold its lock and stall every submit, and an
+Airflow deployment's workers run as one user.
+
+Anything that keeps the file from being used (no ``fcntl``: not POSIX; a directory another user
+owns; a file that cannot be opened) leaves that process with its own per-process budget, after
+one warning. Several hosts (or users) each have their budget: their sum may exceed the tier,
+and the 429s settle the rest (every submitter sharing a file backs off together, AIMD).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import stat
+import struct
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+from airflow_provider_wavespeed.api.limiter import BucketState, StateCell
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX (Windows): per-process budgets
+    fcntl = None
+
+_log = logging.getLogger(__name__)
+
+BUDGET_DIR_ENV = "WAVESPEED_BUDGET_DIR"
+# version, tat, paused_until, rate, grow_at, written_at: little-endian doubles.
+_RECORD = struct.Struct("<6d")
+_VERSION = 1.0
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _encode(state: BucketState) -> bytes:
+    return _RECORD.pack(_VERSION, state.tat, state.paused_until, state.rate, state.grow_at, state.written_at)
+
+
+def _decode(data: bytes) -> BucketState | None:
+    """The stored state; None for a new, short or foreign file (the bucket starts afresh)."""
+    if len(data) != _RECORD.size:
+        return None
+    version, tat, paused_until, rate, grow_at, written_at = _RECORD.unpack(data)
+    if version != _VERSION or math.isnan(version):
+        return None
+    return BucketState(tat, paused_until, rate, grow_at, written_at)
+
+
+class FileBucketStore:
+    """A bucket state in a file shared by every process that opens it; wall-clock times."""
+
+    shared = True
+
+    def __init__(self, path: str) -> None:
+        if fcntl is None:
+            raise OSError("fcntl.flock is not available on this platform")
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd, self._pid = self._open(), os.getpid()
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.path, flags, 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{self.path} is not a regular file")
+        return fd
+
+    def _reopen_after_fork(self) -> None:
+        # A forked child inherits the descriptor, and with it the parent's lock (flock locks
+        # belong to the open file): it needs its own, or parent and child would not exclude
+        # each other. Its own thread lock too: another thread may have held the parent's.
+        inherited = self._fd
+        self._lock = threading.Lock()
+        self._fd, self._pid = self._open(), os.getpid()
+        os.close(inherited)  # drops the child's reference only; the parent's lock is untouched
+
+    @contextmanager
+    def locked(self) -> Iterator[StateCell]:
+        assert fcntl is not None
+        if self._pid != os.getpid():
+            self._reopen_after_fork()
+        # Threads of one process share the descriptor, and flock does not exclude them: the
+        # thread lock does; flock excludes the other processes (and other stores of this one).
+        with self._lock:
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                state = _decode(os.pread(fd, _RECORD.size, 0))
+                cell = StateCell(state)
+                yield cell
+                if cell.state is not None and cell.state is not state:
+                    os.pwrite(fd, _encode(cell.state), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def budget_dir() -> str:
+    """The directory of the budget files: ``$WAVESPEED_BUDGET_DIR``, else one per user in the temp dir."""
+    chosen = os.environ.get(BUDGET_DIR_ENV, "").strip()
+    if chosen:
+        return chosen
+    return os.path.join(tempfile.gettempdir(), f"wavespeed-budget-{os.getuid()}")
+
+
+def budget_file_name(base_url: str, api_key: str, per_minute: float) -> str:
+    """The file of one account's budget: hashes only (never the key)."""
+    key_hash = hashlib.sha256(api_key.encode()).hexdigest()
+    return hashlib.sha256(f"{base_url}\n{key_hash}\n{per_minute!r}".encode()).hexdigest()[:32] + ".budget"
+
+
+def _checked_dir() -> str:
+    directory = budget_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.environ.get(BUDGET_DIR_ENV, "").strip():
+        return directory  # chosen by the deployment: whether we may write there decides
+    # The default lives in a world-writable temp dir: anyone could have made it first.
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise OSError(
+            f"{directory} is not a directory of this user's that only it can write "
+            f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)})"
+        )
+    return directory
+
+
+def _warn_once(reason: str, message: str, *args: object) -> None:
+    with _warned_lock:
+        if reason in _warned:
+            return
+        _warned.add(reason)
+    _log.warning(message, *args)
+
+
+def shared_store(base_url: str, api_key: str, per_minute: float) -> FileBucketStore | None:
+    """The host-wide store of this account's submission budget; None (after one warning): per-process."""
+    if fcntl is None:
+        _warn_once("fcntl", "No fcntl.flock here: each process paces WaveSpeed submissions on its own")
+        return None
+    try:
+        return FileBucketStore(os.path.join(_checked_dir(), budget_file_name(base_url, api_key, per_minute)))
+    except OSError as exc:
+        _warn_once(
+            f"dir:{budget_dir()}",
+            "WaveSpeed submission budget: cannot use a shared file in %s (%s); this process paces its "
+            "submissions on its own, and the account's 429s slow it down when processes together "
+            "exceed the tier. Set %s to a directory this user owns to share one budget.",
+            budget_dir(),
+            exc,
+            BUDGET_DIR_ENV,
+        )
+        return None
