@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import stat
 import struct
@@ -60,7 +59,7 @@ def _decode(data: bytes) -> BucketState | None:
     if len(data) != _RECORD.size:
         return None
     version, tat, paused_until, rate, grow_at, written_at = _RECORD.unpack(data)
-    if version != _VERSION or math.isnan(version):
+    if version != _VERSION:
         return None
     return BucketState(tat, paused_until, rate, grow_at, written_at)
 
@@ -109,9 +108,15 @@ class FileBucketStore:
                 cell = StateCell(state)
                 yield cell
                 if cell.state is not None and cell.state is not state:
-                    os.pwrite(fd, _encode(cell.state), 0)
+                    self._write(fd, cell.state)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _write(self, fd: int, state: BucketState) -> None:
+        try:
+            os.pwrite(fd, _encode(state), 0)
+        except OSError as exc:  # a full disk: submits go on, paced as if this one had not happened
+            _warn_once(f"write:{self.path}", "WaveSpeed submission budget: cannot write %s (%s)", self.path, exc)
 
 
 def budget_dir() -> str:
