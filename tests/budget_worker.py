@@ -2,7 +2,8 @@
 
 ``python budget_worker.py CONN_ID BUDGET EPOCH SPEED INDEX API COUNT``: builds the hook and its
 client, prints ``ready``, waits for a line on stdin (so every process starts at once, however
-long its imports took), submits ``COUNT`` predictions and prints one JSON line: per submission,
+long its imports took), submits ``COUNT`` predictions and prints one JSON line (both lines after
+:data:`PREFIX`): per submission,
 ``{"id": ...}`` or ``{"refused": "<the 429's message>"}``. BUDGET ``per-process`` gives the process
 its own budget (the behaviour before the host-wide one). The provider's clock runs ``SPEED`` times
 faster than the real one from ``EPOCH`` (the emulator's too, in the test), the same in every process.
@@ -16,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+# Airflow 3.0 logs to stdout: the lines for the test carry this prefix.
+PREFIX = "budget-worker: "
 _real_sleep = time.sleep
 _real_async_sleep = asyncio.sleep
 
@@ -81,14 +84,14 @@ def main(conn_id: str, budget: str, epoch: str, speed: str, index: str, api: str
 
     if api == "sync":
         hook.client  # noqa: B018  (the client and its budget, before the start)
-        print("ready", flush=True)
+        print(PREFIX + "ready", flush=True)
         sys.stdin.readline()
         results = [outcome(hook.submit, prompt) for prompt in prompts]
     else:
 
         async def run() -> list[dict[str, str]]:
             async with await hook.aget_client() as client:
-                print("ready", flush=True)
+                print(PREFIX + "ready", flush=True)
                 sys.stdin.readline()  # nothing else runs on this loop yet
                 done = []
                 for prompt in prompts:
@@ -99,7 +102,7 @@ def main(conn_id: str, budget: str, epoch: str, speed: str, index: str, api: str
                 return done
 
         results = asyncio.run(run())
-    print(json.dumps(results), flush=True)
+    print(PREFIX + json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":

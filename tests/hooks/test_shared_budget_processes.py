@@ -20,11 +20,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from budget_worker import FastClock
+from budget_worker import PREFIX, FastClock
 
 import airflow_provider_wavespeed.testing._app as emulator_app
 import airflow_provider_wavespeed.testing._state as emulator_state
@@ -34,6 +35,15 @@ SPEED = 10.0
 WORKER = Path(__file__).resolve().parents[1] / "budget_worker.py"
 APIS = ["sync", "sync", "async"]
 PER_PROCESS = 2
+
+
+def _worker_line(process: subprocess.Popen[str]) -> str:
+    """The worker's next line for the test (other stdout lines are Airflow's logs); '' at its end."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(PREFIX):
+            return line[len(PREFIX) :].rstrip("\n")
+    return ""
 
 
 def _most_in_any_minute(stamps: list[float]) -> int:
@@ -81,15 +91,18 @@ def test_processes_on_one_host_share_the_accounts_submission_budget(
         )
         for index, api in enumerate(APIS)
     ]
+    watchdog = threading.Timer(120, lambda: [process.kill() for process in processes])  # a hung worker
+    watchdog.start()
     try:
         for process in processes:  # each has its hook, client and budget: start them together
-            assert process.stdout is not None and process.stdout.readline() == "ready\n", process.communicate()[1]
+            assert _worker_line(process) == "ready", process.communicate()[1]
         for process in processes:
             assert process.stdin is not None
             process.stdin.write("go\n")
             process.stdin.flush()
-        outputs = [process.communicate(timeout=120) for process in processes]
+        outputs = [(_worker_line(process), process.communicate(timeout=120)[1]) for process in processes]
     finally:
+        watchdog.cancel()
         for process in processes:
             process.kill()
             process.wait()
