@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE
+from benchmarks.throughput_report import replace_section, throughput_of
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-# `python -m benchmarks throughput` owns the text between these; the main suite's rewrite keeps it.
-THROUGHPUT_START = "<!-- throughput:start -->"
-THROUGHPUT_END = "<!-- throughput:end -->"
 
 TARGET_N = 5000
 # Issue 12: the aiohttp stack may cost at most this much CPU per poll of the transport it replaced.
@@ -336,7 +334,7 @@ def render(results: dict[str, Any], previous: Path | None = None) -> str:
         previous = REPORT
     kept = throughput_of(previous.read_text()) if previous is not None and previous.exists() else None
     text = _render(results)
-    return splice_throughput(text, kept) if kept else text
+    return replace_section(text, kept) if kept else text
 
 
 def _render(results: dict[str, Any]) -> str:
@@ -435,116 +433,3 @@ METHOD = """## How the figures are measured
   the one-task design cannot.
   8 worker slots: on 2 cores, 16 concurrent task processes stretch every run's start-up (DAG parse
   0.2 s -> 2 s), which would charge the machine's contention to the mode with more runs."""
-
-
-# -- the throughput section (`python -m benchmarks throughput`, benchmarks/throughput.py) --
-
-
-def throughput_of(text: str) -> str | None:
-    """The throughput section of a report, markers included, or None."""
-    start, end = text.find(THROUGHPUT_START), text.find(THROUGHPUT_END)
-    if start < 0 or end < start:
-        return None
-    return text[start : end + len(THROUGHPUT_END)]
-
-
-def splice_throughput(text: str, section: str) -> str:
-    """``text`` with its throughput section replaced by ``section`` (appended when it has none)."""
-    old = throughput_of(text)
-    if old is not None:
-        return text.replace(old, section, 1)
-    return f"{text.rstrip()}\n\n{section}\n" if text.strip() else f"{section}\n"
-
-
-def _states(states: dict[str, dict[str, int]] | None) -> str:
-    if not states:
-        return "-"
-    return "; ".join(
-        f"{task}: " + ", ".join(f"{count:,} {state}" for state, count in sorted(counts.items()))
-        for task, counts in sorted(states.items())
-    )
-
-
-def _predictions(p: dict[str, Any] | None) -> str:
-    if not p:
-        return "-"
-    if p.get("ok"):
-        return "yes"
-    problems = []
-    if p.get("submitted_twice"):
-        problems.append(f"submitted twice: {p['submitted_twice']}")
-    if p.get("missing_count"):
-        problems.append(f"{p['missing_count']} without one, e.g. {p['missing'][:5]}")
-    if p.get("other_submissions"):
-        problems.append(f"{p['other_submissions']} other submissions")
-    return "**no**: " + "; ".join(problems)
-
-
-def throughput_section(results: dict[str, Any]) -> str:
-    """The throughput table with what it ran on, between the markers."""
-    m = results["machine"]
-    tier: dict[str, Any] = next((r["tier"] for r in results["designs"] if r.get("tier")), {}) or {}
-    lines = [
-        THROUGHPUT_START,
-        "## Throughput in real Airflow (issue 13)",
-        "",
-        f"Produced by `{results['command']}` on {results['started']}, commit {results['commit']}, in "
-        f"{results['wall_s'] / 60:.0f} min (the figures below are this run's, unedited)"
-        + (" **(smoke run: not a measurement)**" if results.get("smoke") else "")
-        + ". Code: `benchmarks/throughput.py`, DAGs in `benchmarks/dags/throughput/`.",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, {m['os']}; Python {m['python']}, "
-        f"Airflow {m['airflow']}, airflow-provider-wavespeed {m['provider']}.",
-        "",
-        f"Settings: a real deployment (api-server, scheduler, dag-processor, one triggerer; "
-        f"`scripts/airflow_stack.py`), {results['executor']} with parallelism {results['parallelism']} "
-        f"(worker slots), metadatabase {results['database']}, deployment started in "
-        f"{_f(results.get('stack_start_s'))} s; one DAG run at a time. The emulator at the "
-        f"{tier.get('name', results['tier'])} preset ({_f(tier.get('starts_per_minute'))} generations started "
-        f"per minute, {_f(tier.get('concurrency'))} running at once), {results['duration_s']:g} s predictions; "
-        "the connection with the shipped defaults (submission budget 500 a minute per process); every "
-        "operator with its defaults (poll interval, deferrable).",
-        "",
-        "| Design | N | Run | Wall time (s) | Limit (s) | Ratio | Limit if bursts (s) | Worker runs / generation "
-        "| Worker-slot s / generation | API requests / generation | 429s | CPU s: scheduler / triggerer / "
-        "task processes | Task instances | One prediction per input | Other load (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["designs"]:
-        cpu = r.get("cpu_s") or {}
-        lines.append(
-            f"| `{r['design']}`: {r['what']} | {r['n']:,} | {r.get('state')} | {_f(r.get('wall_s'))} "
-            f"| {_f(r.get('limit_s'))} | {_f(r.get('ratio'), 2)} | {_f(r.get('burst_limit_s'))} "
-            f"| {_f(r.get('worker_runs_per_generation'), 2)} "
-            f"| {_f(r.get('worker_slot_s_per_generation'), 2)} | {_f(r.get('api_requests_per_generation'), 2)} "
-            f"| {_f(r.get('rate_limited'))} | {_f(cpu.get('scheduler'))} / {_f(cpu.get('triggerer'))} / "
-            f"{_f(cpu.get('tasks'))} | {_states(r.get('task_states'))} | {_predictions(r.get('predictions'))} "
-            f"| {_f(r.get('other_load_cores'), 2)} |"
-        )
-    errors = [f"- {r['design']}: {r['error']}" for r in results["designs"] if r.get("error")]
-    if results.get("error"):
-        errors.append(f"- the run stopped: {results['error']}")
-    lines += [
-        "",
-        *(["Problems:", "", *errors, ""] if errors else []),
-        "- **Wall time**: the DAG run's `start_date` to its `end_date` (Airflow's own).",
-        "- **Limit**: when the last generation could end at best by the emulator's own rules "
-        "(`limit_seconds`): submission *i* arrives at *i* x 60 s / starts per minute from t = 0, starts at "
-        "once under the concurrency cap or else first come, first served when a running one ends, then runs "
-        "its prediction time. **Ratio** = wall time / limit. The emulator counts starts in a sliding 60 s "
-        "window, so clients that together send faster than the even pace (several batch tasks at once, each "
-        "with its own process's budget) can start a whole minute's worth at once and beat the limit; *limit "
-        "if bursts* is the bound then: each minute's starts all at its beginning, the same queue.",
-        "- **Worker runs, worker-slot seconds**: from the task logs, every try of every task: a run is one "
-        "worker process (a deferred task that resumes in a worker has two); its seconds are its first to "
-        "last log line (process start-up before the first line is not counted).",
-        "- **API requests**: every request the emulator answered (submits, polls, result reads; 429s "
-        "included) / N; **429s**: submissions the tier refused (then retried after `Retry-After`).",
-        "- **CPU**: the scheduler's own process; the triggerer with its trigger runner; the task processes "
-        "(LocalExecutor workers, task supervisors and tasks, all under the scheduler). **Other load**: CPU "
-        "the rest of the machine used meanwhile, in cores.",
-        "- **One prediction per input**: the emulator's submission log has exactly one prediction for "
-        "each of the N inputs and nothing else.",
-        THROUGHPUT_END,
-    ]
-    return "\n".join(lines)

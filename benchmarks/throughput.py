@@ -3,8 +3,11 @@
 A real deployment (``scripts/airflow_stack.py``: api-server, scheduler, dag-processor, one
 triggerer; LocalExecutor; PostgreSQL when its server binaries are installed, as the deployment
 tier starts it, else SQLite) runs the DAGs of ``benchmarks/dags/throughput/`` one run at a time
-against the emulator at the Silver preset (500 starts a minute, 300 running at once), through a
-connection with the shipped defaults. Designs (``--designs``):
+against the emulator at an account tier's preset (``--tier``): ``silver`` (500 starts a minute, 300
+running at once) through a connection with the shipped defaults, or ``gold`` (3,000 and 3,000)
+through a connection with the extra ``account_tier: gold``, what a Gold user sets; at Gold the batch
+tasks also write their full result to a file (``manifest_path``, where the operator has it) and keep
+a small summary in XCom. Only the DAGs of the designs asked for are built. Designs (``--designs``):
 
 - ``mapped-sensor``: a mapped task group per generation, submit + deferrable ``WaveSpeedTaskSensor``;
 - ``mapped-waiting-submit``: a mapped ``WaveSpeedSubmitOperator(wait_for_completion=True)``;
@@ -15,11 +18,15 @@ Per design: the wall time from the DAG run's start to its end (Airflow's ``start
 ``end_date``); the **limit** from the emulator's own rules (:func:`limit_seconds`, with the tier
 the running emulator reports); their ratio; worker runs and worker-slot seconds per generation
 (task logs, :func:`benchmarks.airflow_run.worker_runs`); API requests per generation (the
-emulator's counters); CPU seconds of the scheduler, the triggerer and the task processes; every
-task's final state; and that every input got exactly one prediction (the emulator's submission
-log). One line per design, ``throughput <design>: <N> generations in <wall> s (limit <limit> s,
-ratio <x>)``; the table goes into ``docs/benchmarks.md`` between the throughput markers, the
-rest of the file untouched. Exit code 1 when a design's run did not succeed.
+emulator's counters); the most submissions accepted in any 60 s and the 429s; CPU seconds of the
+scheduler, the triggerer and the task processes; the triggerer's event-loop lag (max, p99: a probe
+trigger in the real triggerer, :mod:`benchmarks.loop_probe`); metadata database bytes written per
+generation (PostgreSQL WAL; :mod:`benchmarks.throughput_figures`); every task's final state; and
+that every input got exactly one prediction (the emulator's submission log). One line per design,
+``throughput <design>: <N> generations in <wall> s (limit <limit> s, ratio <x>); ...``; the run's
+block goes into ``docs/benchmarks.md`` between the throughput markers, replacing the rows of the
+same tier and designs only (:func:`benchmarks.throughput_report.splice_throughput`), the rest of
+the file untouched. Exit code 1 when a design's run did not succeed.
 
 ``--smoke``: N = 50, 5 s predictions, every design in one deployment, the report written to a
 temporary copy of ``docs/benchmarks.md``; nothing is asserted about the figures.
@@ -46,9 +53,11 @@ from typing import Any
 
 import psutil
 
+from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess
-from benchmarks import machine, report
+from benchmarks import machine, throughput_report
 from benchmarks.airflow_run import _stack_cpu, _ts, worker_runs
+from benchmarks.throughput_figures import LoopProbe, current_lsn, most_in_60s, per_generation, wal_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -56,7 +65,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from airflow_stack import AirflowStack, free_port, reset_home  # noqa: E402
 
 DAGS = REPO / "benchmarks" / "dags" / "throughput"
-TIER = "silver"
+TIERS = ("silver", "gold")
 PROMPT = "throughput image {}"  # as in the DAGs: the emulator's log maps each submission to its input
 
 
@@ -144,11 +153,17 @@ def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
 
 
-def _one_prediction_each(control: EmulatorControl, n: int) -> dict[str, Any]:
+def connection_extra(tier: str) -> dict[str, str]:
+    """The connection's extra at ``tier``: Silver the shipped defaults (no tier: the Silver rate),
+    Gold ``account_tier: gold``, as a Gold user sets it."""
+    return {} if tier == "silver" else {"account_tier": tier}
+
+
+def _one_prediction_each(submissions: list[dict[str, Any]], n: int) -> dict[str, Any]:
     """How many predictions each input got, from the emulator's submission log (since its reset)."""
     per_input: Counter[int] = Counter()
     others = 0
-    for entry in control.submissions():
+    for entry in submissions:
         prompt = str(entry.get("inputs", {}).get("prompt", ""))
         head, _, number = prompt.rpartition(" ")
         if head == PROMPT.format("").strip() and number.isdigit() and int(number) < n:
@@ -176,10 +191,16 @@ def run_design(
     n: int,
     duration: float,
     timeout: float,
+    cluster: Any = None,
+    probe_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """One DAG run of a design, from a freshly reset emulator; every figure it could gather, also on failure."""
+    """One DAG run of a design, from a freshly reset emulator; every figure it could gather, also on failure.
+
+    With ``probe_dir`` the loop-lag probe runs in the triggerer from before the run until after it;
+    with ``cluster`` (PostgreSQL) the WAL written meanwhile is counted."""
     design = DESIGNS[name]
     result: dict[str, Any] = {"design": name, "dag_id": design.dag_id, "what": design.what, "n": n, "state": "not run"}
+    probe = None
     try:
         control.reset()  # the tier's windows and queue, the counters, the submission log: this design's only
         tier = control.counters()["tier"] or {}
@@ -191,8 +212,15 @@ def run_design(
         result["limit_s"] = round(limit_seconds(n, **limits, duration=duration), 2)
         result["burst_limit_s"] = round(limit_seconds(n, **limits, duration=duration, burst=True), 2)
         stack.wait_for_dag(design.dag_id)
+        if probe_dir is not None:
+            try:
+                probe = LoopProbe(stack, probe_dir)
+                probe.start()
+            except Exception as exc:  # the design still runs; its row says the lag is missing and why
+                result["loop_lag"] = {"error": f"{type(exc).__name__}: {exc}"}
         cpu_before, stack_before = _component_cpu(stack, emulator), _stack_cpu(stack)
         busy_before, total_before = machine.busy_jiffies()
+        lsn_before = current_lsn(cluster)
         run_id = stack.trigger(design.dag_id)
         result["run_id"] = run_id
         started = time.monotonic()
@@ -208,6 +236,10 @@ def run_design(
             state = "timed out"
         result["state"] = state
         observed = time.monotonic() - started
+        lsn_after = current_lsn(cluster)
+        if lsn_before is not None and lsn_after is not None:
+            result["wal_bytes"] = wal_bytes(lsn_before, lsn_after)
+            result["wal_bytes_per_generation"] = per_generation(result["wal_bytes"], n)
         cpu_after, stack_after = _component_cpu(stack, emulator), _stack_cpu(stack)
         busy_after, total_after = machine.busy_jiffies()
         result["cpu_s"] = _diff(cpu_after, cpu_before)
@@ -236,10 +268,20 @@ def run_design(
         result["api_requests_per_generation"] = round(counters["total_requests"] / n, 2)
         result["rate_limited"] = sum(counters["rate_limited"].values())
         result["tier_counts"] = {key: (counters["tier"] or {}).get(key) for key in ("queued_total", "max_queued")}
-        result["predictions"] = _one_prediction_each(control, n)
+        submissions = control.submissions()
+        result["most_in_60s"] = most_in_60s(submissions)
+        result["predictions"] = _one_prediction_each(submissions, n)
+        if probe_dir is not None and (probe_dir.parent.parent / "manifests").is_dir():
+            result["manifests_written"] = len(list((probe_dir.parent.parent / "manifests").glob(f"{run_id}-*.json")))
     except Exception as exc:  # the other designs still run; the report says what went wrong here
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
+    finally:
+        if probe is not None and probe.run_id is not None:
+            try:
+                result["loop_lag"] = probe.stop()
+            except Exception as exc:
+                result["loop_lag"] = {"error": f"{type(exc).__name__}: {exc}"}
     return result
 
 
@@ -253,12 +295,19 @@ def succeeded(result: dict[str, Any]) -> bool:
     )
 
 
+def _num(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def line(result: dict[str, Any]) -> str:
-    wall, limit, ratio = result.get("wall_s"), result.get("limit_s"), result.get("ratio")
+    lag, tier = result.get("loop_lag") or {}, result.get("tier") or {}
     text = (
-        f"throughput {result['design']}: {result['n']} generations in "
-        f"{'-' if wall is None else f'{wall:.1f}'} s (limit {'-' if limit is None else f'{limit:.1f}'} s, "
-        f"ratio {'-' if ratio is None else f'{ratio:.2f}'})"
+        f"throughput {result['design']}: {result['n']} generations in {_num(result.get('wall_s'), '.1f')} s "
+        f"(limit {_num(result.get('limit_s'), '.1f')} s, ratio {_num(result.get('ratio'), '.2f')}); "
+        f"loop lag max {_num(lag.get('max_ms'), '.0f')} ms, "
+        f"WAL {_num(result.get('wal_bytes_per_generation'), ',.0f')} B/generation, "
+        f"most in 60 s {_num(result.get('most_in_60s'), 'd')}/{_num(tier.get('starts_per_minute'), 'd')}, "
+        f"429s {_num(result.get('rate_limited'), 'd')}"
     )
     return text if succeeded(result) else f"{text} [{result.get('state')}: {result.get('error') or 'see the table'}]"
 
@@ -306,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="N=50, 5 s predictions, report to a temporary file")
+    parser.add_argument("--tier", choices=TIERS, default="silver", help="the emulator's preset (default silver)")
     parser.add_argument("--n", type=int, help="generations per design (default 1000; smoke 50)")
     parser.add_argument(
         "--designs",
@@ -341,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": duration,
         "parallelism": args.parallelism,
         "executor": "LocalExecutor",
-        "tier": TIER,
+        "tier": args.tier,
+        "connection": connection_extra(args.tier),
+        # At Gold the batch tasks write their full result to a file (a small XCom at 10,000 inputs),
+        # where the operator has the parameter.
+        "manifests": args.tier == "gold" and "manifest_path" in WaveSpeedBatchOperator.template_fields,
         "designs": [],
     }
     print(f"Machine: {results['machine']}", flush=True)
@@ -353,33 +407,50 @@ def main(argv: list[str] | None = None) -> int:
     api_key = secrets.token_urlsafe(24)
     begun = time.monotonic()
     cluster, results["database"] = _database(args.database)
-    emulator = EmulatorProcess(api_key, duration=duration, tier=TIER)
+    emulator = EmulatorProcess(api_key, duration=duration, tier=args.tier)
     stack: AirflowStack | None = None
     try:
         home = work / "airflow-home"
         reset_home(home)
-        connection = {"conn_type": "wavespeed", "host": emulator.url, "password": api_key}  # shipped defaults
+        connection = {"conn_type": "wavespeed", "host": emulator.url, "password": api_key}
+        if results["connection"]:
+            connection["extra"] = results["connection"]
+        env = {
+            "AIRFLOW_CONN_WAVESPEED_DEFAULT": json.dumps(connection),
+            "WAVESPEED_API_KEY": "",  # only the connection supplies a key
+            "WAVESPEED_THROUGHPUT_N": str(n),
+            "WAVESPEED_THROUGHPUT_DAGS": ",".join(DESIGNS[name].dag_id for name in args.designs),
+            "AIRFLOW__TRIGGERER__CAPACITY": str(max(1000, n)),
+            "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, n)),
+            # The loop-lag probe's trigger is imported by the triggerer from benchmarks/ (and its DAG too).
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+        }
+        if results["manifests"]:
+            (work / "manifests").mkdir(parents=True, exist_ok=True)
+            env["WAVESPEED_THROUGHPUT_MANIFESTS"] = str(work / "manifests")
         stack = AirflowStack(
             home=home,
             dags_folder=DAGS,
             sql_alchemy_conn=cluster.url if cluster else None,
             parallelism=args.parallelism,
-            env={
-                "AIRFLOW_CONN_WAVESPEED_DEFAULT": json.dumps(connection),
-                "WAVESPEED_API_KEY": "",  # only the connection supplies a key
-                "WAVESPEED_THROUGHPUT_N": str(n),
-                "AIRFLOW__TRIGGERER__CAPACITY": str(max(1000, n)),
-                "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, n)),
-            },
+            env=env,
         )
         print(f"Starting Airflow ({results['database']}, {args.parallelism} worker slots) ...", flush=True)
         stack.start()
         results["stack_start_s"] = round(time.monotonic() - begun, 1)
-        print(f"Emulator at the {TIER} preset, {duration:g} s predictions; {n} generations per design", flush=True)
+        print(f"Emulator at the {args.tier} preset, {duration:g} s predictions; {n} generations per design", flush=True)
         for name in args.designs:
             print(f"  {name} ({DESIGNS[name].dag_id}) ...", flush=True)
             result = run_design(
-                stack, emulator.control, psutil.Process(emulator.pid), name, n=n, duration=duration, timeout=timeout
+                stack,
+                emulator.control,
+                psutil.Process(emulator.pid),
+                name,
+                n=n,
+                duration=duration,
+                timeout=timeout,
+                cluster=cluster,
+                probe_dir=work / "probe" / name,
             )
             results["designs"].append(result)
             save()
@@ -400,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if results["designs"]:
         output.parent.mkdir(parents=True, exist_ok=True)
         previous = output.read_text() if output.exists() else ""
-        output.write_text(report.splice_throughput(previous, report.throughput_section(results)))
+        output.write_text(throughput_report.splice_throughput(previous, results))
         print(f"Written to {output} (work files in {work})", flush=True)
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,27 +1,93 @@
-"""The throughput section of docs/benchmarks.md: replaced alone, kept by the main suite's rewrite."""
+"""The throughput section of docs/benchmarks.md: one block per run and tier, spliced without losing other rows."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from benchmarks import report
-from benchmarks.report import THROUGHPUT_END, THROUGHPUT_START, splice_throughput, throughput_of
+from benchmarks.throughput_report import (
+    THROUGHPUT_END,
+    THROUGHPUT_START,
+    replace_section,
+    run_blocks,
+    splice_throughput,
+    throughput_of,
+)
 
 OLD = f"{THROUGHPUT_START}\nold table\n{THROUGHPUT_END}"
 NEW = f"{THROUGHPUT_START}\nnew table\n{THROUGHPUT_END}"
+MACHINE = {"cpu": "AMD EPYC", "cores": 2, "ram": "23.5 GiB", "os": "Linux", "python": "3.11", "airflow": "3.3.2"}
+STARTS = {"silver": 500, "gold": 3000}
+# The section as the benchmark wrote it before there were run markers (session 7's Silver run, shortened).
+LEGACY = f"""{THROUGHPUT_START}
+## Throughput in real Airflow (issue 13)
+
+Produced by `python -m benchmarks throughput --json /tmp/s7.json` on 2026-11-26 10:16:33 UTC, commit 48e2f6d, in 53 min.
+
+Settings: a real deployment, LocalExecutor. The emulator at the silver preset (500 generations started per minute).
+
+| Design | N | Run | Wall time (s) |
+|---|---|---|---|
+| `mapped-sensor`: mapped submit + deferrable `WaveSpeedTaskSensor` | 1,000 | success | 2,130.4 |
+| `batch-10-tasks`: `WaveSpeedBatchOperator` mapped over 10 slices | 1,000 | success | 121.1 |
+| `batch-1-task`: one `WaveSpeedBatchOperator` | 1,000 | success | 146.8 |
+
+- **Wall time**: the DAG run's `start_date` to its `end_date` (Airflow's own).
+{THROUGHPUT_END}"""
+
+
+def results(tier: str, walls: dict[str, float], command: str = "python -m benchmarks throughput") -> dict[str, Any]:
+    """What `benchmarks/throughput.py` hands the report, for designs that ran in ``walls`` seconds."""
+    designs = [
+        {
+            "design": design,
+            "what": f"the {design} design",
+            "n": 10_000,
+            "state": "success",
+            "wall_s": wall,
+            "tier": {"name": tier, "starts_per_minute": STARTS[tier], "concurrency": STARTS[tier]},
+            "most_in_60s": 2_990,
+            "rate_limited": 0,
+            "loop_lag": {"max_ms": 41.5, "p99_ms": 12.0, "in_triggerer": True},
+            "wal_bytes_per_generation": 2_345.6,
+        }
+        for design, wall in walls.items()
+    ]
+    return {
+        "command": f"{command} --tier {tier}",
+        "started": "2026-12-01 10:00:00 UTC",
+        "commit": "abc1234",
+        "wall_s": 600.0,
+        "machine": {**MACHINE, "provider": "0.1.0"},
+        "executor": "LocalExecutor",
+        "parallelism": 8,
+        "database": "PostgreSQL 15.18",
+        "duration_s": 20.0,
+        "tier": tier,
+        "connection": {} if tier == "silver" else {"account_tier": tier},
+        "manifests": tier == "gold",
+        "designs": designs,
+    }
+
+
+def rows(text: str) -> list[str]:
+    """The table rows of the throughput section (header and separator left out)."""
+    section = throughput_of(text) or ""
+    return [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
 
 
 def test_the_section_is_replaced_and_the_rest_of_the_report_kept() -> None:
-    report = f"# Benchmarks\n\nsuite figures\n\n{OLD}\n\nafter\n"
-    assert splice_throughput(report, NEW) == f"# Benchmarks\n\nsuite figures\n\n{NEW}\n\nafter\n"
-    assert throughput_of(splice_throughput(report, NEW)) == NEW
+    text = f"# Benchmarks\n\nsuite figures\n\n{OLD}\n\nafter\n"
+    assert replace_section(text, NEW) == f"# Benchmarks\n\nsuite figures\n\n{NEW}\n\nafter\n"
+    assert throughput_of(replace_section(text, NEW)) == NEW
 
 
 def test_a_report_without_the_section_gets_it_at_the_end() -> None:
-    assert splice_throughput("# Benchmarks\n\nsuite figures\n", NEW) == f"# Benchmarks\n\nsuite figures\n\n{NEW}\n"
-    assert splice_throughput("", NEW) == f"{NEW}\n"
+    assert replace_section("# Benchmarks\n\nsuite figures\n", NEW) == f"# Benchmarks\n\nsuite figures\n\n{NEW}\n"
+    assert replace_section("", NEW) == f"{NEW}\n"
     assert throughput_of("# Benchmarks\n") is None
 
 
@@ -31,3 +97,60 @@ def test_the_main_suites_rewrite_keeps_the_section(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(report, "_render", lambda results: "# Benchmarks\n\nnew suite figures\n")
     assert report.render({"smoke": False}, previous=previous) == f"# Benchmarks\n\nnew suite figures\n\n{OLD}\n"
     assert report.render({"smoke": True}) == "# Benchmarks\n\nnew suite figures\n"  # a smoke report stands alone
+
+
+def test_a_gold_run_keeps_the_silver_rows_written_before_run_markers() -> None:
+    text = splice_throughput(f"# Benchmarks\n\n{LEGACY}\n\nafter\n", results("gold", {"batch-1-task": 215.0}))
+    assert text.startswith("# Benchmarks\n\n") and text.endswith("\n\nafter\n")
+    found = rows(text)
+    assert [line for line in found if "2,130.4" in line or "121.1" in line or "146.8" in line] == found[:3]
+    assert found[3].startswith("| Gold | `batch-1-task`: the batch-1-task design | 10,000 | success | 215.0 |")
+    assert "| 2,990 (3,000) | 0 | 41.5 / 12.0 | 2,346 |" in found[3]
+    assert [(tier, designs) for tier, designs, _ in run_blocks(throughput_of(text))] == [
+        ("silver", ["mapped-sensor", "batch-10-tasks", "batch-1-task"]),
+        ("gold", ["batch-1-task"]),
+    ]
+    assert "`account_tier: gold`" in text and "`manifest_path`" in text
+
+
+def test_a_run_replaces_only_the_rows_of_its_tier_and_designs() -> None:
+    text = splice_throughput(LEGACY, results("gold", {"batch-1-task": 215.0, "batch-10-tasks": 230.0}))
+    # Silver again, two designs: the Silver rows of those two are replaced, mapped-sensor's stays; Gold untouched.
+    text = splice_throughput(text, results("silver", {"batch-10-tasks": 118.0, "batch-1-task": 150.0}))
+    found = rows(text)
+    assert len(found) == 5
+    # The newest run first in its tier, then the old Silver run's remaining row.
+    assert found[0].startswith("| Silver | `batch-10-tasks`") and "| 118.0 |" in found[0]
+    assert found[1].startswith("| Silver | `batch-1-task`") and "| 150.0 |" in found[1]
+    assert "2,130.4" in found[2] and "`mapped-sensor`" in found[2]
+    assert not any("121.1" in line or "146.8" in line for line in found)
+    assert found[3].startswith("| Gold | `batch-1-task`") and "| 215.0 |" in found[3]
+    assert found[4].startswith("| Gold | `batch-10-tasks`") and "| 230.0 |" in found[4]
+    # A Gold run of one design: the other Gold row stays in the block of the run that measured it.
+    text = splice_throughput(text, results("gold", {"batch-1-task": 205.0}, command="python -m benchmarks x"))
+    blocks = run_blocks(throughput_of(text))
+    assert [(tier, designs) for tier, designs, _ in blocks] == [
+        ("silver", ["batch-10-tasks", "batch-1-task"]),
+        ("silver", ["mapped-sensor"]),
+        ("gold", ["batch-1-task"]),
+        ("gold", ["batch-10-tasks"]),
+    ]
+    assert "| 205.0 |" in blocks[2][2] and "python -m benchmarks x --tier gold" in blocks[2][2]
+    assert "| 230.0 |" in blocks[3][2] and "| 215.0 |" not in text
+    assert text.count(THROUGHPUT_START) == text.count(THROUGHPUT_END) == 1
+
+
+def test_a_run_that_replaces_every_row_of_an_older_block_drops_it() -> None:
+    first = splice_throughput("", results("silver", {"batch-1-task": 150.0}))
+    second = splice_throughput(first, results("silver", {"batch-1-task": 140.0}))
+    assert [(tier, designs) for tier, designs, _ in run_blocks(throughput_of(second))] == [("silver", ["batch-1-task"])]
+    assert len(rows(second)) == 1 and "| 140.0 |" in rows(second)[0]
+
+
+def test_a_missing_figure_is_a_dash_and_says_why() -> None:
+    run = results("silver", {"batch-1-task": 150.0})
+    run["designs"][0].update(loop_lag={"error": "TimeoutError: no start"}, wal_bytes_per_generation=None)
+    run["database"] = "SQLite (--database sqlite)"
+    (line,) = rows(splice_throughput("", run))
+    assert "| - (TimeoutError: no start) | - |" in line
+    assert "no `account_tier`" in (throughput_of(splice_throughput("", run)) or "")
