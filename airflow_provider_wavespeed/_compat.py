@@ -67,8 +67,20 @@ def task_instance_state(ti: Any) -> str | None:
     return None if state is None else str(getattr(state, "value", state))
 
 
+def read_xcom(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> Any:
+    """An XCom value through the task SDK (sync; through the supervisor), None when there is none.
+
+    Works in a worker and in a triggerer (both handle ``GetXCom`` from Airflow 3.0); uses the
+    deployment's XCom backend (``airflow.sdk.execution_time.xcom.XCom``).
+    """
+    from airflow.sdk.execution_time.xcom import XCom
+
+    return XCom.get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+
+
 __all__ = [
     "listeners_registered",
+    "read_xcom",
     "task_instance_state",
     "trigger_on_kill_supported",
     "triggerer_renders_start_trigger_args",
