@@ -145,7 +145,9 @@ def test_batch_trigger_gets_the_options(wavespeed_connection: WaveSpeedEmulator)
 
     operator = WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=[{"prompt": "x"}], cancel_on_timeout=False)
     pushed: dict[str, Any] = {}
-    ti = SimpleNamespace(dag_id="d", task_id="batch", run_id="r", map_index=-1, xcom_push=lambda key, value: pushed.update({key: value}))
+    ti = SimpleNamespace(
+        dag_id="d", task_id="batch", run_id="r", map_index=-1, xcom_push=lambda key, value: pushed.update({key: value})
+    )
     with pytest.raises(TaskDeferred) as deferred:
         operator._defer({"ti": ti}, ["abc123"])  # type: ignore[arg-type]
     assert pushed == {"wavespeed_batch_ids": "abc123"}  # the ids go to XCom, the kwargs say where
