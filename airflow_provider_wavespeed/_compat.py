@@ -89,9 +89,8 @@ def _read_xcom_from_database(*, dag_id: str, run_id: str, task_id: str, map_inde
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        query: Any = XComModel.get_many(
-            run_id=run_id, key=key, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index, session=session
-        )
+        # Airflow 3.0 returns an ORM Query (in a session of its own), 3.1+ a select() statement.
+        query: Any = XComModel.get_many(run_id=run_id, key=key, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index)
         row = query.first() if hasattr(query, "first") else session.scalars(query).first()
         return None if row is None else XComModel.deserialize_value(row)
 
