@@ -227,6 +227,10 @@ def test_a_manifest_holds_every_entry_and_xcom_a_small_summary(
     # The trigger read the ids from this XCom: one compact value, not a list in the trigger's kwargs.
     assert sorted(xcoms[("batch", -1, "wavespeed_batch_ids")].split(",")) == sorted(by_id)
     assert batch_record(dag_run) is None
+    # The task notes the full result for OpenLineage; a summary read as a result names no prediction.
+    from airflow_provider_wavespeed import lineage
+
+    assert lineage._predictions(summary) == [] and len(lineage._predictions(full)) == 60
 
 
 @pytestmark_db
