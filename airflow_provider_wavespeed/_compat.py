@@ -67,8 +67,37 @@ def task_instance_state(ti: Any) -> str | None:
     return None if state is None else str(getattr(state, "value", state))
 
 
+def read_xcom(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> Any:
+    """An XCom value through the task SDK (sync; through the supervisor), None when there is none.
+
+    Works in a worker and in a triggerer (both handle ``GetXCom`` from Airflow 3.0); uses the
+    deployment's XCom backend (``airflow.sdk.execution_time.xcom.XCom``).
+    """
+    from airflow.sdk.execution_time import task_runner
+
+    if not hasattr(task_runner, "SUPERVISOR_COMMS"):
+        # No supervisor: Airflow 3.0's dag.test() runs a trigger in line in its own process, which
+        # has the metadata database (3.1+ runs it under an in-process supervisor).
+        return _read_xcom_from_database(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, key=key)
+    from airflow.sdk.execution_time.xcom import XCom
+
+    return XCom.get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+
+
+def _read_xcom_from_database(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        # Airflow 3.0 returns an ORM Query (in a session of its own), 3.1+ a select() statement.
+        query: Any = XComModel.get_many(run_id=run_id, key=key, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index)
+        row = query.first() if hasattr(query, "first") else session.scalars(query).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
 __all__ = [
     "listeners_registered",
+    "read_xcom",
     "task_instance_state",
     "trigger_on_kill_supported",
     "triggerer_renders_start_trigger_args",

@@ -34,12 +34,16 @@ def dataset_name(path: str) -> tuple[str, str]:
 
 
 def _predictions(result: object) -> list[Mapping[str, Any]]:
-    """The predictions in a task's return value: one (submit, sensor) or a batch's entries."""
+    """The predictions in a task's return value: one (submit, sensor) or a batch's entries.
+
+    A batch with ``manifest_path`` notes its full result (its XCom summary names no prediction
+    but the first failed ones, so a summary noted by mistake counts as none).
+    """
     if isinstance(result, Mapping):
         entries = result.get("predictions")
         if isinstance(entries, list):
             return [entry for entry in entries if isinstance(entry, Mapping)]
-        return [result]
+        return [] if "manifest" in result else [result]
     return []
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "output_extension",
     "resolve_output_path",
     "store_outputs",
+    "write_json",
 ]
 
 # Where a file is or goes: a local path, a URL (file://, s3://...) or an ObjectStoragePath.
@@ -428,6 +429,30 @@ def store_outputs(
         if own_session:
             http.close()
     return stored
+
+
+def write_json(location: Location, value: object, *, what: str) -> str:
+    """Write ``value`` as JSON to the file ``location`` (a path, a URL or an ObjectStoragePath), atomically
+    (a hidden temporary name, then a move); return where it is, as a string. Raises WaveSpeedStorageError."""
+    target = _locate(location, what)
+    if isinstance(target, str):
+        directory, name = os.path.split(target)
+        dest: _LocalDirectory | _ObjectStore = _LocalDirectory(directory)
+    else:
+        dest, name = _ObjectStore(target.parent), target.name
+    if not name:
+        raise WaveSpeedStorageError(f"{what} {location!r} names a directory; give a file name, e.g. .../manifest.json")
+    temp_name = f".{name}.{uuid.uuid4().hex[:12]}.part"
+    try:
+        dest.prepare()
+    except Exception as exc:
+        raise WaveSpeedStorageError(f"{what}: cannot create the directory {dest.description}: {exc}") from None
+    try:
+        _write(dest, temp_name, iter([json.dumps(value, separators=(",", ":")).encode()]), what)
+        return _commit(dest, temp_name, name, what)
+    except BaseException:
+        dest.discard(temp_name)
+        raise
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ Imported by test modules as ``airflow_helpers`` (tests/ is on sys.path through t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from airflow import __version__ as _airflow_version
@@ -69,15 +70,46 @@ def task_output(capfd: Any) -> str:
 def task_record(dag_run: Any, task_id: str, name: str, prefix: str) -> dict[str, Any] | None:
     """A WaveSpeed task record as the metadata database holds it (None: none): the task state store
     on Airflow 3.3+ (and then no Variable exists), the Variable below."""
-    import json
+    from airflow_provider_wavespeed.task_record import record_key
 
+    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, prefix)
+    return _stored(dag_run, task_id, name, key)
+
+
+def batch_record(dag_run: Any, task_id: str = "batch") -> dict[str, Any] | None:
+    """The batch record as the metadata database holds it (None: none): its head, with ``ids`` (one per
+    input, None where there is none) gathered from its parts as a reader does (head, then parts 0, 1...
+    of the head's ``run``), and ``part_sizes`` (the bytes of each part's JSON)."""
+    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, part_key, record_key
+
+    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, RECORD_PREFIX)
+    head = _stored(dag_run, task_id, "wavespeed_batch", key)
+    if head is None or head.get("version") == 1:
+        return head
+    ids: list[str | None] = [None] * int(head["count"])
+    sizes = []
+    while True:
+        number = len(sizes)
+        part = _stored(
+            dag_run,
+            task_id,
+            part_key("wavespeed_batch", number, state_store=True),
+            part_key(key, number, state_store=False),
+        )
+        if part is None or part.get("run") != head["run"]:
+            break
+        sizes.append(len(json.dumps(part)))
+        for index, prediction_id in part["ids"].items():
+            ids[int(index)] = prediction_id
+    return {**head, "ids": ids, "part_sizes": sizes}
+
+
+def _stored(dag_run: Any, task_id: str, name: str, key: str) -> dict[str, Any] | None:
+    """One value of the task's state store (Airflow 3.3+: and no Variable ``key``) or Variable ``key``."""
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from airflow_provider_wavespeed.task_record import record_key
-
-    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, prefix)
     with create_session() as session:
         variable = session.scalar(select(Variable).where(Variable.key == key))
         if not STATE_STORE:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import (
-    TRANSIENT_ERRORS,
     airflow_errors,
     cancel_on_worker_kill,
     default_deferrable,
@@ -20,13 +20,8 @@ from airflow_provider_wavespeed._common import (
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import (
-    WaveSpeedAuthError,
-    WaveSpeedError,
-    WaveSpeedValidationError,
-    failure_advice,
-)
-from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
+from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, WaveSpeedValidationError
+from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import (
     WaitOutcome,
     cancel_unfinished,
@@ -36,34 +31,33 @@ from airflow_provider_wavespeed.api.polling import (
 from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
-from airflow_provider_wavespeed.events import (
-    BATCH_EVENT_STATUSES,
-    EVENT_DEADLINE,
-    EVENT_ERROR,
-    checked_event,
-    without_oversized_outputs,
-)
+from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed.events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import note_result, operator_lineage
+from airflow_provider_wavespeed.lineage import operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink
-from airflow_provider_wavespeed.storage import OutputPath, store_outputs
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, BatchRecord, TaskRecord
-from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
+from airflow_provider_wavespeed.operators._batch_result import finish_batch
+from airflow_provider_wavespeed.storage import Location, OutputPath
+from airflow_provider_wavespeed.task_record import RECORD_PREFIX, TaskRecord
+from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Inputs marked in flight per record write (one write before they are sent, one after their
-# answers). Larger: fewer metadata-database writes; smaller: fewer items left "uncertain" when
-# a worker dies in the middle of a window. 1,000 inputs cost 80 writes (and 40 reads).
+# Inputs marked in flight per record window (a head write before they are sent, a part after
+# their answers). Larger: fewer metadata-database writes; smaller: fewer items left "uncertain"
+# when a worker dies in the middle of a window. The default is about WINDOW_SECONDS of the
+# connection's submission budget, never below DEFAULT_SUBMIT_WINDOW: Silver (500/min) 25, Gold
+# (3,000/min) 100, so a Gold batch writes its record about once a second, not four times.
 DEFAULT_SUBMIT_WINDOW = 25
+WINDOW_SECONDS = 2.0
 
-STATUS_UNCERTAIN = "uncertain"  # sent, outcome unknown: never sent again
-STATUS_UNKNOWN = "unknown"  # accepted, but it could not be read (e.g. 404)
-STATUS_CANCELLED = "cancelled"  # stopped before it finished (the API reads "cancelled" or "deleted")
-_CANCELLED_STATUSES = frozenset({"cancelled", "deleted"})
-# How many items a failure message lists (all are in the task log).
-_LISTED = 20
+
+def default_submit_window(max_submissions_per_minute: float | None) -> int:
+    """About :data:`WINDOW_SECONDS` of submissions at this budget, at least :data:`DEFAULT_SUBMIT_WINDOW`."""
+    if not max_submissions_per_minute:
+        return DEFAULT_SUBMIT_WINDOW
+    return max(DEFAULT_SUBMIT_WINDOW, math.ceil(max_submissions_per_minute * WINDOW_SECONDS / 60))
 
 
 class WaveSpeedBatchOperator(BaseOperator):
@@ -76,28 +70,37 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``uncertain``); an input the API refuses (4xx) fails that item and the others go on.
 
     **Never submits an input twice**, across task retries and a worker killed mid-batch: the
-    task keeps a record (see :class:`BatchRecord`) in the metadata database: Airflow's task state
-    store on Airflow 3.3+ (key ``wavespeed_batch``), an Airflow Variable named
-    ``wavespeed_batch__<hash of the task instance>`` below 3.3 (its description names the task
-    instance). Before a window is sent it is marked in flight there; after its answers, the
-    accepted prediction ids are written. Inputs whose submit has no answer (and, on a later try,
-    inputs that were in flight when a worker died) are looked up in the prediction history
+    task keeps a record (see :class:`~airflow_provider_wavespeed.batch_record.BatchRecord`) in the
+    metadata database: Airflow's task state store on Airflow 3.3+ (key ``wavespeed_batch``, parts
+    ``wavespeed_batch.0``, ``.1``...), Airflow Variables named ``wavespeed_batch__<hash of the task
+    instance>`` (parts ``...__0``, ``__1``...) below 3.3 (their description names the task
+    instance). Before a window is sent it is marked in flight in the record's small head; after its
+    answers, one new part holds the window's accepted prediction ids, so the record writes O(N)
+    bytes in all (about 100 bytes per input), never rewriting what it wrote. Inputs whose submit
+    has no answer (and, on a later try, inputs that were in flight when a worker died) are looked
+    up in the prediction history
     (:func:`~airflow_provider_wavespeed.api.reconcile.reconcile`): the one prediction of this model
     with the same inputs, created since just before the send, is adopted; with none or several
     the input is reported ``uncertain`` (with what to check) and never sent again. Inputs never
     sent are submitted. The record is deleted when the task succeeds; a failed task keeps it, so
-    re-running the task resumes instead of paying twice (delete it to submit every input again).
+    re-running the task resumes instead of paying twice (delete its head to submit every input again).
 
     Then it waits for every prediction in **one** :class:`WaveSpeedBatchTrigger` (``deferrable``,
-    the default) or in the worker, with the same polling either way; the trigger's event carries
-    only counts, and the task reads the finished predictions when it resumes.
+    the default) or in the worker, with the same polling either way. Deferring, it pushes the ids
+    to one XCom (``wavespeed_batch_ids``, comma-separated) and the trigger's kwargs only say where
+    it is: their size does not grow with the batch. The trigger's event carries only counts, and
+    the task reads the finished predictions when it resumes.
 
     Returns, in input order, ``{"predictions": [{"index", "id", "status", "outputs", "error",
     "code"}, ...], "completed": n, "failed": m}``; with ``output_path`` each entry gains
     ``stored_paths``. ``failed`` counts every input that did not complete: failed, cancelled,
     refused, ``uncertain``, or still running at the wait limit. When more than ``max_failed``
     did not complete the task fails (no retry: it could only wait again) naming them; the
-    outputs of the completed ones are stored first.
+    outputs of the completed ones are stored first. That result is about 200 bytes per input in
+    XCom (2 MB at 10,000): with ``manifest_path`` it is written there as JSON instead (before the
+    record is deleted; a write that fails is retried and submits nothing) and the task returns
+    ``{"manifest": "<where it was written>", "completed": n, "failed": m, "count": N,
+    "not_completed": [the first 20 entries that did not complete]}``.
 
     :param inputs: A list of input dicts, one per generation (templated), or the XComArg of a
         task that returns one.
@@ -109,7 +112,9 @@ class WaveSpeedBatchOperator(BaseOperator):
     :param poll_interval: Longest wait between two polls of a prediction, in seconds.
     :param timeout: Seconds to wait for the predictions once all are submitted.
     :param deferrable: Wait in the triggerer instead of a worker (default True).
-    :param submit_window: Inputs sent per record window (default 25); see :data:`DEFAULT_SUBMIT_WINDOW`.
+    :param submit_window: Inputs sent per record window. Default: about 2 s of the connection's
+        submission budget, at least 25 (Silver 25, Gold 100): fewer record writes per second at a
+        higher tier (see :func:`default_submit_window`). A given number wins.
     :param cancel_on_kill: When a user kills the task (mark failed/success, clear), cancel the
         unfinished predictions it created, concurrently and paced like polls (default True): from the
         trigger when deferred (Airflow 3.3+; 3.0-3.2 see the README), from ``on_kill`` while it
@@ -117,9 +122,12 @@ class WaveSpeedBatchOperator(BaseOperator):
         restart or a retry.
     :param cancel_on_timeout: When ``timeout`` passes, cancel the unfinished predictions (default
         True); their entries read ``cancelled``.
+    :param manifest_path: Where to write the full result as JSON (templated): a file path, a URL
+        (``file:///data/batch.json``, ``s3://bucket/run/batch.json``) or an ``ObjectStoragePath``;
+        XCom then gets the small summary above.
     """
 
-    template_fields: Sequence[str] = ("model", "inputs", "output_path")
+    template_fields: Sequence[str] = ("model", "inputs", "output_path", "manifest_path")
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (WaveSpeedModelLink(),)
     ui_color = "#b3e5ff"
@@ -135,15 +143,17 @@ class WaveSpeedBatchOperator(BaseOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         deferrable: bool | None = None,
-        submit_window: int = DEFAULT_SUBMIT_WINDOW,
+        submit_window: int | None = None,
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
+        manifest_path: Location | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, value in (("max_failed", max_failed), ("submit_window", submit_window)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "submit_window" else 0):
-                low = 1 if name == "submit_window" else 0
+        for name, value, low in (("max_failed", max_failed, 0), ("submit_window", submit_window, 1)):
+            if value is None and name == "submit_window":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{self.task_id}: {name} must be a whole number >= {low}, got {value!r}")
         self.inputs = inputs
         self.model = model
@@ -156,6 +166,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         self.submit_window = submit_window
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
+        self.manifest_path = manifest_path
         # While this worker submits or waits: (task instance, the record, the predictions seen finished),
         # so that on_kill cancels every prediction the task created and that may still run.
         self._owned: tuple[Any, BatchRecord, set[str]] | None = None
@@ -172,7 +183,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
             "the task succeeds; delete it yourself only to submit every input again."
         )
-        return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, description)
+        return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
 
     def _open_record(self, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
         return BatchRecord.open(self._task_record(context), model, items, log=self.log)
@@ -185,8 +196,13 @@ class WaveSpeedBatchOperator(BaseOperator):
         await self._adopt(client, model, items, record)  # what an earlier try's worker left in flight
         todo = record.unsent()
         sent = record.count - len(todo)
-        for start in range(0, len(todo), self.submit_window):
-            window = todo[start : start + self.submit_window]
+        size = self.submit_window
+        if size is None:  # about 2 s of this connection's budget (async: this runs in an event loop)
+            size = default_submit_window((await self._hook().aget_credentials()).max_submissions_per_minute)
+        if todo:
+            self.log.info("Submitting %d inputs in windows of %d (a record write before each)", len(todo), size)
+        for start in range(0, len(todo), size):
+            window = todo[start : start + size]
             record.mark_in_flight(window)  # before any byte of these submits leaves
             outcome = await submit_window(client, model, items, window)
             record.settle(outcome.accepted, outcome.rejected, outcome.uncertain)
@@ -272,15 +288,15 @@ class WaveSpeedBatchOperator(BaseOperator):
         try:
             if not self.deferrable:
                 predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
-                return self._finish(record, predictions, wait)
+                return finish_batch(self, record, predictions, wait)
             if record.unsent() or record.to_reconcile():
                 asyncio.run(self._submit_and_collect(model, items, record, wait=False))
         finally:
             self._owned = None
         ids = record.accepted_ids()
         if not ids:  # nothing to wait for: every input was refused or is uncertain
-            return self._finish(record, {}, None)
-        self._defer(ids)
+            return finish_batch(self, record, {}, None)
+        self._defer(context, ids)
 
     async def _submit_and_collect(
         self, model: str, items: list[dict[str, Any]], record: BatchRecord, *, wait: bool
@@ -325,11 +341,22 @@ class WaveSpeedBatchOperator(BaseOperator):
         found.update(await read_predictions(client, [i for i in ids if i not in found]))
         return found, outcome
 
-    def _defer(self, ids: list[str]) -> NoReturn:
+    def _defer(self, context: Context, ids: list[str]) -> NoReturn:
+        """Push the ids to one XCom and defer to a trigger whose kwargs say where it is (constant in size)."""
+        ti = context["ti"]
+        ti.xcom_push(key=IDS_XCOM_KEY, value=ids_for_xcom(ids))
+        where = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": -1 if ti.map_index is None else ti.map_index,
+            "key": IDS_XCOM_KEY,
+        }
         defer_with_deadline(
             self,
             lambda end_time: WaveSpeedBatchTrigger(
-                prediction_ids=ids,
+                ids_xcom=where,
+                count=len(ids),
                 wavespeed_conn_id=self.wavespeed_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
@@ -345,14 +372,13 @@ class WaveSpeedBatchOperator(BaseOperator):
         store = self._task_record(context)
         event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
         status = event["status"]
-        data = store.get()
-        if data is None:
+        record = BatchRecord.read(store)
+        if record is None:
             raise AirflowFailException(
                 f"The WaveSpeed batch record ({store.where}) is gone, so the predictions of this batch "
                 "cannot be matched to its inputs. Was it deleted while the task waited? Re-running the "
                 "task would submit every input again"
             )
-        record = BatchRecord(store, data)
         if status == EVENT_ERROR:
             raise AirflowFailException(
                 f"{event.get('message')}. The batch record ({store.where}) is kept: once fixed, "
@@ -369,7 +395,7 @@ class WaveSpeedBatchOperator(BaseOperator):
 
         if status == EVENT_DEADLINE:
             self.log.warning("%s", event.get("message"))
-        return self._finish(record, asyncio.run(read_all()), None)
+        return finish_batch(self, record, asyncio.run(read_all()), None)
 
     def on_kill(self) -> None:
         """Killed while submitting or waiting in a worker: after a user's kill, cancel its unfinished predictions."""
@@ -378,118 +404,3 @@ class WaveSpeedBatchOperator(BaseOperator):
             ti, record, finished = owned
             ids = [i for i in record.accepted_ids() if i not in finished]
             cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, ids)
-
-    # -- the result ---------------------------------------------------------------------------------
-
-    def _entry(
-        self, index: int, record: BatchRecord, predictions: Mapping[str, Prediction | WaveSpeedError]
-    ) -> dict[str, Any]:
-        prediction_id = record.id_of(index)
-        entry: dict[str, Any] = {"index": index, "id": prediction_id, "outputs": [], "error": "", "code": None}
-        if prediction_id is None:
-            refusal = record.rejected(index)
-            if refusal is not None:
-                return {**entry, "status": "failed", "error": refusal.get("error", ""), "code": refusal.get("code")}
-            return {**entry, "status": STATUS_UNCERTAIN, "error": record.uncertain(index) or "not submitted"}
-        answer = predictions.get(prediction_id)
-        if not isinstance(answer, Prediction):
-            return {**entry, "status": STATUS_UNKNOWN, "error": f"could not be read: {answer}"}
-        entry["status"] = answer.status
-        if answer.status in _CANCELLED_STATUSES:
-            # "deleted" is how the API reads an unfinished prediction a DELETE stopped: cancelled, as for the user.
-            # Stopped by a DELETE: this task's at the wait limit (cancel_on_timeout), or someone else's.
-            return {
-                **entry,
-                "status": STATUS_CANCELLED,
-                "error": f"cancelled before it finished (the API reads it {answer.status!r})",
-            }
-        if answer.is_success:
-            data = without_oversized_outputs(answer)
-            entry["outputs"] = data["outputs"]
-            if "outputs_omitted_bytes" in data:
-                entry["outputs_omitted_bytes"] = data["outputs_omitted_bytes"]
-        elif answer.is_terminal:
-            advice = failure_advice(answer.status, answer.code)
-            entry["error"] = (answer.error or "the API gave no error text") + (f" ({advice})" if advice else "")
-            entry["code"] = answer.code
-        else:
-            entry["error"] = (
-                f"still {answer.status} when the wait limit ({in_words(self.timeout)}) passed; it may still "
-                f"finish: wait on it with WaveSpeedTaskSensor(prediction_id={answer.id!r})"
-            )
-        return entry
-
-    def _finish(
-        self,
-        record: BatchRecord,
-        predictions: Mapping[str, Prediction | WaveSpeedError],
-        wait: WaitOutcome | None,
-    ) -> dict[str, Any]:
-        if wait is not None and wait.error is not None:
-            raise AirflowFailException(
-                f"{wait.error}. The batch record ({record.where}) is kept: once fixed, re-running "
-                "the task waits for the same predictions (nothing is submitted again)"
-            )
-        unread = {i: e for i, e in predictions.items() if isinstance(e, WaveSpeedError)}
-        if any(isinstance(e, WaveSpeedAuthError) for e in unread.values()):
-            raise AirflowFailException(str(next(e for e in unread.values() if isinstance(e, WaveSpeedAuthError))))
-        transient = {i: e for i, e in unread.items() if isinstance(e, TRANSIENT_ERRORS)}
-        if transient:
-            raise AirflowException(
-                f"Could not read {len(transient)} WaveSpeed predictions of this batch "
-                f"({next(iter(transient.values()))}); a retry of the task reads them again and submits nothing"
-            )
-        entries = [self._entry(index, record, predictions) for index in range(record.count)]
-        self._store(entries, predictions)
-        completed = sum(entry["status"] == SUCCESS_STATUS for entry in entries)
-        failed = len(entries) - completed
-        not_completed = [entry for entry in entries if entry["status"] != SUCCESS_STATUS]
-        for entry in not_completed:
-            self.log.warning(
-                "inputs[%d] %s (prediction %s): %s", entry["index"], entry["status"], entry["id"], entry["error"]
-            )
-        omitted = [entry["index"] for entry in entries if entry.get("outputs_omitted_bytes")]
-        if omitted:
-            self.log.warning(
-                "The outputs of inputs %s are too large for XCom (base64 data?) and were left out of the result; "
-                "give the task an output_path to store them, or read them with WaveSpeedHook().get_prediction(id)",
-                ranges(omitted),
-            )
-        self.log.info("WaveSpeed batch: %d of %d inputs completed, %d did not", completed, len(entries), failed)
-        if failed > self.max_failed:
-            listed = "; ".join(
-                f"[{e['index']}] {e['id'] or 'no prediction'} {e['status']}: {e['error']}"
-                for e in not_completed[:_LISTED]
-            )
-            more = f"; and {failed - _LISTED} more (all listed in the log above)" if failed > _LISTED else ""
-            stored = " (their outputs are stored)" if self.output_path not in (None, "") and completed else ""
-            raise AirflowFailException(
-                f"WaveSpeed batch: {failed} of {len(entries)} inputs did not complete, more than max_failed="
-                f"{self.max_failed}: {listed}{more}. {completed} completed{stored}. The batch record "
-                f"({record.where}) is kept: re-running this task reports the same predictions and submits "
-                "nothing; to generate the failed inputs again, run them in a new batch (or delete the record "
-                "to submit every input again)"
-            )
-        record.delete()
-        result = {"predictions": entries, "completed": completed, "failed": failed}
-        note_result(self, result)
-        return result
-
-    def _store(self, entries: list[dict[str, Any]], predictions: Mapping[str, Prediction | WaveSpeedError]) -> None:
-        """Copy the completed outputs to ``output_path``; each entry gains ``stored_paths``."""
-        if self.output_path is None or self.output_path == "":
-            return
-        for entry in entries:
-            prediction = predictions.get(entry["id"]) if entry["id"] else None
-            if entry["status"] != SUCCESS_STATUS or not isinstance(prediction, Prediction):
-                entry["stored_paths"] = []
-                continue
-            # The record keeps every prediction id: a retry stores again without submitting anything.
-            hint = (
-                f" (inputs[{entry['index']}]). Re-running this task stores the outputs again without "
-                "submitting anything (the batch record is kept until the task succeeds)"
-            )
-            with airflow_errors(hint=hint):
-                entry["stored_paths"] = store_outputs(prediction, self.output_path)
-        stored = sum(len(entry["stored_paths"]) for entry in entries)
-        self.log.info("Stored %d output file(s) of the batch in %s", stored, self.output_path)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from airflow.triggers.base import TriggerEvent
+from asgiref.sync import sync_to_async
 
+from airflow_provider_wavespeed._compat import read_xcom
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -27,7 +29,27 @@ from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
 
-__all__ = ["WaveSpeedBatchTrigger"]
+__all__ = ["IDS_XCOM_FIELDS", "IDS_XCOM_KEY", "WaveSpeedBatchTrigger", "ids_for_xcom", "ids_from_xcom"]
+
+IDS_XCOM_KEY = "wavespeed_batch_ids"  # the XCom the batch task pushes its prediction ids to before deferring
+IDS_XCOM_FIELDS = ("dag_id", "run_id", "task_id", "map_index", "key")
+
+
+def ids_for_xcom(prediction_ids: Sequence[str]) -> str:
+    """The ids as one compact XCom value: comma-separated (an id is letters, digits, ``_`` and ``-``)."""
+    return ",".join(prediction_ids)
+
+
+def ids_from_xcom(value: object, count: int) -> list[str]:
+    """The ids :func:`ids_for_xcom` wrote, checked: ``count`` valid prediction ids."""
+    if value is None:
+        raise LookupError("there is no such XCom")
+    if not isinstance(value, str):
+        raise TypeError(f"expected a comma-separated string of ids, got {type(value).__name__}")
+    ids = [validate_prediction_id(prediction_id) for prediction_id in value.split(",")] if value else []
+    if len(ids) != count:
+        raise ValueError(f"it holds {len(ids)} ids, the task deferred for {count}")
+    return ids
 
 
 class WaveSpeedBatchTrigger(CancellingTrigger):
@@ -37,13 +59,21 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     connection (:mod:`~airflow_provider_wavespeed.hooks.shared_client`: one pool, one 429
     back-off), at most ``READ_CONCURRENCY`` at a time, by the same engine as
     :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger`
-    (:mod:`~airflow_provider_wavespeed.api.polling`). Its kwargs are the prediction ids and the
-    settings; its one event is a status (``done``, ``deadline`` or ``error``) with counts, the same few
-    hundred bytes for 10 predictions or 10,000: the task reads the predictions themselves
-    when it resumes. ``end_time`` is absolute epoch seconds, so a trigger resumed by another
-    triggerer keeps its deadline. The trigger never submits anything.
+    (:mod:`~airflow_provider_wavespeed.api.polling`). Its one event is a status (``done``,
+    ``deadline`` or ``error``) with counts, the same few hundred bytes for 10 predictions or 10,000:
+    the task reads the predictions themselves when it resumes. ``end_time`` is absolute epoch
+    seconds, so a trigger resumed by another triggerer keeps its deadline. The trigger never
+    submits anything.
 
-    :param prediction_ids: The predictions to wait for.
+    Its kwargs do not grow with the batch: :class:`~airflow_provider_wavespeed.operators.batch.WaveSpeedBatchOperator`
+    pushes the ids to one XCom (:data:`IDS_XCOM_KEY`, :func:`ids_for_xcom`) before it defers and gives
+    the trigger ``ids_xcom`` (where that XCom is: ``dag_id``, ``run_id``, ``task_id``, ``map_index``,
+    ``key``) and ``count``; ``run`` reads it off the event loop (a deferred task's XComs are kept
+    until it resumes). An XCom that is missing or unreadable ends the wait with an ``error``
+    event saying so. ``prediction_ids`` (the ids themselves, as the previous release stored them)
+    still works; give exactly one of the two.
+
+    :param prediction_ids: The predictions to wait for (or ``ids_xcom`` and ``count``).
     :param wavespeed_conn_id: The WaveSpeed connection id (the key is looked up, never stored).
     :param poll_interval: The longest wait between two polls of a prediction, in seconds.
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
@@ -52,20 +82,39 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         (concurrently, paced like polls; see :mod:`~._cancel`: never on a triggerer restart).
     :param cancel_on_timeout: At the deadline, cancel the unfinished predictions; the ``deadline``
         event counts them (``cancelled``).
+    :param ids_xcom: Where to read the prediction ids (instead of ``prediction_ids``).
+    :param count: How many ids ``ids_xcom`` holds.
     """
 
     def __init__(
         self,
-        prediction_ids: Sequence[str],
+        prediction_ids: Sequence[str] | None = None,
         wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
+        ids_xcom: Mapping[str, Any] | None = None,
+        count: int | None = None,
     ) -> None:
         super().__init__()
-        self.prediction_ids = [validate_prediction_id(prediction_id) for prediction_id in prediction_ids]
+        if (prediction_ids is None) == (ids_xcom is None):
+            raise ValueError("WaveSpeedBatchTrigger needs either prediction_ids or ids_xcom (where to read them)")
+        self.prediction_ids: list[str] | None = None
+        self.ids_xcom: dict[str, Any] | None = None
+        if prediction_ids is not None:
+            self.prediction_ids = [validate_prediction_id(prediction_id) for prediction_id in prediction_ids]
+            self.count = len(self.prediction_ids)
+        else:
+            missing = [name for name in IDS_XCOM_FIELDS if name not in (ids_xcom or {})]
+            if missing or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(
+                    f"WaveSpeedBatchTrigger: ids_xcom must name {', '.join(IDS_XCOM_FIELDS)} (missing: "
+                    f"{', '.join(missing) or 'none'}) and count must be a whole number >= 0, got {count!r}"
+                )
+            self.ids_xcom = {name: (ids_xcom or {})[name] for name in IDS_XCOM_FIELDS}
+            self.count = count
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time) if end_time is not None else time.time() + DEFAULT_WAIT_TIMEOUT
@@ -77,12 +126,15 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
-            "prediction_ids": list(self.prediction_ids),
             "wavespeed_conn_id": self.wavespeed_conn_id,
             "poll_interval": self.poll_interval,
             "end_time": self.end_time,
             "first_poll_interval": self.first_poll_interval,
         }
+        if self.ids_xcom is not None:
+            kwargs.update(ids_xcom=dict(self.ids_xcom), count=self.count)
+        else:  # given the ids themselves: as the previous release stored them
+            kwargs = {"prediction_ids": list(self.prediction_ids or []), **kwargs}
         # Only when set: a trigger stored before these options existed serializes as it did.
         options = {"cancel_on_kill": self.cancel_on_kill, "cancel_on_timeout": self.cancel_on_timeout}
         kwargs.update({name: True for name, value in options.items() if value})
@@ -91,7 +143,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     def unfinished_ids(self) -> list[str]:
         if not self._waiting:
             return []
-        return [prediction_id for prediction_id in self.prediction_ids if prediction_id not in self._finished]
+        return [prediction_id for prediction_id in self.prediction_ids or [] if prediction_id not in self._finished]
 
     def _seen_finished(self, prediction: Prediction) -> None:
         self._finished.add(prediction.id)
@@ -103,7 +155,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     def __repr__(self) -> str:  # the ids can be thousands: the log line names how many
         return (
-            f"<{type(self).__name__} {len(self.prediction_ids)} predictions, "
+            f"<{type(self).__name__} {self.count} predictions, "
             f"conn {self.wavespeed_conn_id!r}, until {self.end_time:.0f}>"
         )
 
@@ -116,8 +168,35 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
             await self.cancelled_from_outside()
             raise
 
+    async def _load_ids(self) -> list[str]:
+        """The prediction ids: given, or read from the XCom the task pushed before deferring (off the loop)."""
+        if self.prediction_ids is not None:
+            return self.prediction_ids
+        where = self.ids_xcom or {}
+        named = (
+            f"XCom {where['key']!r} of task {where['task_id']!r} (map index {where['map_index']}) in run "
+            f"{where['run_id']!r} of DAG {where['dag_id']!r}"
+        )
+        try:
+            value = await sync_to_async(read_xcom)(**where)
+            ids = ids_from_xcom(value, self.count)
+        except Exception as exc:  # the XCom backend, the API server, or a value that is not ours
+            raise WaveSpeedError(
+                f"The WaveSpeed batch trigger could not read the ids of the {self.count} predictions it waits for "
+                f"from {named}: {type(exc).__name__}: {exc}. Was the XCom deleted, or is the XCom backend "
+                "unreachable from the triggerer? The batch record is kept: clear the task to run it again; it "
+                "pushes the ids again and waits for the same predictions (nothing is submitted again)"
+            ) from None
+        self.prediction_ids = ids
+        return ids
+
     async def _run(self) -> AsyncIterator[TriggerEvent]:
-        total = len(self.prediction_ids)
+        total = self.count
+        try:
+            ids = await self._load_ids()
+        except WaveSpeedError as exc:
+            yield TriggerEvent(batch_event(total, {}, error=exc))
+            return
         try:
             client = await acquire_shared_client(self.wavespeed_conn_id)
         except WaveSpeedError as exc:
@@ -128,7 +207,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
             self._waiting = True
             wait = await wait_for_predictions(
                 client,
-                self.prediction_ids,
+                ids,
                 poll_interval=self.poll_interval,
                 end_time=self.end_time,
                 first_poll_interval=self.first_poll_interval,

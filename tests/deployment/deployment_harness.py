@@ -876,21 +876,27 @@ BATCH_LATE_ANSWER = 25.0
 
 
 def task_record(
-    deployment: Deployment, dag_id: str, run_id: str, task_id: str, name: str = "wavespeed_batch"
+    deployment: Deployment,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    name: str = "wavespeed_batch",
+    part: int | None = None,
 ) -> dict[str, Any] | None:
-    """A WaveSpeed task record, read through the REST API; None when there is none.
+    """A WaveSpeed task record (or its part ``part``), read through the REST API; None when there is none.
 
     Airflow 3.3+: the task state store (and then no Variable may exist); below: the Variable.
     """
     from airflow import __version__ as airflow_version
     from packaging.version import Version
 
-    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, record_key
+    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, part_key, record_key
 
     prefix = RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
-    variable = deployment.airflow.api(
-        "GET", f"variables/{record_key(dag_id, run_id, task_id, -1, prefix)}", ok_statuses=(404,)
-    )
+    key = record_key(dag_id, run_id, task_id, -1, prefix)
+    if part is not None:
+        key, name = part_key(key, part, state_store=False), part_key(name, part, state_store=True)
+    variable = deployment.airflow.api("GET", f"variables/{key}", ok_statuses=(404,))
     variable = variable if isinstance(variable, dict) and "value" in variable else None
     if Version(airflow_version).release[:2] < (3, 3):
         return json.loads(variable["value"]) if variable else None
@@ -904,8 +910,20 @@ def task_record(
 
 
 def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, Any] | None:
-    """The batch task's record (see :func:`task_record`)."""
-    return task_record(deployment, dag_id, run_id, "batch")
+    """The batch task's record (see :func:`task_record`): its head, with ``ids`` (one per input, None
+    where there is none) gathered from its parts as the operator reads them (parts 0, 1... of its ``run``)."""
+    head = task_record(deployment, dag_id, run_id, "batch")
+    if head is None or head.get("version") == 1:
+        return head
+    ids: list[str | None] = [None] * int(head["count"])
+    number = 0
+    while (part := task_record(deployment, dag_id, run_id, "batch", part=number)) is not None:
+        if part.get("run") != head["run"]:
+            break
+        for index, prediction_id in part["ids"].items():
+            ids[int(index)] = prediction_id
+        number += 1
+    return {**head, "ids": ids}
 
 
 @dataclass

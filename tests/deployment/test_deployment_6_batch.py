@@ -75,7 +75,14 @@ def test_triggerer_killed_while_a_batch_waits_the_other_one_finishes_it(deployme
     survivor_job = next(job for job in names if job != victim_job)
     # The trigger has polled every prediction at least once (each "processing") before the kill.
     ids = {s["id"] for s in deployment.submissions_of(run_id)}
-    assert len(ids) == BATCH_COUNT and all(i in before["kwargs_text"] for i in ids)  # one trigger waits for all
+    # One trigger waits for all: its kwargs name the XCom holding the ids (they do not carry them).
+    assert len(ids) == BATCH_COUNT and before["kwargs"]["count"] == BATCH_COUNT, before
+    where = before["kwargs"]["ids_xcom"]
+    (value,) = deployment.pg.query(
+        "SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s AND map_index = %s AND key = %s",
+        (where["dag_id"], where["run_id"], where["task_id"], where["map_index"], where["key"]),
+    )[0]
+    assert set(str(value).strip('"').split(",")) == ids, value
     deployment.wait_until(
         lambda: all(control.prediction_state(i)["polls"] >= 1 for i in ids), 60, "every prediction polled"
     )

@@ -12,10 +12,10 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG, task
-from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
+from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_states
 
+from airflow_provider_wavespeed.batch_record import BatchRecord
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, BatchRecord
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -36,8 +36,8 @@ def _result(dag_run: Any, task_id: str = "batch") -> dict[str, Any]:
 
 
 def _record(dag_run: Any, task_id: str = "batch") -> dict[str, Any] | None:
-    """The batch record as the metadata database holds it (None: deleted)."""
-    return task_record(dag_run, task_id, "wavespeed_batch", RECORD_PREFIX)
+    """The batch record as the metadata database holds it (None: deleted), its parts' ids gathered."""
+    return batch_record(dag_run, task_id)
 
 
 def _by_prompt(emulator: WaveSpeedEmulator) -> dict[str, dict[str, Any]]:

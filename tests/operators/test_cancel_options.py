@@ -144,7 +144,12 @@ def test_batch_trigger_gets_the_options(wavespeed_connection: WaveSpeedEmulator)
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     operator = WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=[{"prompt": "x"}], cancel_on_timeout=False)
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(
+        dag_id="d", task_id="batch", run_id="r", map_index=-1, xcom_push=lambda key, value: pushed.update({key: value})
+    )
     with pytest.raises(TaskDeferred) as deferred:
-        operator._defer(["abc123"])
+        operator._defer({"ti": ti}, ["abc123"])  # type: ignore[arg-type]
+    assert pushed == {"wavespeed_batch_ids": "abc123"}  # the ids go to XCom, the kwargs say where
     kwargs: dict[str, Any] = deferred.value.trigger.serialize()[1]
     assert kwargs["cancel_on_kill"] is True and "cancel_on_timeout" not in kwargs
