@@ -15,6 +15,13 @@ MODEL_PAGE_URL = "https://wavespeed.ai/models/{model}"
 # WaveSpeed documents one web page for predictions, the account's list (wavespeed.ai/predictions),
 # and no page per prediction: the link opens that list with the prediction's id in the query.
 PREDICTION_PAGE_URL = "https://wavespeed.ai/predictions?id={prediction_id}"
+# The operator attribute that holds the URLs this run of the task persisted.
+_REMEMBERED = "_wavespeed_links"
+
+
+def start_links(operator: BaseOperator) -> None:
+    """Start a run's links empty (call first in ``execute``): it knows every URL it persists."""
+    operator.__dict__[_REMEMBERED] = {}
 
 
 class _StoredLink(BaseOperatorLink):
@@ -22,17 +29,30 @@ class _StoredLink(BaseOperatorLink):
 
     Airflow's API server reads links from XCom, and what the URL names (the model, the
     prediction) is known only when the task runs: the model id may be templated.
+
+    ``get_link`` is called by the task runner as the task ends, and what it returns is stored
+    again under the same key. A run that started the task (:func:`start_links` in ``execute``)
+    answers from memory, what it persisted: a task that fails before it submits then does not ask
+    for an XCom that does not exist (Airflow logs that at error level). A run that resumes after a
+    deferral reads back what the run before it persisted.
     """
 
     url_template: str
 
     @classmethod
     def persist(cls, context: Any, **fields: str) -> str:
+        """Store the URL in XCom now (the UI shows it while the task still runs), and in memory."""
         url = cls.url_template.format(**fields)
         context["ti"].xcom_push(key=cls().xcom_key, value=url)
+        # The task instance's task: the object the task runner asks at the end (on Airflow 3.0 context["task"]
+        # is another copy of it).
+        context["ti"].task.__dict__.setdefault(_REMEMBERED, {})[cls().xcom_key] = url
         return url
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        remembered = operator.__dict__.get(_REMEMBERED)
+        if remembered is not None:
+            return str(remembered.get(self.xcom_key, ""))
         value = BaseXCom.get_value(key=self.xcom_key, ti_key=ti_key)  # type: ignore[arg-type]
         return value if isinstance(value, str) else ""
 

@@ -128,7 +128,9 @@ with DAG(
                 "outputs": p["outputs"],
                 "files": [Path(path).name for path in p.get("stored_paths", [])],
             }
-            for model_inputs, p in zip(inputs, predictions, strict=True)  # both in map-index order
+            # Both in map-index order. predictions[:] reads every value in one request; iterating the lazy
+            # sequence itself asks for one item past its end, which Airflow logs as an error.
+            for model_inputs, p in zip(inputs, predictions[:], strict=True)
         ]
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         gallery = run_dir / "index.html"

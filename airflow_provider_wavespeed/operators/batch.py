@@ -35,7 +35,7 @@ from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, Batch
 from airflow_provider_wavespeed.events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import operator_lineage
-from airflow_provider_wavespeed.links import WaveSpeedModelLink
+from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import finish_batch
 from airflow_provider_wavespeed.storage import Location, OutputPath
 from airflow_provider_wavespeed.task_record import RECORD_PREFIX, TaskRecord
@@ -277,6 +277,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     # -- the task ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        start_links(self)
         try:
             model = validate_model(self.model)
             items = batch_inputs(self.inputs)

@@ -37,7 +37,7 @@ from airflow_provider_wavespeed.api.times import utc_text
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
-from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
+from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
 from airflow_provider_wavespeed.storage import OutputPath
 from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
 
@@ -388,6 +388,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             return self.hook.get_prediction(prediction_id)
 
     def execute(self, context: Context) -> Any:
+        start_links(self)
         prediction = self.submit(context)
         if not self.wait_for_completion:
             note_result(self, prediction.id)

@@ -19,7 +19,7 @@ import pytest
 import requests
 from airflow.sdk import DAG
 from airflow.triggers.base import TriggerEvent
-from airflow_helpers import dag_test, dag_xcoms, ti_states
+from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -112,13 +112,20 @@ def test_image_to_video_feeds_the_image_url_to_the_video_model(wavespeed_connect
 
 
 def test_content_pipeline_writes_one_output_per_prompt(
-    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    wavespeed_connection: WaveSpeedEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     wavespeed_connection.set_duration(0.3)
     monkeypatch.setenv("WAVESPEED_OUTPUT_DIR", str(tmp_path))
     dag = _load(EXAMPLE_DAGS / "wavespeed_content_pipeline.py").dag
+    capfd.readouterr()
     dag_run = dag.test()
     assert dag_run.state == "success", ti_states(dag_run)
+    # A successful run logs no error-level line (e.g. Airflow's "XCom not found" for a lazy sequence read past its end).
+    errors = [line for line in task_output(capfd).splitlines() if "[error" in line]
+    assert errors == []
     prompts = _file_prompts()
     submissions = wavespeed_connection.submissions()
     assert Counter(entry["inputs"]["prompt"] for entry in submissions) == Counter(prompts)  # one submit per prompt

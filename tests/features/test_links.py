@@ -9,10 +9,11 @@ from pathlib import Path
 import pendulum
 import pytest
 from airflow.sdk import DAG
-from airflow_helpers import dag_test, dag_xcoms, ti_states
+from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 from feature_helpers import EXAMPLE_DAGS, load_dag, run_dag, task_states, xcom_value
 
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink
+from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
@@ -60,3 +61,51 @@ def test_the_submit_task_links_to_its_prediction_through_a_templated_connection_
     assert xcoms[("submit", -1, link.xcom_key)] == f"https://wavespeed.ai/predictions?id={submitted['id']}"
     assert link in dag.get_task("submit").operator_extra_links
     assert "wavespeed_conn_id" in WaveSpeedSubmitOperator.template_fields
+
+
+def _dag_id(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", f"links_{request.node.name}")[:200]
+
+
+def test_a_task_that_fails_before_submitting_logs_no_missing_link_xcom(
+    airflow_db: Path,
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # At its end the task runner asks each link for its URL; asking XCom for one the task never stored
+    # logs "[error] XCom not found" in the task log of a task whose only problem is its own model id.
+    with DAG(_dag_id(request), schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        WaveSpeedSubmitOperator(task_id="submit", model="not a model id", inputs={"prompt": "a fox"})
+        WaveSpeedBatchOperator(task_id="batch", model="not a model id", inputs=[{"prompt": "a fox"}])
+    capfd.readouterr()
+    dag_run = dag_test(dag)
+    output = task_output(capfd)
+    assert ti_states(dag_run) == {("submit", -1): "failed", ("batch", -1): "failed"}
+    assert "not a model id" in output  # the tasks ran and failed on the model id
+    assert "XCom not found" not in output
+    assert wavespeed_connection.submissions() == []
+
+
+def test_a_wait_resumed_in_a_worker_keeps_both_links(
+    airflow_db: Path, wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # output_path makes the wait resume in a worker (execute_complete), a run that did not persist the
+    # links itself: it must store back the URLs the first run persisted, not empty ones.
+    wavespeed_connection.set_duration(0.2)
+    with DAG(_dag_id(request), schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        WaveSpeedSubmitOperator(
+            task_id="submit",
+            model="wavespeed-ai/flux-dev",
+            inputs={"prompt": "a linked fox"},
+            wait_for_completion=True,
+            output_path=str(tmp_path),
+        )
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "success"}
+    (submitted,) = wavespeed_connection.submissions()
+    xcoms = dag_xcoms(dag_run)
+    assert xcoms[("submit", -1, WaveSpeedModelLink().xcom_key)] == "https://wavespeed.ai/models/wavespeed-ai/flux-dev"
+    assert xcoms[("submit", -1, WaveSpeedPredictionLink().xcom_key)] == (
+        f"https://wavespeed.ai/predictions?id={submitted['id']}"
+    )
