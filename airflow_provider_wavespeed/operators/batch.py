@@ -80,8 +80,9 @@ class WaveSpeedBatchOperator(BaseOperator):
     has no answer (and, on a later try, inputs that were in flight when a worker died) are looked
     up in the prediction history
     (:func:`~airflow_provider_wavespeed.api.reconcile.reconcile`): the one prediction of this model
-    with the same inputs, created since just before the send, is adopted; with none or several
-    the input is reported ``uncertain`` (with what to check) and never sent again. Inputs never
+    with the same inputs, created at or after the input's send and still alone on a second look, is
+    adopted; with none, several, or a history that lists no inputs the input is reported
+    ``uncertain`` (with what to check) and never sent again. Inputs never
     sent are submitted. The record is deleted when the task succeeds; a failed task keeps it, so
     re-running the task resumes instead of paying twice (delete its head to submit every input again).
 
@@ -240,7 +241,7 @@ class WaveSpeedBatchOperator(BaseOperator):
                 client.list_predictions,
                 model,
                 {index: items[index] for index in pending},
-                min(pending.values()),
+                pending,  # each input's own send time: an entry created before it is never its
                 known_ids=set(record.accepted_ids()),
             )
         except WaveSpeedError as exc:

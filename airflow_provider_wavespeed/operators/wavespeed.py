@@ -83,8 +83,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
     then the prediction id. A later try that finds it (a worker killed after the submit) resumes
     that prediction while it is queued, processing or completed, and submits again when it failed,
     was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
-    prediction history (same model and inputs, created since just before the send) and the one
-    match is adopted; with none or several the task fails without submitting again.
+    prediction history (same model and inputs, created at or after the send) and the one match,
+    still alone on a second look, is adopted; with none, several, or a history that lists no inputs
+    the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api.reconcile`).
 
     Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
     (``/model/pricing``) and the task fails without submitting when it is higher; with
