@@ -133,8 +133,8 @@ async def reconcile(
             else:
                 seen_alone.pop(key, None)
                 unresolved[key] = (
-                    f"no prediction of {model} with these inputs created since the send ({when}) in the "
-                    f"history after {look + 1} looks"
+                    f"no prediction of {model} with these inputs in the history, created since the send "
+                    f"({when}), after {look + 1} looks"
                 )
                 continue
             pending.discard(key)
