@@ -41,7 +41,7 @@ def _record(dag_run: Any) -> dict[str, Any] | None:
 
 @pytest.fixture(autouse=True)
 def _quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The history's lag is not emulated: one further look, at once, keeps "no match" tests quick.
+    # No test here sets a history lag: one further look, at once (the one a match must survive), keeps them quick.
     monkeypatch.setattr(reconcile_module, "LOOK_DELAYS", (0.0,))
 
 
