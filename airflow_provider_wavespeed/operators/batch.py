@@ -16,6 +16,7 @@ from airflow_provider_wavespeed._common import (
     cancel_on_worker_kill,
     default_deferrable,
     defer_with_deadline,
+    unheld_in_this_run,
 )
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
@@ -250,6 +251,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             )
             record.reconciled({}, {index: f"the history could not be read ({exc})" for index in pending})
             return
+        found = unheld_in_this_run(found)
         record.reconciled(found.adopted, found.unresolved)
         for index, prediction_id in sorted(found.adopted.items()):
             self.log.info(

@@ -20,6 +20,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    unheld_in_this_run,
 )
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
 from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
@@ -292,7 +293,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
 
         self.log.warning("The submit's outcome is unknown (%s): looking for it in the prediction history", why)
         try:
-            found = asyncio.run(reconcile(page, model, {0: inputs}, sent_at))
+            found = unheld_in_this_run(asyncio.run(reconcile(page, model, {0: inputs}, sent_at)))
         except WaveSpeedError as exc:
             reason = f"the history could not be read ({exc})"
         else:

@@ -696,9 +696,11 @@ class EmulatorState:
 
     def backdate(self, prediction_id: str, seconds: float) -> str:
         """Move a prediction's creation time ``seconds`` into the past (for the history's filters and its
-        7-day window); its run is not affected. Returns the new ``created_at``."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        7-day window); its run is not affected. Returns the new ``created_at``. Negative ``seconds`` move it
+        into the future: a creation time after a later send, as of a request that reached the API while
+        that send was in flight (or an API clock ahead of the client's)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ValueError(f"seconds must be a finite number, got {seconds!r}")
         with self._lock:
             prediction = self.predictions.get(prediction_id)
             if prediction is None:

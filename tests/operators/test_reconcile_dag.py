@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 import pytest
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
@@ -92,6 +93,32 @@ def test_a_mapped_duplicate_whose_submit_created_nothing_does_not_adopt_its_twin
     assert wavespeed_connection.counters()["requests"]["submit"] == 2  # the dropped one never sent again
     log = task_output(capfd)
     assert "no prediction of wavespeed-ai/flux-dev with these inputs in the history, created since the send" in log
+
+
+def test_a_twin_created_during_this_send_is_not_adopted_when_another_task_of_the_run_holds_it(
+    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 28: the twin's request reached the API while this one was in flight (staged by moving its
+    creation time past this send) and this submit created nothing: the twin's prediction is the one
+    match in the history, but the first task's XCom holds it."""
+    wavespeed_connection.add_fault("submit", "drop", skip=1)  # the second submit: dropped, nothing created
+
+    with _dag(request) as dag:
+        first = WaveSpeedSubmitOperator(task_id="first", model=FLUX, inputs=INPUTS)
+
+        @task
+        def created_later(ti: Any = None) -> None:
+            wavespeed_connection.backdate(ti.xcom_pull(task_ids="first", key="prediction_id"), -3600.0)
+
+        second = WaveSpeedSubmitOperator(task_id="second", model=FLUX, inputs=INPUTS, retries=2)
+        first >> created_later() >> second
+    dag_run = dag_test(dag)
+    states = ti_states(dag_run)
+    assert states[("first", -1)] == "success" and states[("second", -1)] == "failed"
+    [submission] = wavespeed_connection.submissions()
+    assert wavespeed_connection.counters()["requests"]["submit"] == 2
+    log = task_output(capfd)
+    assert f"prediction {submission['id']} matches, but another task of this DAG run holds it" in log
 
 
 def test_mapped_duplicates_whose_answers_were_both_lost_each_adopt_their_own(
