@@ -35,6 +35,7 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
+from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
@@ -323,9 +324,8 @@ def announce_assets(
 
 
 # The XComs in which this provider's tasks hand on the prediction ids they hold: the submit operator's
-# "prediction_id", the batch's ids before it defers (IDS_XCOM_KEY in triggers/batch.py, not imported here:
-# that module imports this one's neighbours).
-_HELD_ID_XCOMS = ("prediction_id", "wavespeed_batch_ids")
+# "prediction_id" (pushed right after its answer), the batch's comma-separated ids (before it defers).
+_HELD_ID_XCOMS = ("prediction_id", IDS_XCOM_KEY)
 
 
 def unheld_in_this_run(found: Reconciled[K]) -> Reconciled[K]:

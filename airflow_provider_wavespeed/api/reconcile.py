@@ -21,9 +21,9 @@ The rule, and what it rests on:
   this model since the send has none, no entry can be called this submit's: uncertain.
 - **What it cannot see.** Another submitter of the same model and inputs (another map index,
   another run, another client of the account) whose request reached the API while ours was in
-  flight, when ours created nothing and that prediction's id is not in ``known_ids``: its entry is
-  the one match, and is adopted. Only a caller's ``known_ids`` (the ids its records hold) exclude
-  entries; no global view of every task's records exists.
+  flight, when ours created nothing: its entry is the one match. Only ids the caller knows are held
+  exclude it: ``known_ids`` here, and the operators drop an adoption another task of the DAG run
+  holds (``_common.unheld_in_this_run``); no global view of every task's records exists.
 
 Uncertain inputs are never sent again: the caller reports them with what to check.
 """
