@@ -17,6 +17,8 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
+from airflow_provider_wavespeed._common import unheld_in_this_run
+from airflow_provider_wavespeed.api.reconcile import Reconciled
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
@@ -152,3 +154,10 @@ def test_a_lost_answer_the_history_lists_late_is_still_adopted(
     assert dag_xcoms(dag_run)[("submit", -1, "return_value")] == submission["id"]
     assert f"Adopted WaveSpeed prediction {submission['id']} from the history" in task_output(capfd)
     assert wavespeed_connection.counters()["requests"]["history"] >= 2  # seen alone twice before adopting
+
+
+def test_an_adoption_is_dropped_when_the_ids_the_run_holds_cannot_be_read() -> None:
+    """Outside a task there is no run to read: a doubt, so nothing is adopted (the other reasons stay)."""
+    found = unheld_in_this_run(Reconciled({0: "p1"}, {1: "several matches"}))
+    assert found.adopted == {} and found.unresolved[1] == "several matches"
+    assert "the prediction ids this run's other tasks hold could not be read" in found.unresolved[0]
