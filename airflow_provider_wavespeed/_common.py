@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
@@ -23,6 +23,7 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished
+from airflow_provider_wavespeed.api.reconcile import Reconciled
 from airflow_provider_wavespeed.api.times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.events import (
     EVENT_DEADLINE,
@@ -34,11 +35,14 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
+from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.triggers.base import BaseTrigger
+
+K = TypeVar("K", bound=Hashable)
 
 # A task killed in a worker gets SIGKILL about 5 s after its on_kill starts: its cancels stop sooner.
 WORKER_KILL_BUDGET = 4.0
@@ -317,3 +321,43 @@ def announce_assets(
         extra["stored_paths"] = list(stored_paths)
     for asset in assets:
         outlet_events[asset].extra.update(extra)
+
+
+# The XComs in which this provider's tasks hand on the prediction ids they hold: the submit operator's
+# "prediction_id" (pushed right after its answer), the batch's comma-separated ids (before it defers).
+_HELD_ID_XCOMS = ("prediction_id", IDS_XCOM_KEY)
+
+
+def unheld_in_this_run(found: Reconciled[K]) -> Reconciled[K]:
+    """``found`` without the adoptions another task of this DAG run already holds (their XComs say so).
+
+    The records of other task instances are not readable (Airflow 3.3's task state store is the task
+    instance's own), so a lost submit's history match is checked against the ids this run's tasks
+    handed on in XCom, read *after* the looks: a twin (e.g. another map index with the same inputs)
+    that got its answer has pushed it by then, unless its worker stalled in between. A read that fails
+    leaves every match unresolved.
+    """
+    if not found.adopted:
+        return found
+    from airflow.sdk import get_current_context
+
+    held: set[str] = set()
+    try:
+        context = get_current_context()
+        task_ids = list(context["dag"].task_ids)
+        for xcom_key in _HELD_ID_XCOMS:
+            for value in context["ti"].xcom_pull(task_ids=task_ids, key=xcom_key) or []:
+                if value:  # one id, or the batch's comma-separated ids
+                    held.update(part for part in str(value).split(",") if part)
+    except Exception as exc:  # any failure to look is a doubt, never a reason to adopt
+        why = f"the prediction ids this run's other tasks hold could not be read ({type(exc).__name__}: {exc})"
+        return Reconciled({}, {**found.unresolved, **{key: f"{why}, so it is not adopted" for key in found.adopted}})
+    adopted = {key: pid for key, pid in found.adopted.items() if pid not in held}
+    unresolved = dict(found.unresolved)
+    for key, prediction_id in found.adopted.items():
+        if prediction_id in held:
+            unresolved[key] = (
+                f"prediction {prediction_id} matches, but another task of this DAG run holds it (its XCom), so it "
+                "is that task's generation, not this submit's"
+            )
+    return Reconciled(adopted, unresolved)

@@ -16,6 +16,7 @@ from airflow_provider_wavespeed._common import (
     cancel_on_worker_kill,
     default_deferrable,
     defer_with_deadline,
+    unheld_in_this_run,
 )
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
@@ -80,8 +81,9 @@ class WaveSpeedBatchOperator(BaseOperator):
     has no answer (and, on a later try, inputs that were in flight when a worker died) are looked
     up in the prediction history
     (:func:`~airflow_provider_wavespeed.api.reconcile.reconcile`): the one prediction of this model
-    with the same inputs, created since just before the send, is adopted; with none or several
-    the input is reported ``uncertain`` (with what to check) and never sent again. Inputs never
+    with the same inputs, created at or after the input's send and still alone on a second look, is
+    adopted; with none, several, or a history that lists no inputs the input is reported
+    ``uncertain`` (with what to check) and never sent again. Inputs never
     sent are submitted. The record is deleted when the task succeeds; a failed task keeps it, so
     re-running the task resumes instead of paying twice (delete its head to submit every input again).
 
@@ -240,7 +242,7 @@ class WaveSpeedBatchOperator(BaseOperator):
                 client.list_predictions,
                 model,
                 {index: items[index] for index in pending},
-                min(pending.values()),
+                pending,  # each input's own send time: an entry created before it is never its
                 known_ids=set(record.accepted_ids()),
             )
         except WaveSpeedError as exc:
@@ -249,6 +251,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             )
             record.reconciled({}, {index: f"the history could not be read ({exc})" for index in pending})
             return
+        found = unheld_in_this_run(found)
         record.reconciled(found.adopted, found.unresolved)
         for index, prediction_id in sorted(found.adopted.items()):
             self.log.info(

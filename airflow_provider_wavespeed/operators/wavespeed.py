@@ -20,6 +20,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    unheld_in_this_run,
 )
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
 from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
@@ -83,8 +84,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
     then the prediction id. A later try that finds it (a worker killed after the submit) resumes
     that prediction while it is queued, processing or completed, and submits again when it failed,
     was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
-    prediction history (same model and inputs, created since just before the send) and the one
-    match is adopted; with none or several the task fails without submitting again.
+    prediction history (same model and inputs, created at or after the send) and the one match,
+    still alone on a second look, is adopted; with none, several, or a history that lists no inputs
+    the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api.reconcile`).
 
     Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
     (``/model/pricing``) and the task fails without submitting when it is higher; with
@@ -291,7 +293,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
 
         self.log.warning("The submit's outcome is unknown (%s): looking for it in the prediction history", why)
         try:
-            found = asyncio.run(reconcile(page, model, {0: inputs}, sent_at))
+            found = unheld_in_this_run(asyncio.run(reconcile(page, model, {0: inputs}, sent_at)))
         except WaveSpeedError as exc:
             reason = f"the history could not be read ({exc})"
         else:

@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--starts-per-minute", type=int, help="custom tier: generations started per minute")
     parser.add_argument("--concurrency", type=int, help="custom tier: concurrent tasks before new ones queue")
+    parser.add_argument(
+        "--history-without-inputs",
+        action="store_true",
+        help="the history lists no inputs, like the API's documented example (lost submits are then never adopted)",
+    )
+    parser.add_argument(
+        "--history-lag", type=float, default=0.0, help="seconds before a new prediction appears in the history"
+    )
     return parser
 
 
@@ -46,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key = os.environ.get(args.api_key_env, "")
         if not api_key:
             parser.error(f"environment variable {args.api_key_env} is not set or empty")
+    if args.history_lag < 0:
+        parser.error("--history-lag must be >= 0")
     if args.duration_max is not None and args.duration_max < args.duration:
         parser.error("--duration-max must be >= --duration")
     duration = args.duration if args.duration_max is None else (args.duration, args.duration_max)
@@ -68,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tier=args.tier,
         starts_per_minute=args.starts_per_minute,
         concurrency=args.concurrency,
+        history_inputs=not args.history_without_inputs,
+        history_lag=args.history_lag,
     )
     emulator.start()
     print(f"WaveSpeed emulator listening on {emulator.url}", flush=True)

@@ -365,7 +365,8 @@ class _Api:
         return _ok({"model_id": model_id, "unit_price": self.state.quote(model_id, inputs), "currency": "USD"})
 
     async def history(self, request: Request) -> Response:
-        """``POST /predictions``: the last 7 days, newest first; each item carries its ``input``."""
+        """``POST /predictions``: the last 7 days, newest first; each item carries its ``input`` unless
+        ``set_history(inputs=False)`` (the documented example shows none)."""
         body = await self._json_object(request, "page and page_size")
         if isinstance(body, Response):
             return body
@@ -389,7 +390,8 @@ class _Api:
             page, page_size, model, status, bounds["created_after"], bounds["created_before"]
         )
         base, now = _base_url(request), time.time()
-        listed = [{**p.to_api(base, now), "input": p.inputs} for p in items]
+        inputs = self.state.history_inputs
+        listed = [{**p.to_api(base, now), **({"input": p.inputs} if inputs else {})} for p in items]
         return _ok({"page": page, "page_size": page_size, "total": total, "items": listed})
 
     async def delete(self, request: Request) -> Response:

@@ -70,6 +70,7 @@ class EmulatorControlMethods:
     set_webhook_secret = _Control(EmulatorState.set_webhook_secret)
     set_price = _Control(EmulatorState.set_price)
     set_cancel_status = _Control(EmulatorState.set_cancel_status)
+    set_history = _Control(EmulatorState.set_history)
     backdate = _Control(EmulatorState.backdate)
     counters = _Control(EmulatorState.counters)
     cancellations = _Control(EmulatorState.cancellations)

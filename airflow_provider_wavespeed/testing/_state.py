@@ -303,6 +303,7 @@ class Fault:
     retry_after: float | None
     delay: float | None
     model: str | None
+    skip: int = 0  # matching requests still let through before it applies
 
     def matches(self, endpoint: str, model: str | None) -> bool:
         if self.endpoint != endpoint and not (self.endpoint == "any" and endpoint in API_ENDPOINTS):
@@ -371,6 +372,12 @@ class _TokenBucket:
         return max(1, math.ceil((1.0 - self.tokens) / self.rate))
 
 
+def _check_lag(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"the history lag must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def _check_duration(value: Any) -> Duration:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
@@ -388,10 +395,19 @@ class EmulatorState:
     """All mutable emulator state and the control operations on it."""
 
     def __init__(
-        self, *, api_key: str, duration: Duration, balance: float, webhook_secret: str, tier: Tier | None = None
+        self,
+        *,
+        api_key: str,
+        duration: Duration,
+        balance: float,
+        webhook_secret: str,
+        tier: Tier | None = None,
+        history_inputs: bool = True,
+        history_lag: float = 0.0,
     ) -> None:
         self._initial = (api_key, _check_duration(duration), float(balance), webhook_secret)
         self._initial_tier = tier  # reset() comes back to the tier the emulator started with
+        self._initial_history = (bool(history_inputs), _check_lag(history_lag))
         self._upload_secret = secrets.token_bytes(16)  # signs the pre-signed upload URLs
         self._lock = threading.Lock()
         self.upload_dir = tempfile.mkdtemp(prefix="wavespeed-emulator-")
@@ -429,6 +445,8 @@ class EmulatorState:
         self._queue: deque[Prediction] = deque()  # FIFO of predictions waiting for a slot
         self.tier_counts = {"rejected": 0, "queued_total": 0, "max_queued": 0}
         self.cancel_status = "deleted"
+        # What the history shows (set_history): each entry's inputs, and how late a new prediction appears.
+        self.history_inputs, self.history_lag = self._initial_history
         self.cancellation_log: list[dict[str, Any]] = []  # predictions a DELETE stopped before they finished
 
     def close(self) -> None:
@@ -455,8 +473,11 @@ class EmulatorState:
         retry_after: float | None = None,
         delay: float | None = None,
         model: str | None = None,
+        skip: int = 0,
     ) -> str:
         """Make the next ``times`` (None: all) requests to ``endpoint`` misbehave; returns the fault id.
+
+        ``skip`` lets that many matching requests through first (e.g. the second of two submits fails).
 
         ``endpoint`` is an API endpoint (``submit``, ``result``, ``upload``...), ``files``,
         ``upload_put`` or ``any`` (every API endpoint); ``model`` narrows it to one model. Kinds:
@@ -479,11 +500,13 @@ class EmulatorState:
             raise ValueError(f"{kind} only applies to the 'delete_prediction' endpoint")
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise ValueError("skip must be a whole number >= 0")
         if kind in ("slow", "slow_after_submit") and (delay is None or delay < 0):
             raise ValueError(f"a {kind!r} fault needs delay >= 0 seconds")
         if status is not None and not 400 <= status <= 599:
             raise ValueError("status must be an HTTP error status (400-599)")
-        fault = Fault(uuid.uuid4().hex[:12], endpoint, kind, times, status, retry_after, delay, model)
+        fault = Fault(uuid.uuid4().hex[:12], endpoint, kind, times, status, retry_after, delay, model, skip)
         with self._lock:
             self.faults.append(fault)
         return fault.id
@@ -656,11 +679,28 @@ class EmulatorState:
         with self._lock:
             return copy.deepcopy(self.cancellation_log)
 
+    def set_history(self, *, inputs: bool | None = None, lag: float | None = None) -> dict[str, Any]:
+        """What ``POST /predictions`` (the history) shows; None keeps a setting. Returns both settings.
+
+        ``inputs``: each entry carries the ``input`` it was submitted with (True, the emulator's
+        default) or not (False: like the API's documented example, which shows none). ``lag``:
+        seconds after its submission before a new prediction is listed (0: at once; the real history
+        may list one a moment late). ``reset()`` restores the emulator's initial settings.
+        """
+        with self._lock:
+            if inputs is not None:
+                self.history_inputs = bool(inputs)
+            if lag is not None:
+                self.history_lag = _check_lag(lag)
+            return {"inputs": self.history_inputs, "lag": self.history_lag}
+
     def backdate(self, prediction_id: str, seconds: float) -> str:
         """Move a prediction's creation time ``seconds`` into the past (for the history's filters and its
-        7-day window); its run is not affected. Returns the new ``created_at``."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        7-day window); its run is not affected. Returns the new ``created_at``. Negative ``seconds`` move it
+        into the future: a creation time after a later send, as of a request that reached the API while
+        that send was in flight (or an API clock ahead of the client's)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ValueError(f"seconds must be a finite number, got {seconds!r}")
         with self._lock:
             prediction = self.predictions.get(prediction_id)
             if prediction is None:
@@ -775,6 +815,9 @@ class EmulatorState:
         with self._lock:
             for fault in self.faults:
                 if fault.matches(endpoint, model):
+                    if fault.skip:
+                        fault.skip -= 1
+                        continue
                     if fault.remaining is not None:
                         fault.remaining -= 1
                         if fault.remaining <= 0:
@@ -904,6 +947,7 @@ class EmulatorState:
 
         ``created_after_ns`` is inclusive ("at or after"), ``created_before_ns`` exclusive (epoch ns).
         A prediction a DELETE stopped while ``cancelled`` is the cancel status stays listed, as cancelled.
+        A prediction is listed from ``history_lag`` seconds after its submission on (:meth:`set_history`).
         """
         now = time.time()
         oldest = time.time_ns() - HISTORY_DAYS * 86_400 * 1_000_000_000
@@ -914,6 +958,7 @@ class EmulatorState:
                 prediction
                 for prediction in sorted(self.predictions.values(), key=lambda p: p.created_ns, reverse=True)
                 if prediction.created_ns >= low
+                and prediction.submitted_at + self.history_lag <= now
                 and (created_before_ns is None or prediction.created_ns < created_before_ns)
                 and (model is None or prediction.model == model)
                 and prediction.status(now) != "deleted"

@@ -46,17 +46,23 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         tier: str | None = None,
         starts_per_minute: int | None = None,
         concurrency: int | None = None,
+        history_inputs: bool = True,
+        history_lag: float = 0.0,
     ) -> None:
         """``duration`` is seconds or a (min, max) range; ``http`` picks uvicorn's
         protocol ("auto", "h11" or "httptools"). The access log is off by default
         so nothing per request is printed. ``tier``/``starts_per_minute``/``concurrency``
-        are the account-tier limits it starts with (see ``set_tier``; ``reset()`` keeps them)."""
+        are the account-tier limits it starts with (see ``set_tier``; ``reset()`` keeps them).
+        ``history_inputs``/``history_lag`` say what the history shows (see ``set_history``: False
+        lists no inputs, like the API's documented example; a lag lists new predictions late)."""
         self.state = EmulatorState(
             api_key=api_key,
             duration=duration,
             balance=balance,
             webhook_secret=webhook_secret,
             tier=resolve_tier(tier, starts_per_minute, concurrency),
+            history_inputs=history_inputs,
+            history_lag=history_lag,
         )
         self.host = host
         self.port = port

@@ -31,9 +31,12 @@ class EmulatorProcess:
         tier: str | None = None,
         starts_per_minute: int | None = None,
         concurrency: int | None = None,
+        history_inputs: bool = True,
+        history_lag: float = 0.0,
     ) -> None:
         """``tier`` (``bronze``/``silver``/``gold``/``ultra``) and the numbers set the account-tier
-        limits the emulator starts with (and comes back to on ``reset()``); None: no tier limits."""
+        limits the emulator starts with (and comes back to on ``reset()``); None: no tier limits.
+        ``history_inputs``/``history_lag``: what its history shows (``WaveSpeedEmulator.set_history``)."""
         low, high = duration if isinstance(duration, tuple) else (duration, None)
         command = [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--host", host, "--port", str(port)]
         command += ["--api-key-env", _KEY_ENV, "--duration", str(low)]
@@ -45,6 +48,10 @@ class EmulatorProcess:
             command += ["--starts-per-minute", str(starts_per_minute)]
         if concurrency is not None:
             command += ["--concurrency", str(concurrency)]
+        if not history_inputs:
+            command += ["--history-without-inputs"]
+        if history_lag:
+            command += ["--history-lag", str(history_lag)]
         self.process = subprocess.Popen(  # noqa: S603 - our own module, run by this interpreter
             command,
             env={**os.environ, _KEY_ENV: api_key},
