@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO, cast
 
+import pytest
+
 # live_targets keeps WAVESPEED_API_KEY (if set) for the real-API target of the live tests (tests/live,
 # tests/system), and for nothing else; imported here, before the key leaves the environment below.
-import live_targets  # noqa: F401
-import pytest
+pytest.register_assert_rewrite("live_targets")
+import live_targets  # noqa: E402, F401
 
 # The emulator's fixtures (wavespeed_emulator, wavespeed_connection): opt-in, as users enable them;
 # the live tests' targets (wavespeed_target: [emulator], and [api] with a key and -m live).

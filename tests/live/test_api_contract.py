@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -461,7 +465,10 @@ def test_the_run_submits_no_more_than_it_priced(contract: Contract) -> None:
     print(f"[{contract.target}] priced {contract.priced_usd:.4f} USD; balance change {contract.balance_change}")
     assert contract.priced_usd > 0
     if contract.submitted is None:
-        pytest.skip("the real API keeps no log of the run's submissions; see the balance change above")
+        pytest.skip(
+            f"the real API keeps no log of this run's submissions: its balance went down {contract.balance_change} "
+            f"USD, priced {contract.priced_usd:.4f} (billing delays and other use of the account count in it)"
+        )
     # The emulator's own log: the two generations (the refused submit created nothing), at most as priced.
     assert [entry["model"] for entry in contract.submitted] == [MODEL, MODEL]
     assert contract.balance_change is not None and contract.balance_change <= contract.priced_usd + 1e-9
@@ -497,3 +504,134 @@ def test_the_real_api_is_a_target_only_when_selected_with_m_live() -> None:
     assert not live_selected(config("not deployment"))  # the quick suite: a key in the shell spends nothing
     assert not live_selected(config(""))
     assert not live_selected(config("not live"))
+
+
+# -- the checks find an API that differs -------------------------------------------------------------
+
+
+Rewrite = Callable[[str, str, int, dict[str, str], Any], tuple[int, dict[str, str], Any]]
+
+
+class _RewritingProxy:
+    """The emulator behind a loopback proxy that changes some of its answers: an API that differs."""
+
+    def __init__(self, upstream: str, rewrite: Rewrite) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                response = requests.request(
+                    self.command,
+                    upstream + self.path,
+                    data=self.rfile.read(length) if length else None,
+                    headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")},
+                    timeout=60,
+                )
+                retry_after = response.headers.get("Retry-After")
+                headers = {"Retry-After": retry_after} if retry_after is not None else {}
+                try:
+                    body: Any = response.json()
+                except ValueError:
+                    body = None
+                path = self.path.split("?", 1)[0]
+                status, headers, body = rewrite(self.command, path, response.status_code, headers, body)
+                content = json.dumps(body).encode() if body is not None else response.content
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        proxy.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        proxy.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _history_inputs_with_defaults(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> Any:
+    if method == "POST" and path == "/api/v3/predictions" and status == 200:
+        for item in body["data"]["items"]:
+            item["input"] = {**item["input"], "seed": 1234, "num_inference_steps": 28}
+    return status, headers, body
+
+
+def _deleted_answers_404(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> Any:
+    if method == "GET" and path.endswith("/result") and status == 200 and body["data"]["status"] == "deleted":
+        return 404, headers, {"code": 404, "message": "Prediction not found", "data": None}
+    return status, headers, body
+
+
+def _prices_in_credits(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> Any:
+    if path == "/api/v3/model/pricing" and status == 200:
+        body["data"]["currency"] = "credits"
+    return status, headers, body
+
+
+def _unreadable_retry_after(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> Any:
+    return status, ({**headers, "Retry-After": "in a moment"} if status == 429 else headers), body
+
+
+def _refused_submit_as_a_server_error(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> Any:
+    if method == "POST" and path == f"/api/v3/{MODEL}" and status == 400:
+        return 500, headers, {"code": 500, "message": "internal error", "data": None}
+    return status, headers, body
+
+
+def _accepted_as_queued(method: str, path: str, status: int, headers: dict[str, str], body: Any) -> Any:
+    if method == "POST" and path == f"/api/v3/{MODEL}" and status == 200:
+        body["data"]["status"] = "queued"
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "fact", "difference"),
+    [
+        (_history_inputs_with_defaults, "history", "the items carry inputs, but not as sent"),
+        (_deleted_answers_404, "delete_finished", "after a DELETE its result answers"),
+        (_deleted_answers_404, "delete_running", "after a DELETE its result answers WaveSpeedNotFoundError"),
+        (_prices_in_credits, "pricing", "`data.currency` is 'credits', not 'USD'"),
+        (_unreadable_retry_after, "rate_limit", "a 429 carried Retry-After 'in a moment', which the code cannot read"),
+        (
+            _refused_submit_as_a_server_error,
+            "envelope",
+            "reads as WaveSpeedServerError (may have created a prediction)",
+        ),
+        (_accepted_as_queued, "status", "statuses the code does not know (it waits on them): ['queued']"),
+    ],
+    ids=[
+        "history-inputs-with-defaults",
+        "deleted-finished-answers-404",
+        "deleted-running-answers-404",
+        "prices-in-credits",
+        "unreadable-retry-after",
+        "refused-submit-as-a-server-error",
+        "accepted-submit-as-queued",
+    ],
+)
+def test_the_checks_report_an_api_that_differs(
+    wavespeed_emulator: WaveSpeedEmulator, rewrite: Rewrite, fact: str, difference: str
+) -> None:
+    proxy = _RewritingProxy(wavespeed_emulator.url, rewrite)
+    try:
+        target = Target("proxy", proxy.url, wavespeed_emulator.api_key, CostCeiling(1.0), wavespeed_emulator)
+        contract = observe(target)
+    finally:
+        proxy.close()
+    report = contract.facts[fact].report("proxy")
+    print(report)
+    assert any(difference in line for line in contract.facts[fact].differences), report
+    # Only what the rewrite changed differs (a deleted prediction's 404 shows in both DELETE facts).
+    differing = {name for name, each in contract.facts.items() if each.differences}
+    assert differing <= {fact, "delete_finished", "delete_running", "status", "envelope"}, differing
