@@ -113,7 +113,7 @@ class RecordingSession(requests.Session):
         self.base_url = base_url
         self.exchanges: list[Exchange] = []
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         response = super().request(method, url, *args, **kwargs)
         self.exchanges.append(exchange_of(str(method), str(url), response, self.base_url))
         return response
@@ -175,8 +175,14 @@ def live_selected(config: pytest.Config) -> bool:
         return False
     from _pytest.mark.expression import Expression
 
+    def marked_live(name: str, /, **_: Any) -> bool:
+        return name == LIVE_MARK
+
+    def unmarked(name: str, /, **_: Any) -> bool:
+        return False
+
     compiled = Expression.compile(expression)
-    return compiled.evaluate(lambda name, **_: name == LIVE_MARK) and not compiled.evaluate(lambda name, **_: False)
+    return compiled.evaluate(marked_live) and not compiled.evaluate(unmarked)
 
 
 def api_skip_reason(config: pytest.Config) -> str | None:

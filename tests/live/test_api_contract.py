@@ -516,8 +516,6 @@ class _RewritingProxy:
     """The emulator behind a loopback proxy that changes some of its answers: an API that differs."""
 
     def __init__(self, upstream: str, rewrite: Rewrite) -> None:
-        proxy = self
-
         class Handler(BaseHTTPRequestHandler):
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -552,8 +550,8 @@ class _RewritingProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        proxy.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        proxy.thread.start()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
 
     def close(self) -> None:
         self.server.shutdown()
