@@ -156,8 +156,9 @@ class Target:
     def client(self) -> tuple[WaveSpeedClient, RecordingSession]:
         """The code's own sync client for this target, and the session that records its answers."""
         session = RecordingSession(self.base_url)
+        source = f"the {self.name}'s key" if self.is_emulator else f"the {API_KEY_ENV} environment variable"
         client = WaveSpeedClient(
-            self.api_key, self.base_url, session=session, retry=RetryPolicy(), credential_source=f"the {self.name}"
+            self.api_key, self.base_url, session=session, retry=RetryPolicy(), credential_source=source
         )
         return client, session
 
