@@ -188,6 +188,11 @@ def live_selected(config: pytest.Config) -> bool:
 
 def api_skip_reason(config: pytest.Config) -> str | None:
     """Why the real API is not a target of this run, None when it is."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker never sees the key: the main process removed it
+        return (
+            f"the real API is never checked under pytest-xdist (its cost ceiling counts one process): "
+            f"run with {API_KEY_ENV}, -m {LIVE_MARK} and no -n"
+        )
     if _API_KEY is None:
         return f"{API_KEY_ENV} is not set: the real API is not checked (the [emulator] target runs the same checks)"
     if not live_selected(config):
@@ -195,8 +200,6 @@ def api_skip_reason(config: pytest.Config) -> str | None:
             f"the real API is checked only when the run selects it with -m {LIVE_MARK} "
             f"(it spends up to {max_usd():.2f} USD, {MAX_USD_ENV})"
         )
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return "the real API is checked in one process only (its cost ceiling counts one run): drop -n"
     return None
 
 
