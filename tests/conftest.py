@@ -13,8 +13,14 @@ from typing import TextIO, cast
 
 import pytest
 
-# The emulator's fixtures (wavespeed_emulator, wavespeed_connection): opt-in, as users enable them.
-pytest_plugins = ["airflow_provider_wavespeed.testing.pytest_plugin"]
+# live_targets keeps WAVESPEED_API_KEY (if set) for the real-API target of the live tests (tests/live,
+# tests/system), and for nothing else; imported here, before the key leaves the environment below.
+pytest.register_assert_rewrite("live_targets")
+import live_targets  # noqa: E402, F401
+
+# The emulator's fixtures (wavespeed_emulator, wavespeed_connection): opt-in, as users enable them;
+# the live tests' targets (wavespeed_target: [emulator], and [api] with a key and -m live).
+pytest_plugins = ["airflow_provider_wavespeed.testing.pytest_plugin", "live_targets"]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DAGS = REPO / "example_dags"
