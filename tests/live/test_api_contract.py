@@ -55,7 +55,7 @@ from airflow_provider_wavespeed.api.models import (
     PredictionPage,
     parse_envelope,
 )
-from airflow_provider_wavespeed.api.reconcile import CLOCK_SKEW, LOOK_DELAYS, reconcile
+from airflow_provider_wavespeed.api.reconcile import LOOK_DELAYS, reconcile
 from airflow_provider_wavespeed.api.retry import may_have_created, parse_retry_after
 from airflow_provider_wavespeed.api.validation import validate_history_query
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
@@ -346,7 +346,9 @@ def _check_running_delete(client: Any, fact: Fact, submitted: Prediction, delete
 def _check_history(
     client: Any, raw: _Raw, fact: Fact, inputs: dict[str, Any], prediction_id: str, sent_at: float
 ) -> None:
-    since = datetime.datetime.fromtimestamp(sent_at - CLOCK_SKEW, tz=datetime.timezone.utc)
+    # The raw listing looks a minute before the send: it checks that the item is listed at all (reconcile(),
+    # below, applies the rule: created at or after the send).
+    since = datetime.datetime.fromtimestamp(sent_at - 60.0, tz=datetime.timezone.utc)
     body = validate_history_query(page=1, page_size=100, model=MODEL, created_after=since)
     item: dict[str, Any] | None = None
     for look, delay in enumerate((0.0, *LOOK_DELAYS), start=1):

@@ -4,10 +4,11 @@ Each example DAG runs by target (tests/live_targets.py): ``[emulator]`` always, 
 rot; ``[api]`` against the real WaveSpeed API with ``WAVESPEED_API_KEY`` and ``-m live``. What a
 DAG submits with its default params is written down in :data:`PLANS`; it is priced through
 ``/model/pricing`` first and refused (skipped, nothing submitted) when it would take the run over
-its cost ceiling (``WAVESPEED_LIVE_MAX_USD``, default 0.10 USD), so the video DAGs run only with
-a higher ceiling. On the emulator the run's submissions must be the plan's, so the price asked is
-the price of what is sent. tests/dags and tests/features check each DAG's results in detail against
-the emulator; these tests check that each one runs, the same way on both targets.
+its cost ceiling (``WAVESPEED_LIVE_MAX_USD``, default 0.10 USD), so against the API the video DAGs
+run only with a higher ceiling (the emulator's target has none unless it is set). On the emulator
+the run's submissions must be the plan's, so the price asked is the price of what is sent.
+tests/dags and tests/features check each DAG's results in detail against the emulator; these tests
+check that each one runs, the same way on both targets.
 """
 
 from __future__ import annotations
