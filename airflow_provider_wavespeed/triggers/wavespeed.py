@@ -66,6 +66,8 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         prediction if it is unfinished (see :mod:`~._cancel`: never on a triggerer restart).
     :param cancel_on_timeout: At the deadline, cancel the prediction if it is unfinished; the
         ``deadline`` event then says so (``cancelled``: the status the API answered).
+    :param result_extra: Fields the task's result adds to the prediction when the trigger ends the
+        task (its cost: ``unit_price_usd``, ``cost_usd``).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         timeout: float | None = None,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
+        result_extra: dict[str, Any] | None = None,
         **retired: Any,
     ) -> None:
         super().__init__()
@@ -96,6 +99,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         self.end_from_trigger = bool(end_from_trigger)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_on_timeout = bool(cancel_on_timeout)
+        self.result_extra = dict(result_extra or {})
         self._waiting: list[str] = []  # the prediction while it is not known to be terminal
         # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
         # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
@@ -118,6 +122,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
             "timeout": (self.timeout, None),
             "cancel_on_kill": (self.cancel_on_kill, False),
             "cancel_on_timeout": (self.cancel_on_timeout, False),
+            "result_extra": (self.result_extra, {}),
         }
         kwargs.update({name: value for name, (value, default) in options.items() if value != default})
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -237,7 +242,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         if not (prediction.is_success and self._ends_task() and "outputs_omitted_bytes" not in payload):
             return TriggerEvent(payload)
         try:
-            await self._push_return_value(prediction.to_dict())
+            await self._push_return_value({**prediction.to_dict(), **self.result_extra})
         except Exception as exc:  # the worker can still push it: nothing is lost by resuming there
             self.log.warning("Could not push the result to XCom from the triggerer (%s); resuming in a worker", exc)
             return TriggerEvent(payload)
