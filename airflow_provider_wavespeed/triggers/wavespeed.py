@@ -117,7 +117,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         }
         # Only what differs from the defaults: a default trigger serializes as before this option
         # existed, so a triggerer still on an older provider version can load it.
-        options = {
+        options: dict[str, tuple[Any, Any]] = {
             "end_from_trigger": (self.end_from_trigger, False),
             "timeout": (self.timeout, None),
             "cancel_on_kill": (self.cancel_on_kill, False),
