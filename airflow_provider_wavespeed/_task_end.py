@@ -49,8 +49,8 @@ def end_in_triggerer_kwargs(
 ) -> dict[str, Any]:
     """The trigger kwargs that let it end ``task`` in the triggerer when its prediction completed.
 
-    ``cost``: the cost fields the worker's result would carry (``result_extra`` of the trigger);
-    without it, :data:`NOT_PRICED`.
+    ``cost``: the cost fields the worker's result would carry (the trigger's ``result_extra``;
+    without it, :data:`NOT_PRICED`).
 
     Only where the worker would have nothing left to do but return the prediction: not when
     outputs are stored (``output_path``: the worker writes them), not with outlets (a task ended by
@@ -63,4 +63,4 @@ def end_in_triggerer_kwargs(
         return {}
     if listeners_registered():
         return {}
-    return {"end_from_trigger": True, "result_extra": dict(cost if cost is not None else NOT_PRICED)}
+    return {"end_from_trigger": True, **({"result_extra": dict(cost)} if cost is not None else {})}

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_wavespeed._task_end import plain_return_value
+from airflow_provider_wavespeed._task_end import NOT_PRICED, plain_return_value
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -67,7 +67,8 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
     :param cancel_on_timeout: At the deadline, cancel the prediction if it is unfinished; the
         ``deadline`` event then says so (``cancelled``: the status the API answered).
     :param result_extra: Fields the task's result adds to the prediction when the trigger ends the
-        task (its cost: ``unit_price_usd``, ``cost_usd``).
+        task: its cost (``unit_price_usd``, ``cost_usd``); default :data:`~._task_end.NOT_PRICED`,
+        what a task that waited on a prediction id alone knows.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         self.end_from_trigger = bool(end_from_trigger)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_on_timeout = bool(cancel_on_timeout)
-        self.result_extra = dict(result_extra or {})
+        self.result_extra = dict(NOT_PRICED if result_extra is None else result_extra)
         self._waiting: list[str] = []  # the prediction while it is not known to be terminal
         # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
         # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
@@ -122,7 +123,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
             "timeout": (self.timeout, None),
             "cancel_on_kill": (self.cancel_on_kill, False),
             "cancel_on_timeout": (self.cancel_on_timeout, False),
-            "result_extra": (self.result_extra, {}),
+            "result_extra": (self.result_extra, NOT_PRICED),
         }
         kwargs.update({name: value for name, (value, default) in options.items() if value != default})
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
