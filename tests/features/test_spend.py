@@ -76,9 +76,20 @@ def test_a_batch_over_its_limit_is_refused_before_any_submit(
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-worker"])
 def test_the_same_batch_under_its_limit_runs_with_one_pricing_request_per_distinct_input(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, deferrable: bool
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    deferrable: bool,
 ) -> None:
     wavespeed_connection.set_duration(0)
+    resume = WaveSpeedBatchOperator.execute_complete
+
+    def in_a_new_worker(self: WaveSpeedBatchOperator, *args: Any, **kwargs: Any) -> Any:
+        # dag.test() resumes the same operator object; a real worker resumes a new one, knowing no price.
+        self._unit_prices.clear()
+        return resume(self, *args, **kwargs)
+
+    monkeypatch.setattr(WaveSpeedBatchOperator, "execute_complete", in_a_new_worker)
     with _dag(request) as dag:
         WaveSpeedBatchOperator(
             task_id="batch", model=FLUX, inputs=SIX, max_cost_usd="0.03", min_balance_usd=1, deferrable=deferrable
@@ -202,9 +213,19 @@ def test_a_nan_or_infinite_price_or_balance_fails_the_submit_guard_closed(
 
 
 def test_the_submit_operator_and_the_sensor_say_what_they_cost(
-    wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wavespeed_connection.hold(polls=1)
+    resume = WaveSpeedSubmitOperator.execute_complete
+
+    def in_a_new_worker(self: WaveSpeedSubmitOperator, *args: Any, **kwargs: Any) -> Any:
+        self._unit_price = None  # dag.test() resumes the same operator object; a new worker knows no price
+        return resume(self, *args, **kwargs)
+
+    monkeypatch.setattr(WaveSpeedSubmitOperator, "execute_complete", in_a_new_worker)
     with _dag(request) as dag:
         WaveSpeedSubmitOperator(
             task_id="generate",
