@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_wavespeed._compat import task_instance_state
+from airflow_provider_wavespeed._task_end import NOT_PRICED
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
@@ -264,19 +265,6 @@ def prediction_from_event(
     return prediction
 
 
-def budget_usd(value: object, name: str) -> float | None:
-    """A budget parameter as a non-negative number of USD (templated values arrive as strings)."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
-        return None  # unset, or a template that rendered an unset param
-    try:
-        usd = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        usd = float("nan")
-    if not usd >= 0 or usd == float("inf"):
-        raise AirflowFailException(f"{name} must be a non-negative number of USD, got {value!r}")
-    return usd
-
-
 def completed_result(
     context: Any,
     prediction: Prediction,
@@ -286,12 +274,15 @@ def completed_result(
     retryable: tuple[type[WaveSpeedError], ...],
     log: Any,
     store_failure_hint: str = "",
+    cost: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The XCom result of a completed prediction: its outputs stored first when ``output_path`` is set.
 
     With ``output_path`` the result gains ``stored_paths`` and keeps outputs too large for
     XCom (base64 data) out of it. Each :class:`~airflow.sdk.Asset` in ``outlets`` gets
-    ``{"prediction_id", "model"[, "stored_paths"]}`` as the extra of its asset event.
+    ``{"prediction_id", "model"[, "stored_paths"]}`` as the extra of its asset event. ``cost``
+    (:func:`~airflow_provider_wavespeed.cost.cost_fields`) adds ``unit_price_usd`` and ``cost_usd``;
+    without it both are None and ``cost_note`` says why (:data:`~._task_end.NOT_PRICED`).
     """
     stored: list[str] | None = None
     if output_path is None or output_path == "":
@@ -303,6 +294,7 @@ def completed_result(
         result = without_oversized_outputs(prediction)  # the files are stored: XCom keeps their paths
         result["stored_paths"] = stored
     announce_assets(context, outlets, prediction, stored)
+    result.update(cost if cost is not None else NOT_PRICED)
     return result
 
 

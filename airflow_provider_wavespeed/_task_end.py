@@ -6,6 +6,7 @@ would have nothing left to do but return the completed prediction as a plain ``r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_wavespeed._compat import listeners_registered
@@ -13,7 +14,16 @@ from airflow_provider_wavespeed._compat import listeners_registered
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
-__all__ = ["end_in_triggerer_kwargs", "plain_return_value"]
+__all__ = ["NOT_PRICED", "end_in_triggerer_kwargs", "plain_return_value"]
+
+# The cost of a result that waited on a prediction id alone: the API's prediction carries neither a
+# price nor the inputs to ask one for (a WaveSpeedSubmitOperator pushes its price as unit_price_usd).
+NOT_PRICED: dict[str, Any] = {
+    "unit_price_usd": None,
+    "cost_usd": None,
+    "cost_note": "not priced by this task: the prediction object carries no price nor inputs; the submitting "
+    "task's XCom 'unit_price_usd' has its price when it priced it",
+}
 
 
 def plain_return_value(task: Any) -> bool:
@@ -34,8 +44,13 @@ def plain_return_value(task: Any) -> bool:
     )
 
 
-def end_in_triggerer_kwargs(task: BaseOperator, *, enabled: bool, output_path: object) -> dict[str, Any]:
+def end_in_triggerer_kwargs(
+    task: BaseOperator, *, enabled: bool, output_path: object, cost: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The trigger kwargs that let it end ``task`` in the triggerer when its prediction completed.
+
+    ``cost``: the cost fields the worker's result would carry (the trigger's ``result_extra``;
+    without it, :data:`NOT_PRICED`).
 
     Only where the worker would have nothing left to do but return the prediction: not when
     outputs are stored (``output_path``: the worker writes them), not with outlets (a task ended by
@@ -48,4 +63,4 @@ def end_in_triggerer_kwargs(task: BaseOperator, *, enabled: bool, output_path: o
         return {}
     if listeners_registered():
         return {}
-    return {"end_from_trigger": True}
+    return {"end_from_trigger": True, **({"result_extra": dict(cost)} if cost is not None else {})}

@@ -1,4 +1,5 @@
-"""OpenLineage for WaveSpeed tasks: the model as a job facet, the stored outputs as output datasets.
+"""OpenLineage for WaveSpeed tasks: the model as a job facet, the predictions and their cost as a run facet,
+the stored outputs as output datasets.
 
 Airflow's OpenLineage listener (``apache-airflow-providers-openlineage``, the ``openlineage``
 extra) calls ``get_openlineage_facets_on_complete`` of a task that succeeded in a worker; each
@@ -71,9 +72,10 @@ def _facet_classes() -> tuple[type, type]:
 
     @attr.define(kw_only=True)
     class WaveSpeedRunFacet(RunFacet):
-        """The predictions this run created or waited for."""
+        """The predictions this run created or waited for, and what the completed ones cost (USD; None: unknown)."""
 
         prediction_ids: list[str]
+        cost_usd: float | None = None
 
         @staticmethod
         def _get_schema() -> str:
@@ -95,9 +97,10 @@ def operator_lineage(operator: Any) -> Any:
     ids = [str(p["id"]) for p in predictions if p.get("id")]
     if isinstance(result, str) and result:  # a submit that does not wait returns the prediction id
         ids = [result]
+    cost = result.get("cost_usd") if isinstance(result, Mapping) else None
     job_facet, run_facet = _facet_classes()
     return OperatorLineage(
         outputs=[OutputDataset(*dataset_name(path)) for path in _stored_paths(predictions)],
         job_facets={"wavespeed": job_facet(model=str(model))} if model else {},
-        run_facets={"wavespeed": run_facet(prediction_ids=ids)} if ids else {},
+        run_facets={"wavespeed": run_facet(prediction_ids=ids, cost_usd=cost)} if ids else {},
     )

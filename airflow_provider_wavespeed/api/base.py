@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
@@ -193,6 +194,7 @@ class BaseClient:
     @staticmethod
     def _float_field(data: Any, name: str, what: str) -> float:
         value = data.get(name) if isinstance(data, dict) else None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise WaveSpeedResponseError(f"WaveSpeed {what} returned no numeric {name!r}: {data!r:.200}")
+        # NaN and infinity parse from JSON, but compare false with any limit: a guard would let them pass.
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise WaveSpeedResponseError(f"WaveSpeed {what} returned no finite numeric {name!r}: {data!r:.200}")
         return float(value)

@@ -363,3 +363,8 @@ class AsyncWaveSpeedClient(BaseClient):
     async def get_balance(self) -> float:
         """The account balance in USD."""
         return self._float_field(await self._send(self._balance_request), "balance", "balance check")
+
+    async def get_price(self, model: str, inputs: object) -> float:
+        """The price in USD of one prediction with these inputs; retried and paced like a poll, never a submit."""
+        request = self._pricing_request(model, inputs)
+        return self._float_field(await self._send(request), "unit_price", request.what)

@@ -5,6 +5,8 @@ input sent once even across retries), waits for them in one trigger, and copies 
 ``<WAVESPEED_OUTPUT_DIR>/batch/<run id>/``. Use it for volume; use mapped tasks (see
 ``wavespeed_content_pipeline``) when each generation needs its own retries and its own row in
 the grid. ``max_failed`` lets the run succeed when a few prompts fail (e.g. moderation).
+``max_cost_usd`` (a Param, so a run can raise it) prices the whole batch before the first submit
+and refuses it, nothing paid, when it would cost more; the result says what it cost.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"prompts_file": Param(PROMPTS_FILE, type="string")},
+    params={
+        "prompts_file": Param(PROMPTS_FILE, type="string"),
+        "max_cost_usd": Param(1.0, type="number", minimum=0, description="Refuse the batch if it costs more in all"),
+    },
     user_defined_filters={"safe_name": safe_name},
     tags=["wavespeed", "example"],
 ) as dag:
@@ -55,6 +60,9 @@ with DAG(
         inputs=load_prompts(),
         output_path=OUTPUT_DIR + "/batch/{{ run_id | safe_name }}",
         max_failed=1,
+        # Priced before the first submit (/model/pricing, once per distinct input): over the limit,
+        # nothing is submitted. A file that grew to 10,000 prompts fails here, not on the invoice.
+        max_cost_usd="{{ params.max_cost_usd }}",
         poll_interval=2,
         timeout=1800,
         retries=2,
@@ -69,6 +77,7 @@ with DAG(
                 print(f"[{entry['index']}] {entry['id']}: {', '.join(entry['stored_paths'])}")
             else:
                 print(f"[{entry['index']}] {entry['status']}: {entry['error']}")
+        print(f"The {result['completed']} completed generations cost {result['cost_usd']} USD")
         return {"completed": result["completed"], "failed": result["failed"]}
 
     report(batch.output)

@@ -19,6 +19,7 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedE
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome
 from airflow_provider_wavespeed.api.times import in_words
+from airflow_provider_wavespeed.cost import cost_fields, log_cost
 from airflow_provider_wavespeed.events import without_oversized_outputs
 from airflow_provider_wavespeed.lineage import note_result
 from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
@@ -87,10 +88,12 @@ def finish_batch(
 ) -> dict[str, Any]:
     """Build the task's return value from the record and the predictions read; fail when too many failed.
 
-    The full result: ``{"predictions": [{"index", "id", "status", "outputs", "error", "code"[, "stored_paths"]},
-    ...], "completed": n, "failed": m}`` in input order. With ``manifest_path`` that is written there and the
-    task returns ``{"manifest": "<where>", "completed": n, "failed": m, "count": N, "not_completed": [the
-    first 20 entries that did not complete]}``. The record is deleted only once everything is stored.
+    The full result: ``{"predictions": [{"index", "id", "status", "outputs", "error", "code", "unit_price_usd"[,
+    "stored_paths"]}, ...], "completed": n, "failed": m, "unit_price_usd", "cost_usd"[, "cost_note"]}`` in input
+    order. With ``manifest_path`` that is written there and the task returns ``{"manifest": "<where>", "completed":
+    n, "failed": m, "count": N, "unit_price_usd", "cost_usd"[, "cost_note"], "not_completed": [the first 20
+    entries that did not complete]}``. The cost counts completed generations only
+    (:data:`~airflow_provider_wavespeed.cost.COUNTING`). The record is deleted only once everything is stored.
     """
     if wait is not None and wait.error is not None:
         raise AirflowFailException(
@@ -122,7 +125,8 @@ def finish_batch(
             ranges(omitted),
         )
     log.info("WaveSpeed batch: %d of %d inputs completed, %d did not", completed, len(entries), failed)
-    result: dict[str, Any] = {"predictions": entries, "completed": completed, "failed": failed}
+    cost = _cost(task, record, entries)
+    result: dict[str, Any] = {"predictions": entries, "completed": completed, "failed": failed, **cost}
     manifest = _write_manifest(task, record, result)
     if failed > task.max_failed:
         listed = "; ".join(
@@ -141,8 +145,20 @@ def finish_batch(
     note_result(task, result)  # OpenLineage sees every prediction, whichever shape XCom gets
     if manifest is None:
         return result
-    summary = {"manifest": manifest, "completed": completed, "failed": failed, "count": len(entries)}
+    summary = {"manifest": manifest, "completed": completed, "failed": failed, "count": len(entries), **cost}
     return {**summary, "not_completed": not_completed[:LISTED]}
+
+
+def _cost(task: WaveSpeedBatchOperator, record: BatchRecord, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each entry's ``unit_price_usd`` (None unless it completed) and the batch's cost fields; logged in one line."""
+    done = [entry["index"] for entry in entries if entry["status"] == SUCCESS_STATUS]
+    prices, unknown = task.price_completed(done) if done else ([], "")
+    by_index = dict(zip(done, prices, strict=True))
+    for entry in entries:
+        entry["unit_price_usd"] = by_index.get(entry["index"])
+    cost = cost_fields(prices, unknown=unknown)
+    log_cost(task.log, str(record.data.get("model") or task.model), prices, cost)
+    return cost
 
 
 def _write_manifest(task: WaveSpeedBatchOperator, record: BatchRecord, result: dict[str, Any]) -> str | None:

@@ -33,6 +33,7 @@ from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
 from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed.cost import budget_usd, check_spend, guard_errors, price_inputs
 from airflow_provider_wavespeed.events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import operator_lineage
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 # (3,000/min) 100, so a Gold batch writes its record about once a second, not four times.
 DEFAULT_SUBMIT_WINDOW = 25
 WINDOW_SECONDS = 2.0
+# The cost guard's prices, one per input (None: not priced by this try), for the try's resume after the trigger.
+PRICES_XCOM_KEY = "wavespeed_batch_unit_prices"
 
 
 def default_submit_window(max_submissions_per_minute: float | None) -> int:
@@ -104,6 +107,16 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``{"manifest": "<where it was written>", "completed": n, "failed": m, "count": N,
     "not_completed": [the first 20 entries that did not complete]}``.
 
+    Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the inputs still to
+    send are priced before the first submit (``/model/pricing``, one request per distinct input,
+    deduplicated: which inputs a model's price depends on is not documented per model), and the
+    whole batch is refused, nothing submitted, when their sum is over it or a price cannot be read;
+    with ``min_balance_usd``, when the account balance is below it. A resumed try prices only the
+    inputs it still has to send. Every result says what the batch cost: each entry's
+    ``unit_price_usd`` (None when it did not complete), and ``unit_price_usd`` (None when prices
+    differ) and ``cost_usd`` for the completed ones, in the full result, the manifest and the summary
+    (None, with ``cost_note``, when a price could not be read; that never fails the task).
+
     :param inputs: A list of input dicts, one per generation (templated), or the XComArg of a
         task that returns one.
     :param model: The model id, e.g. ``wavespeed-ai/flux-dev`` (templated).
@@ -127,9 +140,20 @@ class WaveSpeedBatchOperator(BaseOperator):
     :param manifest_path: Where to write the full result as JSON (templated): a file path, a URL
         (``file:///data/batch.json``, ``s3://bucket/run/batch.json``) or an ``ObjectStoragePath``;
         XCom then gets the small summary above.
+    :param max_cost_usd: Refuse the whole batch, before any submit, when the inputs still to send
+        cost more than this in all (templated).
+    :param min_balance_usd: Refuse the whole batch, before any submit, when the account balance is
+        below this (templated).
     """
 
-    template_fields: Sequence[str] = ("model", "inputs", "output_path", "manifest_path")
+    template_fields: Sequence[str] = (
+        "model",
+        "inputs",
+        "output_path",
+        "manifest_path",
+        "max_cost_usd",
+        "min_balance_usd",
+    )
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (WaveSpeedModelLink(),)
     ui_color = "#b3e5ff"
@@ -149,6 +173,8 @@ class WaveSpeedBatchOperator(BaseOperator):
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
         manifest_path: Location | None = None,
+        max_cost_usd: float | str | None = None,
+        min_balance_usd: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -169,6 +195,9 @@ class WaveSpeedBatchOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self.manifest_path = manifest_path
+        self.max_cost_usd = max_cost_usd
+        self.min_balance_usd = min_balance_usd
+        self._unit_prices: dict[int, float] = {}  # index -> what one generation of its inputs costs, once priced
         # While this worker submits or waits: (task instance, the record, the predictions seen finished),
         # so that on_kill cancels every prediction the task created and that may still run.
         self._owned: tuple[Any, BatchRecord, set[str]] | None = None
@@ -262,6 +291,74 @@ class WaveSpeedBatchOperator(BaseOperator):
         for index, why in sorted(found.unresolved.items()):
             self.log.warning("inputs[%d] stays uncertain: %s", index, why)
 
+    # -- spend -------------------------------------------------------------------------------------
+
+    def _check_spend(self, context: Context, model: str, items: list[dict[str, Any]], record: BatchRecord) -> None:
+        """The cost guard, before any submit: the inputs still to send, priced and summed; the balance."""
+        max_cost = budget_usd(self.max_cost_usd, "max_cost_usd")
+        min_balance = budget_usd(self.min_balance_usd, "min_balance_usd")
+        todo = record.unsent()
+        if (max_cost is None and min_balance is None) or not todo:
+            return
+
+        async def ask() -> tuple[dict[int, float], float | None]:
+            with guard_errors(model):
+                async with await self._hook().aget_client() as client:
+                    prices = (
+                        await price_inputs(client, model, {i: items[i] for i in todo}) if max_cost is not None else {}
+                    )
+                    balance = await client.get_balance() if min_balance is not None else None
+                    return prices, balance
+
+        prices, balance = asyncio.run(ask())
+        total = check_spend(
+            model, [prices[i] for i in todo if i in prices], max_cost=max_cost, balance=balance, min_balance=min_balance
+        )
+        if prices:
+            self._unit_prices.update(prices)
+            context["ti"].xcom_push(key=PRICES_XCOM_KEY, value=[prices.get(i) for i in range(record.count)])
+            self.log.info(
+                "WaveSpeed cost guard: the %d inputs still to send cost %.4f USD in all, within max_cost_usd %.4f",
+                len(todo),
+                total,
+                max_cost,
+            )
+
+    def _pulled_prices(self, context: Context) -> None:
+        """The prices the cost guard of this try noted before it deferred."""
+        ti = context["ti"]
+        pulled = ti.xcom_pull(task_ids=ti.task_id, key=PRICES_XCOM_KEY, map_indexes=ti.map_index)
+        if isinstance(pulled, list):
+            self._unit_prices.update(
+                {
+                    i: float(usd)
+                    for i, usd in enumerate(pulled)
+                    if isinstance(usd, (int, float)) and not isinstance(usd, bool)
+                }
+            )
+
+    def price_completed(self, indexes: list[int]) -> tuple[list[float | None], str]:
+        """The prices of these (completed) inputs, asking only for those no guard priced; and why any is unknown.
+
+        A price that cannot be read here leaves the cost unknown, never fails the task: its generations are paid.
+        """
+        missing = [i for i in indexes if i not in self._unit_prices]
+        note = ""
+        if missing:
+            try:
+                model = validate_model(self.model)
+                items = batch_inputs(self.inputs)
+
+                async def ask() -> dict[int, float]:
+                    async with await self._hook().aget_client() as client:
+                        return await price_inputs(client, model, {i: items[i] for i in missing})
+
+                self._unit_prices.update(asyncio.run(ask()))
+            except WaveSpeedError as exc:
+                note = f"the price could not be read ({exc})"
+                self.log.warning("WaveSpeed cost of this batch unknown: %s", note)
+        return [self._unit_prices.get(i) for i in indexes], note
+
     def _stopped(self, error: WaveSpeedError, record: BatchRecord) -> NoReturn:
         unsent = record.unsent()
         message = (
@@ -288,6 +385,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         WaveSpeedModelLink.persist(context, model=model)
         record = self._open_record(context, model, items)
+        self._check_spend(context, model, items, record)  # before any submit
         self._owned = (context["ti"], record, set())
         try:
             if not self.deferrable:
@@ -399,6 +497,7 @@ class WaveSpeedBatchOperator(BaseOperator):
 
         if status == EVENT_DEADLINE:
             self.log.warning("%s", event.get("message"))
+        self._pulled_prices(context)
         return finish_batch(self, record, asyncio.run(read_all()), None)
 
     def on_kill(self) -> None:

@@ -13,7 +13,6 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._common import (
     airflow_errors,
-    budget_usd,
     cancel_now,
     cancel_on_worker_kill,
     completed_result,
@@ -36,6 +35,7 @@ from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, Pr
 from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import utc_text
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
+from airflow_provider_wavespeed.cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 XCOM_PREDICTION_ID = "prediction_id"
 # Every prediction one try of the task submitted, in order (more than one after a resubmission).
 XCOM_PREDICTION_IDS = "prediction_ids"
+# The price of one generation of these inputs, when the task priced them (cost guard, or waiting).
+XCOM_UNIT_PRICE = "unit_price_usd"
 # A retry of this task submits again. That is what a user's retries are for after a failed
 # generation, but never after a lost wait: that prediction may still finish (and was paid).
 _WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
@@ -88,9 +90,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
     still alone on a second look, is adopted; with none, several, or a history that lists no inputs
     the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api.reconcile`).
 
-    Cost guard: with ``max_cost_usd`` the price of these inputs is asked first
-    (``/model/pricing``) and the task fails without submitting when it is higher; with
-    ``min_balance_usd`` it fails without submitting when the account balance is lower.
+    Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the price of these
+    inputs is asked first (``/model/pricing``) and the task fails without submitting when it is
+    higher, or when no price can be read; with ``min_balance_usd`` it fails without submitting when
+    the account balance is lower. A waiting task prices its inputs even without the guard: its
+    result carries ``unit_price_usd`` and ``cost_usd`` (the completed generation's price; None, with
+    ``cost_note``, when no price could be read). The price is also pushed to XCom (``unit_price_usd``).
 
     :param model: The model id, e.g. ``wavespeed-ai/flux-dev`` (templated).
     :param inputs: The model's inputs (templated, nested values too).
@@ -188,6 +193,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill and wait_for_completion
         self.cancel_on_timeout = cancel_on_timeout and wait_for_completion
         self._waiting_on: tuple[Any, str] | None = None  # (task instance, prediction id) while waiting here
+        self._unit_price: float | None = None  # what one generation of these inputs costs, once priced
+        self._price_note = "the inputs were not priced"
 
     @cached_property
     def hook(self) -> WaveSpeedHook:
@@ -217,7 +224,11 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
                 # The one instant left unrecorded: between the API's answer and this write.
                 record.put({**entry, "state": _SENT, "prediction_id": prediction.id}, verify=False)
+        if self.wait_for_completion and self._unit_price is None:
+            self._price_for_result(model, inputs)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
+        if self._unit_price is not None:
+            context["ti"].xcom_push(key=XCOM_UNIT_PRICE, value=self._unit_price)
         if self.resubmit_on_server_failure:
             context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
         WaveSpeedModelLink.persist(context, model=model)
@@ -337,26 +348,41 @@ class WaveSpeedSubmitOperator(BaseOperator):
             raise error
 
     def check_budget(self, model: str, inputs: dict[str, Any]) -> None:
-        """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``."""
+        """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``.
+
+        Fails closed when the price or the balance cannot be read; keeps the price for the result.
+        """
         max_cost = budget_usd(self.max_cost_usd, "max_cost_usd")
         min_balance = budget_usd(self.min_balance_usd, "min_balance_usd")
         if max_cost is not None:
-            price = self.hook.get_price(model, inputs)
-            if price > max_cost:
-                raise AirflowFailException(
-                    f"WaveSpeed cost guard: one prediction of {model} with these inputs costs {price:.4f} USD, "
-                    f"over max_cost_usd={max_cost:.4f}; nothing was submitted. Raise max_cost_usd or make the "
-                    "inputs cheaper (fewer images, shorter video, smaller size)"
-                )
+            with guard_errors(model, inputs):
+                price = checked_price(self.hook.get_price(model, inputs), model, inputs)
+            check_spend(model, [price], max_cost=max_cost, balance=None, min_balance=None)
+            self._unit_price = price
             self.log.info("WaveSpeed price %.4f USD is within max_cost_usd %.4f", price, max_cost)
         if min_balance is not None:
-            balance = self.hook.get_balance()
-            if balance < min_balance:
-                raise AirflowFailException(
-                    f"WaveSpeed cost guard: the account balance is {balance:.4f} USD, below "
-                    f"min_balance_usd={min_balance:.4f}; nothing was submitted. Top up the account on "
-                    "wavespeed.ai or lower min_balance_usd"
-                )
+            with guard_errors(model):
+                balance = self.hook.get_balance()
+            check_spend(model, [], max_cost=None, balance=balance, min_balance=min_balance)
+
+    def _price_for_result(self, model: str, inputs: dict[str, Any]) -> None:
+        """Price the inputs for the result's cost; a price that cannot be read is noted, never a failure."""
+        try:
+            self._unit_price = checked_price(self.hook.get_price(model, inputs), model, inputs)
+        except WaveSpeedError as exc:
+            self._price_note = f"the price could not be read ({exc})"
+            self.log.warning("WaveSpeed cost of this generation unknown: %s", self._price_note)
+
+    def _cost(self, context: Context | None) -> dict[str, Any]:
+        """The cost fields of the result: the price this try noted (pushed to XCom: a deferral resumes anywhere)."""
+        price = self._unit_price
+        if price is None and context is not None:
+            ti = context["ti"]
+            pulled = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_UNIT_PRICE, map_indexes=ti.map_index)
+            price = float(pulled) if isinstance(pulled, (int, float)) and not isinstance(pulled, bool) else None
+        if price is None:
+            return cost_fields([], unknown=self._price_note)
+        return cost_fields([price])
 
     def _completed(self, context: Context, prediction: Prediction, tried: list[str]) -> dict[str, Any]:
         # Storage failures fail for good: a retry of this task would submit (and pay) again.
@@ -373,7 +399,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
             retryable=(),
             log=self.log,
             store_failure_hint=hint,
+            cost=self._cost(context),
         )
+        log_cost(self.log, prediction.model or str(self.model), [result["unit_price_usd"]], result)
         if self.resubmit_on_server_failure:
             result["prediction_ids_tried"] = list(tried)
             if len(tried) > 1:
@@ -449,6 +477,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 self,
                 enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
                 output_path=self.output_path,
+                cost=self._cost(None),  # submit() priced the inputs in this process
             ),
             cancel_on_kill=self.cancel_on_kill,
             cancel_on_timeout=self.cancel_on_timeout,

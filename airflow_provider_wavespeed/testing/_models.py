@@ -15,9 +15,13 @@ WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
 WAN_I2V = "wavespeed-ai/wan-2.1/i2v-480p"
 FLUX_KONTEXT = "wavespeed-ai/flux-kontext-dev"
 
+# The emulator's own prices (not WaveSpeed's): per image, per 5 s of video at 480p; each input the
+# API's pricing pages name as a price factor changes them (num_images; duration and resolution).
 DEFAULT_PRICE = 0.01
 FLUX_DEV_PRICE_PER_IMAGE = 0.003
 WAN_PRICE_PER_5_SECONDS = 0.3
+# A video's price per resolution, from the ``resolution`` input or the model id (``t2v-720p``).
+RESOLUTION_FACTOR = {"480p": 1.0, "720p": 2.0, "1080p": 4.0}
 
 # Path segments like "wan-2.1" or "seedream-v4"; no empty, dot-only or odd segments.
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)+")
@@ -164,8 +168,19 @@ def output_spec(model: str, inputs: Mapping[str, Any]) -> tuple[int, str]:
     return 1, "png"
 
 
+def _resolution(model: str, inputs: Mapping[str, Any]) -> float:
+    given = inputs.get("resolution")
+    if isinstance(given, str) and given in RESOLUTION_FACTOR:
+        return RESOLUTION_FACTOR[given]
+    return next((factor for name, factor in RESOLUTION_FACTOR.items() if model.endswith(f"-{name}")), 1.0)
+
+
 def price(model: str, inputs: Mapping[str, Any], overrides: Mapping[str, float]) -> float:
-    """USD cost of one submission; an override is a flat price per submission."""
+    """USD cost of one submission; an override is a flat price per submission.
+
+    flux-dev: per image (``num_images``); Wan video: per 5 s of ``duration``, times the
+    resolution's factor (:data:`RESOLUTION_FACTOR`). The prompt never changes a price here.
+    """
     if model in overrides:
         return overrides[model]
     if model == FLUX_DEV:
@@ -174,7 +189,7 @@ def price(model: str, inputs: Mapping[str, Any], overrides: Mapping[str, float])
     if model.startswith("wavespeed-ai/wan-") and ("t2v" in model or "i2v" in model):
         seconds = inputs.get("duration", 5)
         seconds = seconds if isinstance(seconds, (int, float)) and seconds > 0 else 5
-        return round(WAN_PRICE_PER_5_SECONDS * seconds / 5, 6)
+        return round(WAN_PRICE_PER_5_SECONDS * seconds / 5 * _resolution(model, inputs), 6)
     return DEFAULT_PRICE
 
 

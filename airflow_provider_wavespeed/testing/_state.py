@@ -656,7 +656,11 @@ class EmulatorState:
         self.webhook_secret = secret
 
     def set_price(self, usd: float, *, model: str) -> None:
-        """Charge a flat ``usd`` per submission of ``model``."""
+        """Charge a flat ``usd`` per submission of ``model``.
+
+        NaN or infinity is answered as is by ``/model/pricing`` (JSON allows neither, Python writes
+        both): a broken price, for tests of what a client does with one.
+        """
         if usd < 0:
             raise ValueError("price must be >= 0")
         with self._lock:

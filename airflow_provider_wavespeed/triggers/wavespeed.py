@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_wavespeed._task_end import plain_return_value
+from airflow_provider_wavespeed._task_end import NOT_PRICED, plain_return_value
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -66,6 +66,9 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         prediction if it is unfinished (see :mod:`~._cancel`: never on a triggerer restart).
     :param cancel_on_timeout: At the deadline, cancel the prediction if it is unfinished; the
         ``deadline`` event then says so (``cancelled``: the status the API answered).
+    :param result_extra: Fields the task's result adds to the prediction when the trigger ends the
+        task: its cost (``unit_price_usd``, ``cost_usd``); default :data:`~._task_end.NOT_PRICED`,
+        what a task that waited on a prediction id alone knows.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         timeout: float | None = None,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
+        result_extra: dict[str, Any] | None = None,
         **retired: Any,
     ) -> None:
         super().__init__()
@@ -96,6 +100,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         self.end_from_trigger = bool(end_from_trigger)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_on_timeout = bool(cancel_on_timeout)
+        self.result_extra = dict(NOT_PRICED if result_extra is None else result_extra)
         self._waiting: list[str] = []  # the prediction while it is not known to be terminal
         # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
         # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
@@ -113,11 +118,12 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         }
         # Only what differs from the defaults: a default trigger serializes as before this option
         # existed, so a triggerer still on an older provider version can load it.
-        options = {
+        options: dict[str, tuple[Any, Any]] = {
             "end_from_trigger": (self.end_from_trigger, False),
             "timeout": (self.timeout, None),
             "cancel_on_kill": (self.cancel_on_kill, False),
             "cancel_on_timeout": (self.cancel_on_timeout, False),
+            "result_extra": (self.result_extra, NOT_PRICED),
         }
         kwargs.update({name: value for name, (value, default) in options.items() if value != default})
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -237,7 +243,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         if not (prediction.is_success and self._ends_task() and "outputs_omitted_bytes" not in payload):
             return TriggerEvent(payload)
         try:
-            await self._push_return_value(prediction.to_dict())
+            await self._push_return_value({**prediction.to_dict(), **self.result_extra})
         except Exception as exc:  # the worker can still push it: nothing is lost by resuming there
             self.log.warning("Could not push the result to XCom from the triggerer (%s); resuming in a worker", exc)
             return TriggerEvent(payload)

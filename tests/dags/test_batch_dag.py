@@ -41,3 +41,23 @@ def test_batch_example_generates_every_prompt_once(
         else:
             assert [Path(path) for path in entry["stored_paths"]] == [run_dir / f"{entry['id']}_0.png"]
             assert (run_dir / f"{entry['id']}_0.png").is_file()
+
+
+def test_batch_example_refuses_a_batch_over_its_max_cost_param_before_any_submit(
+    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WAVESPEED_OUTPUT_DIR", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("wavespeed_batch", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # The prompts cost 0.003 USD each in the emulator: two of them are over 0.005.
+    dag_run = module.dag.test(run_conf={"max_cost_usd": 0.005})
+    assert ti_states(dag_run)[("generate", -1)] == "failed"
+    [generate] = [ti for ti in dag_run.get_task_instances() if ti.task_id == "generate"]
+    assert generate.try_number == 1  # refused for good: its retries would refuse again
+    counters = wavespeed_connection.counters()
+    assert counters["submissions"] == {} and "submit" not in counters["requests"]
+    lines = (EXAMPLE.parent / "prompts.txt").read_text(encoding="utf-8").splitlines()
+    prompts = {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+    assert counters["requests"]["pricing"] == len(prompts)  # one per distinct input

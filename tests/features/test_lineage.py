@@ -130,3 +130,24 @@ def test_submit_sensor_and_batch_report_model_predictions_and_stored_files(
 )
 def test_dataset_names_follow_openlineage_naming(path: str, expected: tuple[str, str]) -> None:
     assert dataset_name(path) == expected
+
+
+def test_the_run_facet_says_what_the_completed_generations_cost(
+    wavespeed_connection: WaveSpeedEmulator, lineage_listener: _LineageListener, request: pytest.FixtureRequest
+) -> None:
+    wavespeed_connection.set_duration(0)
+    dag_id = re.sub(r"[^A-Za-z0-9_]+", "_", f"lineage_{request.node.name}")[:200]
+    with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        WaveSpeedSubmitOperator(
+            task_id="generate", model=FLUX, inputs={"prompt": "an owl", "num_images": 2}, wait_for_completion=True
+        )
+        WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=[{"prompt": "a bear"}, {"prompt": "a wolf"}])
+        submit = WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs={"prompt": "a fox"})
+        WaveSpeedTaskSensor(task_id="wait", prediction_id=submit.output, poll_interval=0.2)
+    dag_run = dag_test(dag)
+    assert set(ti_states(dag_run).values()) == {"success"}
+    costs = {
+        task_id: facets["run_facets"]["wavespeed"].get("cost_usd")
+        for task_id, facets in lineage_listener.facets.items()
+    }
+    assert costs == {"generate": pytest.approx(0.006), "batch": pytest.approx(0.006), "submit": None, "wait": None}

@@ -215,7 +215,15 @@ def test_a_manifest_holds_every_entry_and_xcom_a_small_summary(
     assert ti_states(dag_run) == {("batch", -1): "success"}
     xcoms = dag_xcoms(dag_run)
     summary = xcoms[("batch", -1, "return_value")]
-    assert summary == {"manifest": str(manifest), "completed": 60, "failed": 0, "count": 60, "not_completed": []}
+    assert summary == {
+        "manifest": str(manifest),
+        "completed": 60,
+        "failed": 0,
+        "count": 60,
+        "unit_price_usd": 0.003,  # what the 60 completed generations cost (the emulator's flux-dev price)
+        "cost_usd": 0.18,
+        "not_completed": [],
+    }
     full = json.loads(manifest.read_text())
     assert (full["completed"], full["failed"]) == (60, 0)
     by_id = {entry["id"]: entry for entry in wavespeed_connection.submissions()}
