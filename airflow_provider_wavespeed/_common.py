@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.triggers.base import BaseTrigger
 
+    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+
 # A task killed in a worker gets SIGKILL about 5 s after its on_kill starts: its cancels stop sooner.
 WORKER_KILL_BUDGET = 4.0
 # Task instance states in which a worker's on_kill is no user's kill: on Airflow 3.3 a worker shut
@@ -278,6 +280,7 @@ def completed_result(
     prediction: Prediction,
     *,
     output_path: OutputPath | None,
+    hook: WaveSpeedHook,
     outlets: Sequence[object],
     retryable: tuple[type[WaveSpeedError], ...],
     log: Any,
@@ -285,16 +288,17 @@ def completed_result(
 ) -> dict[str, Any]:
     """The XCom result of a completed prediction: its outputs stored first when ``output_path`` is set.
 
-    With ``output_path`` the result gains ``stored_paths`` and keeps outputs too large for
-    XCom (base64 data) out of it. Each :class:`~airflow.sdk.Asset` in ``outlets`` gets
-    ``{"prediction_id", "model"[, "stored_paths"]}`` as the extra of its asset event.
+    With ``output_path`` the result gains ``stored_paths`` (downloaded as ``hook``'s connection
+    allows) and keeps outputs too large for XCom (base64 data) out of it. Each
+    :class:`~airflow.sdk.Asset` in ``outlets`` gets ``{"prediction_id", "model"[, "stored_paths"]}``
+    as the extra of its asset event.
     """
     stored: list[str] | None = None
     if output_path is None or output_path == "":
         result = prediction_result(prediction)
     else:
         with airflow_errors(retryable, hint=store_failure_hint):
-            stored = store_outputs(prediction, output_path)
+            stored = store_outputs(prediction, output_path, downloads=hook.download_policy())
         log.info("Stored %d output(s) of WaveSpeed prediction %s: %s", len(stored), prediction.id, ", ".join(stored))
         result = without_oversized_outputs(prediction)  # the files are stored: XCom keeps their paths
         result["stored_paths"] = stored
