@@ -21,10 +21,12 @@ import binascii
 import contextlib
 import ipaddress
 import json
+import logging
 import mimetypes
 import os
 import re
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -69,6 +71,8 @@ __all__ = [
 # Where a file is or goes: a local path, a URL (file://, s3://...) or an ObjectStoragePath.
 Location = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
 OutputPath = Location  # where outputs are copied (output_path)
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20  # 1 MiB per read and write: videos stream through a small buffer
 # (connect, read) seconds; the read timeout is per chunk, so long videos are not cut off.
@@ -123,6 +127,7 @@ class _LocalDirectory(_Destination):
 
     def prepare(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
+        _warn_if_shared(self.directory)
 
     def open_temp(self, name: str) -> IO[bytes]:
         return open(os.path.join(self.directory, name), "wb")  # the caller closes it
@@ -135,6 +140,45 @@ class _LocalDirectory(_Destination):
     def discard(self, temp_name: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(os.path.join(self.directory, temp_name))
+
+
+_WARNED_DIRECTORIES: set[str] = set()
+
+
+def _warn_if_shared(directory: str) -> None:
+    """Warn (once per directory and process) when another user could swap or plant files in ``directory``.
+
+    That is: it or a directory above it belongs to another user (not root), or is writable by group
+    or others without the sticky bit (``/tmp`` itself has it; a folder someone else made in it is theirs).
+    """
+    if directory in _WARNED_DIRECTORIES or not hasattr(os, "geteuid"):
+        return
+    me = os.geteuid()
+    path = os.path.realpath(directory)
+    while True:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        problem = ""
+        if info.st_uid not in (me, 0):
+            problem = f"belongs to another user (uid {info.st_uid})"
+        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o}, no sticky bit)"
+        if problem:
+            _WARNED_DIRECTORIES.add(directory)
+            log.warning(
+                "output_path %s: %s %s, who could replace or read the stored outputs. Use a directory only "
+                "this user can write to",
+                directory,
+                "it" if path == os.path.realpath(directory) else f"the directory {path} above it",
+                problem,
+            )
+            return
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
 
 
 class _ObjectStore(_Destination):

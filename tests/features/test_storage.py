@@ -509,3 +509,53 @@ def test_public_addresses_are_allowed_and_loopback_only_for_a_local_api() -> Non
     assert LOCAL_API.address_refusal("169.254.169.254") is not None  # a local API allows loopback, not the rest
     assert PUBLIC_API.refusal("http://cdn.example/x.png") is not None
     assert LOCAL_API.refusal("http://127.0.0.1/x.png") is None
+
+
+# -- shared directories (issue 28.5) ---------------------------------------------------------
+
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+
+
+def _shared_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "airflow_provider_wavespeed.storage"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "warning"),
+    [
+        (0o777, None, "writable by other users (mode 777, no sticky bit)"),
+        (0o775, None, "writable by other users (mode 775, no sticky bit)"),
+        (0o755, 65534, "belongs to another user (uid 65534)"),
+        (0o1777, None, None),  # sticky, like /tmp: others cannot replace this user's files
+        (0o700, None, None),
+    ],
+)
+def test_storing_into_a_directory_others_control_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, owner: int | None, warning: str | None
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(mode)
+    if owner is not None:
+        if os.geteuid() != 0:
+            pytest.skip("giving a directory to another user needs root")
+        os.chown(out, owner, -1)
+    prediction = Prediction(id="w1", model="m/x", status="completed", outputs=[PNG_B64])
+    with caplog.at_level("WARNING", logger="airflow_provider_wavespeed.storage"):
+        assert store_outputs(prediction, out) == [str(out / "w1_0.png")]
+    messages = _shared_warnings(caplog)
+    if warning is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warning in messages[0] and str(out) in messages[0]
+
+
+def test_a_directory_under_a_shared_one_warns_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may rename "mine" away and put their own directory there
+    prediction = Prediction(id="w2", model="m/x", status="completed", outputs=[PNG_B64])
+    with caplog.at_level("WARNING", logger="airflow_provider_wavespeed.storage"):
+        store_outputs(prediction, shared / "mine")
+    (message,) = _shared_warnings(caplog)
+    assert f"the directory {shared} above it is writable by other users" in message
