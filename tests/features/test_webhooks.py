@@ -12,6 +12,7 @@ from feature_helpers import FEATURE_DAGS, LocalHTTPServer, load_dag, run_dag, ta
 
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError
 from airflow_provider_wavespeed.api.webhooks import (
+    WaveSpeedWebhookError,
     WaveSpeedWebhookPayloadError,
     WaveSpeedWebhookSignatureError,
     WaveSpeedWebhookTimestampError,
@@ -92,6 +93,22 @@ def test_a_timestamp_that_is_not_a_number_is_refused() -> None:
     headers = _headers(_sign(timestamp=timestamp), **{"webhook-timestamp": timestamp})
     with pytest.raises(WaveSpeedWebhookTimestampError, match="not epoch seconds"):
         verify_webhook(BODY, headers, SECRET, now=TIMESTAMP)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 5000, "1" * 400, "1" * 13, "+1764000000", "1_764_000_000", "\u0661\u0667\u0666\u0664", "-1", " 1764000000x"],
+)
+def test_a_timestamp_of_absurd_length_or_form_is_refused(timestamp: str) -> None:
+    headers = _headers(_sign(timestamp=timestamp), **{"webhook-timestamp": timestamp})
+    with pytest.raises(WaveSpeedWebhookTimestampError, match="not epoch seconds"):
+        verify_webhook(BODY, headers, SECRET, now=TIMESTAMP)
+
+
+@pytest.mark.parametrize("tolerance", [float("inf"), float("nan"), -1.0, "300"])
+def test_a_tolerance_that_is_not_a_finite_number_is_refused(tolerance: object) -> None:
+    with pytest.raises(WaveSpeedWebhookError, match="tolerance must be a finite number"):
+        verify_webhook(BODY, _headers(), SECRET, now=TIMESTAMP + 10**9, tolerance=tolerance)  # type: ignore[arg-type]
 
 
 GOOD = _sign()
