@@ -144,7 +144,7 @@ def verify_webhook(
 
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise WaveSpeedWebhookPayloadError(
             f"WaveSpeed webhook {webhook_id!r} is signed but its body is not JSON: {raw[:80]!r}"
         ) from None

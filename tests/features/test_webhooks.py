@@ -157,6 +157,7 @@ def test_missing_headers_are_refused(missing: str) -> None:
         pytest.param(b'{"hello": "world"}', id="json-without-prediction"),
         pytest.param(b'{"code": 200, "message": "success", "data": {"id": "x", "status": "completed"}}', id="envelope"),
         pytest.param(b'["a list"]', id="list"),
+        pytest.param(b"[" * 200_000 + b"]" * 200_000, id="nested-past-the-parser"),
     ],
 )
 def test_a_signed_body_that_is_not_a_prediction_is_refused(body: bytes) -> None:
