@@ -376,8 +376,8 @@ class DownloadPolicy:
         return f"its host resolves to {ip}, a {kind} address"
 
 
-class _RefusedAddress(WaveSpeedStorageError):
-    """A connection refused after resolving, before any byte was sent."""
+class _RefusedAddress(Exception):  # a signal inside the HTTP stack, not an error users see
+    """A connection refused after resolving, before any byte was sent (becomes a WaveSpeedStorageError)."""
 
 
 def _checked_connection(base: type[urllib3.connection.HTTPConnection], policy: DownloadPolicy) -> type:
