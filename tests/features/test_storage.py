@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ import requests
 from feature_helpers import LocalHTTPServer, needs_object_storage
 
 from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedConfigError,
     WaveSpeedNotFoundError,
     WaveSpeedServerError,
     WaveSpeedTransportError,
@@ -559,3 +561,24 @@ def test_a_directory_under_a_shared_one_warns_too(tmp_path: Path, caplog: pytest
         store_outputs(prediction, shared / "mine")
     (message,) = _shared_warnings(caplog)
     assert f"the directory {shared} above it is writable by other users" in message
+
+
+def test_the_hook_gives_its_connection_s_download_policy(
+    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The emulator's connection: the API is on loopback, so its loopback outputs are fetched.
+    policy = WaveSpeedHook().download_policy()
+    assert policy == DownloadPolicy(api_base_url=wavespeed_connection.url)
+    prediction = _generate(wavespeed_connection)
+    assert store_outputs(prediction, tmp_path, downloads=policy) == [str(tmp_path / f"{prediction.id}_0.jpeg")]
+    # An API behind an internal proxy: the opt-out and the size cap come from the connection's extras.
+    extra = {"allow_private_output_urls": "True", "max_output_bytes": 1000}
+    connection = {"conn_type": "wavespeed", "host": "https://wavespeed.internal", "password": "k", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_PROXY", json.dumps(connection))
+    proxied = WaveSpeedHook("wavespeed_proxy").download_policy()
+    assert proxied.allow_private_addresses and proxied.max_bytes == 1000
+    assert proxied.address_refusal("10.0.0.1") is None and proxied.refusal("http://wavespeed.internal/x") is not None
+    connection["extra"] = {"allow_private_output_urls": "perhaps"}
+    monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_PROXY", json.dumps(connection))
+    with pytest.raises(WaveSpeedConfigError, match="allow_private_output_urls"):
+        WaveSpeedHook("wavespeed_proxy").download_policy()
