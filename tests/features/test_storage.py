@@ -582,3 +582,40 @@ def test_the_hook_gives_its_connection_s_download_policy(
     monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_PROXY", json.dumps(connection))
     with pytest.raises(WaveSpeedConfigError, match="allow_private_output_urls"):
         WaveSpeedHook("wavespeed_proxy").download_policy()
+
+
+def test_an_ipv6_literal_host_is_resolved_and_checked(tmp_path: Path) -> None:
+    import http.server
+    import socket
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"\x89PNG")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    try:
+        server = Server(("::1", 0), Handler)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://[::1]:{server.server_address[1]}/a.png"
+        prediction = Prediction(id="v6", model="m/x", status="completed", outputs=[url])
+        local_v6 = DownloadPolicy(api_base_url="http://[::1]:1")
+        assert store_outputs(prediction, tmp_path, downloads=local_v6) == [str(tmp_path / "v6_0.png")]
+        refused = Prediction(id="v6", model="m/x", status="completed", outputs=[url.replace("http:", "https:")])
+        with pytest.raises(WaveSpeedStorageError, match="resolves to ::1, a loopback address"):
+            store_outputs(refused, tmp_path, downloads=PUBLIC_API)
+    finally:
+        server.shutdown()
+        server.server_close()
