@@ -391,9 +391,8 @@ def _checked_connection(base: type[urllib3.connection.HTTPConnection], policy: D
 
     class Checked(base):  # type: ignore[valid-type,misc]
         def _new_conn(self) -> socket.socket:
-            host = self.host.strip("[]")  # an IPv6 literal, as urllib3's own create_connection takes it
             try:
-                found = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+                found = socket.getaddrinfo(self.host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
             except socket.gaierror as exc:
                 raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
             addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
