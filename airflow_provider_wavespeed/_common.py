@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.triggers.base import BaseTrigger
 
+    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+
 K = TypeVar("K", bound=Hashable)
 
 # A task killed in a worker gets SIGKILL about 5 s after its on_kill starts: its cancels stop sooner.
@@ -270,6 +272,7 @@ def completed_result(
     prediction: Prediction,
     *,
     output_path: OutputPath | None,
+    hook: WaveSpeedHook,
     outlets: Sequence[object],
     retryable: tuple[type[WaveSpeedError], ...],
     log: Any,
@@ -278,18 +281,19 @@ def completed_result(
 ) -> dict[str, Any]:
     """The XCom result of a completed prediction: its outputs stored first when ``output_path`` is set.
 
-    With ``output_path`` the result gains ``stored_paths`` and keeps outputs too large for
-    XCom (base64 data) out of it. Each :class:`~airflow.sdk.Asset` in ``outlets`` gets
-    ``{"prediction_id", "model"[, "stored_paths"]}`` as the extra of its asset event. ``cost``
-    (:func:`~airflow_provider_wavespeed.cost.cost_fields`) adds ``unit_price_usd`` and ``cost_usd``;
-    without it both are None and ``cost_note`` says why (:data:`~._task_end.NOT_PRICED`).
+    With ``output_path`` the result gains ``stored_paths`` (downloaded as ``hook``'s connection
+    allows) and keeps outputs too large for XCom (base64 data) out of it. Each
+    :class:`~airflow.sdk.Asset` in ``outlets`` gets ``{"prediction_id", "model"[, "stored_paths"]}``
+    as the extra of its asset event. ``cost`` (:func:`~airflow_provider_wavespeed.cost.cost_fields`)
+    adds ``unit_price_usd`` and ``cost_usd``; without it both are None and ``cost_note`` says why
+    (:data:`~._task_end.NOT_PRICED`).
     """
     stored: list[str] | None = None
     if output_path is None or output_path == "":
         result = prediction_result(prediction)
     else:
         with airflow_errors(retryable, hint=store_failure_hint):
-            stored = store_outputs(prediction, output_path)
+            stored = store_outputs(prediction, output_path, downloads=hook.download_policy())
         log.info("Stored %d output(s) of WaveSpeed prediction %s: %s", len(stored), prediction.id, ", ".join(stored))
         result = without_oversized_outputs(prediction)  # the files are stored: XCom keeps their paths
         result["stored_paths"] = stored

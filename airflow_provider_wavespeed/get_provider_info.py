@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_wavespeed import __version__
-from airflow_provider_wavespeed.api.defaults import ACCOUNT_TIERS, DEFAULT_BASE_URL, DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
+from airflow_provider_wavespeed.api.defaults import (
+    ACCOUNT_TIERS,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
+)
 
 # The connection form, declared once: Airflow >= 3.2 reads it from here, and
 # WaveSpeedHook's get_ui_field_behaviour / get_connection_form_widgets (what 3.0 and 3.1
@@ -39,6 +44,19 @@ CONN_FIELDS: dict[str, Any] = {
             "each worker or triggerer process. Result polls are not counted (no tier limits them); they slow "
             "down only when the API answers 429. 0: no budget."
         ),
+        "schema": {"type": ["number", "null"]},
+    },
+    "allow_private_output_urls": {
+        "label": "Allow private output URLs",
+        "description": (
+            "Copy outputs (output_path) from private, loopback and link-local addresses too: only when your "
+            "WaveSpeed API is reached through an internal proxy that also serves the output files."
+        ),
+        "schema": {"type": ["boolean", "null"]},
+    },
+    "max_output_bytes": {
+        "label": "Max output bytes",
+        "description": f"The largest output file copied to output_path. Not set: {DEFAULT_MAX_OUTPUT_BYTES:,}.",
         "schema": {"type": ["number", "null"]},
     },
 }

@@ -6,6 +6,12 @@ results copies them. :func:`store_outputs` writes each output as
 memory), base64 outputs are decoded, and every file is written under a temporary name and
 moved into place, so a reader never sees a partial file and a re-run overwrites the same
 names. Downloads that fail transiently are retried with the project's :class:`RetryPolicy`.
+
+Output URLs come from an answer, so a download is held to what outputs are (:class:`DownloadPolicy`):
+https to a public address (checked on the address connected to, on every redirect hop), a size
+cap and a deadline. Plain http and loopback addresses are allowed only when the API itself is on
+loopback (the emulator); a connection whose API sits behind an internal proxy opts out of the
+address check explicitly.
 """
 
 from __future__ import annotations
@@ -13,20 +19,29 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import ipaddress
 import json
+import logging
 import mimetypes
 import os
 import re
+import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, TYPE_CHECKING, Union
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, TYPE_CHECKING, Any, Union
+from urllib.parse import urljoin, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.connection import allowed_gai_family, create_connection
 
+from airflow_provider_wavespeed.api.defaults import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_OUTPUT_DOWNLOAD_TIMEOUT
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedError,
@@ -36,12 +51,13 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
+from airflow_provider_wavespeed.api.validation import is_loopback_host, validate_prediction_id
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 __all__ = [
+    "DownloadPolicy",
     "Location",
     "OutputPath",
     "WaveSpeedStorageError",
@@ -55,6 +71,8 @@ __all__ = [
 # Where a file is or goes: a local path, a URL (file://, s3://...) or an ObjectStoragePath.
 Location = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
 OutputPath = Location  # where outputs are copied (output_path)
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20  # 1 MiB per read and write: videos stream through a small buffer
 # (connect, read) seconds; the read timeout is per chunk, so long videos are not cut off.
@@ -109,6 +127,7 @@ class _LocalDirectory(_Destination):
 
     def prepare(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
+        _warn_if_shared(self.directory)
 
     def open_temp(self, name: str) -> IO[bytes]:
         return open(os.path.join(self.directory, name), "wb")  # the caller closes it
@@ -121,6 +140,45 @@ class _LocalDirectory(_Destination):
     def discard(self, temp_name: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(os.path.join(self.directory, temp_name))
+
+
+_WARNED_DIRECTORIES: set[str] = set()
+
+
+def _warn_if_shared(directory: str) -> None:
+    """Warn (once per directory and process) when another user could swap or plant files in ``directory``.
+
+    That is: it or a directory above it belongs to another user (not root), or is writable by group
+    or others without the sticky bit (``/tmp`` itself has it; a folder someone else made in it is theirs).
+    """
+    if directory in _WARNED_DIRECTORIES or not hasattr(os, "geteuid"):
+        return
+    me = os.geteuid()
+    path = os.path.realpath(directory)
+    while True:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        problem = ""
+        if info.st_uid not in (me, 0):
+            problem = f"belongs to another user (uid {info.st_uid})"
+        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o}, no sticky bit)"
+        if problem:
+            _WARNED_DIRECTORIES.add(directory)
+            log.warning(
+                "output_path %s: %s %s, who could replace or read the stored outputs. Use a directory only "
+                "this user can write to",
+                directory,
+                "it" if path == os.path.realpath(directory) else f"the directory {path} above it",
+                problem,
+            )
+            return
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
 
 
 class _ObjectStore(_Destination):
@@ -268,6 +326,125 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+# -- where outputs may come from --------------------------------------------------------
+
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """Where output URLs may point and how much a download may take.
+
+    :param api_base_url: The API's base URL. Only when it is on loopback (the emulator) may outputs
+        come over plain http and from loopback addresses.
+    :param allow_private_addresses: Fetch from private, loopback, link-local and reserved addresses
+        too (a connection's ``allow_private_output_urls`` extra, for an API behind an internal proxy).
+    :param max_bytes: The largest output file.
+    :param timeout: Seconds one output's download may take, retries included.
+    """
+
+    api_base_url: str | None = None
+    allow_private_addresses: bool = False
+    max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    timeout: float = DEFAULT_OUTPUT_DOWNLOAD_TIMEOUT
+
+    @property
+    def local_api(self) -> bool:
+        return bool(self.api_base_url) and is_loopback_host(urlsplit(str(self.api_base_url)).hostname or "")
+
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be fetched (its scheme), or None."""
+        scheme = urlsplit(url).scheme.lower()
+        if scheme == "https" or (scheme == "http" and self.local_api):
+            return None
+        if scheme == "http":
+            return "outputs are fetched over https only (plain http only when the API itself is on loopback)"
+        return f"{scheme or 'no'} scheme: outputs are https URLs"
+
+    def address_refusal(self, address: str) -> str | None:
+        """Why a connection to the IP ``address`` may not carry the download, or None."""
+        if self.allow_private_addresses:
+            return None
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback and self.local_api:
+            return None
+        if ip.is_global and not (ip.is_multicast or ip.is_reserved):
+            return None
+        kind = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private or reserved"
+        return f"its host resolves to {ip}, a {kind} address"
+
+
+class _RefusedAddress(Exception):  # a signal inside the HTTP stack, not an error users see
+    """A connection refused after resolving, before any byte was sent (becomes a WaveSpeedStorageError)."""
+
+
+def _checked_connection(base: type[urllib3.connection.HTTPConnection], policy: DownloadPolicy) -> type:
+    """``base`` that resolves its host once, checks every address, and connects to a checked one.
+
+    Connecting to the address that was checked (not resolving the name a second time) keeps a
+    name that answers differently the next time (DNS rebinding) from slipping past the check, and
+    nothing, not even a TCP handshake, goes to a refused address. Every connection, so every
+    redirect hop, goes through it.
+    """
+
+    class Checked(base):  # type: ignore[valid-type,misc]
+        def _new_conn(self) -> socket.socket:
+            try:
+                found = socket.getaddrinfo(self.host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise urllib3.exceptions.NameResolutionError(self.host, self, exc) from exc
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+            for address in addresses:
+                reason = policy.address_refusal(address)
+                if reason is not None:
+                    raise _RefusedAddress(f"{self.host}: {reason}")
+            try:
+                return create_connection(
+                    (addresses[0], self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
+                raise urllib3.exceptions.ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
+            except OSError as exc:
+                raise urllib3.exceptions.NewConnectionError(
+                    self, f"Failed to establish a new connection: {exc}"
+                ) from exc
+
+    return Checked
+
+
+class _CheckedAdapter(HTTPAdapter):
+    """requests' adapter whose connections are :func:`_checked_connection` ones."""
+
+    def __init__(self, policy: DownloadPolicy) -> None:
+        self._policy = policy
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        pools = {}
+        for scheme, pool in self.poolmanager.pool_classes_by_scheme.items():
+            connection = _checked_connection(pool.ConnectionCls, self._policy)
+            checked = type(f"Checked{pool.__name__}", (pool,), {"ConnectionCls": connection})
+            pools[scheme] = checked
+        self.poolmanager.pool_classes_by_scheme = pools
+
+
+def _download_session(policy: DownloadPolicy) -> requests.Session:
+    session = requests.Session()
+    if not policy.allow_private_addresses:
+        # A proxy from the environment would connect for us, out of the address check's sight.
+        session.trust_env = False
+        adapter = _CheckedAdapter(policy)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
 # -- copying --------------------------------------------------------------------------
 
 
@@ -280,14 +457,43 @@ def _http_error(response: requests.Response, what: str) -> WaveSpeedAPIError:
     return error_for_status(status, text, retry_after=retry_after, from_api=False, status_code=status)
 
 
-def _body_chunks(response: requests.Response, chunk_size: int, what: str) -> Iterator[bytes]:
-    """The response body in chunks; a connection lost mid-body becomes a retryable transport error."""
+def _deadline_error(what: str, policy: DownloadPolicy) -> WaveSpeedTransportError:
+    return WaveSpeedTransportError(
+        f"{what}: the download did not finish within {policy.timeout:g} s (retries included)", connected=True
+    )
+
+
+def _body_chunks(
+    response: requests.Response, chunk_size: int, what: str, policy: DownloadPolicy, deadline: float
+) -> Iterator[bytes]:
+    """The response body in chunks of at most ``chunk_size``, within the size cap and the deadline.
+
+    Each read takes what has arrived (one socket read), so a server that trickles bytes meets
+    the deadline between two reads. A connection lost mid-body is a retryable transport error.
+    """
+    total = 0
     try:
-        yield from response.iter_content(chunk_size)
-    except requests.RequestException as exc:
+        while True:
+            if time.monotonic() > deadline:
+                raise _deadline_error(what, policy)
+            chunk = response.raw.read1(chunk_size, decode_content=True)
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > policy.max_bytes:
+                raise _too_large(what, policy)
+            yield chunk
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
         raise WaveSpeedTransportError(
             f"{what}: download interrupted ({type(exc).__name__}: {exc})", connected=True
         ) from None
+
+
+def _too_large(what: str, policy: DownloadPolicy) -> WaveSpeedStorageError:
+    return WaveSpeedStorageError(
+        f"{what} is larger than the {policy.max_bytes:,} bytes an output may be; raise the connection's "
+        "max_output_bytes extra if your model makes larger files"
+    )
 
 
 def _write(dest: _Destination, temp_name: str, chunks: Iterator[bytes], what: str) -> int:
@@ -324,25 +530,56 @@ def _download_once(
     temp_name: str,
     *,
     what: str,
+    policy: DownloadPolicy,
+    deadline: float,
     timeout: float | tuple[float, float],
     chunk_size: int,
 ) -> str:
-    """One streamed download into ``temp_name``; returns the file extension."""
-    try:
-        response = session.get(url, stream=True, timeout=timeout)
-    except requests.RequestException as exc:
-        raise WaveSpeedTransportError(f"{what}: network error ({type(exc).__name__}: {exc})", connected=True) from None
-    with response:
-        if response.status_code >= 400:
-            raise _http_error(response, what)
-        ext = output_extension(response.headers.get("Content-Type"), response.url or url)
-        written = _write(dest, temp_name, _body_chunks(response, chunk_size, what), what)
-        expected = response.headers.get("Content-Length")
-        # Compressed bodies are counted after decoding, so only plain ones can be checked.
-        plain = not response.headers.get("Content-Encoding")
-        if plain and expected is not None and expected.isdigit() and written != int(expected):
-            raise WaveSpeedTransportError(f"{what}: the body ended after {written} of {expected} bytes", connected=True)
-    return ext
+    """One streamed download into ``temp_name``, redirects followed hop by hop; returns the file extension."""
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    current = url
+    for _hop in range(MAX_REDIRECTS + 1):
+        reason = policy.refusal(current)
+        if reason is not None:
+            raise WaveSpeedStorageError(f"{what}: refused to fetch {_safe_url(current)}: {reason}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _deadline_error(what, policy)
+        try:
+            response = session.get(
+                current, stream=True, allow_redirects=False, timeout=(min(connect, remaining), min(read, remaining))
+            )
+        except _RefusedAddress as exc:
+            raise WaveSpeedStorageError(
+                f"{what}: refused to fetch {_safe_url(current)}: {exc}. If your WaveSpeed API is reached through "
+                "an internal proxy that serves outputs, set the connection extra allow_private_output_urls"
+            ) from None
+        except requests.RequestException as exc:
+            raise WaveSpeedTransportError(
+                f"{what}: network error ({type(exc).__name__}: {exc})", connected=True
+            ) from None
+        with response:
+            if 300 <= response.status_code < 400:
+                location = response.headers.get("Location")
+                if not location:
+                    raise WaveSpeedStorageError(f"{what}: HTTP {response.status_code} without a Location")
+                current = urljoin(current, location)  # checked like the first URL on the next hop
+                continue
+            if response.status_code >= 400:
+                raise _http_error(response, what)
+            expected = response.headers.get("Content-Length")
+            if expected is not None and expected.isdigit() and int(expected) > policy.max_bytes:
+                raise _too_large(what, policy)
+            ext = output_extension(response.headers.get("Content-Type"), current)
+            written = _write(dest, temp_name, _body_chunks(response, chunk_size, what, policy, deadline), what)
+            # Compressed bodies are counted after decoding, so only plain ones can be checked.
+            plain = not response.headers.get("Content-Encoding")
+            if plain and expected is not None and expected.isdigit() and written != int(expected):
+                raise WaveSpeedTransportError(
+                    f"{what}: the body ended after {written} of {expected} bytes", connected=True
+                )
+            return ext
+    raise WaveSpeedStorageError(f"{what}: more than {MAX_REDIRECTS} redirects")
 
 
 def _download(
@@ -353,18 +590,32 @@ def _download(
     *,
     what: str,
     retry: RetryPolicy,
+    policy: DownloadPolicy,
     timeout: float | tuple[float, float],
     chunk_size: int,
 ) -> str:
+    deadline = time.monotonic() + policy.timeout
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _download_once(session, url, dest, temp_name, what=what, timeout=timeout, chunk_size=chunk_size)
+            return _download_once(
+                session,
+                url,
+                dest,
+                temp_name,
+                what=what,
+                policy=policy,
+                deadline=deadline,
+                timeout=timeout,
+                chunk_size=chunk_size,
+            )
         except WaveSpeedStorageError:
-            raise  # the destination failed: downloading again cannot help
+            raise  # refused, too large, or the destination failed: downloading again cannot help
         except WaveSpeedError as exc:
             delay = retry.next_delay(attempt, exc, idempotent=True, what=what)  # raises when final
+            if time.monotonic() + delay > deadline:
+                raise _deadline_error(what, policy) from exc
         time.sleep(delay)
 
 
@@ -375,27 +626,30 @@ def store_outputs(
     retry: RetryPolicy | None = None,
     timeout: float | tuple[float, float] = DOWNLOAD_TIMEOUT,
     chunk_size: int = CHUNK_SIZE,
-    session: requests.Session | None = None,
+    downloads: DownloadPolicy | None = None,
 ) -> list[str]:
     """Copy every output of ``prediction`` into ``output_path``; return the stored paths, in order.
 
     Names are ``<prediction id>_<index>.<ext>``; an existing file of that name is replaced
     (a re-run overwrites, it does not duplicate). Local destinations give absolute paths,
-    object stores give URLs (``s3://bucket/prefix/<id>_0.png``).
+    object stores give URLs (``s3://bucket/prefix/<id>_0.png``). ``downloads`` says where output
+    URLs may point and bounds each download (default: https to public addresses only; pass the
+    API's base URL, as ``WaveSpeedHook.download_policy()`` does, for the emulator's loopback URLs).
 
-    Raises :class:`WaveSpeedStorageError` when the destination cannot be written, and the
-    download's own error (transport, 5xx, 429, 404...) once ``retry`` gives up on it; either
-    names the prediction in ``prediction_id``. No API key is sent: output URLs are public CDN links.
+    Raises :class:`WaveSpeedStorageError` when the destination cannot be written or a download is
+    refused (its URL or address, its size), and the download's own error (transport, 5xx, 429,
+    404, its deadline...) once ``retry`` gives up on it; either names the prediction in
+    ``prediction_id``. No API key is sent: output URLs are public CDN links.
     """
     prediction_id = validate_prediction_id(prediction.id)  # it becomes a file name
     dest = resolve_output_path(output_path)
     policy = retry or RetryPolicy()
+    limits = downloads or DownloadPolicy()
     try:
         dest.prepare()
     except Exception as exc:
         raise WaveSpeedStorageError(f"cannot create output directory {dest.description}: {exc}") from None
-    own_session = session is None
-    http = session or requests.Session()
+    http = _download_session(limits)
     stored: list[str] = []
     try:
         for index, output in enumerate(prediction.outputs):
@@ -414,10 +668,20 @@ def store_outputs(
                 if output.startswith(("http://", "https://")):
                     what = f"{what} ({_safe_url(output)})"
                     ext = _download(
-                        http, output, dest, temp_name, what=what, retry=policy, timeout=timeout, chunk_size=chunk_size
+                        http,
+                        output,
+                        dest,
+                        temp_name,
+                        what=what,
+                        retry=policy,
+                        policy=limits,
+                        timeout=timeout,
+                        chunk_size=chunk_size,
                     )
                 else:
                     data, ext = _decode_inline(output, what)
+                    if len(data) > limits.max_bytes:
+                        raise _too_large(what, limits)
                     _write(dest, temp_name, iter([data]), what)
                 stored.append(_commit(dest, temp_name, f"{stem}.{ext}", what))
             except BaseException as exc:
@@ -426,8 +690,7 @@ def store_outputs(
                     exc.prediction_id = prediction_id  # whatever failed, it failed storing this prediction
                 raise
     finally:
-        if own_session:
-            http.close()
+        http.close()
     return stored
 
 

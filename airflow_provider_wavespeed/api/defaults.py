@@ -34,3 +34,8 @@ ACCOUNT_TIERS: dict[str, int] = {"bronze": 2, "silver": 500, "gold": 3000, "ultr
 # With no tier chosen: the Silver tier's start rate. A smaller account's 429s halve it (AIMD) and
 # pause every submit for Retry-After; a batch then sends its refused inputs again (nothing was created).
 DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0
+
+# Copying outputs (storage.py): one output file may be at most this large (5 times the API's largest
+# media, video 100 MB), and its download, retries included, must end within this many seconds.
+DEFAULT_MAX_OUTPUT_BYTES = 500_000_000
+DEFAULT_OUTPUT_DOWNLOAD_TIMEOUT = 900.0

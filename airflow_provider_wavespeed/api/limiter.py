@@ -151,7 +151,7 @@ class TokenBucket:
     recovery_seconds = 5.0
     #: A state last changed longer ago than this is a new start (full rate, fresh schedule).
     stale_after = 600.0
-    #: No stored time may lie further ahead than this (see :meth:`_load`).
+    #: The longest pause, and the longest schedule past it; a state further ahead is foreign (see :meth:`_load`).
     max_lead = 3600.0
 
     def __init__(
@@ -200,30 +200,36 @@ class TokenBucket:
     def _load(self, state: BucketState | None, now: float) -> BucketState:
         """The stored state made safe to use at ``now``.
 
-        Unreadable, foreign (rate above ours) or idle for ``stale_after`` (no change, no slot and
-        no pause for that long): a new start. Changed
-        "in the future": the (wall) clock stepped back since, so the schedule moves back with it.
-        Any time still more than ``max_lead`` ahead is cut to it: a real lead that long needs
-        thousands of callers queued (Gold: 180,000 slots an hour) or a budget cut to its floor;
-        a torn or foreign file must not stall every submit, and cutting a real one short only
-        lets a caller go early, which a 429 corrects (AIMD).
+        Changed "in the future": the (wall) clock stepped back since, so the schedule moves back
+        with it. Then a state that no bucket of ours could have written is a new start, as if there
+        were none: unreadable or infinite times, a rate above ours (foreign) or below the floor a
+        429 storm can cut it to, a slot or pause more than ``max_lead`` ahead (a real lead that long
+        needs thousands of callers queued, Gold: 180,000 slots an hour), or idle for ``stale_after``
+        (no change, no slot and no pause for that long). A torn or foreign file must not stall every
+        submit; starting afresh only lets a caller go early, which a 429 corrects (AIMD).
         """
-        values = () if state is None else (state.paused_until, state.rate, state.grow_at, state.written_at)
-        if (
-            state is None
-            or not all(math.isfinite(value) for value in values)
-            or math.isnan(state.tat)
-            or not 0 < state.rate <= self.rate * (1 + 1e-9)
-            or now - max(state.written_at, state.tat, state.paused_until) > self.stale_after
-        ):
+        if state is None:
             return self._fresh(now)
         shift = min(0.0, now - state.written_at)
         limit = now + self.max_lead
+        # tat is -inf in a full bucket that has not handed out a slot yet; every other time is finite.
+        # A pause is at most max_lead (pause() caps it), and the schedule at most max_lead past it.
+        times = (state.paused_until, state.grow_at - self.recovery_seconds, state.written_at)
+        if (
+            not all(math.isfinite(value) for value in (*times, state.rate))
+            or math.isnan(state.tat)
+            or state.tat == math.inf
+            or not self._floor * (1 - 1e-9) <= state.rate <= self.rate * (1 + 1e-9)
+            or max(times) + shift > limit
+            or state.tat + shift > limit + self.max_lead
+            or now - max(state.written_at, state.tat, state.paused_until) > self.stale_after
+        ):
+            return self._fresh(now)
         return BucketState(
-            tat=min(state.tat + shift, limit),
-            paused_until=min(state.paused_until + shift, limit),
+            tat=state.tat + shift,
+            paused_until=state.paused_until + shift,
             rate=state.rate,
-            grow_at=min(state.grow_at + shift, limit + self.recovery_seconds),
+            grow_at=state.grow_at + shift,
             written_at=now,
         )
 
@@ -291,7 +297,7 @@ class TokenBucket:
         with self._store.locked() as cell:
             now = self._now()
             state = self._load(cell.state, now)
-            until = now + max(0.0, seconds)
+            until = now + min(max(0.0, seconds), self.max_lead)  # longer would read as a foreign state
             if now >= state.paused_until:
                 # One cut per pause: the other requests already in flight when the limit was hit
                 # get their 429s during it, and say nothing new.

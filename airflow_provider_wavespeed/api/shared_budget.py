@@ -14,8 +14,11 @@ budget: a process that can open the file can hold its lock and stall every submi
 Airflow deployment's workers run as one user.
 
 Anything that keeps the file from being used (no ``fcntl``: not POSIX; a directory another user
-owns; a file that cannot be opened) leaves that process with its own per-process budget, after
-one warning. Several hosts (or users) each have their budget: their sum may exceed the tier,
+owns or others may write, the default one or ``$WAVESPEED_BUDGET_DIR`` alike; a file that cannot
+be opened; a lock not taken within ``lock_timeout`` seconds, held by a stuck or foreign process)
+leaves that process with its own per-process budget, after one warning. A state in the file that
+no bucket of ours writes (infinite or far-future times, a rate out of range) is read as no file
+(:meth:`~.limiter.TokenBucket._load`). Several hosts (or users) each have their budget: their sum may exceed the tier,
 and the 429s settle the rest (every submitter sharing a file backs off together, AIMD).
 """
 
@@ -28,11 +31,12 @@ import stat
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from airflow_provider_wavespeed.api.limiter import BucketState, StateCell
+from airflow_provider_wavespeed.api.limiter import BucketState, MemoryStore, StateCell
 
 fcntl: ModuleType | None
 try:
@@ -65,9 +69,15 @@ def _decode(data: bytes) -> BucketState | None:
 
 
 class FileBucketStore:
-    """A bucket state in a file shared by every process that opens it; wall-clock times."""
+    """A bucket state in a file shared by every process that opens it; wall-clock times.
+
+    When its lock cannot be taken within ``lock_timeout`` seconds, the store keeps the state in this
+    process's memory from then on (per-process pacing), after one warning.
+    """
 
     shared = True
+    #: Seconds to wait for the file's lock; a real holder keeps it for microseconds.
+    lock_timeout = 5.0
 
     def __init__(self, path: str) -> None:
         if fcntl is None:
@@ -75,6 +85,7 @@ class FileBucketStore:
         self.path = path
         self._lock = threading.Lock()
         self._fd, self._pid = self._open(), os.getpid()
+        self._own: MemoryStore | None = None  # set once the file's lock could not be taken
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -102,7 +113,19 @@ class FileBucketStore:
         # thread lock does; flock excludes the other processes (and other stores of this one).
         with self._lock:
             fd = self._fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._own is None and not self._flock(fd):
+                self._own = MemoryStore()
+                _warn_once(
+                    f"lock:{self.path}",
+                    "WaveSpeed submission budget: the lock of %s was not free within %g s (a stuck or "
+                    "foreign process holds it); this process paces its submissions on its own from now on",
+                    self.path,
+                    self.lock_timeout,
+                )
+            if self._own is not None:
+                with self._own.locked() as cell:
+                    yield cell
+                return
             try:
                 state = _decode(os.pread(fd, _RECORD.size, 0))
                 cell = StateCell(state)
@@ -111,6 +134,21 @@ class FileBucketStore:
                     self._write(fd, cell.state)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _flock(self, fd: int) -> bool:
+        """Take the file's lock, waiting at most ``lock_timeout`` seconds; False if it stayed taken."""
+        assert fcntl is not None
+        deadline = time.monotonic() + self.lock_timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     def _write(self, fd: int, state: BucketState) -> None:
         try:
@@ -136,9 +174,8 @@ def budget_file_name(base_url: str, api_key: str, per_minute: float) -> str:
 def _checked_dir() -> str:
     directory = budget_dir()
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.environ.get(BUDGET_DIR_ENV, "").strip():
-        return directory  # chosen by the deployment: whether we may write there decides
-    # The default lives in a world-writable temp dir: anyone could have made it first.
+    # The default lives in a world-writable temp dir: anyone could have made it first. A chosen one
+    # gets the same checks: a process that can write there can stall or speed up every submit.
     info = os.lstat(directory)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
         raise OSError(

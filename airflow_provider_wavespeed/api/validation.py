@@ -54,27 +54,40 @@ def validate_prediction_id(prediction_id: object) -> str:
     return prediction_id
 
 
-def _json_safe(value: Any, where: str) -> None:
-    if value is None or isinstance(value, (str, bool, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise WaveSpeedValidationError(f"inputs{where} is {value!r}: JSON has no NaN or Infinity")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise WaveSpeedValidationError(f"inputs{where} has a non-string key {key!r}: JSON keys are strings")
-            _json_safe(item, f"{where}[{key!r}]")
-        return
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _json_safe(item, f"{where}[{index}]")
-        return
-    raise WaveSpeedValidationError(
-        f"inputs{where} is a {type(value).__name__} ({value!r:.80}), which is not JSON: "
-        "use strings, numbers, booleans, lists and dicts"
-    )
+# Inputs nested deeper than this are refused: no model takes them, and a value that contains
+# itself (a cycle) would otherwise never end.
+MAX_INPUT_DEPTH = 64
+
+
+def _json_safe(inputs: Mapping[str, Any]) -> None:
+    """Refuse anything in ``inputs`` that JSON cannot carry; iterative, so depth cannot exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(inputs, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if value is None or isinstance(value, (str, bool, int)):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise WaveSpeedValidationError(f"inputs{where} is {value!r}: JSON has no NaN or Infinity")
+            continue
+        if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_INPUT_DEPTH:
+            raise WaveSpeedValidationError(
+                f"inputs{where[:200]} is nested deeper than {MAX_INPUT_DEPTH} levels "
+                "(or contains itself): model inputs are flat values, lists and small objects"
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise WaveSpeedValidationError(f"inputs{where} has a non-string key {key!r}: JSON keys are strings")
+                stack.append((item, f"{where}[{key!r}]", depth + 1))
+            continue
+        if isinstance(value, (list, tuple)):
+            stack.extend((item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value))
+            continue
+        raise WaveSpeedValidationError(
+            f"inputs{where} is a {type(value).__name__} ({value!r:.80}), which is not JSON: "
+            "use strings, numbers, booleans, lists and dicts"
+        )
 
 
 def rendered_json(value: object, refusal: Callable[[str], str]) -> object:
@@ -87,7 +100,7 @@ def rendered_json(value: object, refusal: Callable[[str], str]) -> object:
         return value
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise WaveSpeedValidationError(refusal(value)) from None
 
 
@@ -103,7 +116,7 @@ def validate_inputs(inputs: object) -> dict[str, Any]:
         raise WaveSpeedValidationError(
             f"inputs must be a dict of the model's inputs, e.g. {{'prompt': '...'}}, got {type(inputs).__name__}"
         )
-    _json_safe(inputs, "")
+    _json_safe(inputs)
     return dict(inputs)
 
 

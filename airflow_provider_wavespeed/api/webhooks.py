@@ -9,7 +9,8 @@ WaveSpeed POSTs the bare prediction object (no envelope) when a prediction submi
   keyed with the account's webhook secret minus its ``whsec_`` prefix (used as is).
 
 Use :func:`verify_webhook` in the web handler that receives it, on the raw body bytes
-(before any JSON parsing), and answer 2xx only when it returns.
+(before any JSON parsing), and answer 2xx only when it returns. A delivery may come more than
+once (retries, a replay within the tolerance): act on each ``webhook-id`` once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from collections.abc import Mapping
 
@@ -45,6 +48,7 @@ __all__ = [
 DEFAULT_TOLERANCE = 300.0  # seconds; older (or as far future) deliveries are refused as replays
 SIGNATURE_VERSION = "v3"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # epoch seconds; 12 digits reach the year 33658
 
 
 def _key(secret: str) -> bytes:
@@ -87,25 +91,32 @@ def verify_webhook(
     :param body: The raw request body, exactly as received (a str is UTF-8 encoded).
     :param headers: The request headers (any mapping; names are matched case-insensitively).
     :param secret: The account's webhook secret, with or without its ``whsec_`` prefix.
-    :param tolerance: Seconds the timestamp may differ from ``now`` (default 300).
+    :param tolerance: Seconds the timestamp may differ from ``now`` (default 300; finite, >= 0).
     :param now: The current epoch time (for tests); default ``time.time()``.
     :raises WaveSpeedWebhookSignatureError: headers missing or no signature matches.
-    :raises WaveSpeedWebhookTimestampError: the timestamp is malformed or too old/new.
+    :raises WaveSpeedWebhookTimestampError: the timestamp is not 1-12 digits, or too old/new.
+    :raises WaveSpeedWebhookError: ``tolerance`` is not a finite number >= 0.
     :raises WaveSpeedWebhookPayloadError: the body is not a prediction object.
     :raises WaveSpeedConfigError: the secret is empty.
     """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
+        # An infinite (or NaN) tolerance would accept every replay; refuse rather than let it through.
+        raise WaveSpeedWebhookError(
+            f"WaveSpeed webhook refused: tolerance must be a finite number of seconds >= 0, got {tolerance!r}"
+        )
     key = _key(secret)
     raw = body.encode() if isinstance(body, str) else bytes(body)
     webhook_id = _header(headers, "webhook-id")
     timestamp_text = _header(headers, "webhook-timestamp")
     signatures = _header(headers, "webhook-signature")
 
-    try:
-        timestamp = int(timestamp_text)
-    except ValueError:
+    # Plain ASCII digits of a plausible length: int() would also take signs, underscores, other
+    # scripts' digits, and numbers too large to compare with the clock.
+    if not _TIMESTAMP_RE.fullmatch(timestamp_text):
         raise WaveSpeedWebhookTimestampError(
             f"WaveSpeed webhook {webhook_id!r} refused: webhook-timestamp {timestamp_text[:40]!r} is not epoch seconds"
-        ) from None
+        )
+    timestamp = int(timestamp_text)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         age = "old" if timestamp < current else "far in the future"
@@ -133,7 +144,7 @@ def verify_webhook(
 
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise WaveSpeedWebhookPayloadError(
             f"WaveSpeed webhook {webhook_id!r} is signed but its body is not JSON: {raw[:80]!r}"
         ) from None

@@ -15,6 +15,7 @@ from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimi
 from airflow_provider_wavespeed.api.defaults import (
     ACCOUNT_TIERS,
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_SUBMISSIONS_PER_MINUTE,
     DEFAULT_REQUEST_TIMEOUT,
 )
@@ -29,6 +30,7 @@ from airflow_provider_wavespeed.get_provider_info import (
     CONN_TYPE,
     UI_FIELD_BEHAVIOUR,
 )
+from airflow_provider_wavespeed.storage import DownloadPolicy
 
 if TYPE_CHECKING:
     import aiohttp
@@ -50,6 +52,10 @@ class WaveSpeedCredentials:
     source: str
     # The account tier's start rate, paced across the host's processes that submit; None: no budget.
     max_submissions_per_minute: float | None = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
+    # Copying outputs (storage.py): fetch from private addresses too (an API behind an internal proxy),
+    # and the largest output file.
+    allow_private_output_urls: bool = False
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
 
 def _extra_value(extra: dict[str, Any], name: str) -> Any:
@@ -86,7 +92,21 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
         base_url = validate_base_url(host or DEFAULT_BASE_URL)
     except WaveSpeedConfigError as exc:
         raise WaveSpeedConfigError(f"{source}: {exc}") from None
-    return WaveSpeedCredentials(api_key, base_url, source, rate)
+    allow_private = _extra_value(extra, "allow_private_output_urls")
+    allow_private = allow_private.strip().lower() if isinstance(allow_private, str) else allow_private
+    if allow_private not in (None, "", True, False, "true", "false"):
+        raise WaveSpeedConfigError(f"{source}: extra 'allow_private_output_urls' must be true or false")
+    max_output = _number_extra(extra, "max_output_bytes", source)
+    if max_output is not None and max_output < 1:
+        raise WaveSpeedConfigError(f"{source}: extra 'max_output_bytes' must be a positive number of bytes")
+    return WaveSpeedCredentials(
+        api_key,
+        base_url,
+        source,
+        rate,
+        allow_private_output_urls=allow_private in (True, "true"),
+        max_output_bytes=int(max_output) if max_output is not None else DEFAULT_MAX_OUTPUT_BYTES,
+    )
 
 
 def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None:
@@ -241,6 +261,15 @@ class WaveSpeedHook(BaseHook):
         except AirflowNotFoundException:
             conn = None
         return credentials_from_connection(conn, self.wavespeed_conn_id)
+
+    def download_policy(self) -> DownloadPolicy:
+        """Where this connection's output URLs may point and how large they may be (for store_outputs)."""
+        creds = self.get_credentials()
+        return DownloadPolicy(
+            api_base_url=creds.base_url,
+            allow_private_addresses=creds.allow_private_output_urls,
+            max_bytes=creds.max_output_bytes,
+        )
 
     def _client_options(self) -> dict[str, Any]:
         return {"timeout": self.timeout, "retry": self.retry}

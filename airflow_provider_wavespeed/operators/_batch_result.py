@@ -192,6 +192,7 @@ def _store(
     """Copy the completed outputs to ``output_path``; each entry gains ``stored_paths``."""
     if task.output_path is None or task.output_path == "":
         return
+    downloads = task._hook().download_policy()
     for entry in entries:
         prediction = predictions.get(entry["id"]) if entry["id"] else None
         if entry["status"] != SUCCESS_STATUS or not isinstance(prediction, Prediction):
@@ -203,6 +204,6 @@ def _store(
             "submitting anything (the batch record is kept until the task succeeds)"
         )
         with airflow_errors(hint=hint):
-            entry["stored_paths"] = store_outputs(prediction, task.output_path)
+            entry["stored_paths"] = store_outputs(prediction, task.output_path, downloads=downloads)
     stored = sum(len(entry["stored_paths"]) for entry in entries)
     task.log.info("Stored %d output file(s) of the batch in %s", stored, task.output_path)

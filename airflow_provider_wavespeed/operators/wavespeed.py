@@ -395,6 +395,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             context,
             prediction,
             output_path=self.output_path,
+            hook=self.hook,
             outlets=self.outlets,
             retryable=(),
             log=self.log,

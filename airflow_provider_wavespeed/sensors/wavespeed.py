@@ -310,6 +310,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             context,
             prediction,
             output_path=self.output_path,
+            hook=self.hook,
             outlets=self.outlets,
             retryable=_STORE_RETRYABLE,
             log=self.log,

@@ -156,12 +156,34 @@ def _write(path: Path, *values: float) -> None:
     path.write_bytes(struct.pack("<6d", *values))
 
 
-def test_a_schedule_stored_absurdly_far_ahead_is_cut_to_the_bound(tmp_path: Path) -> None:
+# (tat, paused_until, rate, grow_at) relative to now / to the bucket's rate: no bucket of ours writes these.
+_FOREIGN = {
+    "infinite schedule": (math.inf, 0.0, 1.0, 0.0),
+    "schedule ten days ahead": (10 * 86400, 0.0, 1.0, 0.0),
+    "pause ten days ahead": (1.0, 10 * 86400, 1.0, 0.0),
+    "growth ten days ahead": (1.0, 0.0, 0.5, 10 * 86400),
+    "rate below the floor": (1.0, 0.0, 1 / 64, 0.0),
+    "infinite pause": (1.0, math.inf, 1.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("values", list(_FOREIGN.values()), ids=list(_FOREIGN))
+def test_a_foreign_or_corrupt_state_is_a_new_budget(tmp_path: Path, values: tuple[float, ...]) -> None:
     clock = _Clock()
     path = tmp_path / "budget"
     (bucket,) = _buckets(path, clock, 60, 1, 1)
-    _write(path, 1.0, clock.now + 10 * 86400, 0.0, bucket.rate, 0.0, clock.now)  # a crash or a foreign write
-    assert bucket._reserve() == pytest.approx(TokenBucket.max_lead)  # not ten days
+    tat, paused, rate, grow = values
+    _write(path, 1.0, clock.now + tat, clock.now + paused, bucket.rate * rate, clock.now + grow, clock.now)
+    assert bucket._reserve() == 0.0 and bucket.current_rate == bucket.rate  # as with no file at all
+
+
+def test_a_long_pause_is_kept_at_the_bound(tmp_path: Path) -> None:
+    # Our own longest pause reads back as ours, not as a foreign state: a Retry-After of days is cut.
+    clock = _Clock()
+    one, other = _buckets(tmp_path / "budget", clock, 60, 1, 2)
+    one.pause(10 * 86400)
+    assert other._reserve() == pytest.approx(TokenBucket.max_lead)
+    assert other.current_rate == pytest.approx(one.rate / 2)
 
 
 def test_a_clock_stepped_back_moves_the_schedule_with_it(tmp_path: Path) -> None:
@@ -236,3 +258,46 @@ def test_a_default_directory_it_cannot_trust_falls_back_to_a_per_process_budget_
     assert len(warnings) == 1 and str(squatted) in warnings[0] and "WAVESPEED_BUDGET_DIR" in warnings[0]
     assert KEY not in warnings[0]
     assert list(squatted.iterdir()) == []  # nothing written there
+
+
+def test_a_lock_that_stays_taken_falls_back_to_a_per_process_budget_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fcntl
+
+    clock = _Clock()
+    path = tmp_path / "budget"
+    (bucket,) = _buckets(path, clock, 60, 1, 1)
+    store = bucket.store
+    assert isinstance(store, FileBucketStore)
+    store.lock_timeout = 0.05  # 5 s in use; the holder below never lets go
+    _write(path, 1.0, clock.now + 30, 0.0, bucket.rate, 0.0, clock.now)  # the file's schedule: 30 s ahead
+    before = path.read_bytes()
+    with open(path, "rb") as holder:  # another open file: flock excludes it as it would another process
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.shared_budget"):
+            assert bucket._reserve() == 0.0  # paced by this process alone: the file's 30 s are not seen
+            assert bucket._reserve() == pytest.approx(SUBMISSION_MINUTE / 60)  # ...and paced: 60 a (61 s) minute
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "was not free within 0.05 s" in warnings[0]
+    assert path.read_bytes() == before  # nothing written without the lock
+
+
+@pytest.mark.parametrize("how", ["owned by another user", "writable by others"])
+def test_a_chosen_budget_directory_gets_the_same_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    if how == "owned by another user":
+        if os.getuid() != 0:
+            pytest.skip("making a directory another user's needs root")
+        os.chown(chosen, 65534, 65534)
+    else:
+        chosen.chmod(0o777)
+    monkeypatch.setenv("WAVESPEED_BUDGET_DIR", str(chosen))
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.shared_budget"):
+        assert shared_store(f"http://chosen-{how}", KEY, 60.0) is None
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert str(chosen) in warning and KEY not in warning
+    assert list(chosen.iterdir()) == []  # nothing written there

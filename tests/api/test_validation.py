@@ -8,6 +8,7 @@ import pytest
 
 from airflow_provider_wavespeed.api import WaveSpeedClient, WaveSpeedConfigError, WaveSpeedValidationError
 from airflow_provider_wavespeed.api.validation import (
+    MAX_INPUT_DEPTH,
     validate_base_url,
     validate_inputs,
     validate_model,
@@ -113,3 +114,44 @@ def test_unsafe_base_urls_are_refused(url: str, needle: str) -> None:
 def test_client_refuses_plain_http_to_remote_host_so_the_key_never_travels_in_clear() -> None:
     with pytest.raises(WaveSpeedConfigError, match="clear text"):
         WaveSpeedClient("secret-key", "http://api.wavespeed.ai")
+
+
+def _nested(depth: int) -> dict[str, object]:
+    inputs: dict[str, object] = {"prompt": "cat"}
+    inner: object = 1
+    for level in range(depth):
+        inner = [inner] if level % 2 else {"x": inner}
+    inputs["deep"] = inner
+    return inputs
+
+
+def _cyclic_dict() -> dict[str, object]:
+    inputs: dict[str, object] = {"prompt": "cat"}
+    inputs["self"] = {"again": inputs}
+    return inputs
+
+
+def _cyclic_list() -> dict[str, object]:
+    loop: list[object] = []
+    loop.append(loop)
+    return {"prompt": "cat", "images": loop}
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [_nested(100_000), _cyclic_dict(), _cyclic_list(), _nested(64)],
+    ids=["deep", "cyclic dict", "cyclic list", "one level too deep"],
+)
+def test_nested_or_cyclic_inputs_are_refused_without_recursion(inputs: object) -> None:
+    with pytest.raises(WaveSpeedValidationError, match=f"nested deeper than {MAX_INPUT_DEPTH} levels"):
+        validate_inputs(inputs)
+
+
+def test_inputs_nested_up_to_the_limit_are_accepted() -> None:
+    inputs = _nested(MAX_INPUT_DEPTH - 1)
+    assert validate_inputs(inputs) == inputs
+
+
+def test_a_json_string_nested_past_the_parser_is_refused() -> None:
+    with pytest.raises(WaveSpeedValidationError, match="JSON object string"):
+        validate_inputs("[" * 200_000 + "]" * 200_000)

@@ -12,6 +12,7 @@ from feature_helpers import FEATURE_DAGS, LocalHTTPServer, load_dag, run_dag, ta
 
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError
 from airflow_provider_wavespeed.api.webhooks import (
+    WaveSpeedWebhookError,
     WaveSpeedWebhookPayloadError,
     WaveSpeedWebhookSignatureError,
     WaveSpeedWebhookTimestampError,
@@ -94,6 +95,22 @@ def test_a_timestamp_that_is_not_a_number_is_refused() -> None:
         verify_webhook(BODY, headers, SECRET, now=TIMESTAMP)
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 5000, "1" * 400, "1" * 13, "+1764000000", "1_764_000_000", "\u0661\u0667\u0666\u0664", "-1", " 1764000000x"],
+)
+def test_a_timestamp_of_absurd_length_or_form_is_refused(timestamp: str) -> None:
+    headers = _headers(_sign(timestamp=timestamp), **{"webhook-timestamp": timestamp})
+    with pytest.raises(WaveSpeedWebhookTimestampError, match="not epoch seconds"):
+        verify_webhook(BODY, headers, SECRET, now=TIMESTAMP)
+
+
+@pytest.mark.parametrize("tolerance", [float("inf"), float("nan"), -1.0, "300"])
+def test_a_tolerance_that_is_not_a_finite_number_is_refused(tolerance: object) -> None:
+    with pytest.raises(WaveSpeedWebhookError, match="tolerance must be a finite number"):
+        verify_webhook(BODY, _headers(), SECRET, now=TIMESTAMP + 10**9, tolerance=tolerance)  # type: ignore[arg-type]
+
+
 GOOD = _sign()
 OFF_BY_ONE_DIGIT = GOOD[:-1] + ("0" if GOOD[-1] != "0" else "1")
 
@@ -140,6 +157,7 @@ def test_missing_headers_are_refused(missing: str) -> None:
         pytest.param(b'{"hello": "world"}', id="json-without-prediction"),
         pytest.param(b'{"code": 200, "message": "success", "data": {"id": "x", "status": "completed"}}', id="envelope"),
         pytest.param(b'["a list"]', id="list"),
+        pytest.param(b"[" * 200_000 + b"]" * 200_000, id="nested-past-the-parser"),
     ],
 )
 def test_a_signed_body_that_is_not_a_prediction_is_refused(body: bytes) -> None:
