@@ -29,6 +29,7 @@ from airflow_provider_wavespeed.api.transport import (
     SYNC_TRANSPORT_ERRORS,
     no_ambient_credentials,
     requests_transport_error,
+    without_queries,
 )
 
 MediaSource = str | os.PathLike[str] | bytes | IO[bytes]
@@ -129,9 +130,10 @@ def upload_instruction(data: Any, what: str) -> tuple[str, str, dict[str, str]]:
         or not isinstance(headers, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
+        urls = [u for u in (url, download_url) if isinstance(u, str)]  # signed: their queries stay out
         raise WaveSpeedResponseError(
             f"WaveSpeed {what} returned an upload ticket without a usable 'download_url' and "
-            f"'upload' {{method: PUT, url, headers}}: {body_excerpt(repr(data))}"
+            f"'upload' {{method: PUT, url, headers}}: {body_excerpt(without_queries(repr(data), *urls))}"
         )
     return download_url, url, headers
 

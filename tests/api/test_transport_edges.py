@@ -191,6 +191,18 @@ def test_the_api_sees_the_bearer_key_and_nothing_from_netrc(
     assert [seen.headers.get("Authorization") for seen in server.seen] == [f"Bearer {KEY}"]
 
 
+def test_an_aiohttp_session_that_would_read_netrc_is_refused(netrc_home: str, server: HostileServer) -> None:
+    import aiohttp
+
+    async def go() -> None:
+        async with aiohttp.ClientSession(trust_env=True) as session:
+            AsyncWaveSpeedClient(KEY, server.url, retry=FAST, session=session)
+
+    with pytest.raises(WaveSpeedConfigError, match="trust_env=False"):
+        asyncio.run(go())
+    assert server.seen == []
+
+
 @SUBMITS
 def test_an_http_proxy_from_the_environment_carries_the_requests(
     netrc_home: str, no_proxy_env: None, monkeypatch: pytest.MonkeyPatch, submit: Any
@@ -238,6 +250,15 @@ def test_a_failed_put_names_no_signed_query(server: HostileServer) -> None:
         cause = cause.__cause__ or cause.__context__
     assert "PUT to 127.0.0.1" in texts[0]
     assert not any("SECRET" in text for text in texts)
+
+
+def test_an_unusable_upload_ticket_is_shown_without_its_signed_queries(server: HostileServer) -> None:
+    signed = "https://storage.example/bucket/a.png?X-Amz-Signature=sig-SECRET-123"
+    ticket = {"download_url": "https://cdn.example/a.png?token=dl-SECRET", "upload": {"method": "POST", "url": signed}}
+    server.script = lambda seen: envelope(ticket)
+    with WaveSpeedClient(KEY, server.url, retry=FAST) as client, pytest.raises(WaveSpeedResponseError) as info:
+        client.upload_media(b"abc", filename="a.png")
+    assert "storage.example/bucket/a.png" in str(info.value) and "SECRET" not in str(info.value)
 
 
 # -- answers are read with a size cap; the excerpt is built on error only --------------------------------

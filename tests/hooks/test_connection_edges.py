@@ -57,7 +57,9 @@ def test_the_port_field_is_honoured(server: HostileServer, monkeypatch: pytest.M
     hook = WaveSpeedHook("ws_port")
     assert hook.get_credentials().base_url == server.url
     assert hook.submit(FLUX, {"prompt": "x"}).id == "p-port"
-    assert len(server.seen) == 1
+    monkeypatch.setenv("AIRFLOW_CONN_WS_URI", f"wavespeed://http://:ws-key-uri-form@127.0.0.1:{server.port}")
+    assert WaveSpeedHook("ws_uri").submit(FLUX, {"prompt": "x"}).id == "p-port"
+    assert len(server.seen) == 2
 
 
 def test_a_port_in_the_host_and_another_in_the_port_field_is_refused(

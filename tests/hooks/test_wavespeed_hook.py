@@ -82,7 +82,7 @@ def test_a_bare_host_is_refused_with_the_url_to_write(monkeypatch: pytest.Monkey
     # It once meant https silently: against a plain-HTTP emulator that became a TLS error reported as
     # "may have created a paid prediction" (issue 28).
     _set_conn(monkeypatch, "ws_bare", host="api.wavespeed.ai", password="k")
-    with pytest.raises(WaveSpeedConfigError, match="e.g. https://api.wavespeed.ai"):
+    with pytest.raises(WaveSpeedConfigError, match=r"e\.g\. https://api\.wavespeed\.ai"):
         WaveSpeedHook("ws_bare").get_credentials()
 
 
