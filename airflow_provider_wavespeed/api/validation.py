@@ -160,6 +160,10 @@ def _validate_url(url: object, what: str) -> tuple[str, str]:
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
         raise WaveSpeedConfigError(f"{what} {url!r} is not an http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018  # parsed on access: raises for a port that is not 0-65535
+    except ValueError:
+        raise WaveSpeedConfigError(f"{what} {url!r} has a port that is not a number from 1 to 65535") from None
     if parts.username or parts.password:
         raise WaveSpeedConfigError(f"{what} must not carry credentials; put the API key in the password field")
     if parts.scheme == "http" and not is_loopback_host(host):

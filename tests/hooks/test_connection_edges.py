@@ -74,6 +74,14 @@ def test_a_port_in_the_host_and_another_in_the_port_field_is_refused(
     assert WaveSpeedHook("ws_same").get_credentials().base_url == server.url
 
 
+@pytest.mark.parametrize("host", ["http://127.0.0.1:99999", "http://127.0.0.1:http"])
+def test_a_port_that_is_no_port_is_refused_before_any_byte(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    _set_conn(monkeypatch, "ws_bad_port", host=host, password="ws-key-bad-port")
+    with pytest.raises(WaveSpeedConfigError, match="port that is not a number from 1 to 65535") as info:
+        WaveSpeedHook("ws_bad_port").submit(FLUX, {"prompt": "x"})
+    assert "ws_bad_port" in str(info.value)
+
+
 def test_a_port_without_a_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_conn(monkeypatch, "ws_port_only", port=8080, password="ws-key-port-only")
     with pytest.raises(WaveSpeedConfigError, match=r"Port field is 8080 but its Host field is empty"):
