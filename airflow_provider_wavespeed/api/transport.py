@@ -144,7 +144,7 @@ def _too_large(status: int, limit: int, what: str, head: bytes, prediction_id: s
     size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit / 1024:g} KiB"
     excerpt = body_excerpt(head)
     return WaveSpeedResponseError(
-        f"WaveSpeed {what} returned an answer larger than {size} (HTTP {status}), which is not read: "
+        f"WaveSpeed {what} returned an answer larger than {size} (HTTP {status}), read no further: "
         f"{excerpt or 'no excerpt'}",
         status_code=status,
         excerpt=excerpt,
