@@ -60,7 +60,8 @@ _NEVER_SENT: tuple[type[BaseException], ...] = (
 
 # requests errors raised before any byte leaves: the request could not be built (URL, header,
 # body, proxy URL), the proxy could not be reached (urllib3 says ProxyError only before it is
-# connected to), or the connection to the server was never made (refused, DNS, connect timeout).
+# connected to), or the connection to the server was never made (refused, DNS, connect timeout,
+# a certificate that is not trusted).
 _REQUESTS_NEVER_SENT: tuple[type[BaseException], ...] = (
     requests.exceptions.InvalidURL,  # incl. InvalidProxyURL
     requests.exceptions.MissingSchema,
@@ -95,8 +96,16 @@ def requests_transport_error(exc: BaseException, what: str, url: str | None = No
     or a connection never made); anything else may have reached the server.
     """
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    never_sent = isinstance(exc, _REQUESTS_NEVER_SENT) or (
-        isinstance(exc, requests.ConnectionError) and isinstance(reason, _URLLIB3_NEVER_CONNECTED)
+    never_sent = (
+        isinstance(exc, _REQUESTS_NEVER_SENT)
+        or (isinstance(exc, requests.ConnectionError) and isinstance(reason, _URLLIB3_NEVER_CONNECTED))
+        # The server's certificate is checked in the TLS handshake, before the request is written
+        # (other TLS errors may come after it: those stay uncertain).
+        or (
+            isinstance(reason, urllib3.exceptions.SSLError)
+            and bool(reason.args)
+            and isinstance(reason.args[0], ssl.SSLCertVerificationError)
+        )
     )
     if isinstance(exc, requests.exceptions.InvalidHeader):
         detail = "a header value has a line break, or leading whitespace"  # its text quotes the value

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile_http import Answer, HostileServer, Seen, closed_port, envelope, prediction
+from hostile_http import Answer, HostileServer, Seen, closed_port, envelope, prediction, self_signed
 
 from airflow_provider_wavespeed.api import (
     AsyncWaveSpeedClient,
@@ -97,6 +97,16 @@ def test_a_proxy_that_cannot_be_reached_is_not_an_unknown_outcome(
         with pytest.raises(WaveSpeedTransportError) as info:
             submit(api.url)
         assert info.value.connected is False
+        assert api.seen == []
+
+
+@SUBMITS
+def test_a_certificate_not_trusted_is_not_an_unknown_outcome(no_proxy_env: None, tmp_path: Path, submit: Any) -> None:
+    # The certificate is checked in the TLS handshake, before the request is written.
+    with HostileServer(tls=self_signed(tmp_path)) as api:
+        with pytest.raises(WaveSpeedTransportError) as info:
+            submit(api.url)
+        assert info.value.connected is False and "certificate" in str(info.value).lower()
         assert api.seen == []
 
 
