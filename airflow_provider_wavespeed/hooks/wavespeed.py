@@ -322,7 +322,7 @@ class WaveSpeedHook(BaseHook):
     async def aget_client(
         self, *, session: aiohttp.ClientSession | None = None, limiter: RateLimiter | None = None
     ) -> AsyncWaveSpeedClient:
-        """An async client (aiohttp); pass ``session`` to share a connection pool.
+        """An async client (aiohttp); pass ``session`` to share a connection pool (``trust_env=False``).
 
         Without one the client opens its own, closed with it (``async with``).
         Its submissions draw from the host's submission budget; ``limiter`` paces its other requests.
