@@ -93,9 +93,10 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
     return WaveSpeedCredentials(api_key, base_url, source, rate)
 
 
-def _base_url(host: str | None, port: int | None, source: str) -> str:
+def _base_url(host: str | None, port: object, source: str) -> str:
     """The base URL of a connection: its Host field (a whole URL), with its Port field when set."""
     host = (host or "").strip()
+    port = _port_field(port, source)
     if not host:
         if port:
             raise WaveSpeedConfigError(
@@ -118,8 +119,6 @@ def _base_url(host: str | None, port: int | None, source: str) -> str:
     except ValueError:
         own_port = None  # not a port: validate_base_url refuses the URL
     if own_port is None and parts.netloc:
-        if not 0 < port < 65536:
-            raise WaveSpeedConfigError(f"{source}: its Port field {port} is not a TCP port (1-65535)")
         return parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
     if own_port != port:
         raise WaveSpeedConfigError(
@@ -127,6 +126,19 @@ def _base_url(host: str | None, port: int | None, source: str) -> str:
             "keep one of them (clear the Port field, or the port in the Host's URL)"
         )
     return host
+
+
+def _port_field(port: object, source: str) -> int | None:
+    """The Port field as a TCP port, None when empty (a connection from JSON may give it as text)."""
+    if port in (None, "", 0):
+        return None
+    try:
+        number = int(str(port).strip())
+    except ValueError:
+        number = 0
+    if not 0 < number < 65536:
+        raise WaveSpeedConfigError(f"{source}: its Port field {port!r} is not a TCP port (1-65535)")
+    return number
 
 
 def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None:

@@ -82,6 +82,12 @@ def test_a_port_that_is_no_port_is_refused_before_any_byte(monkeypatch: pytest.M
     assert "ws_bad_port" in str(info.value)
 
 
+def test_a_port_field_that_is_no_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _set_conn(monkeypatch, "ws_port_field", host="http://127.0.0.1", port=70000, password="ws-key-port-70000")
+    with pytest.raises(WaveSpeedConfigError, match=r"Port field 70000 is not a TCP port \(1-65535\)"):
+        WaveSpeedHook("ws_port_field").get_credentials()
+
+
 def test_a_port_without_a_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_conn(monkeypatch, "ws_port_only", port=8080, password="ws-key-port-only")
     with pytest.raises(WaveSpeedConfigError, match=r"Port field is 8080 but its Host field is empty"):
