@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
 
-from airflow_provider_wavespeed.api.defaults import CLIENT_HEADERS, DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import (
+    CLIENT_HEADERS,
+    DEFAULT_BASE_URL,
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_ANSWER_BYTES,
+)
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError
 from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
 from airflow_provider_wavespeed.api.retry import RetryPolicy, submit_uncertain
@@ -84,7 +89,13 @@ class SyncRateLimiter(Protocol):
 
 
 class BaseClient:
-    """Request building and answer reading shared by both clients (no I/O here)."""
+    """Request building and answer reading shared by both clients (no I/O here).
+
+    An answer over ``max_answer_bytes`` is refused unread (:class:`WaveSpeedResponseError`; for a
+    submit under HTTP 2xx, uncertain).
+    """
+
+    max_answer_bytes: int = MAX_ANSWER_BYTES
 
     def __init__(
         self,

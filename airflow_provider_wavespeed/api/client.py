@@ -29,7 +29,7 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
 )
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedTimeoutError
+from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError, WaveSpeedTimeoutError
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
 from airflow_provider_wavespeed.api.polling import PollRounds, WaitOptions
@@ -40,8 +40,11 @@ from airflow_provider_wavespeed.api.transport import (
     DEFAULT_MAX_CONNECTIONS,
     SYNC_TRANSPORT_ERRORS,
     aiohttp_transport_error,
+    aread_answer,
     create_session,
     environment_proxy,
+    no_ambient_credentials,
+    read_answer,
     requests_transport_error,
     ssl_context,
 )
@@ -66,6 +69,8 @@ class WaveSpeedClient(BaseClient):
     ``submit_limiter`` (a :class:`~.limiter.TokenBucket`, shared by the host's clients of
     one account) paces submissions to the account tier's starts per minute; a 429 on a
     submit pauses it for everyone who shares it.
+    ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` and ``REQUESTS_CA_BUNDLE`` from the environment
+    are honoured as requests does; ``~/.netrc`` never is, and no redirect is followed.
     """
 
     def __init__(
@@ -92,29 +97,47 @@ class WaveSpeedClient(BaseClient):
 
     def _send(self, request: ApiRequest) -> Any:
         limiter = self.submit_limiter if request.is_submit else None
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             attempt += 1
             if limiter is not None:
                 limiter.acquire_sync()
             try:
-                response = self._session.request(
-                    request.method,
-                    self._url(request.path),
-                    json=request.json,
-                    params=request.params or None,
-                    headers=self._headers,
-                    timeout=self.timeout,
-                )
-                return self._read(request, response.status_code, response.content, response.headers.get("Retry-After"))
-            except SYNC_TRANSPORT_ERRORS as exc:
-                error: WaveSpeedError = requests_transport_error(exc, request.what)
+                return self._read(request, *self._exchange(request))
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
             if limiter is not None and server_wait:
                 limiter.pause(server_wait)  # before next_delay, which raises once retries are spent
-            time.sleep(self.retry.next_delay(attempt, error, idempotent=request.idempotent, what=request.what))
+            delay = self.retry.next_delay(
+                attempt, error, idempotent=request.idempotent, what=request.what, waited=waited
+            )
+            waited += delay
+            time.sleep(delay)
+
+    def _exchange(self, request: ApiRequest) -> tuple[int, bytes, str | None]:
+        """One HTTP exchange: (status, body, Retry-After); a failed one as WaveSpeedTransportError."""
+        url = self._url(request.path)
+        try:
+            with self._session.request(
+                request.method,
+                url,
+                json=request.json,
+                params=request.params or None,
+                headers=self._headers,
+                timeout=self.timeout,
+                auth=no_ambient_credentials,
+                allow_redirects=False,  # a redirected submit could be sent twice, or elsewhere
+                stream=True,  # read by read_answer, with its size cap
+            ) as response:
+                return (
+                    response.status_code,
+                    read_answer(response, self.max_answer_bytes, request.what, request.prediction_id),
+                    response.headers.get("Retry-After"),
+                )
+        except SYNC_TRANSPORT_ERRORS as exc:
+            error = requests_transport_error(exc, request.what, url)
+        raise error  # outside the except: no chained library error repeats the URL
 
     def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
         """Create a prediction (``POST /api/v3/<model>``); never repeated once it may have arrived."""
@@ -231,9 +254,9 @@ class AsyncWaveSpeedClient(BaseClient):
     Pass ``session`` to share one connection pool among many clients; it is then not closed
     by :meth:`aclose` and its own timeouts apply. Without one, the client creates its own
     (:func:`create_session`, at most ``max_in_flight`` or 100 connections) on first use.
-    ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured; TLS
-    certificates are checked against certifi's bundle (as the sync client's), or
-    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set.
+    ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured (``~/.netrc``
+    never: a ``session`` must not trust the environment); TLS certificates are checked against
+    certifi's bundle (as the sync client's), or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set.
     ``limiter`` paces every request but submissions (the triggerer's polls: an
     :class:`~.limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
     paces submissions (the tier's starts per minute). A 429 pauses the limiter that paced the
@@ -255,6 +278,12 @@ class AsyncWaveSpeedClient(BaseClient):
         **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(api_key, base_url, **options)
+        if session is not None and session.trust_env:
+            raise WaveSpeedConfigError(
+                "the aiohttp session given to the WaveSpeed client trusts the environment (trust_env=True): "
+                "aiohttp would then send ~/.netrc credentials in place of the API key. Create it with "
+                "trust_env=False (or use create_session()); the client applies HTTP(S)_PROXY and NO_PROXY itself"
+            )
         self._owns_session = session is None
         self._session = session
         self._max_connections = max_in_flight or DEFAULT_MAX_CONNECTIONS
@@ -284,7 +313,7 @@ class AsyncWaveSpeedClient(BaseClient):
 
     async def _send(self, request: ApiRequest) -> Any:
         limiter = self._submit_limiter if request.is_submit else self._limiter
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             attempt += 1
             if limiter is not None:
@@ -302,13 +331,16 @@ class AsyncWaveSpeedClient(BaseClient):
             if limiter is not None and server_wait:
                 # Before next_delay, which raises once retries are spent: the pause holds either way.
                 limiter.pause(server_wait)  # a 429 slows every user of the limiter
-            delay = self.retry.next_delay(attempt, error, idempotent=request.idempotent, what=request.what)
+            delay = self.retry.next_delay(
+                attempt, error, idempotent=request.idempotent, what=request.what, waited=waited
+            )
+            waited += delay
             await asyncio.sleep(delay)
 
     async def _exchange(self, request: ApiRequest) -> tuple[int, bytes, str | None]:
         """One HTTP exchange: (status, whole body, Retry-After); a failed one as WaveSpeedTransportError.
 
-        The body is read whole here, so the connection goes back to the pool at once.
+        The body is read whole here (up to the size cap), so the connection goes back to the pool at once.
         """
         if self._session is None:
             self._session = create_session(max_connections=self._max_connections, timeout=self.timeout)
@@ -324,10 +356,11 @@ class AsyncWaveSpeedClient(BaseClient):
         # sends a GET once more on a new connection after a ClientOSError/ServerDisconnectedError
         # that came before the answer's headers, without a wait and not counted by our retry
         # policy; a POST (a submit) never. tests/perf/test_keepalive_transport.py holds it to that.
+        url = self._url(request.path)
         try:
             async with self._session.request(
                 request.method,
-                self._url(request.path),
+                url,
                 params=request.params or None,
                 data=data,
                 headers=headers,
@@ -336,9 +369,10 @@ class AsyncWaveSpeedClient(BaseClient):
                 ssl=self._ssl,
                 allow_redirects=False,
             ) as response:
-                return response.status, await response.read(), response.headers.get("Retry-After")
+                body = await aread_answer(response, self.max_answer_bytes, request.what, request.prediction_id)
+                return response.status, body, response.headers.get("Retry-After")
         except ASYNC_TRANSPORT_ERRORS as exc:
-            raise aiohttp_transport_error(exc, request.what) from exc
+            raise aiohttp_transport_error(exc, request.what, url) from exc
 
     async def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
         """Create a prediction; the same submit rule as the sync client."""

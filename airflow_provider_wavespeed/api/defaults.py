@@ -39,3 +39,15 @@ DEFAULT_MAX_SUBMISSIONS_PER_MINUTE = 500.0
 # media, video 100 MB), and its download, retries included, must end within this many seconds.
 DEFAULT_MAX_OUTPUT_BYTES = 500_000_000
 DEFAULT_OUTPUT_DOWNLOAD_TIMEOUT = 900.0
+
+# One request's patience: the longest Retry-After obeyed (past it the request gives up: the server asks
+# for more than a worker should sit through; the tiers count starts per minute, so 60 s is the longest a
+# busy minute asks), and the most one request waits between its attempts in all (one longest Retry-After
+# and the backoff after it; 8 waits of 120 s made 16 minutes).
+DEFAULT_RETRY_AFTER_MAX = 120.0
+DEFAULT_TOTAL_WAIT_MAX = 180.0
+
+# The largest API answer read (bytes); a larger one is refused, unread. The largest real answer is a
+# prediction with base64 outputs: four 20 MB images (the API's image limit) are ~107 MB of base64, a
+# 100 MB video (its video limit) ~134 MB. A history page of 100 entries with their inputs is a few MB.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024

@@ -32,13 +32,18 @@ from __future__ import annotations
 from typing import Any
 
 _EXCERPT_CHARS = 200
+# Only the start of a body is read for its excerpt: an answer of many MB costs no more than a short one.
+_EXCERPT_SOURCE = 1024
 
 
 def body_excerpt(body: bytes | str) -> str:
-    """A short, single-line excerpt of a response body for error messages."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    """A short, single-line excerpt of the start of a response body for error messages (build it on error only)."""
+    head = body[:_EXCERPT_SOURCE]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
     text = " ".join(text.split())
-    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
+    if len(text) > _EXCERPT_CHARS:
+        return text[:_EXCERPT_CHARS] + "..."
+    return text + "..." if len(body) > _EXCERPT_SOURCE else text
 
 
 class WaveSpeedError(Exception):

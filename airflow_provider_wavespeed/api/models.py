@@ -301,6 +301,8 @@ def _error_for(
     text += f": {message or excerpt or 'no message'}"
     if code in (401, 403):
         text += f". {auth_hint}"
+    if retry_after is not None:
+        text += f" (Retry-After: {retry_after:g} s)"
     return error_for_status(code, text, retry_after=retry_after, **facts, code=code, api_message=message or None)
 
 
@@ -317,21 +319,34 @@ def parse_envelope(
 
     An envelope whose ``code`` is not 200 is an error even under HTTP 200; a body that is
     not such an envelope (HTML, truncated JSON) is a :class:`WaveSpeedResponseError`,
-    except under an HTTP error status, where the status decides. Every error carries
-    ``status_code``, ``code`` (when the body had one) and ``prediction_id`` (the prediction
-    the request concerned, as the caller passes it; None for a submit or the balance).
+    except under an HTTP error status, where the status decides. A redirect (3xx, never
+    followed) is no answer: an error whatever its body. Every error carries ``status_code``,
+    ``code`` (when the body had one) and ``prediction_id`` (the prediction the request
+    concerned, as the caller passes it; None for a submit or the balance).
     """
-    facts: dict[str, Any] = {"status_code": status_code, "excerpt": body_excerpt(body), "prediction_id": prediction_id}
+
+    def facts() -> dict[str, Any]:  # on error only: the excerpt of a large answer is not free
+        return {"status_code": status_code, "excerpt": body_excerpt(body), "prediction_id": prediction_id}
 
     def error(code: int, message: str) -> WaveSpeedAPIError:
         retry_after = parse_retry_after(retry_after_header)
-        return _error_for(code, message, retry_after=retry_after, context=context, auth_hint=auth_hint, **facts)
+        return _error_for(code, message, retry_after=retry_after, context=context, auth_hint=auth_hint, **facts())
 
     def malformed(what: str) -> WaveSpeedResponseError:
+        known = facts()
         return WaveSpeedResponseError(
-            f"WaveSpeed {context} returned {what} (HTTP {status_code}): {facts['excerpt']}", **facts
+            f"WaveSpeed {context} returned {what} (HTTP {status_code}): {known['excerpt']}", **known
         )
 
+    if status_code < 200 or 300 <= status_code < 400:
+        # The request went no further than here: whatever the body says, nothing was created or read.
+        kind = "a redirect, which is never followed" if status_code >= 300 else "not a final answer"
+        raise error_for_status(
+            status_code,
+            f"WaveSpeed {context} was answered HTTP {status_code}, {kind}: check the connection's "
+            "base URL (its scheme, host and path, e.g. https://api.wavespeed.ai)",
+            **facts(),
+        )
     try:
         payload = json.loads(body)
     except ValueError:

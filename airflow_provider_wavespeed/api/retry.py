@@ -4,12 +4,15 @@ Rules:
 - 400/401/403/404 and malformed bodies are permanent: never retried.
 - 429 is retried after ``Retry-After`` when sent, else after the backoff delay, and with
   more patience than other errors (``rate_limit_retries``): nothing was created, and a
-  worker's submit must outlast a busy minute, not fail it.
+  worker's submit must outlast a busy minute, not fail it. A ``Retry-After`` longer than
+  ``retry_after_max`` gives up at once, and no request waits more than ``total_wait_max``
+  between its attempts in all.
 - 5xx, resets and timeouts are retried for reads with jittered exponential backoff.
 - A submit (a non-idempotent POST) is retried only when the request cannot have created
   a task: after a 429, or when the connection was never established. Any other failure
   after the request may have reached the server becomes
-  :class:`WaveSpeedSubmitUncertainError`, because a blind retry could pay twice.
+  :class:`WaveSpeedSubmitUncertainError`, because a blind retry could pay twice; so does an
+  answer under HTTP 2xx whose envelope code is not a refusal we know (:func:`may_have_created`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from airflow_provider_wavespeed.api.defaults import DEFAULT_FIRST_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_FIRST_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETRY_AFTER_MAX,
+    DEFAULT_TOTAL_WAIT_MAX,
+)
 from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedAPIError,
+    WaveSpeedAuthError,
+    WaveSpeedBadRequestError,
     WaveSpeedError,
+    WaveSpeedNotFoundError,
     WaveSpeedRateLimitError,
-    WaveSpeedResponseError,
     WaveSpeedServerError,
     WaveSpeedSubmitUncertainError,
     WaveSpeedTransportError,
@@ -40,7 +51,9 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     # Longest Retry-After we obey; past it we give up and let the caller decide.
-    retry_after_max: float = 120.0
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    # The most one request waits between its attempts, all waits together; past it we give up.
+    total_wait_max: float = DEFAULT_TOTAL_WAIT_MAX
 
     def is_retryable(self, exc: WaveSpeedError, *, idempotent: bool) -> bool:
         """Whether ``exc`` may be retried for a request of this kind."""
@@ -71,18 +84,26 @@ class RetryPolicy:
             return min(exc.retry_after, self.retry_after_max)
         return 0.0
 
-    def next_delay(self, attempt: int, exc: WaveSpeedError, *, idempotent: bool, what: str) -> float:
+    def next_delay(
+        self, attempt: int, exc: WaveSpeedError, *, idempotent: bool, what: str, waited: float = 0.0
+    ) -> float:
         """The wait before retry ``attempt``, or raise: ``exc`` when it is final.
 
+        ``waited``: the seconds this request has already waited between its attempts. It is final
+        when retries are spent, when it is not retryable, when the server asks for a longer wait
+        than ``retry_after_max``, or when this wait would take the total past ``total_wait_max``.
         A submit that failed after it may have reached the server raises
         :class:`WaveSpeedSubmitUncertainError` instead of ``exc``.
         """
         limit = self.rate_limit_retries if isinstance(exc, WaveSpeedRateLimitError) else self.max_retries
-        if attempt > limit or not self.is_retryable(exc, idempotent=idempotent):
-            if not idempotent and may_have_created(exc):
-                raise submit_uncertain(what, exc) from exc
-            raise exc
-        return self.delay(attempt, exc)
+        if attempt <= limit and self.is_retryable(exc, idempotent=idempotent):
+            asked = exc.retry_after if isinstance(exc, WaveSpeedRateLimitError) else None
+            delay = self.delay(attempt, exc)
+            if (asked is None or asked <= self.retry_after_max) and waited + delay <= self.total_wait_max:
+                return delay
+        if not idempotent and may_have_created(exc):
+            raise submit_uncertain(what, exc) from exc
+        raise exc
 
 
 def submit_uncertain(what: str, exc: WaveSpeedError) -> WaveSpeedSubmitUncertainError:
@@ -95,15 +116,26 @@ def submit_uncertain(what: str, exc: WaveSpeedError) -> WaveSpeedSubmitUncertain
     )
 
 
+# Envelope codes that say the API refused a request (under HTTP 200 as under their own status).
+_REFUSALS = (WaveSpeedAuthError, WaveSpeedBadRequestError, WaveSpeedNotFoundError, WaveSpeedRateLimitError)
+
+
 def may_have_created(exc: WaveSpeedError) -> bool:
-    """Whether a failed submit may still have created the prediction."""
+    """Whether a failed submit may still have created the prediction.
+
+    Yes after a transport failure once connected, a 5xx, and any answer under HTTP 2xx (or
+    none read) but a known refusal: the API accepted the request, and an envelope code or a
+    body we cannot read (a 201, a 202, a truncated body) is no proof that nothing was created.
+    An HTTP 3xx or 4xx status, and a failure before any byte was sent, created nothing.
+    """
     if isinstance(exc, WaveSpeedTransportError):
         return exc.connected
-    if isinstance(exc, WaveSpeedResponseError):
-        # An unreadable answer under a 2xx status: the API accepted the request, so the
-        # prediction probably exists; under an error status nothing was created.
-        return exc.status_code is None or 200 <= exc.status_code < 300
-    return isinstance(exc, WaveSpeedServerError)
+    if isinstance(exc, WaveSpeedServerError):
+        return True
+    if isinstance(exc, WaveSpeedAPIError):
+        accepted = exc.status_code is None or 200 <= exc.status_code < 300
+        return accepted and not isinstance(exc, _REFUSALS)
+    return False
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

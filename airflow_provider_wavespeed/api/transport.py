@@ -1,8 +1,9 @@
-"""The transports beneath the clients: which failures are a failed exchange, and the aiohttp session.
+"""The transports beneath the clients: which failures are a failed exchange, reading answers, the aiohttp session.
 
 Airflow-free. The sync client sends through ``requests``, the async one through ``aiohttp``:
 here is what each can raise (mapped to :class:`WaveSpeedTransportError`, with whether the
-request may have reached the server), TLS, the environment's proxy and the session's limits.
+request may have reached the server, and never a URL's query), how an answer is read (with a
+size cap), TLS, the environment's proxy (and never its ``~/.netrc``) and the session's limits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import urllib3
 from aiohttp.http_exceptions import HttpProcessingError
 
 from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedTransportError
+from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError, WaveSpeedTransportError, body_excerpt
 
 _log = logging.getLogger(__name__)
 
@@ -53,18 +54,66 @@ _NEVER_SENT: tuple[type[BaseException], ...] = (
     aiohttp.ConnectionTimeoutError,  # connect phase only; a read timeout is SocketTimeoutError
     aiohttp.ClientHttpProxyError,  # the proxy answered CONNECT with an error
     aiohttp.InvalidURL,
+    UnicodeEncodeError,  # a header or URL that cannot be encoded: raised before anything is written
 )
 
 
-def requests_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:
-    # Connection never made: refused, DNS, connect timeout. Everything else may have sent bytes.
+# requests errors raised before any byte leaves: the request could not be built (URL, header,
+# body, proxy URL), the proxy could not be reached (urllib3 says ProxyError only before it is
+# connected to), or the connection to the server was never made (refused, DNS, connect timeout,
+# a certificate that is not trusted).
+_REQUESTS_NEVER_SENT: tuple[type[BaseException], ...] = (
+    requests.exceptions.InvalidURL,  # incl. InvalidProxyURL
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.URLRequired,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.InvalidJSONError,
+    requests.exceptions.ProxyError,
+    requests.exceptions.ConnectTimeout,
+    UnicodeEncodeError,  # a header or URL http.client cannot encode: raised before it sends anything
+)
+_URLLIB3_NEVER_CONNECTED = (
+    urllib3.exceptions.NewConnectionError,  # incl. NameResolutionError
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.ProxyError,
+)
+
+
+def without_queries(text: str, *urls: str | None) -> str:
+    """``text`` with the query of each of ``urls`` replaced: a signed URL's query is its credential."""
+    for url in urls:
+        query = urlsplit(url).query if url else ""
+        if query:
+            text = text.replace(query, "<query hidden>")
+    return text
+
+
+def requests_transport_error(exc: BaseException, what: str, url: str | None = None) -> WaveSpeedTransportError:
+    """Any failed sync exchange as a :class:`WaveSpeedTransportError`; the query of ``url`` is kept out of the text.
+
+    ``connected`` is False only for what proves the request never left (``_REQUESTS_NEVER_SENT``,
+    or a connection never made); anything else may have reached the server.
+    """
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    never_connected = isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError)
-        and type(reason).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
+    never_sent = (
+        isinstance(exc, _REQUESTS_NEVER_SENT)
+        or (isinstance(exc, requests.ConnectionError) and isinstance(reason, _URLLIB3_NEVER_CONNECTED))
+        # The server's certificate is checked in the TLS handshake, before the request is written
+        # (other TLS errors may come after it: those stay uncertain).
+        or (
+            isinstance(reason, urllib3.exceptions.SSLError)
+            and bool(reason.args)
+            and isinstance(reason.args[0], ssl.SSLCertVerificationError)
+        )
     )
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        detail = "a header value has a line break, or leading whitespace"  # its text quotes the value
+    else:
+        sent = getattr(getattr(exc, "request", None), "url", None)  # as requests re-encoded it
+        detail = without_queries(str(exc) or "no detail", url, sent if isinstance(sent, str) else None)
     return WaveSpeedTransportError(
-        f"WaveSpeed {what}: network error ({type(exc).__name__}: {exc or 'no detail'})", connected=not never_connected
+        f"WaveSpeed {what}: network error ({type(exc).__name__}: {detail})", connected=not never_sent
     )
 
 
@@ -77,16 +126,68 @@ def _describe(exc: BaseException) -> str:
     return " ".join(text.split())  # aiohttp's parser errors span lines: one line in logs
 
 
-def aiohttp_transport_error(exc: BaseException, what: str) -> WaveSpeedTransportError:
-    """Any failed async exchange as a :class:`WaveSpeedTransportError` (the one mapping).
+def aiohttp_transport_error(exc: BaseException, what: str, url: str | None = None) -> WaveSpeedTransportError:
+    """Any failed async exchange as a :class:`WaveSpeedTransportError` (the one mapping); ``url``'s query kept out.
 
     ``connected`` is False only for what proves the request never reached the server
     (``_NEVER_SENT``); a disconnect, reset, read timeout or malformed answer may have come
     after the server acted on it, so a submit that failed that way is never resent.
     """
     return WaveSpeedTransportError(
-        f"WaveSpeed {what}: network error ({_describe(exc)})", connected=not isinstance(exc, _NEVER_SENT)
+        f"WaveSpeed {what}: network error ({without_queries(_describe(exc), url)})",
+        connected=not isinstance(exc, _NEVER_SENT),
     )
+
+
+def no_ambient_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """requests' ``auth`` for every request we send: adds nothing, so requests never adds ``~/.netrc``'s.
+
+    With no ``auth``, a session that trusts the environment (requests' default, which is also what
+    makes ``HTTPS_PROXY``/``NO_PROXY`` work) puts a ``~/.netrc`` entry for the host (or its
+    ``default`` entry) in the Authorization header, over the API key and on any other host.
+    """
+    return request
+
+
+def _too_large(status: int, limit: int, what: str, head: bytes, prediction_id: str | None) -> WaveSpeedResponseError:
+    size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit / 1024:g} KiB"
+    excerpt = body_excerpt(head)
+    return WaveSpeedResponseError(
+        f"WaveSpeed {what} returned an answer larger than {size} (HTTP {status}), read no further: "
+        f"{excerpt or 'no excerpt'}",
+        status_code=status,
+        excerpt=excerpt,
+        prediction_id=prediction_id,
+    )
+
+
+def read_answer(response: requests.Response, limit: int, what: str, prediction_id: str | None = None) -> bytes:
+    """The body of a streamed answer (``stream=True``), at most ``limit`` bytes (else WaveSpeedResponseError)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(response.status_code, limit, what, b"", prediction_id)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(response.status_code, limit, what, chunks[0], prediction_id)
+    return b"".join(chunks)
+
+
+async def aread_answer(
+    response: aiohttp.ClientResponse, limit: int, what: str, prediction_id: str | None = None
+) -> bytes:
+    """The body of an aiohttp answer, at most ``limit`` bytes (else WaveSpeedResponseError)."""
+    if response.content_length is not None and response.content_length > limit:
+        raise _too_large(response.status, limit, what, b"", prediction_id)
+    body = bytearray()
+    while chunk := await response.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(response.status, limit, what, bytes(body[:1024]), prediction_id)
+    return bytes(body)
 
 
 # How long a request may wait for a pooled connection and connect (aiohttp's ``connect``

@@ -25,7 +25,12 @@ from airflow_provider_wavespeed.api.errors import (
     error_for_status,
 )
 from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
-from airflow_provider_wavespeed.api.transport import SYNC_TRANSPORT_ERRORS, requests_transport_error
+from airflow_provider_wavespeed.api.transport import (
+    SYNC_TRANSPORT_ERRORS,
+    no_ambient_credentials,
+    requests_transport_error,
+    without_queries,
+)
 
 MediaSource = str | os.PathLike[str] | bytes | IO[bytes]
 
@@ -125,16 +130,12 @@ def upload_instruction(data: Any, what: str) -> tuple[str, str, dict[str, str]]:
         or not isinstance(headers, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
+        urls = [u for u in (url, download_url) if isinstance(u, str)]  # signed: their queries stay out
         raise WaveSpeedResponseError(
             f"WaveSpeed {what} returned an upload ticket without a usable 'download_url' and "
-            f"'upload' {{method: PUT, url, headers}}: {body_excerpt(repr(data))}"
+            f"'upload' {{method: PUT, url, headers}}: {body_excerpt(without_queries(repr(data), *urls))}"
         )
     return download_url, url, headers
-
-
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    # An explicit auth that adds nothing: requests would otherwise add ~/.netrc credentials.
-    return request
 
 
 def put_media(
@@ -142,34 +143,38 @@ def put_media(
 ) -> None:
     """PUT the file to the ticket's pre-signed URL with exactly its headers, streamed, retried like a read.
 
-    A second PUT only stores another copy (kept 7 days, not billed). Never the API key: the URL
-    is a storage host's, not the API's.
+    A second PUT only stores another copy (kept 7 days, not billed). Never the API key, nor any
+    ``~/.netrc`` credential: the URL is a storage host's, not the API's. No redirect is followed.
     """
     host = urlsplit(url).hostname or "the storage host"
     what = f"{what} (PUT to {host})"  # never the URL itself: its query is a signature
-    attempt = 0
+    attempt, waited = 0, 0.0
     while True:
         attempt += 1
         try:
-            response = requests.request(  # no session: none of its headers or cookies go to a foreign host
+            with requests.request(  # no session: none of its headers or cookies go to a foreign host
                 "PUT",
                 url,
                 data=media.rewind(),  # streamed with this length, never read whole
                 headers={**headers, "Content-Length": str(media.size)},
-                auth=_no_auth,
+                auth=no_ambient_credentials,
+                allow_redirects=False,  # a redirect would be sent ~/.netrc's credentials by requests
+                stream=True,  # an error's body: only its start is read
                 timeout=timeout,
-            )
-            if 200 <= response.status_code < 300:
-                return
-            error: WaveSpeedError = _put_error(response, what)
+            ) as response:
+                if 200 <= response.status_code < 300:
+                    return
+                error: WaveSpeedError = _put_error(response, what)
         except SYNC_TRANSPORT_ERRORS as exc:
-            error = requests_transport_error(exc, what)
-        time.sleep(retry.next_delay(attempt, error, idempotent=True, what=what))
+            error = requests_transport_error(exc, what, url)
+        delay = retry.next_delay(attempt, error, idempotent=True, what=what, waited=waited)
+        waited += delay
+        time.sleep(delay)
 
 
 def _put_error(response: requests.Response, what: str) -> WaveSpeedError:
     status = response.status_code
-    excerpt = body_excerpt(response.content)
+    excerpt = body_excerpt(next(response.iter_content(1024), b""))
     text = f"WaveSpeed {what} failed with HTTP {status}: {excerpt or 'no message'}"
     if status != 429 and status < 500:
         # 403 here is the pre-signed URL refused (expired, or headers not as signed), not the API key.

@@ -121,15 +121,38 @@ def validate_inputs(inputs: object) -> dict[str, Any]:
 
 
 def validate_api_key(
-    api_key: object, credential_source: str, *, fix: str = "pass the API key of your WaveSpeed account"
+    api_key: object,
+    credential_source: str,
+    *,
+    fix: str = "pass the API key of your WaveSpeed account",
+    field: str | None = None,
 ) -> str:
-    """Accept a non-empty key (stripped); a missing one is a :class:`WaveSpeedConfigError`.
+    """Accept a non-empty key (stripped) of visible ASCII characters, which an HTTP header carries as is.
 
-    The error names where the key was looked for and ``fix`` (what to do), never the value.
+    A missing key, or one with a line break, space, control or non-ASCII character inside, is a
+    :class:`WaveSpeedConfigError`, raised before any request: it names where the key was looked
+    for, ``fix`` (what to do when it is missing) or ``field`` (where to enter it again), never the value.
     """
     if not isinstance(api_key, str) or not api_key.strip():
         raise WaveSpeedConfigError(f"no WaveSpeed API key in {credential_source}: {fix}")
-    return api_key.strip()
+    key = api_key.strip()
+    for position, char in enumerate(key, start=1):
+        if "!" <= char <= "~":
+            continue
+        if len(f"a{char}a".splitlines()) > 1:
+            what = "a line break"
+        elif char.isspace():
+            what = "a space"
+        elif char.isprintable():
+            what = "a character that is not plain ASCII"
+        else:
+            what = "a control character"
+        raise WaveSpeedConfigError(
+            f"the WaveSpeed API key in {credential_source} has {what} at character {position}, which an "
+            f"HTTP header cannot carry: enter it again in {field or credential_source} as one line, exactly "
+            "as wavespeed.ai shows it"
+        )
+    return key
 
 
 def is_loopback_host(host: str) -> bool:
@@ -150,6 +173,10 @@ def _validate_url(url: object, what: str) -> tuple[str, str]:
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
         raise WaveSpeedConfigError(f"{what} {url!r} is not an http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018  # parsed on access: raises for a port that is not 0-65535
+    except ValueError:
+        raise WaveSpeedConfigError(f"{what} {url!r} has a port that is not a number from 1 to 65535") from None
     if parts.username or parts.password:
         raise WaveSpeedConfigError(f"{what} must not carry credentials; put the API key in the password field")
     if parts.scheme == "http" and not is_loopback_host(host):

@@ -8,8 +8,9 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimiter, WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
@@ -24,7 +25,7 @@ from airflow_provider_wavespeed.api.limiter import TokenBucket
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.api.shared_budget import shared_store
-from airflow_provider_wavespeed.api.validation import validate_api_key, validate_base_url
+from airflow_provider_wavespeed.api.validation import is_loopback_host, validate_api_key, validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
@@ -66,7 +67,9 @@ def _extra_value(extra: dict[str, Any], name: str) -> Any:
 def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCredentials:
     """Resolve credentials from a connection, or from ``WAVESPEED_API_KEY`` when ``conn`` is None.
 
-    The one place that decides where the key and base URL come from.
+    The one place that decides where the key and base URL come from. Every mistake in them (no
+    key, a key no HTTP header can carry, a host without scheme, two ports) is a
+    :class:`WaveSpeedConfigError` naming the field and the fix, before any request.
     """
     if conn is None:
         source = f"the {API_KEY_ENV} environment variable"
@@ -75,21 +78,22 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
             f"named {conn_id!r} with your API key as its password (UI, or AIRFLOW_CONN_{conn_id.upper()}), "
             f"or set {API_KEY_ENV}"
         )
-        return WaveSpeedCredentials(
-            validate_api_key(os.environ.get(API_KEY_ENV), source, fix=fix), DEFAULT_BASE_URL, source
-        )
+        api_key = validate_api_key(os.environ.get(API_KEY_ENV), source, fix=fix, field=API_KEY_ENV)
+        return WaveSpeedCredentials(api_key, DEFAULT_BASE_URL, source)
     source = f"Airflow connection {conn_id!r}"
-    api_key = validate_api_key(conn.password, source, fix="put your WaveSpeed API key in its password field")
-    host = (conn.host or "").strip()
-    if host and "://" not in host:
-        host = f"https://{host}"  # a bare host name in the form means https
+    api_key = validate_api_key(
+        conn.password,
+        source,
+        fix="put your WaveSpeed API key in its password field",
+        field=f"the password field of {source}",
+    )
     try:
         extra = conn.extra_dejson if conn.extra else {}
     except (TypeError, ValueError) as exc:
         raise WaveSpeedConfigError(f"{source} has extra that is not a JSON object: {exc}") from None
     rate = _submission_budget(extra, source)
     try:
-        base_url = validate_base_url(host or DEFAULT_BASE_URL)
+        base_url = validate_base_url(_base_url(conn.host, conn.port, source))
     except WaveSpeedConfigError as exc:
         raise WaveSpeedConfigError(f"{source}: {exc}") from None
     allow_private = _extra_value(extra, "allow_private_output_urls")
@@ -107,6 +111,54 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
         allow_private_output_urls=allow_private in (True, "true"),
         max_output_bytes=int(max_output) if max_output is not None else DEFAULT_MAX_OUTPUT_BYTES,
     )
+
+
+def _base_url(host: str | None, port: object, source: str) -> str:
+    """The base URL of a connection: its Host field (a whole URL), with its Port field when set."""
+    host = (host or "").strip()
+    port = _port_field(port, source)
+    if not host:
+        if port:
+            raise WaveSpeedConfigError(
+                f"{source}: its Port field is {port} but its Host field is empty: put the whole base URL "
+                f"in Host (e.g. http://localhost:{port} for a local emulator), or clear Port to use {DEFAULT_BASE_URL}"
+            )
+        return DEFAULT_BASE_URL
+    if "://" not in host:
+        hostname = urlsplit(f"//{host}").hostname or ""
+        scheme = "http" if is_loopback_host(hostname) else "https"
+        raise WaveSpeedConfigError(
+            f"{source}: its Host field {host!r} has no scheme: write the whole base URL, "
+            f"e.g. {scheme}://{host} (https:// for the API; http:// only for a local emulator on loopback)"
+        )
+    if not port:
+        return host
+    parts = urlsplit(host)
+    try:
+        own_port = parts.port
+    except ValueError:
+        own_port = None  # not a port: validate_base_url refuses the URL
+    if own_port is None and parts.netloc:
+        return parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
+    if own_port != port:
+        raise WaveSpeedConfigError(
+            f"{source}: its Host field {host!r} names port {own_port} and its Port field {port}: "
+            "keep one of them (clear the Port field, or the port in the Host's URL)"
+        )
+    return host
+
+
+def _port_field(port: object, source: str) -> int | None:
+    """The Port field as a TCP port, None when empty (a connection from JSON may give it as text)."""
+    if port in (None, "", 0):
+        return None
+    try:
+        number = int(str(port).strip())
+    except ValueError:
+        number = 0
+    if not 0 < number < 65536:
+        raise WaveSpeedConfigError(f"{source}: its Port field {port!r} is not a TCP port (1-65535)")
+    return number
 
 
 def _number_extra(extra: dict[str, Any], name: str, source: str) -> float | None:
@@ -186,6 +238,18 @@ def submission_limiter(creds: WaveSpeedCredentials) -> TokenBucket | None:
         return limiter
 
 
+async def _amask_secret(secret: str) -> None:
+    """``mask_secret`` from a coroutine: a sync call to the supervisor would block (or refuse) the event loop."""
+    try:
+        from airflow.sdk.log import amask_secret  # in Airflow 3.3, not in 3.0
+    except ImportError:  # the sync call, in a thread, as the older releases' own connection lookup does
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(mask_secret)(secret)
+        return
+    await amask_secret(secret)
+
+
 class WaveSpeedHook(BaseHook):
     """Interact with the WaveSpeedAI API through an Airflow connection of type ``wavespeed``.
 
@@ -241,15 +305,19 @@ class WaveSpeedHook(BaseHook):
 
     # -- credentials and clients --
     def get_credentials(self) -> WaveSpeedCredentials:
-        """Credentials from the connection (sync lookup; not for use inside a trigger)."""
+        """Credentials from the connection (sync lookup; not for use inside a trigger); the key masked in logs."""
         try:
             conn = self.get_connection(self.wavespeed_conn_id)
         except AirflowNotFoundException:
             conn = None
-        return credentials_from_connection(conn, self.wavespeed_conn_id)
+        creds = credentials_from_connection(conn, self.wavespeed_conn_id)
+        # Airflow masks the password field as stored; the key sent is stripped of surrounding whitespace,
+        # and a key from WAVESPEED_API_KEY is masked by no one else.
+        mask_secret(creds.api_key)
+        return creds
 
     async def aget_credentials(self) -> WaveSpeedCredentials:
-        """Credentials without blocking the event loop (for triggers)."""
+        """Credentials without blocking the event loop (for triggers); the key masked in logs."""
         try:
             aget = getattr(BaseHook, "aget_connection", None)
             if aget is not None:
@@ -260,7 +328,9 @@ class WaveSpeedHook(BaseHook):
                 conn = await sync_to_async(self.get_connection)(self.wavespeed_conn_id)
         except AirflowNotFoundException:
             conn = None
-        return credentials_from_connection(conn, self.wavespeed_conn_id)
+        creds = credentials_from_connection(conn, self.wavespeed_conn_id)
+        await _amask_secret(creds.api_key)
+        return creds
 
     def download_policy(self) -> DownloadPolicy:
         """Where this connection's output URLs may point and how large they may be (for store_outputs)."""
@@ -293,7 +363,7 @@ class WaveSpeedHook(BaseHook):
     async def aget_client(
         self, *, session: aiohttp.ClientSession | None = None, limiter: RateLimiter | None = None
     ) -> AsyncWaveSpeedClient:
-        """An async client (aiohttp); pass ``session`` to share a connection pool.
+        """An async client (aiohttp); pass ``session`` to share a connection pool (``trust_env=False``).
 
         Without one the client opens its own, closed with it (``async with``).
         Its submissions draw from the host's submission budget; ``limiter`` paces its other requests.

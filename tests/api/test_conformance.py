@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from hostile_http import self_signed
 from scripted_api import ScriptedAPI
 
 from airflow_provider_wavespeed.api import (
@@ -347,39 +348,6 @@ def garbage_tls_server() -> Iterator[str]:
     listener.close()
 
 
-def _self_signed(directory: Any) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_path), str(key_path)
-
-
 def _corrupt_after_the_request(raw: socket.socket, context: ssl.SSLContext) -> None:
     """Complete the TLS handshake, read the request, answer with a record whose MAC cannot verify."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -408,7 +376,7 @@ def _corrupt_after_the_request(raw: socket.socket, context: ssl.SSLContext) -> N
 @pytest.fixture
 def corrupting_tls_server(tmp_path: Any) -> Iterator[tuple[str, str]]:
     """(base URL, CA file) of a TLS server whose answers arrive corrupted, as seen behind nginx."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -455,6 +423,10 @@ def test_a_corrupted_tls_record_is_a_transport_error_that_may_have_arrived(
     with pytest.raises(WaveSpeedSubmitUncertainError):  # the request went out: it may have created one
         asyncio.run(call(submit=True))
 
+    # requests lets REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) from the environment override a session's
+    # verify: point it at the CA too, or the handshake fails first (a certificate error, never sent).
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     session = requests.Session()
     session.verify = ca_file
     with pytest.raises(WaveSpeedTransportError) as sync_info:

@@ -78,9 +78,12 @@ def test_bad_connections_are_refused_clearly(monkeypatch: pytest.MonkeyPatch, fi
     assert needle in str(info.value) and "ws_bad" in str(info.value)
 
 
-def test_bare_host_means_https(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bare_host_is_refused_with_the_url_to_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It once meant https silently: against a plain-HTTP emulator that became a TLS error reported as
+    # "may have created a paid prediction" (issue 28).
     _set_conn(monkeypatch, "ws_bare", host="api.wavespeed.ai", password="k")
-    assert WaveSpeedHook("ws_bare").get_credentials().base_url == "https://api.wavespeed.ai"
+    with pytest.raises(WaveSpeedConfigError, match=r"e\.g\. https://api\.wavespeed\.ai"):
+        WaveSpeedHook("ws_bare").get_credentials()
 
 
 def test_test_connection_reports_balance_and_never_the_key(
