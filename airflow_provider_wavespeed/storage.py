@@ -51,6 +51,7 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
+from airflow_provider_wavespeed.api.transport import no_ambient_credentials, without_queries
 from airflow_provider_wavespeed.api.validation import is_loopback_host, validate_prediction_id
 
 if TYPE_CHECKING:
@@ -484,9 +485,8 @@ def _body_chunks(
                 raise _too_large(what, policy)
             yield chunk
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-        raise WaveSpeedTransportError(
-            f"{what}: download interrupted ({type(exc).__name__}: {exc})", connected=True
-        ) from None
+        reason = without_queries(f"{type(exc).__name__}: {exc}", response.url)  # a signed URL's query is a credential
+        raise WaveSpeedTransportError(f"{what}: download interrupted ({reason})", connected=True) from None
 
 
 def _too_large(what: str, policy: DownloadPolicy) -> WaveSpeedStorageError:
@@ -547,7 +547,11 @@ def _download_once(
             raise _deadline_error(what, policy)
         try:
             response = session.get(
-                current, stream=True, allow_redirects=False, timeout=(min(connect, remaining), min(read, remaining))
+                current,
+                stream=True,
+                allow_redirects=False,
+                timeout=(min(connect, remaining), min(read, remaining)),
+                auth=no_ambient_credentials,  # never ~/.netrc's credentials, whatever the session trusts
             )
         except _RefusedAddress as exc:
             raise WaveSpeedStorageError(
@@ -555,9 +559,8 @@ def _download_once(
                 "an internal proxy that serves outputs, set the connection extra allow_private_output_urls"
             ) from None
         except requests.RequestException as exc:
-            raise WaveSpeedTransportError(
-                f"{what}: network error ({type(exc).__name__}: {exc})", connected=True
-            ) from None
+            reason = without_queries(f"{type(exc).__name__}: {exc}", current)
+            raise WaveSpeedTransportError(f"{what}: network error ({reason})", connected=True) from None
         with response:
             if 300 <= response.status_code < 400:
                 location = response.headers.get("Location")

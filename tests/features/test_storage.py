@@ -228,6 +228,54 @@ def test_no_api_key_is_sent_to_the_file_host(
     assert wavespeed_connection.api_key not in repr(seen)
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [LOCAL_API, DownloadPolicy(api_base_url="http://127.0.0.1:1", allow_private_addresses=True)],
+    ids=["local-api", "private-addresses-allowed"],
+)
+def test_no_netrc_credential_reaches_an_output_host(
+    local_http: LocalHTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: DownloadPolicy
+) -> None:
+    # A ~/.netrc "default" entry: requests would send it to any host a session that trusts the environment
+    # fetches from (the private-address opt-out keeps the environment's proxies, so it trusts it).
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("default login netrc-user password netrc-password\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NETRC", raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    seen: list[dict[str, str]] = []
+
+    def record(handler: Any) -> None:
+        seen.append(dict(handler.headers.items()))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/webp")
+        handler.send_header("Content-Length", "4")
+        handler.end_headers()
+        handler.wfile.write(b"RIFF")
+
+    local_http.routes["/img"] = record
+    prediction = Prediction(id="n1", model="m/x", status="completed", outputs=[local_http.url("/img")])
+    assert store_outputs(prediction, tmp_path / "out", downloads=policy)[0].endswith("n1_0.webp")
+    assert len(seen) == 1 and not any(name.lower() == "authorization" for name in seen[0])
+
+
+def test_a_failed_download_names_no_signed_query(local_http: LocalHTTPServer, tmp_path: Path) -> None:
+    path = "/cut.png?X-Amz-Credential=AKIA-SECRET&X-Amz-Signature=0123456789abcdef"
+    local_http.routes[path] = _serve_truncated
+    signed = local_http.url(path)
+    prediction = Prediction(id="q1", model="m/x", status="completed", outputs=[signed])
+    with pytest.raises(WaveSpeedTransportError) as caught:
+        store_outputs(prediction, tmp_path, retry=FAST_RETRY, downloads=LOCAL_API)
+    assert "AKIA-SECRET" not in str(caught.value) and "0123456789abcdef" not in str(caught.value)
+    local_http.close()  # nothing listens there now: the connection error's text must not carry it either
+    with pytest.raises(WaveSpeedTransportError) as refused:
+        store_outputs(prediction, tmp_path, retry=FAST_RETRY, downloads=LOCAL_API)
+    assert "AKIA-SECRET" not in str(refused.value) and "0123456789abcdef" not in str(refused.value)
+
+
 @needs_object_storage
 def test_object_storage_destinations(wavespeed_connection: WaveSpeedEmulator, memory_store: None) -> None:
     from airflow.sdk import ObjectStoragePath
