@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.request import Request, urlopen
 from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 # Far deeper than any recursion limit: decoding it raises RecursionError.
 DEPTH = 100_000
@@ -19,11 +19,12 @@ NESTED = ("[" * DEPTH + "]" * DEPTH).encode()
 
 
 class NestingProxy:
-    """Forwards every request to ``upstream``; the next ``nested_polls`` result polls (``GET
-    .../predictions/<id>/result``) get :data:`NESTED` instead, with HTTP 200."""
+    """Forwards every request to ``upstream``; after the first ``skip`` result polls (``GET
+    .../predictions/<id>/result``), the next ``nested_polls`` get :data:`NESTED` instead, with HTTP 200."""
 
-    def __init__(self, upstream: str, nested_polls: int = 1) -> None:
+    def __init__(self, upstream: str, nested_polls: int = 1, *, skip: int = 0) -> None:
         self.upstream = upstream.rstrip("/")
+        self.skip_left = skip
         self.nested_left = nested_polls
         self.nested_sent = 0
         self.lock = threading.Lock()
@@ -39,7 +40,7 @@ class NestingProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 request = Request(proxy.upstream + self.path, data=body, headers=headers, method=self.command)
                 try:
-                    with urlopen(request, timeout=60) as response:  # noqa: S310 (loopback only)
+                    with urlopen(request, timeout=60) as response:
                         self._answer(response.status, response.headers.get("Content-Type", ""), response.read())
                 except HTTPError as exc:
                     self._answer(exc.code, exc.headers.get("Content-Type", ""), exc.read())
@@ -66,6 +67,9 @@ class NestingProxy:
 
     def _take_nested(self) -> bool:
         with self.lock:
+            if self.skip_left > 0:
+                self.skip_left -= 1
+                return False
             if self.nested_left <= 0:
                 return False
             self.nested_left -= 1
