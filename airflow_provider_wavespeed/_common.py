@@ -266,7 +266,7 @@ def prediction_from_event(
 
 def _seconds(value: object, name: str, task_id: str, example: float) -> float:
     try:
-        seconds = float(value)  # type: ignore[arg-type]
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         seconds = float("nan")
     if isinstance(value, bool) or not 0 < seconds < float("inf"):
@@ -278,7 +278,8 @@ def _seconds(value: object, name: str, task_id: str, example: float) -> float:
 
 
 def seconds_settings(task_id: str, settings: Mapping[str, tuple[object, float]], *, rendered: bool) -> dict[str, float]:
-    """Duration settings (``name -> (value, an example of a good one)``) as seconds: finite numbers > 0.
+    """Duration settings (``name -> (value, an example of a good one)``) as seconds: finite numbers > 0
+    (a ``timedelta`` too).
 
     Checked before anything is sent, twice: in ``__init__`` (``rendered=False``: a Jinja template is
     skipped, a bad value raises ``ValueError``, the DAG does not load) and in ``execute`` once
