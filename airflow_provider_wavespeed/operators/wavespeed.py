@@ -82,7 +82,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
     Resume: from just before the submit until the prediction id is handed on (returned, or given
     to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.task_record.TaskRecord`:
     Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
-    then the prediction id. A later try that finds it (a worker killed after the submit) resumes
+    then the prediction id; a deferred wait that ends without the prediction (an error, a crashed
+    trigger, the wait limit) writes it back. A later try that finds it (a retry, a clear) resumes
     that prediction while it is queued, processing or completed, and submits again when it failed,
     was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
     prediction history (same model and inputs, created since just before the send) and the one
@@ -518,7 +519,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             prediction_id = str(event.get("prediction_id") or "")
         prediction_id = self._waited_for(context, prediction_id)
         # Cancelled at the wait limit (cancel_on_timeout): nothing left to resume, a later try submits anew.
-        keep = not (isinstance(event, dict) and event.get("cancelled"))
+        keep = bool(prediction_id) and not (isinstance(event, dict) and event.get("cancelled"))
         hint = (
             f". This task keeps prediction {prediction_id} in its record: a retry or a clear resumes it (nothing "
             "is submitted again)"
