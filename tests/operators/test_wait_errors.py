@@ -15,7 +15,7 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
-from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, task_record, ti_states
+from airflow_helpers import AIRFLOW_3_0, batch_record, dag_test, dag_xcoms, task_output, task_record, ti_states
 from nesting_proxy import NestingProxy
 
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
@@ -28,6 +28,13 @@ FLUX = "wavespeed-ai/flux-dev"
 INPUTS = {"prompt": "a paid picture", "seed": 7}
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
+
+# Airflow 3.0's dag.test() fails the run when a try that resumed from its deferral ends up_for_retry (it
+# never runs the retry); 3.1+ run it. The retry after a failed wait is proven on 3.1+ and in the
+# deployment tier.
+retry_after_a_deferral = pytest.mark.skipif(
+    AIRFLOW_3_0, reason="Airflow 3.0's dag.test() does not run the retry of a try that failed after its deferral"
+)
 
 
 def _dag(request: pytest.FixtureRequest, **kwargs: Any) -> DAG:
@@ -60,6 +67,7 @@ def _submits(emulator: WaveSpeedEmulator) -> int:
 # -- a trigger that crashes: the retry resumes the same prediction ---------------------------------
 
 
+@retry_after_a_deferral
 def test_a_crashed_trigger_ends_in_a_retry_that_resumes_the_same_prediction(
     wavespeed_emulator: WaveSpeedEmulator,
     proxy: NestingProxy,
@@ -127,6 +135,7 @@ class _FailedTriggerSubmit(WaveSpeedSubmitOperator):
         return super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
 
+@retry_after_a_deferral
 def test_airflows_trigger_failure_writes_the_record_back_so_the_retry_resumes(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,6 +161,7 @@ def test_airflows_trigger_failure_writes_the_record_back_so_the_retry_resumes(
     assert dag_xcoms(dag_run)[("submit", -1, "return_value")]["id"] == created["id"]
 
 
+@retry_after_a_deferral
 def test_a_confirmed_failed_prediction_still_lets_the_retry_submit_again(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest
 ) -> None:
@@ -165,6 +175,7 @@ def test_a_confirmed_failed_prediction_still_lets_the_retry_submit_again(
     assert dag_xcoms(dag_run)[("submit", -1, "return_value")]["id"] == second != first
 
 
+@retry_after_a_deferral
 def test_a_sensor_whose_trigger_crashed_retries_and_waits_again(
     wavespeed_emulator: WaveSpeedEmulator,
     monkeypatch: pytest.MonkeyPatch,
@@ -197,6 +208,7 @@ def test_a_sensor_whose_trigger_crashed_retries_and_waits_again(
     assert dag_xcoms(dag_run)[("wait", -1, "return_value")]["id"] == prediction_id
 
 
+@retry_after_a_deferral
 def test_a_batch_whose_trigger_crashed_retries_and_waits_for_the_same_predictions(
     wavespeed_emulator: WaveSpeedEmulator,
     proxy: NestingProxy,
