@@ -230,19 +230,23 @@ def prediction_from_event(
     prediction_id: str,
     on_deadline: type[AirflowException],
     reread: Callable[[str], Prediction] | None = None,
+    hint: str = "",
 ) -> Prediction:
     """Validate a trigger event and return its terminal prediction; raise for anything else.
 
-    The trigger leaves outputs too large for an event out of it; with ``reread`` (a task
-    that stores them), the completed prediction is read again from the API instead of failing.
+    An ``error`` event fails the task for good, unless the trigger marked it ``retryable`` (it
+    stopped on an unexpected exception): then Airflow's retries apply. ``hint`` (what a later try
+    of this task does) ends the message of an ``error`` or ``deadline``. The trigger leaves outputs
+    too large for an event out of it; with ``reread`` (a task that stores them), the completed
+    prediction is read again from the API instead of failing.
     """
     event = checked_event(event, EVENT_STATUSES, trigger=f"WaveSpeed trigger for prediction {prediction_id}")
     status = event["status"]
     message = event.get("message") or f"WaveSpeed wait for prediction {prediction_id} ended with {status!r}"
     if status == EVENT_DEADLINE:
-        raise on_deadline(message)
+        raise on_deadline(f"{message}{hint}")
     if status == EVENT_ERROR:
-        raise AirflowFailException(message)
+        raise (AirflowException if event.get("retryable") is True else AirflowFailException)(f"{message}{hint}")
     try:
         prediction = Prediction.from_dict(event.get("prediction"))
     except WaveSpeedError as exc:
@@ -265,6 +269,41 @@ def prediction_from_event(
                 f"{prediction.id} with status {prediction.status!r}"
             )
     return prediction
+
+
+def _seconds(value: object, name: str, task_id: str, example: float) -> float:
+    try:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not 0 < seconds < float("inf"):
+        raise ValueError(
+            f"{task_id}: {name} must be a finite number of seconds greater than 0, got {value!r}; "
+            f"e.g. {name}={example:g}"
+        )
+    return seconds
+
+
+def seconds_settings(task_id: str, settings: Mapping[str, tuple[object, float]], *, rendered: bool) -> dict[str, float]:
+    """Duration settings (``name -> (value, an example of a good one)``) as seconds: finite numbers > 0
+    (a ``timedelta`` too).
+
+    Checked before anything is sent, twice: in ``__init__`` (``rendered=False``: a Jinja template is
+    skipped, a bad value raises ``ValueError``, the DAG does not load) and in ``execute`` once
+    templates rendered (``rendered=True``: text is converted, a bad value fails the task for good,
+    as a retry would render the same). The message names the task, the setting, the value and a fix.
+    """
+    checked = {}
+    try:
+        for name, (value, example) in settings.items():
+            if not rendered and isinstance(value, str) and any(mark in value for mark in ("{{", "{%")):
+                continue
+            checked[name] = _seconds(value, name, task_id, example)
+    except ValueError as exc:
+        if not rendered:
+            raise
+        raise AirflowFailException(f"{exc}. Nothing was sent to WaveSpeed") from None
+    return checked
 
 
 def completed_result(

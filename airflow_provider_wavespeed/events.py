@@ -2,11 +2,13 @@
 
 A trigger event's payload is ``{"status", "prediction_id", ...}`` with ``status`` a terminal
 prediction status (and ``prediction``: the prediction as a dict) or one of ours: ``error``
-(``message``, ``error_type``) or ``deadline`` (``message``). Outputs too large for the metadata
-database are left out (``outputs_omitted_bytes``: their size) for the task to read again.
+(``message``, ``error_type``; ``retryable``: true when the trigger stopped on an unexpected
+exception, which a later try may not meet) or ``deadline`` (``message``). Outputs too large for the
+metadata database are left out (``outputs_omitted_bytes``: their size) for the task to read again.
 A batch trigger's payload is ``{"status", "total", "counts", ...}`` with ``status`` ``done`` (every
-prediction terminal), ``deadline`` or ``error`` (with ``message``): counts only, never outputs, so
-it stays the same few hundred bytes for any batch; the batch task reads the predictions itself.
+prediction terminal), ``deadline`` or ``error`` (with ``message``, and ``retryable`` as above):
+counts only, never outputs, so it stays the same few hundred bytes for any batch; the batch task
+reads the predictions itself.
 Airflow-free at import: the triggers build events with it; the tasks check them with
 :func:`checked_event` (the one check, which fails the task through Airflow).
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 
-EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer)
+EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer), or a crash
 EVENT_DEADLINE = "deadline"  # our wait limit passed; the prediction may still finish
 EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
 BATCH_DONE = "done"  # every prediction of the batch is terminal
@@ -61,9 +63,19 @@ def terminal_event(prediction: Prediction) -> dict[str, Any]:
     return payload
 
 
-def error_event(prediction_id: str, message: str, error_type: str) -> dict[str, Any]:
-    """The payload for a permanent error: the wait ends, the task fails with ``message``."""
-    return {"status": EVENT_ERROR, "prediction_id": prediction_id, "message": message, "error_type": error_type}
+def error_event(prediction_id: str, message: str, error_type: str, *, retryable: bool = False) -> dict[str, Any]:
+    """The payload for an error: the wait ends, the task fails with ``message`` (for good unless ``retryable``)."""
+    payload = {"status": EVENT_ERROR, "prediction_id": prediction_id, "message": message, "error_type": error_type}
+    # Only when set: the payload of a permanent error reads as it did before this flag existed.
+    return {**payload, "retryable": True} if retryable else payload
+
+
+def crash_message(waiting_for: str, exc: BaseException) -> str:
+    """What a trigger that stopped on an unexpected exception tells its task (``waiting_for``: what it waited for)."""
+    return (
+        f"The WaveSpeed wait for {waiting_for} stopped on an unexpected error ({type(exc).__name__}: "
+        f"{str(exc)[:500] or 'no detail'}); the prediction may still be running"
+    )
 
 
 def deadline_event(prediction_id: str, message: str) -> dict[str, Any]:
@@ -72,12 +84,21 @@ def deadline_event(prediction_id: str, message: str) -> dict[str, Any]:
 
 
 def batch_event(
-    total: int, counts: dict[str, int], *, error: Exception | None = None, running: int = 0
+    total: int,
+    counts: dict[str, int],
+    *,
+    error: Exception | None = None,
+    running: int = 0,
+    message: str = "",
+    retryable: bool = False,
 ) -> dict[str, Any]:
-    """The payload for a batch wait that ended: ``error``, ``deadline`` (``running`` still running), or ``done``."""
+    """The payload for a batch wait that ended: ``error`` (``message``, else the error's text; ``retryable``),
+    ``deadline`` (``running`` still running), or ``done``."""
     payload: dict[str, Any] = {"total": total, "counts": counts}
     if error is not None:
-        return {"status": EVENT_ERROR, **payload, "message": str(error), "error_type": type(error).__name__}
+        failed = {**payload, "message": message or str(error), "error_type": type(error).__name__}
+        failed = {"status": EVENT_ERROR, **failed}
+        return {**failed, "retryable": True} if retryable else failed
     if running:
         message = (
             f"{running} of {total} WaveSpeed predictions did not finish before the wait limit; they may still finish"

@@ -16,6 +16,7 @@ from airflow_provider_wavespeed._common import (
     cancel_on_worker_kill,
     default_deferrable,
     defer_with_deadline,
+    seconds_settings,
     unheld_in_this_run,
 )
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
@@ -55,6 +56,8 @@ DEFAULT_SUBMIT_WINDOW = 25
 WINDOW_SECONDS = 2.0
 # The cost guard's prices, one per input (None: not priced by this try), for the try's resume after the trigger.
 PRICES_XCOM_KEY = "wavespeed_batch_unit_prices"
+# How many prediction ids a failed wait's message names (all are in the batch record).
+LISTED_IDS = 5
 
 
 def default_submit_window(max_submissions_per_minute: float | None) -> int:
@@ -124,8 +127,10 @@ class WaveSpeedBatchOperator(BaseOperator):
     :param output_path: Where to copy the completed outputs (templated): a directory path, a URL
         (``file:///data/out/``, ``s3://bucket/prefix/``) or an ``ObjectStoragePath``.
     :param max_failed: How many inputs may fail to complete before the task fails (default 0).
-    :param poll_interval: Longest wait between two polls of a prediction, in seconds.
-    :param timeout: Seconds to wait for the predictions once all are submitted.
+    :param poll_interval: Longest wait between two polls of a prediction, in seconds (templated; a finite
+        number > 0).
+    :param timeout: Seconds to wait for the predictions once all are submitted (templated; a finite
+        number > 0). Both are checked before anything is sent, again once templates rendered.
     :param deferrable: Wait in the triggerer instead of a worker (default True).
     :param submit_window: Inputs sent per record window. Default: about 2 s of the connection's
         submission budget, at least 25 (Silver 25, Gold 100): fewer record writes per second at a
@@ -153,6 +158,8 @@ class WaveSpeedBatchOperator(BaseOperator):
         "manifest_path",
         "max_cost_usd",
         "min_balance_usd",
+        "poll_interval",
+        "timeout",
     )
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (WaveSpeedModelLink(),)
@@ -183,6 +190,7 @@ class WaveSpeedBatchOperator(BaseOperator):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{self.task_id}: {name} must be a whole number >= {low}, got {value!r}")
+        seconds_settings(self.task_id, self._settings(poll_interval, timeout), rendered=False)
         self.inputs = inputs
         self.model = model
         self.wavespeed_conn_id = wavespeed_conn_id
@@ -201,6 +209,15 @@ class WaveSpeedBatchOperator(BaseOperator):
         # While this worker submits or waits: (task instance, the record, the predictions seen finished),
         # so that on_kill cancels every prediction the task created and that may still run.
         self._owned: tuple[Any, BatchRecord, set[str]] | None = None
+
+    @staticmethod
+    def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
+        return {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 1800.0)}
+
+    def _check_settings(self) -> None:
+        """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
+        checked = seconds_settings(self.task_id, self._settings(self.poll_interval, self.timeout), rendered=True)
+        self.poll_interval, self.timeout = checked["poll_interval"], checked["timeout"]
 
     def _hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
@@ -378,6 +395,7 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         start_links(self)
+        self._check_settings()
         try:
             model = validate_model(self.model)
             items = batch_inputs(self.inputs)
@@ -471,6 +489,7 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
+        self._check_settings()
         store = self._task_record(context)
         event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
         status = event["status"]
@@ -482,9 +501,17 @@ class WaveSpeedBatchOperator(BaseOperator):
                 "task would submit every input again"
             )
         if status == EVENT_ERROR:
+            ids = record.accepted_ids()
+            more = len(ids) - LISTED_IDS
+            named = ", ".join(ids[:LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
+            if event.get("retryable") is True:  # the trigger stopped on an unexpected error: a retry may not meet it
+                raise AirflowException(
+                    f"{event.get('message')} (predictions {named}). The batch record ({store.where}) is kept: a "
+                    "retry of this task waits for the same predictions (nothing is submitted again)"
+                )
             raise AirflowFailException(
-                f"{event.get('message')}. The batch record ({store.where}) is kept: once fixed, "
-                "re-running the task waits for the same predictions (nothing is submitted again)"
+                f"{event.get('message')} (predictions {named}). The batch record ({store.where}) is kept: once "
+                "fixed, re-running the task waits for the same predictions (nothing is submitted again)"
             )
         counts = event.get("counts")
         self.log.info("WaveSpeed batch wait ended (%s): %s", status, counts)

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_wavespeed._common import (
     airflow_errors,
@@ -19,6 +20,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    seconds_settings,
     unheld_in_this_run,
 )
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
@@ -83,7 +85,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
     Resume: from just before the submit until the prediction id is handed on (returned, or given
     to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.task_record.TaskRecord`:
     Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
-    then the prediction id. A later try that finds it (a worker killed after the submit) resumes
+    then the prediction id; a deferred wait that ends without the prediction (an error, a crashed
+    trigger, the wait limit) writes it back. A later try that finds it (a retry, a clear) resumes
     that prediction while it is queued, processing or completed, and submits again when it failed,
     was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
     prediction history (same model and inputs, created at or after the send) and the one match,
@@ -103,8 +106,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
     :param webhook: An https URL the API calls when the prediction finishes (templated).
     :param wait_for_completion: Wait for the prediction before the task ends.
     :param deferrable: Wait in the triggerer instead of a worker (default True).
-    :param poll_interval: Longest wait between polls, in seconds.
-    :param timeout: Seconds to wait for completion.
+    :param poll_interval: Longest wait between polls, in seconds (templated; a finite number > 0).
+    :param timeout: Seconds to wait for completion (templated; a finite number > 0). Both are checked
+        before anything is sent, again once templates rendered.
     :param output_path: Where to copy the outputs when waiting (templated): a directory path,
         a URL (``file:///data/out/``, ``s3://bucket/prefix/``) or an ``ObjectStoragePath``.
         Files are named ``<prediction id>_<index>.<ext>``; a re-run overwrites them.
@@ -133,6 +137,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         "output_path",
         "max_cost_usd",
         "min_balance_usd",
+        "poll_interval",
+        "timeout",
     )
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (WaveSpeedModelLink(), WaveSpeedPredictionLink())
@@ -159,6 +165,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        settings = {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 600.0)}
+        seconds_settings(self.task_id, settings, rendered=False)
         if not isinstance(resubmit_on_server_failure, int) or resubmit_on_server_failure < 0:
             raise ValueError(
                 f"{self.task_id}: resubmit_on_server_failure must be a whole number >= 0, "
@@ -242,15 +250,53 @@ class WaveSpeedSubmitOperator(BaseOperator):
         description = (
             f"WaveSpeed submit record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
             "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted "
-            "once the prediction id is handed on; delete it yourself only to submit again."
+            "once the prediction id is handed on, written back when a wait ends without the prediction; delete "
+            "it yourself only to submit again."
         )
         return TaskRecord(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
 
     def _handed_on(self, context: Context) -> None:
         """Delete the record: the id is handed on (returned, or in the trigger's kwargs). A later try (a
         retry after the wait, a user's clear) must not silently resume a prediction that may have been
-        delivered."""
+        delivered: the trigger may end the task itself, in the triggerer, which cannot write the record.
+        A wait that ends without delivering it writes the record back (:meth:`_kept`)."""
         self._record(context).delete()
+
+    def _kept(self, context: Context, prediction_id: str) -> None:
+        """Write the record back for ``prediction_id``: its deferred wait ended without the prediction (an
+        error, the wait limit, a trigger Airflow failed), so a later try resumes it instead of paying again.
+
+        Written by the worker that fails the task, before it fails. When the write fails, the task fails for
+        good: a retry without the record would submit (and pay) again.
+        """
+        record = self._record(context)
+        try:
+            with airflow_errors():
+                model = validate_model(self.model)
+                inputs = validate_inputs(self.inputs)
+            data = {"version": 1, "model": model, "digest": input_digest(model, [inputs])}
+            record.put({**data, "state": _SENT, "prediction_id": prediction_id}, verify=True)
+        except Exception as exc:
+            raise AirflowFailException(
+                f"The wait for WaveSpeed prediction {prediction_id} ended without it, and recording it in "
+                f"{record.where} failed ({type(exc).__name__}: {exc}): the task is not retried, so nothing is "
+                f"submitted again. The prediction may still run: wait on it with "
+                f"WaveSpeedTaskSensor(prediction_id={prediction_id!r})"
+            ) from None
+        self.log.info(
+            "WaveSpeed prediction %s is recorded in %s: a retry or a clear of this task resumes it (nothing is "
+            "submitted again)",
+            prediction_id,
+            record.where,
+        )
+
+    def _waited_for(self, context: Context, prediction_id: str = "") -> str:
+        """The prediction this deferred try waited for: given, else the one its submit pushed to XCom."""
+        if prediction_id:
+            return prediction_id
+        ti = context["ti"]
+        pushed = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_ID, map_indexes=ti.map_index)
+        return str(pushed or "")
 
     def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
         """The prediction an earlier try's record names, when it should be resumed; None: submit."""
@@ -418,8 +464,15 @@ class WaveSpeedSubmitOperator(BaseOperator):
         with airflow_errors(_WAIT_RETRYABLE):
             return self.hook.get_prediction(prediction_id)
 
+    def _check_settings(self) -> None:
+        """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
+        settings = {"poll_interval": (self.poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (self.timeout, 600.0)}
+        checked = seconds_settings(self.task_id, settings, rendered=True)
+        self.poll_interval, self.timeout = checked["poll_interval"], checked["timeout"]
+
     def execute(self, context: Context) -> Any:
         start_links(self)
+        self._check_settings()
         prediction = self.submit(context)
         if not self.wait_for_completion:
             note_result(self, prediction.id)
@@ -487,17 +540,35 @@ class WaveSpeedSubmitOperator(BaseOperator):
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, prediction_id: str = ""
     ) -> dict[str, Any]:
-        """Resume after the trigger: validate the event, fail or return the prediction."""
+        """Resume after the trigger: validate the event, fail or return the prediction.
+
+        A wait that ended without the prediction (an error, the wait limit, an event this version does not
+        understand) writes the record back first: a retry or a clear resumes the same prediction.
+        """
+        self._check_settings()
         if not prediction_id and isinstance(event, dict):
             # dag.test() resumes with the event alone (it drops defer kwargs); the event names the
             # prediction its trigger, created by this task, waited for.
             prediction_id = str(event.get("prediction_id") or "")
-        prediction = prediction_from_event(
-            event,
-            prediction_id=prediction_id,
-            on_deadline=AirflowFailException,
-            reread=self._reread if self.output_path else None,
+        prediction_id = self._waited_for(context, prediction_id)
+        # Cancelled at the wait limit (cancel_on_timeout): nothing left to resume, a later try submits anew.
+        keep = bool(prediction_id) and not (isinstance(event, dict) and event.get("cancelled"))
+        hint = (
+            f". This task keeps prediction {prediction_id} in its record: a retry or a clear resumes it (nothing "
+            "is submitted again)"
         )
+        try:
+            prediction = prediction_from_event(
+                event,
+                prediction_id=prediction_id,
+                on_deadline=AirflowFailException,
+                reread=self._reread if self.output_path else None,
+                hint=hint if keep else "",
+            )
+        except AirflowException:
+            if keep:
+                self._kept(context, prediction_id)
+            raise
         tried = self._tried(context, prediction_id)
         try:
             ensure_success(prediction)
@@ -507,3 +578,19 @@ class WaveSpeedSubmitOperator(BaseOperator):
             self._defer(context, again.id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction, tried)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's entry point on resume. ``__fail__`` is how it resumes a task whose trigger failed (raised,
+        or could not be loaded) or whose deferral timed out: it raises ``TaskDeferralError`` (or
+        ``TaskDeferralTimeout``), which its retries retry. Write the record back first, so the retry resumes
+        the prediction instead of paying for another."""
+        if next_method == TRIGGER_FAIL_REPR and self.wait_for_completion:
+            prediction_id = self._waited_for(context)
+            if prediction_id:
+                self.log.warning(
+                    "The wait for WaveSpeed prediction %s ended in Airflow's trigger failure (%s); it may still run",
+                    prediction_id,
+                    (next_kwargs or {}).get("error", "unknown reason"),
+                )
+                self._kept(context, prediction_id)
+        return super().resume_execution(next_method, next_kwargs, context)

@@ -21,6 +21,7 @@ from airflow_provider_wavespeed._common import (
     default_deferrable,
     defer_until_finished,
     prediction_from_event,
+    seconds_settings,
 )
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
@@ -89,8 +90,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
 
     :param prediction_id: The prediction id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
     :param wavespeed_conn_id: The WaveSpeed connection id (templated).
-    :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner).
-    :param timeout: Seconds to wait before timing out.
+    :param poll_interval: Longest wait between polls, in seconds (the first ones come sooner); a finite
+        number > 0.
+    :param timeout: Seconds to wait before timing out; a finite number > 0.
     :param deferrable: Defer to the triggerer (default True; see the README).
     :param end_from_trigger: Let the trigger end the task where it can (default True); False always
         resumes in a worker for ``execute_complete``.
@@ -131,6 +133,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         cancel_on_timeout: bool = True,
         **kwargs: Any,
     ) -> None:
+        # Before Airflow's own check (which allows 0 and infinity, and does not say which task).
+        seconds_settings(str(kwargs.get("task_id")), self._settings(poll_interval, timeout), rendered=False)
         _default_retries(kwargs)
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
         self.prediction_id = prediction_id
@@ -146,6 +150,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
         self._poking: tuple[Any, str] | None = None  # (task instance, prediction id) while poking in a worker
         self._start_in_triggerer(start_from_trigger)
+
+    @staticmethod
+    def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
+        return {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 600.0)}
 
     def _start_in_triggerer(self, requested: bool | None) -> None:
         """Set Airflow's ``start_from_trigger``/``start_trigger_args`` where this sensor can start in the triggerer.
@@ -243,6 +251,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             return validate_prediction_id(self.prediction_id)
 
     def execute(self, context: Context) -> Any:
+        # Again before the first poll: a subclass or a mapped expansion may have set them since __init__.
+        seconds_settings(self.task_id, self._settings(self.poll_interval, self.timeout), rendered=True)
         if not self.deferrable:
             return self._poke_until_done(context)
         # One poll first, as Airflow's own deferrable sensors do: a wait that starts after the

@@ -24,7 +24,7 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import cancel_unfinished, wait_for_predictions
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
-from airflow_provider_wavespeed.events import batch_event
+from airflow_provider_wavespeed.events import batch_event, crash_message
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
@@ -61,7 +61,8 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger`
     (:mod:`~airflow_provider_wavespeed.api.polling`). Its one event is a status (``done``,
     ``deadline`` or ``error``) with counts, the same few hundred bytes for 10 predictions or 10,000:
-    the task reads the predictions themselves when it resumes. ``end_time`` is absolute epoch
+    the task reads the predictions themselves when it resumes. An unexpected exception ends the wait
+    with a ``retryable`` ``error`` event. ``end_time`` is absolute epoch
     seconds, so a trigger resumed by another triggerer keeps its deadline. The trigger never
     submits anything.
 
@@ -160,13 +161,25 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        sent = False
         try:
             async for event in self._run():
                 self._waiting = False  # the event is sent: the task decides from here
+                sent = True
                 yield event
         except asyncio.CancelledError:
             await self.cancelled_from_outside()
             raise
+        except Exception as exc:
+            # Anything else: an event the task understands (raised, Airflow would fail it with a bare
+            # TaskDeferralError); the task names the predictions from its record.
+            self._waiting = False
+            if sent:
+                self.log.exception("Error after the WaveSpeed batch wait's event was sent (ignored)")
+                return
+            self.log.exception("The WaveSpeed batch wait for %d predictions stopped on an unexpected error", self.count)
+            message = crash_message(f"the {self.count} predictions of this batch", exc)
+            yield TriggerEvent(batch_event(self.count, {}, error=exc, message=message, retryable=True))
 
     async def _load_ids(self) -> list[str]:
         """The prediction ids: given, or read from the XCom the task pushed before deferring (off the loop)."""

@@ -21,7 +21,7 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished, wait_for_predictions
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
-from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
+from airflow_provider_wavespeed.events import crash_message, deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
@@ -42,9 +42,10 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
     ``failed``, ``cancelled``, ``timeout`` and ``deleted`` end the wait.
 
     Transient errors (429, 5xx, resets, timeouts) are retried until ``end_time``;
-    permanent ones (401/403, 404, malformed answers) end the wait at once. Exactly one
-    event is yielded. ``end_time`` is an absolute epoch time, so a trigger resumed by
-    another triggerer keeps its deadline. The trigger never submits anything.
+    permanent ones (401/403, 404, malformed answers) end the wait at once; any other exception
+    ends it with a ``retryable`` ``error`` event naming the prediction. Exactly one event is
+    yielded. ``end_time`` is an absolute epoch time, so a trigger resumed by another triggerer
+    keeps its deadline. The trigger never submits anything.
 
     With ``end_from_trigger``, a trigger running in a triggerer for a task ends that task itself
     when its prediction completed with outputs that fit the event: ``success``, with the prediction
@@ -155,13 +156,27 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         return list(self._waiting)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        sent = False
         try:
             async for event in self._run():
                 self._waiting = []  # an event was sent: nothing of this wait is ours to cancel any more
+                sent = True
                 yield event
         except asyncio.CancelledError:
             await self.cancelled_from_outside()
             raise
+        except Exception as exc:
+            # Anything else (a RecursionError from a deeply nested answer, a secrets backend failing the
+            # connection lookup): an event the task understands. Raised, Airflow would fail the task with
+            # a bare TaskDeferralError, naming no prediction.
+            self._waiting = []
+            if sent:
+                self.log.exception("Error after the WaveSpeed wait's event was sent (ignored)")
+                return
+            prediction_id = str(self.prediction_id)
+            self.log.exception("The WaveSpeed wait for prediction %s stopped on an unexpected error", prediction_id)
+            message = crash_message(f"prediction {prediction_id}", exc)
+            yield TriggerEvent(error_event(prediction_id, message, type(exc).__name__, retryable=True))
 
     async def _run(self) -> AsyncIterator[TriggerEvent]:
         try:

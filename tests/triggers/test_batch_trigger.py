@@ -174,3 +174,22 @@ async def test_a_thousand_predictions_one_trigger_bounded_polls_small_kwargs_and
     assert len(encrypted) < 60 * 1000  # encrypted: base64 of the JSON, a third more
     assert len(event_json) < 400  # counts only: the same size for any batch
     assert WaveSpeedHook().get_prediction(ids[0]).status == "completed"
+
+
+async def test_an_unexpected_exception_is_one_retryable_error_event(
+    wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll answered with JSON nested deeper than the recursion limit (RecursionError, no WaveSpeed
+    error): one ``error`` event the batch task understands, not an exception for Airflow."""
+    from nesting_proxy import NestingProxy
+
+    with NestingProxy(wavespeed_emulator.url) as proxy:
+        connection = {"conn_type": "wavespeed", "host": proxy.url, "password": wavespeed_emulator.api_key}
+        monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(connection))
+        ids = _create(wavespeed_emulator, 3)
+        events = await _events(_trigger(ids))
+    assert proxy.nested_sent == 1
+    (event,) = events
+    assert event.payload["status"] == "error" and event.payload["retryable"] is True
+    assert event.payload["error_type"] == "RecursionError" and event.payload["total"] == 3
+    assert "the 3 predictions of this batch stopped on an unexpected error (RecursionError" in event.payload["message"]

@@ -275,3 +275,25 @@ def test_run_does_no_blocking_io_on_the_event_loop(
     assert wavespeed_connection.prediction_state(prediction_id)["polls"] == 3  # several slow polls happened
     slow_steps = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
     assert slow_steps == []
+
+
+async def test_an_unexpected_exception_is_one_retryable_error_event_naming_the_prediction(
+    wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll answered with JSON nested deeper than the recursion limit raises RecursionError (no
+    WaveSpeed error): the trigger ends with an event its task understands instead of raising, which
+    Airflow would turn into a bare TaskDeferralError."""
+    from nesting_proxy import NestingProxy
+
+    with NestingProxy(wavespeed_emulator.url) as proxy:
+        connection = {"conn_type": "wavespeed", "host": proxy.url, "password": wavespeed_emulator.api_key}
+        monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(connection))
+        prediction_id = _submit()
+        events = await _events(_trigger(prediction_id))
+    assert proxy.nested_sent == 1
+    assert [event.payload["status"] for event in events] == ["error"]
+    payload = events[0].payload
+    assert payload["prediction_id"] == prediction_id and payload["retryable"] is True
+    assert payload["error_type"] == "RecursionError"
+    assert f"prediction {prediction_id} stopped on an unexpected error (RecursionError" in payload["message"]
+    assert wavespeed_emulator.prediction_state(prediction_id)["status"] != "deleted"  # never cancelled

@@ -1,0 +1,61 @@
+"""A waiting submit whose trigger crashes in a real triggerer: the retry resumes the same prediction.
+
+The trigger's first poll is answered (by a loopback proxy in front of the emulator, ``nesting_proxy``)
+with JSON nested deeper than Python's recursion limit: ``RecursionError`` in the triggerer, no WaveSpeed
+error. The task (``retries=1``) must fail that try naming its prediction and resume that prediction on
+the retry: the emulator sees exactly one submit for the task across the crash and the retry.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from deployment_harness import Deployment, task_record
+from nesting_proxy import NestingProxy
+
+pytestmark = pytest.mark.deployment
+
+DAG_ID = "wsdeploy_trigger_crash"
+CONN_ID = "wavespeed_deploy_nesting"  # as in dags/wsdeploy_trigger_crash.py
+
+
+def test_a_trigger_crash_ends_in_a_retry_that_resumes_the_same_prediction(deployment: Deployment) -> None:
+    control = deployment.control
+    deployment.reset_emulator(duration=2.0)
+    assert deployment.emulator is not None
+    with NestingProxy(deployment.emulator.url) as proxy:
+        connection = {
+            "connection_id": CONN_ID,
+            "conn_type": "wavespeed",
+            "host": proxy.url,
+            "password": deployment.api_key,
+        }
+        deployment.airflow.api("DELETE", f"connections/{CONN_ID}", ok_statuses=(404,))
+        deployment.airflow.api("POST", "connections", json=connection)
+        try:
+            since = time.time()
+            run_id = deployment.trigger(DAG_ID)
+            result = deployment.finish(DAG_ID, run_id, timeout=180)
+        finally:
+            deployment.airflow.api("DELETE", f"connections/{CONN_ID}", ok_statuses=(404,))
+    (ti,) = result.of("submit")
+    log = deployment.task_log(DAG_ID, run_id, "submit")
+    submits = [status for _, endpoint, status in control.request_log(since=since) if endpoint == "submit"]
+    print(
+        f"\ntrigger crash: run ended {result.seconds:.0f} s, state {result.state}, tries {ti['try_number']}; "
+        f"nested answers {proxy.nested_sent}; submit requests {len(submits)}; predictions per index "
+        f"{dict(deployment.submissions_per_index(run_id))}"
+    )
+    assert proxy.nested_sent == 1
+    assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 2), log[-3000:]
+    assert submits == [200]  # one submit request across the crash and the retry
+    assert deployment.submissions_per_index(run_id) == {-1: 1}
+    (created,) = deployment.submissions_of(run_id)
+    assert "RecursionError" in log
+    assert f"This task keeps prediction {created['id']} in its record" in log
+    assert f"Resuming WaveSpeed prediction {created['id']}" in log
+    value = deployment.airflow.xcom(DAG_ID, run_id, "submit")
+    assert value["id"] == created["id"] and value["status"] == "completed"
+    # Delivered: no record left, so a later clear submits anew.
+    assert task_record(deployment, DAG_ID, run_id, "submit", "wavespeed_submit") is None
