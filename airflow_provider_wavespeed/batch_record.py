@@ -184,9 +184,10 @@ class BatchRecord:
         the history (:meth:`to_reconcile`): never sent again.
         """
         digest = input_digest(model, items)
-        # A first try finds none (Airflow 3.0's task SDK logs a Variable lookup as "Variable not found").
-        log.info("Looking up the batch record of this task instance: %s", store.where)
-        record = cls.read(store)
+        record = None
+        if not store.first_try:  # a first try has none to look up (TaskRecord.earlier)
+            log.info("Looking up the batch record of an earlier try of this task instance: %s", store.where)
+            record = cls.read(store)
         if record is None:
             data: dict[str, Any] = {
                 "version": _VERSION,

@@ -64,6 +64,8 @@ class TaskRecord:
         self.key = record_key(ti.dag_id, ti.run_id, ti.task_id, -1 if ti.map_index is None else ti.map_index, prefix)
         self.description = description
         self.versions = versions
+        # Airflow runs each try number once (a retry or a clear starts the next): a first try has no earlier one.
+        self.first_try = getattr(ti, "try_number", None) == 1
 
     @property
     def writes_can_fail_silently(self) -> bool:
@@ -104,6 +106,12 @@ class TaskRecord:
                 "again"
             )
         return data
+
+    def earlier(self) -> dict[str, Any] | None:
+        """The record an earlier try of this task instance left (None: none), as :meth:`get`; a first try's
+        is not looked up: there is none (one API-server call less per task, and below Airflow 3.3 no
+        "Variable not found" error line in the task log)."""
+        return None if self.first_try else self.get()
 
     def put(self, data: dict[str, Any], *, verify: bool) -> None:
         """Write ``data`` (a new ``seq``); with ``verify``, where a write can fail silently, read it back

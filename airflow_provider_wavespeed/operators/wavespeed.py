@@ -300,7 +300,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
 
     def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
         """The prediction an earlier try's record names, when it should be resumed; None: submit."""
-        data = record.get()
+        data = record.earlier()
         if data is None:
             return None
         same = data.get("digest") == input_digest(model, [inputs])
