@@ -74,13 +74,11 @@ class WaveSpeedSubmitOperator(BaseOperator):
     when ``deferrable``, and returns the completed prediction as a dict; with
     ``output_path`` its outputs are copied there first and the dict gains ``stored_paths``.
 
-    A deferred wait ends in the triggerer, with no second worker run, when the prediction is done
-    (its dict in XCom under ``return_value``; ``prediction_id`` was pushed at the submit) or fails
-    (the API's message in the task's log), unless the worker has work left: ``output_path`` (it
-    stores the outputs), ``resubmit_on_server_failure`` (it submits again), outlets (asset events),
-    outputs too large for XCom, or a failure whose retry decision the triggerer of this Airflow
-    version would make differently (before 3.3.1 a failed prediction with retries left resumes in
-    the worker, which lets the retry submit again).
+    A deferred wait ends in the triggerer, with no second worker run, when the prediction completed
+    (its dict in XCom under ``return_value``; ``prediction_id`` was pushed at the submit), unless the
+    worker has work left: ``output_path`` (it stores the outputs), ``resubmit_on_server_failure`` (it
+    may submit again), outlets (asset events), or outputs too large for XCom. Every other end of the
+    wait (a failed prediction, an error, the wait limit) resumes in the worker, whose retry rules apply.
 
     Resume: from just before the submit until the prediction id is handed on (returned, or given
     to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.task_record.TaskRecord`:

@@ -70,11 +70,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     so no worker slot is held while the model runs. Otherwise it pokes with the sync hook
     every ``poll_interval`` seconds (``mode="poke"`` or ``"reschedule"``).
 
-    Where the wait ends: in the triggerer, with no second worker run, when the prediction is done
-    (its dict in XCom) or fails for good (the API's message in the task's log), unless the worker
-    has work left: ``output_path`` (it stores the outputs), outlets (asset events), outputs too large
-    for XCom, or a failure whose retry decision only the worker makes as today (on Airflow 3.3.1+
-    a sensor with retries left; set ``retries=0`` to end failures there too). Where the wait
+    Where the wait ends: in the triggerer, with no second worker run, when the prediction completed
+    (its dict in XCom), unless the worker has work left: ``output_path`` (it stores the outputs),
+    outlets (asset events), or outputs too large for XCom; every other end of the wait (a failed
+    prediction, an error, the wait limit) resumes in the worker. Where the wait
     starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is an id or an
     unmapped task's ``.output`` starts in the triggerer, with no worker run at all (its
     ``prediction_id`` is rendered there); a Jinja template of the DAG's own only with
@@ -83,7 +82,9 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     tasks in the triggerer).
 
     On success the XCom return value is the prediction (id, model, status, outputs,
-    timings, ...). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
+    timings, ...), with ``cost_usd`` and ``unit_price_usd`` None and ``cost_note`` saying why (a
+    prediction carries neither its price nor its inputs; the submit operator's ``unit_price_usd``
+    XCom has the price when it priced them). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
     task with the API's error text and what its failure code means; a status this provider does
     not know is logged once and the wait goes on; past ``timeout`` seconds the sensor times out
     (skipped instead with ``soft_fail=True``).
