@@ -207,9 +207,8 @@ def test_downloads_are_streamed_in_chunks(
     assert max(writes) <= 64 * 1024 and len(writes) >= len(body) // (64 * 1024)
 
 
-def test_no_api_key_is_sent_to_the_file_host(
-    wavespeed_connection: WaveSpeedEmulator, local_http: LocalHTTPServer, tmp_path: Path
-) -> None:
+def _serve_a_webp_recording_headers(local_http: LocalHTTPServer, path: str) -> list[dict[str, str]]:
+    """Serve a 4-byte webp at ``path``; the list gets the headers of each request for it."""
     seen: list[dict[str, str]] = []
 
     def record(handler: Any) -> None:
@@ -220,7 +219,14 @@ def test_no_api_key_is_sent_to_the_file_host(
         handler.end_headers()
         handler.wfile.write(b"RIFF")
 
-    local_http.routes["/img"] = record
+    local_http.routes[path] = record
+    return seen
+
+
+def test_no_api_key_is_sent_to_the_file_host(
+    wavespeed_connection: WaveSpeedEmulator, local_http: LocalHTTPServer, tmp_path: Path
+) -> None:
+    seen = _serve_a_webp_recording_headers(local_http, "/img")
     WaveSpeedHook().get_balance()  # the hook's client is set up with the key...
     prediction = Prediction(id="k1", model="m/x", status="completed", outputs=[local_http.url("/img")])
     assert store_outputs(prediction, tmp_path, downloads=LOCAL_API)[0].endswith("k1_0.webp")
@@ -246,17 +252,7 @@ def test_no_netrc_credential_reaches_an_output_host(
     monkeypatch.delenv("NETRC", raising=False)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    seen: list[dict[str, str]] = []
-
-    def record(handler: Any) -> None:
-        seen.append(dict(handler.headers.items()))
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/webp")
-        handler.send_header("Content-Length", "4")
-        handler.end_headers()
-        handler.wfile.write(b"RIFF")
-
-    local_http.routes["/img"] = record
+    seen = _serve_a_webp_recording_headers(local_http, "/img")
     prediction = Prediction(id="n1", model="m/x", status="completed", outputs=[local_http.url("/img")])
     assert store_outputs(prediction, tmp_path / "out", downloads=policy)[0].endswith("n1_0.webp")
     assert len(seen) == 1 and not any(name.lower() == "authorization" for name in seen[0])
