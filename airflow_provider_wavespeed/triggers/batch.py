@@ -160,6 +160,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        await self.note_started()
         try:
             async for event in self._run():
                 self._waiting = False  # the event is sent: the task decides from here

@@ -149,6 +149,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         return list(self._waiting)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        await self.note_started()
         try:
             async for event in self._run():
                 self._waiting = []  # an event was sent: nothing of this wait is ours to cancel any more
