@@ -158,13 +158,8 @@ class CancellingTrigger(BaseTrigger):
             return
         from airflow.providers.common.compat.sdk import XCom
 
-        try:
-            if hasattr(XCom, "aset"):
-                await XCom.aset(key=WAITING_TRY_KEY, value=_try_number(ti), **_xcom_address(ti))
-            else:  # pragma: no cover - Airflow 3.0-3.2 start no task in the triggerer
-                from asgiref.sync import sync_to_async
-
-                await sync_to_async(XCom.set)(key=WAITING_TRY_KEY, value=_try_number(ti), **_xcom_address(ti))
+        try:  # Airflow 3.3+ (only it starts tasks in the triggerer): the SDK's async XCom, on this loop
+            await XCom.aset(key=WAITING_TRY_KEY, value=_try_number(ti), **_xcom_address(ti))
         except Exception as exc:
             self.log.warning(
                 "Could not record try %s as the waiting one (%s): a clear of this task may not cancel its predictions",
