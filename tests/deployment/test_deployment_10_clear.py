@@ -22,6 +22,7 @@ from deployment_harness import Deployment
 
 pytestmark = pytest.mark.deployment
 
+NEWER_TRY = "Cancelling 1 unfinished WaveSpeed prediction(s): a newer try (2) of the task waits now"
 CANCEL_LIMIT = 120.0  # generous: the verdict is the emulator's DELETE count, not how fast it came
 
 
@@ -102,7 +103,7 @@ def test_clearing_a_deferred_sensor_cancels_its_prediction(deployment: Deploymen
     counters = deployment.control.counters()
     (ti,) = result.of("wait")
     log = deployment.task_log(dag_id, run_id, "wait")
-    reason = "a newer try" if "a newer try (2) of the task waits now" in log else "another"
+    reason = "a newer try" if NEWER_TRY in log else "another"
     print(
         f"\nclear {dag_id}: prediction cancelled {seconds:.1f} s after the clear answered ({reason} reason); "
         f"the next try (try {ti['try_number']}) ended {ti['state']}; DELETE requests {counters['delete_requests']}"
@@ -111,6 +112,8 @@ def test_clearing_a_deferred_sensor_cancels_its_prediction(deployment: Deploymen
     assert len(deployment.submissions_of(run_id)) == 1  # a sensor never submits
     assert ti["try_number"] == tried + 1 and ti["state"] == "failed"
     assert "Cancelling 1 unfinished WaveSpeed prediction(s)" in log, log[-3000:]
+    if freeze:  # the old trigger was stopped with the next try deferred: only the try numbers told them apart
+        assert NEWER_TRY in log, log[-3000:]
     deployment.assert_healthy()
 
 
@@ -154,6 +157,9 @@ def test_clearing_the_waiting_submit_cancels_the_first_prediction(deployment: De
         f"(try {ti['try_number']}); DELETE requests {counters['delete_requests']}"
     )
     assert counters["delete_requests"] == {first: 1}
+    if freeze:
+        log = deployment.task_log(dag_id, run_id, "generate")
+        assert NEWER_TRY in log, log[-3000:]
     assert len(deployment.submissions_of(run_id)) == 2
     assert control.prediction_state(second["id"])["status"] == "completed"
     assert ti["try_number"] == tried + 1 and ti["state"] == "success"
