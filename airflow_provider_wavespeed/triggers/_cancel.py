@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -131,6 +131,22 @@ async def cancel_with_shared_client(
         await release_shared_client(conn_id)
 
 
+_SHIELDED: set[asyncio.Future[None]] = set()  # kill decisions under way (a reference keeps each alive)
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even when the caller is cancelled again.
+
+    Airflow's triggerer cancels a trigger's task again at each of its loops (about every second) until
+    it ends, also while ``on_kill`` runs: that would stop a decision and its cancels half-way. The work
+    is bounded by :data:`KILL_CANCEL_BUDGET` (and :data:`NEWER_TRY_PATIENCE`) on its own.
+    """
+    task = asyncio.ensure_future(work)
+    _SHIELDED.add(task)
+    task.add_done_callback(_SHIELDED.discard)
+    await asyncio.shield(task)
+
+
 class CancellingTrigger(BaseTrigger):
     """A trigger whose task owns its predictions: on a user's kill, it cancels the unfinished ones.
 
@@ -189,6 +205,9 @@ class CancellingTrigger(BaseTrigger):
         """Airflow 3.3+: a user killed the task; cancel what is still running, unless this try still waits."""
         if not self.cancel_on_kill or not self.unfinished_ids():
             return
+        await _shielded(self._cancel_if_killed())
+
+    async def _cancel_if_killed(self) -> None:
         started = time.monotonic()
         why = "the task was killed by a user"
         ti = self.task_instance
@@ -207,6 +226,9 @@ class CancellingTrigger(BaseTrigger):
         ti = self.task_instance
         if ti is None or self._past_airflow_timeout():
             return
+        await _shielded(self._cancel_if_not_deferred(ti))
+
+    async def _cancel_if_not_deferred(self, ti: Any) -> None:
         state = await ti_state(ti)
         if state is None:
             return  # no answer (a triggerer shutting down?): the wait may resume elsewhere

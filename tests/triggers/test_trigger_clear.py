@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -86,14 +87,15 @@ def _old_try(dag_run: Any, task_id: str, state: str, *, started_in_triggerer: bo
     return ti
 
 
+async def _consume(trigger: Any) -> list[Any]:
+    return [event async for event in trigger.run()]
+
+
 async def _killed(trigger: Any, emulator: WaveSpeedEmulator) -> None:
     """Run the trigger until it polled, then stop it as the triggerer does for a user's action."""
 
-    async def consume() -> list[Any]:
-        return [event async for event in trigger.run()]
-
     polls = emulator.counters()["requests"].get("result", 0)
-    task = asyncio.ensure_future(consume())
+    task = asyncio.ensure_future(_consume(trigger))
     deadline = time.monotonic() + 20
     while emulator.counters()["requests"].get("result", 0) <= polls:
         assert time.monotonic() < deadline, "the trigger never polled"
@@ -201,3 +203,36 @@ async def test_a_task_started_in_the_triggerer_moved_elsewhere_cancels_nothing(
     await _killed(trigger, wavespeed_connection)
     assert wavespeed_connection.counters()["delete_requests"] == {}
     assert wavespeed_connection.prediction_state(ids[0])["status"] == "processing"
+
+
+async def test_on_kill_finishes_though_the_triggerer_cancels_it_again(
+    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow 3.3's triggerer cancels a trigger's task again at each of its loops until it ends, while
+    on_kill runs too (seen in the deployment tier: a kill decision cut off before it asked anything)."""
+    asked, may_answer = threading.Event(), threading.Event()
+
+    def lookup(ti: Any) -> str:
+        asked.set()
+        may_answer.wait(20)
+        return "failed"  # marked failed by a user
+
+    monkeypatch.setattr(_cancel, "task_instance_state", lookup)
+    trigger, ids = _trigger("single", wavespeed_connection)
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1)
+    polls = wavespeed_connection.counters()["requests"].get("result", 0)
+    running = asyncio.ensure_future(_consume(trigger))
+    while wavespeed_connection.counters()["requests"].get("result", 0) <= polls:
+        assert not running.done(), running.result()
+        await asyncio.sleep(0.02)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    killing = asyncio.ensure_future(trigger.on_kill())
+    assert await asyncio.to_thread(asked.wait, 20)
+    killing.cancel()  # the triggerer's next loop
+    with pytest.raises(asyncio.CancelledError):
+        await killing
+    may_answer.set()
+    await asyncio.wait(list(_cancel._SHIELDED))
+    assert wavespeed_connection.counters()["delete_requests"] == {ids[0]: 1}
