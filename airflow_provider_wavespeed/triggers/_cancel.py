@@ -134,17 +134,26 @@ async def cancel_with_shared_client(
 _SHIELDED: set[asyncio.Future[None]] = set()  # kill decisions under way (a reference keeps each alive)
 
 
-async def _shielded(work: Coroutine[Any, Any, None]) -> None:
-    """Run ``work`` to its end even when the caller is cancelled again.
+async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` (within :data:`KILL_CANCEL_BUDGET`) to its end, though the caller is cancelled again.
 
-    Airflow's triggerer cancels a trigger's task again at each of its loops (about every second) until
-    it ends, also while ``on_kill`` runs: that would stop a decision and its cancels half-way. The work
-    is bounded by :data:`KILL_CANCEL_BUDGET` (and :data:`NEWER_TRY_PATIENCE`) on its own.
+    Airflow 3.3's triggerer cancels a trigger's task again at each of its loops (about every second)
+    until it ends, also while ``on_kill`` runs, and its ``wait_for`` passes that on without the reason:
+    it would stop a decision and its cancels half-way (and the trigger's log closes once it ends).
+    So ``on_kill`` waits ``work`` out; the wait is bounded, as Airflow's own 30 s for ``on_kill``.
     """
-    task = asyncio.ensure_future(work)
+    task = asyncio.ensure_future(asyncio.wait_for(work, timeout=KILL_CANCEL_BUDGET))
     _SHIELDED.add(task)
     task.add_done_callback(_SHIELDED.discard)
-    await asyncio.shield(task)
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()  # waited out here, not passed on
+    if not task.cancelled() and task.exception() is not None:
+        _log.warning("Deciding whether to cancel the predictions failed: %s", task.exception())
 
 
 class CancellingTrigger(BaseTrigger):
@@ -205,7 +214,7 @@ class CancellingTrigger(BaseTrigger):
         """Airflow 3.3+: a user killed the task; cancel what is still running, unless this try still waits."""
         if not self.cancel_on_kill or not self.unfinished_ids():
             return
-        await _shielded(self._cancel_if_killed())
+        await _to_its_end(self._cancel_if_killed())
 
     async def _cancel_if_killed(self) -> None:
         started = time.monotonic()
@@ -226,9 +235,6 @@ class CancellingTrigger(BaseTrigger):
         ti = self.task_instance
         if ti is None or self._past_airflow_timeout():
             return
-        await _shielded(self._cancel_if_not_deferred(ti))
-
-    async def _cancel_if_not_deferred(self, ti: Any) -> None:
         state = await ti_state(ti)
         if state is None:
             return  # no answer (a triggerer shutting down?): the wait may resume elsewhere
