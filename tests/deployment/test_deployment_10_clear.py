@@ -103,17 +103,19 @@ def test_clearing_a_deferred_sensor_cancels_its_prediction(deployment: Deploymen
     counters = deployment.control.counters()
     (ti,) = result.of("wait")
     log = deployment.task_log(dag_id, run_id, "wait")
-    reason = "a newer try" if NEWER_TRY in log else "another"
+    reason = "a newer try" if NEWER_TRY in log else "not in the old trigger's log"
     print(
-        f"\nclear {dag_id}: prediction cancelled {seconds:.1f} s after the clear answered ({reason} reason); "
+        f"\nclear {dag_id}: prediction cancelled {seconds:.1f} s after the clear answered (reason: {reason}); "
         f"the next try (try {ti['try_number']}) ended {ti['state']}; DELETE requests {counters['delete_requests']}"
     )
     assert counters["delete_requests"] == {prediction_id: 1}
     assert len(deployment.submissions_of(run_id)) == 1  # a sensor never submits
     assert ti["try_number"] == tried + 1 and ti["state"] == "failed"
-    assert "Cancelling 1 unfinished WaveSpeed prediction(s)" in log, log[-3000:]
     if freeze:  # the old trigger was stopped with the next try deferred: only the try numbers told them apart
         assert NEWER_TRY in log, log[-3000:]
+    # Otherwise the line may be missing: Airflow 3.3's triggerer cancels a trigger again at each loop, so a
+    # decision that waits for the next try's trigger (a task started in the triggerer) ends after the
+    # trigger did, and its log with it. The DELETE count above is the verdict.
     deployment.assert_healthy()
 
 
