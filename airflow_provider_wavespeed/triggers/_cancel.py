@@ -51,7 +51,7 @@ KILL_CANCEL_BUDGET = 25.0
 WAITING_TRY_KEY = "wavespeed_waiting_try"
 # Airflow 3.3+, a task started in the triggerer: how long a killed trigger of a still deferred task
 # looks for a newer try's trigger to record itself before concluding its own try waits elsewhere.
-NEWER_TRY_PATIENCE = 10.0
+NEWER_TRY_PATIENCE = 20.0
 _NEWER_TRY_POLL = 0.5
 
 
