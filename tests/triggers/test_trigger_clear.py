@@ -205,6 +205,7 @@ async def test_a_task_started_in_the_triggerer_moved_elsewhere_cancels_nothing(
     assert wavespeed_connection.prediction_state(ids[0])["status"] == "processing"
 
 
+@on_kill_only
 async def test_on_kill_finishes_though_the_triggerer_cancels_it_again(
     wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
