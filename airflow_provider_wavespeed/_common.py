@@ -36,6 +36,7 @@ from airflow_provider_wavespeed.events import (
     without_oversized_outputs,
 )
 from airflow_provider_wavespeed.storage import OutputPath, store_outputs
+from airflow_provider_wavespeed.triggers._cancel import note_waiting_try
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
@@ -79,8 +80,11 @@ def defer_with_deadline(
         utc_text(deadline.timestamp()),
         in_words(timeout),
     )
+    trigger = make_trigger(deadline.timestamp())  # JSON-simple, as already deferred tasks stored it
+    if getattr(trigger, "cancel_on_kill", False):
+        note_waiting_try(task.log)  # so that a clear's next try, deferred again, is told from this one
     task.defer(
-        trigger=make_trigger(deadline.timestamp()),  # JSON-simple, as already deferred tasks stored it
+        trigger=trigger,
         method_name="execute_complete",
         kwargs=kwargs,
         # A plain timedelta: the task runner sends it to its supervisor with msgspec, whose encoder

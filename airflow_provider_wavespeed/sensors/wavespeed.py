@@ -84,8 +84,8 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     On success the XCom return value is the prediction (id, model, status, outputs,
     timings, ...), with ``cost_usd`` and ``unit_price_usd`` None and ``cost_note`` saying why (a
     prediction carries neither its price nor its inputs; the submit operator's ``unit_price_usd``
-    XCom has the price when it priced them). A ``failed``, ``cancelled``, ``timeout`` or ``deleted`` prediction fails the
-    task with the API's error text and what its failure code means; a status this provider does
+    XCom has the price when it priced them). A ``failed``, ``cancelled``, ``timeout`` or ``deleted``
+    prediction fails the task with the API's error text and what its failure code means; a status this provider does
     not know is logged once and the wait goes on; past ``timeout`` seconds the sensor times out
     (skipped instead with ``soft_fail=True``).
 

@@ -162,6 +162,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         sent = False
+        await self.note_started()
         try:
             async for event in self._run():
                 self._waiting = False  # the event is sent: the task decides from here

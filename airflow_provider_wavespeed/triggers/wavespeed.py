@@ -157,6 +157,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         sent = False
+        await self.note_started()
         try:
             async for event in self._run():
                 self._waiting = []  # an event was sent: nothing of this wait is ours to cancel any more
