@@ -15,7 +15,6 @@ the API notes do not say whether a failed generation is charged, so a result nev
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_wavespeed._common import airflow_errors
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedResponseError
+from airflow_provider_wavespeed.api.reconcile import canonical_inputs
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
@@ -57,11 +57,6 @@ def budget_usd(value: object, name: str) -> float | None:
     return usd
 
 
-def _shape(inputs: Mapping[str, Any]) -> str:
-    """What two inputs share when they are the same input (key order aside)."""
-    return json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 async def price_inputs(
     client: AsyncWaveSpeedClient, model: str, items: Mapping[int, Mapping[str, Any]]
 ) -> dict[int, float]:
@@ -72,7 +67,7 @@ async def price_inputs(
     """
     by_shape: dict[str, list[int]] = {}
     for index, inputs in items.items():
-        by_shape.setdefault(_shape(inputs), []).append(index)
+        by_shape.setdefault(canonical_inputs(inputs), []).append(index)
     gate = asyncio.Semaphore(_PRICING_CONCURRENCY)
 
     async def one(indexes: list[int]) -> float:

@@ -39,7 +39,7 @@ from typing import Any, Generic, TypeVar
 
 from airflow_provider_wavespeed.api.models import PredictionPage
 
-__all__ = ["LOOK_DELAYS", "Reconciled", "reconcile"]
+__all__ = ["LOOK_DELAYS", "Reconciled", "canonical_inputs", "reconcile"]
 
 # Pauses before each further look, in seconds: the history may list a new prediction a moment late,
 # and a single match is adopted only when the next look shows it again (7 s in all at most).
@@ -60,7 +60,8 @@ class Reconciled(Generic[K]):
     unresolved: dict[K, str]
 
 
-def _canonical(inputs: object) -> str:
+def canonical_inputs(inputs: object) -> str:
+    """Inputs as one JSON text, the same for equal inputs whatever their key order: how inputs are compared."""
     return json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -91,7 +92,7 @@ async def reconcile(
     """
     delays = LOOK_DELAYS if delays is None else delays
     sends = {key: float(sent_at[key] if isinstance(sent_at, Mapping) else sent_at) for key in wanted}
-    canon = {key: _canonical(dict(inputs)) for key, inputs in wanted.items()}
+    canon = {key: canonical_inputs(dict(inputs)) for key, inputs in wanted.items()}
     adopted: dict[K, str] = {}
     unresolved: dict[K, str] = {}
     seen_alone: dict[K, str] = {}  # the one match of the last look, to be confirmed by the next
@@ -164,7 +165,7 @@ async def _read(
                 continue  # the API's filter is not trusted to be exact
             if item.input is None:
                 return matches, f"entry {prediction.id} carries no inputs: this history does not list them"
-            text = _canonical(item.input)
+            text = canonical_inputs(item.input)
             if text in wanted and prediction.id not in (pid for pid, _ in matches.get(text, [])):
                 matches.setdefault(text, []).append((prediction.id, created.timestamp()))
         seen = (page_number - 1) * _PAGE_SIZE + len(page.items) + page.unreadable
