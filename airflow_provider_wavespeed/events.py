@@ -71,10 +71,14 @@ def error_event(prediction_id: str, message: str, error_type: str, *, retryable:
 
 
 def crash_message(waiting_for: str, exc: BaseException) -> str:
-    """What a trigger that stopped on an unexpected exception tells its task (``waiting_for``: what it waited for)."""
+    """What a trigger that stopped on an unexpected exception tells its task (``waiting_for``: what it waited for).
+
+    The exception's type only: its text is foreign (a secrets backend's may quote a connection, key
+    included) and an event is stored unmasked; the trigger logs it whole, through Airflow's masker.
+    """
     return (
-        f"The WaveSpeed wait for {waiting_for} stopped on an unexpected error ({type(exc).__name__}: "
-        f"{str(exc)[:500] or 'no detail'}); the prediction may still be running"
+        f"The WaveSpeed wait for {waiting_for} stopped on an unexpected error ({type(exc).__name__}; its "
+        "text is in the trigger's log); the prediction may still be running"
     )
 
 

@@ -297,3 +297,22 @@ async def test_an_unexpected_exception_is_one_retryable_error_event_naming_the_p
     assert payload["error_type"] == "RecursionError"
     assert f"prediction {prediction_id} stopped on an unexpected error (RecursionError" in payload["message"]
     assert wavespeed_emulator.prediction_state(prediction_id)["status"] != "deleted"  # never cancelled
+
+
+async def test_an_unexpected_exception_s_text_stays_out_of_the_event(
+    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A foreign exception's text may quote what it was given (a secrets backend's, a connection with its
+    key): the event, stored unmasked in the metadata database, carries its type only."""
+    from airflow_provider_wavespeed.triggers import wavespeed as trigger_module
+
+    key = wavespeed_connection.api_key
+
+    async def failing_lookup(conn_id: str) -> Any:
+        raise RuntimeError(f"secrets backend: cannot parse wavespeed://:{key}@api.wavespeed.ai for {conn_id}")
+
+    monkeypatch.setattr(trigger_module, "acquire_shared_client", failing_lookup)
+    (event,) = await _events(_trigger("0123456789abcdef0123456789abcdef"))
+    assert event.payload["status"] == "error" and event.payload["error_type"] == "RuntimeError"
+    assert "RuntimeError" in event.payload["message"]
+    assert key not in json.dumps(event.payload)
