@@ -36,9 +36,11 @@ def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) ->
     started = time.monotonic()
     deployment.wait_deferred(OUTAGE_DAG, run_id, OUTAGE_COUNT)
 
-    # First half: the gateway answers 503 (an HTML page); second half: connections are cut.
-    outage_start = time.time()
+    # First half: the gateway answers 503 (an HTML page); second half: connections are cut. The outage's
+    # window is measured inside the faults' own (after the first is added, before the last is removed): a
+    # poll logged in it met a fault however slowly the control calls return on a busy machine.
     fault = control.add_fault("result", "http_error", status=503, times=None)
+    outage_start = time.time()
     control.release()  # the predictions finish during the outage
     time.sleep(OUTAGE_SECONDS / 2)
     # Switch without a gap: the first matching fault applies, so the drop waits behind the 503
@@ -48,8 +50,8 @@ def test_api_outage_sensors_keep_waiting_then_succeed(deployment: Deployment) ->
     fault = drop
     time.sleep(OUTAGE_SECONDS / 2)
     during = {state: deployment.count(OUTAGE_DAG, run_id, state) for state in ("deferred", "failed")}
-    control.remove_fault(fault)
     outage_end = time.time()
+    control.remove_fault(fault)
 
     polls = [entry for entry in control.request_log(since=outage_start) if entry[1] == "result"]
     outage_polls = [entry for entry in polls if entry[0] < outage_end]
