@@ -65,6 +65,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _emulator(
+    args: argparse.Namespace, api_key: str, duration: float | tuple[float, float], models: dict[str, str]
+) -> WaveSpeedEmulator:
+    """Build the emulator the arguments describe (ValueError for a bad one)."""
+    return WaveSpeedEmulator(
+        api_key=api_key,
+        host=args.host,
+        port=args.port,
+        duration=duration,
+        balance=args.balance,
+        webhook_secret=args.webhook_secret,
+        log_requests=not args.quiet,
+        tier=args.tier,
+        starts_per_minute=args.starts_per_minute,
+        concurrency=args.concurrency,
+        history_inputs=not args.history_without_inputs,
+        history_lag=args.history_lag,
+        allow_any_model=args.allow_any_model,
+        models=models,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator until SIGINT or SIGTERM; return the exit code (1: it could not listen)."""
     parser = _parser()
@@ -93,22 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    emulator = WaveSpeedEmulator(
-        api_key=api_key,
-        host=args.host,
-        port=args.port,
-        duration=duration,
-        balance=args.balance,
-        webhook_secret=args.webhook_secret,
-        log_requests=not args.quiet,
-        tier=args.tier,
-        starts_per_minute=args.starts_per_minute,
-        concurrency=args.concurrency,
-        history_inputs=not args.history_without_inputs,
-        history_lag=args.history_lag,
-        allow_any_model=args.allow_any_model,
-        models=models,
-    )
+    try:
+        emulator = _emulator(args, api_key, duration, models)
+    except ValueError as exc:  # e.g. a --model that is no model id
+        parser.error(str(exc))
     try:
         emulator.start()
     except OSError as exc:

@@ -165,6 +165,14 @@ def test_the_command_line_flags_allow_any_model_and_register_one() -> None:
         timeout=60,
     )
     assert refused.returncode == 2 and "--model acme/x=text-to-audio: the kind must be one of" in refused.stderr
+    no_id = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--port", "0", "--model", "flux dev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_id.returncode == 2 and "Invalid model id 'flux dev'" in no_id.stderr
+    assert "Traceback" not in no_id.stderr
 
 
 def test_the_pytest_plugin_takes_the_emulator_options_from_an_overridable_fixture(tmp_path: Path) -> None:
