@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_wavespeed.api import WaveSpeedClient, WaveSpeedNotFoundError, WaveSpeedSubmitUncertainError
 from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess, WaveSpeedEmulator
 from airflow_provider_wavespeed.testing._models import CATALOG
 
@@ -217,3 +218,12 @@ def test_the_pytest_plugin_takes_the_emulator_options_from_an_overridable_fixtur
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_the_providers_client_reads_an_unknown_model_as_a_refusal_sent_once(emulator: WaveSpeedEmulator) -> None:
+    # A refusal, not an uncertain submit: nothing may have been created, so nothing is adopted or resent.
+    client = WaveSpeedClient(api_key=emulator.api_key, base_url=emulator.url)
+    with pytest.raises(WaveSpeedNotFoundError, match=f"HTTP 404: Model not found: {TYPO}") as raised:
+        client.submit(TYPO, {"prompt": "a fox"})
+    assert not isinstance(raised.value, WaveSpeedSubmitUncertainError)
+    assert emulator.counters()["requests"] == {"submit": 1} and emulator.submissions() == []
