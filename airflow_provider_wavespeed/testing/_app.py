@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import _media, _models
 from ._control_api import CONTROL_METHODS
@@ -125,12 +125,34 @@ class EmulatorApp:
     """
 
     def __init__(self, state: EmulatorState, *, log_requests: bool = False) -> None:
-        routes = _Api(state, log_requests=log_requests).routes()
-        self.starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+        self.state = state
+        self.log_requests = log_requests
+        self.starlette = Starlette(routes=_Api(state).routes(), exception_handlers={HTTPException: _http_exception})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
-        await self.starlette(scope, receive, send)
+        if not self.log_requests or scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return self if scope.get(_DROP) else None
+        status = 0
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.starlette(scope, receive, send_noting_status)
+        self._log(scope, "dropped" if scope.get(_DROP) else str(status))  # dropped: closed unanswered
         return self if scope.get(_DROP) else None
+
+    def _log(self, scope: Scope, answer: str) -> None:
+        """Log one request: method, path, answer, model (its path's, or its prediction's)."""
+        params = scope.get("path_params", {})
+        model: str | None = params.get("model")
+        if "prediction_id" in params:
+            prediction = self.state.predictions.get(params["prediction_id"])
+            model = prediction.model if prediction is not None else None
+        REQUEST_LOGGER.info("%s %s %s %s", scope["method"], scope["path"], answer, model or "-")
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Drop uvicorn's "ASGI callable should return None, but returned <this app>" (return False)."""
@@ -166,9 +188,8 @@ async def _finished(state: EmulatorState, prediction: Prediction) -> float:
 class _Api:
     """Route handlers; all state lives in ``self.state``."""
 
-    def __init__(self, state: EmulatorState, *, log_requests: bool = False) -> None:
+    def __init__(self, state: EmulatorState) -> None:
         self.state = state
-        self.log_requests = log_requests
         self._webhook_tasks: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[Route]:
@@ -207,20 +228,9 @@ class _Api:
             started = time.time()
             response = await handler(request)
             record(endpoint, response.status_code, started)
-            if self.log_requests:
-                self._log(request, response.status_code)
             return response
 
         return counted
-
-    def _log(self, request: Request, status: int) -> None:
-        model: str | None = request.path_params.get("model")
-        prediction_id = request.path_params.get("prediction_id")
-        if prediction_id is not None:
-            prediction = self.state.predictions.get(prediction_id)
-            model = prediction.model if prediction is not None else None
-        answer = "dropped" if status == 0 else str(status)  # a "drop" fault: closed unanswered
-        REQUEST_LOGGER.info("%s %s %s %s", request.method, request.url.path, answer, model or "-")
 
     def _gated(self, endpoint: str, handler: Handler) -> Handler:
         """Count the handler and pass :meth:`_gate` first (the endpoints whose faults match no model)."""

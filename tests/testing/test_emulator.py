@@ -662,6 +662,7 @@ def test_cli_start_line_shows_its_own_key_and_each_request_is_one_line(quiet: bo
     prediction_id = created.json()["data"]["id"]
     assert session.get(f"{url}/api/v3/predictions/{prediction_id}/result").status_code == 200
     assert session.post(f"{url}/api/v3/wavespeed-ai/flux-devv", json={"prompt": "x"}).status_code == 404
+    assert session.get(f"{url}/api/v3/no/such/route").status_code == 405  # the submit route only takes POST
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0
@@ -674,6 +675,7 @@ def test_cli_start_line_shows_its_own_key_and_each_request_is_one_line(quiet: bo
             f"POST /api/v3/{FLUX} 200 {FLUX}",
             f"GET /api/v3/predictions/{prediction_id}/result 200 {FLUX}",
             "POST /api/v3/wavespeed-ai/flux-devv 404 wavespeed-ai/flux-devv",
+            "GET /api/v3/no/such/route 405 no/such/route",  # every request, answered by a route or not
         ], stderr
 
 
