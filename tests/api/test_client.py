@@ -64,7 +64,7 @@ def test_models_of_any_depth_are_submitted_to_their_own_path(
     client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
 ) -> None:
     for model in ("wavespeed-ai/wan-2.1/t2v-480p", "bytedance/seedream-v4/edit"):
-        assert client.submit(model, {"prompt": "x"}).model == model
+        assert client.submit(model, {"prompt": "x", "images": ["https://example.com/a.png"]}).model == model
     assert set(wavespeed_emulator.counters()["submissions"]) == {
         "wavespeed-ai/wan-2.1/t2v-480p",
         "bytedance/seedream-v4/edit",
