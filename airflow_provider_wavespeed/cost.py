@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_wavespeed._common import airflow_errors
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedResponseError
 from airflow_provider_wavespeed.api.reconcile import canonical_inputs
 
@@ -40,8 +41,6 @@ __all__ = [
 ]
 
 COUNTING = "completed generations only (the API docs do not say whether failed ones are charged)"
-# Pricing requests sent at once by a batch (the client's own bound and its read limiter apply too).
-_PRICING_CONCURRENCY = 16
 
 
 def budget_usd(value: object, name: str) -> float | None:
@@ -68,7 +67,7 @@ async def price_inputs(
     by_shape: dict[str, list[int]] = {}
     for index, inputs in items.items():
         by_shape.setdefault(canonical_inputs(inputs), []).append(index)
-    gate = asyncio.Semaphore(_PRICING_CONCURRENCY)
+    gate = asyncio.Semaphore(POOL_SIZE)  # the client's own bound and read limiter apply too
 
     async def one(indexes: list[int]) -> float:
         inputs = items[indexes[0]]

@@ -28,16 +28,15 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
+    OWN_SESSION_MAX_CONNECTIONS,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError, WaveSpeedTimeoutError
 from airflow_provider_wavespeed.api.limiter import FairSemaphore
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
-from airflow_provider_wavespeed.api.polling import PollRounds, WaitOptions
-from airflow_provider_wavespeed.api.retry import PollSchedule
+from airflow_provider_wavespeed.api.polling import PollRounds, PollSchedule, WaitOptions
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.transport import (
     ASYNC_TRANSPORT_ERRORS,
-    DEFAULT_MAX_CONNECTIONS,
     SYNC_TRANSPORT_ERRORS,
     aiohttp_transport_error,
     aread_answer,
@@ -253,7 +252,7 @@ class AsyncWaveSpeedClient(BaseClient):
 
     Pass ``session`` to share one connection pool among many clients; it is then not closed
     by :meth:`aclose` and its own timeouts apply. Without one, the client creates its own
-    (:func:`create_session`, at most ``max_in_flight`` or 100 connections) on first use.
+    (:func:`create_session`, at most ``max_in_flight`` or ``OWN_SESSION_MAX_CONNECTIONS`` connections) on first use.
     ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured (``~/.netrc``
     never: a ``session`` must not trust the environment); TLS certificates are checked against
     certifi's bundle (as the sync client's), or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set.
@@ -286,7 +285,7 @@ class AsyncWaveSpeedClient(BaseClient):
             )
         self._owns_session = session is None
         self._session = session
-        self._max_connections = max_in_flight or DEFAULT_MAX_CONNECTIONS
+        self._max_connections = max_in_flight or OWN_SESSION_MAX_CONNECTIONS
         self._proxy, self._proxy_auth = environment_proxy(self.base_url)
         self._ssl: ssl.SSLContext | bool | None = None  # made on the first request (loading CAs takes ~50 ms)
         self._limiter = limiter

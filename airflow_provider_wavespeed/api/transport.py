@@ -23,7 +23,7 @@ import requests
 import urllib3
 from aiohttp.http_exceptions import HttpProcessingError
 
-from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT, OWN_SESSION_MAX_CONNECTIONS, POOL_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError, WaveSpeedTransportError, body_excerpt
 
 _log = logging.getLogger(__name__)
@@ -190,12 +190,8 @@ async def aread_answer(
     return bytes(body)
 
 
-# How long a request may wait for a pooled connection and connect (aiohttp's ``connect``
-# timeout, which includes the TCP/TLS connect, itself bounded by the request timeout).
-POOL_TIMEOUT = 120.0
 # Idle keep-alive connections are closed after this long (the servers' own idle limits are longer).
 KEEPALIVE_EXPIRY = 15.0
-DEFAULT_MAX_CONNECTIONS = 100
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -239,7 +235,7 @@ def environment_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
 
 def create_session(
     *,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections: int = OWN_SESSION_MAX_CONNECTIONS,
     timeout: float = DEFAULT_REQUEST_TIMEOUT,
     pool_timeout: float = POOL_TIMEOUT,
 ) -> aiohttp.ClientSession:
