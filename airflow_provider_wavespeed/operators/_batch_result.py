@@ -22,7 +22,8 @@ from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.cost import cost_fields, log_cost
 from airflow_provider_wavespeed.events import without_oversized_outputs
 from airflow_provider_wavespeed.lineage import note_result
-from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
+from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs
+from airflow_provider_wavespeed.storage._files import write_json
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.batch_record import BatchRecord
