@@ -20,12 +20,15 @@ leaves that process with its own per-process budget, after one warning. A state 
 no bucket of ours writes (infinite or far-future times, a rate out of range) is read as no file
 (:meth:`~.limiter.TokenBucket._load`). Several hosts (or users) each have their budget: their sum may exceed the tier,
 and the 429s settle the rest (every submitter sharing a file backs off together, AIMD).
+
+:func:`submission_limiter` gives each process one bucket per account and rate, on that file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import stat
 import struct
@@ -35,8 +38,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Protocol
 
-from airflow_provider_wavespeed.api.limiter import BucketState, MemoryStore, StateCell
+from airflow_provider_wavespeed.api.limiter import BucketState, MemoryStore, StateCell, TokenBucket
 
 fcntl: ModuleType | None
 try:
@@ -211,3 +215,61 @@ def shared_store(base_url: str, api_key: str, per_minute: float) -> FileBucketSt
             BUDGET_DIR_ENV,
         )
         return None
+
+
+# One submission budget per account and host: every hook, client, thread and process that submits
+# with the same key, base URL and rate draws from it (the tier counts starts per account). Its state
+# is a file every process on the host shares (a FileBucketStore; per-process where it cannot be).
+# Several hosts each have theirs: the 429s then settle the rest, every process of a host backing off
+# together (a 429 pauses and cuts the shared budget).
+# The tier counts starts in any 60 s as the server sees them, so the budget paces them evenly over a
+# minute one second longer: the first submit's connection set-up can make it arrive later than the
+# next ones, and an early 429 would cost more than 1/61 of the rate (a 429 halves the budget for
+# about 40 s). A new budget starts with no burst credit.
+SUBMISSION_MINUTE = 61.0
+_SUBMIT_LIMITERS: dict[tuple[str, str, float], TokenBucket] = {}
+_SUBMIT_LIMITERS_LOCK = threading.Lock()
+
+
+def submission_burst(per_minute: float) -> int:
+    """Submissions that may catch up at once after a short lull (a batch writing its record).
+
+    Paced at ``per_minute / 61`` a second, the most slots in any 60 s are ``60 * per_minute / 61 + burst``:
+    a burst of half the slack (``per_minute / 122``) keeps that under ``per_minute`` with the other half
+    left for arrival jitter. Gold 24, Silver 4, Bronze 1.
+    """
+    return max(1, math.floor(per_minute / (2 * SUBMISSION_MINUTE)))
+
+
+class Account(Protocol):
+    """What the submission budget needs to know of an account (the hook's ``WaveSpeedCredentials``)."""
+
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def max_submissions_per_minute(self) -> float | None: ...
+
+
+def submission_limiter(creds: Account) -> TokenBucket | None:
+    """Return the limiter for submissions with these credentials (None: no budget), shared on this host.
+
+    One object per connection and process; connections of the same account share its file.
+    """
+    per_minute = creds.max_submissions_per_minute
+    if not per_minute:
+        return None
+    key = (creds.source, creds.base_url, per_minute)
+    with _SUBMIT_LIMITERS_LOCK:
+        limiter = _SUBMIT_LIMITERS.get(key)
+        if limiter is None:
+            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(
+                per_minute / SUBMISSION_MINUTE,
+                burst=submission_burst(per_minute),
+                store=shared_store(creds.base_url, creds.api_key, per_minute),
+                start_full=False,
+            )
+        return limiter

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,10 +19,9 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_REQUEST_TIMEOUT,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
-from airflow_provider_wavespeed.api.limiter import TokenBucket
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.shared_budget import shared_store
+from airflow_provider_wavespeed.api.shared_budget import submission_limiter
 from airflow_provider_wavespeed.api.validation import is_loopback_host, validate_api_key, validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
@@ -53,7 +50,7 @@ class WaveSpeedCredentials:
     source: str
     # The account tier's start rate, paced across the host's processes that submit; None: no budget.
     max_submissions_per_minute: float | None = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
-    # Copying outputs (storage.py): fetch from private addresses too (an API behind an internal proxy),
+    # Copying outputs (storage): fetch from private addresses too (an API behind an internal proxy),
     # and the largest output file.
     allow_private_output_urls: bool = False
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
@@ -191,51 +188,6 @@ def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
     if per_minute is None:
         per_minute = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
     return per_minute if per_minute > 0 else None
-
-
-# One submission budget per account and host: every hook, client, thread and process that submits
-# with the same key, base URL and rate draws from it (the tier counts starts per account). Its state
-# is a file every process on the host shares (api/shared_budget.py; per-process where it cannot be).
-# Several hosts each have theirs: the 429s then settle the rest, every process of a host backing off
-# together (a 429 pauses and cuts the shared budget).
-# The tier counts starts in any 60 s as the server sees them, so the budget paces them evenly over a
-# minute one second longer: the first submit's connection set-up can make it arrive later than the
-# next ones, and an early 429 would cost more than 1/61 of the rate (a 429 halves the budget for
-# about 40 s). A new budget starts with no burst credit.
-SUBMISSION_MINUTE = 61.0
-_SUBMIT_LIMITERS: dict[tuple[str, str, float], TokenBucket] = {}
-_SUBMIT_LIMITERS_LOCK = threading.Lock()
-
-
-def submission_burst(per_minute: float) -> int:
-    """Submissions that may catch up at once after a short lull (a batch writing its record).
-
-    Paced at ``per_minute / 61`` a second, the most slots in any 60 s are ``60 * per_minute / 61 + burst``:
-    a burst of half the slack (``per_minute / 122``) keeps that under ``per_minute`` with the other half
-    left for arrival jitter. Gold 24, Silver 4, Bronze 1.
-    """
-    return max(1, math.floor(per_minute / (2 * SUBMISSION_MINUTE)))
-
-
-def submission_limiter(creds: WaveSpeedCredentials) -> TokenBucket | None:
-    """The limiter for submissions with these credentials (None: no budget), shared on this host.
-
-    One object per connection and process; connections of the same account share its file.
-    """
-    per_minute = creds.max_submissions_per_minute
-    if not per_minute:
-        return None
-    key = (creds.source, creds.base_url, per_minute)
-    with _SUBMIT_LIMITERS_LOCK:
-        limiter = _SUBMIT_LIMITERS.get(key)
-        if limiter is None:
-            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(
-                per_minute / SUBMISSION_MINUTE,
-                burst=submission_burst(per_minute),
-                store=shared_store(creds.base_url, creds.api_key, per_minute),
-                start_full=False,
-            )
-        return limiter
 
 
 async def _amask_secret(secret: str) -> None:

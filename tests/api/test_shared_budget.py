@@ -20,11 +20,12 @@ import pytest
 
 from airflow_provider_wavespeed.api.limiter import TokenBucket
 from airflow_provider_wavespeed.api.shared_budget import (
+    SUBMISSION_MINUTE,
     FileBucketStore,
     budget_file_name,
     shared_store,
+    submission_burst,
 )
-from airflow_provider_wavespeed.hooks.wavespeed import SUBMISSION_MINUTE, submission_burst
 
 KEY = "wsk-secret-api-key-0123456789"
 
