@@ -44,7 +44,7 @@ COUNTING = "completed generations only (the API docs do not say whether failed o
 
 
 def budget_usd(value: object, name: str) -> float | None:
-    """A budget parameter as a non-negative number of USD (templated values arrive as strings)."""
+    """Read a budget parameter as a non-negative number of USD (templated values arrive as strings)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
         return None  # unset, or a template that rendered an unset param
     try:
@@ -59,7 +59,7 @@ def budget_usd(value: object, name: str) -> float | None:
 async def price_inputs(
     client: AsyncWaveSpeedClient, model: str, items: Mapping[int, Mapping[str, Any]]
 ) -> dict[int, float]:
-    """The price of one generation of each input (index -> USD): one request per distinct input.
+    """Ask the price of one generation of each input (index -> USD): one request per distinct input.
 
     Raises the first :class:`~.api.errors.WaveSpeedError` (the API's own, or a missing, negative or
     non-finite price), its message naming the inputs.
@@ -69,7 +69,7 @@ async def price_inputs(
         by_shape.setdefault(canonical_inputs(inputs), []).append(index)
     gate = asyncio.Semaphore(POOL_SIZE)  # the client's own bound and read limiter apply too
 
-    async def one(indexes: list[int]) -> float:
+    async def price_of(indexes: list[int]) -> float:
         inputs = items[indexes[0]]
         async with gate:
             try:
@@ -79,7 +79,7 @@ async def price_inputs(
                 raise
         return checked_price(usd, model, inputs)
 
-    prices = await asyncio.gather(*(one(indexes) for indexes in by_shape.values()))
+    prices = await asyncio.gather(*(price_of(indexes) for indexes in by_shape.values()))
     return {index: usd for indexes, usd in zip(by_shape.values(), prices, strict=True) for index in indexes}
 
 
@@ -106,8 +106,10 @@ def check_spend(
     balance: float | None,
     min_balance: float | None,
 ) -> float:
-    """Refuse (for good: nothing was submitted) when ``prices`` sum over ``max_cost`` or ``balance`` is under
-    ``min_balance``; return the total. ``prices``: one per generation about to be submitted."""
+    """Refuse when ``prices`` sum over ``max_cost`` or ``balance`` is under ``min_balance``; return the total.
+
+    The refusal is for good: nothing was submitted. ``prices``: one per generation about to be submitted.
+    """
     total = round(sum(prices), 6)
     if max_cost is not None and total > max_cost:
         if len(prices) == 1:
@@ -134,7 +136,7 @@ def guard_errors(model: str, inputs: Mapping[str, Any] | None = None) -> Any:
 
 
 def cost_fields(completed: Sequence[float | None], *, unknown: str = "") -> dict[str, Any]:
-    """The cost a result carries for its completed generations (their prices, in USD).
+    """Return the cost a result carries for its completed generations (their prices, in USD).
 
     ``unit_price_usd`` is the price per generation (None when they differ or none completed),
     ``cost_usd`` the total; both None, with ``cost_note`` saying why, when a price is unknown.
@@ -147,7 +149,7 @@ def cost_fields(completed: Sequence[float | None], *, unknown: str = "") -> dict
 
 
 def log_cost(log: Any, model: str, completed: Sequence[float | None], fields: Mapping[str, Any]) -> None:
-    """The task log's one line on what the task spent."""
+    """Log the task's one line on what it spent."""
     if fields.get("cost_usd") is None:
         log.info("WaveSpeed cost of %s: unknown (%s)", model, fields.get("cost_note"))
         return

@@ -159,7 +159,7 @@ class BaseClient:
 
     @staticmethod
     def _cancelled(data: Any, request: ApiRequest) -> Prediction | None:
-        """The prediction a DELETE answered, None when its answer carried none readable.
+        """Return the prediction a DELETE answered, None when its answer carried none readable.
 
         The HTTP/envelope status already said the delete was accepted; the docs' example answer
         is only ``{id, status}``, so a thinner or newer shape is no reason to fail a cancel.
@@ -180,7 +180,7 @@ class BaseClient:
         body = {"model_id": model, "inputs": validate_inputs(inputs)}
         return ApiRequest("POST", "model/pricing", f"pricing of {model}", json=body)
 
-    def _read(self, request: ApiRequest, status_code: int, body: bytes, retry_after: str | None) -> Any:
+    def _envelope_data(self, request: ApiRequest, status_code: int, body: bytes, retry_after: str | None) -> Any:
         return parse_envelope(
             status_code,
             body,

@@ -52,14 +52,7 @@ from airflow_provider_wavespeed.api.uploads import MediaSource, open_media, put_
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
-__all__ = [
-    "AsyncWaveSpeedClient",
-    "RateLimiter",
-    "SyncRateLimiter",
-    "WaveSpeedClient",
-    "create_session",
-    "ensure_success",
-]
+__all__ = ["AsyncWaveSpeedClient", "WaveSpeedClient"]
 
 
 class WaveSpeedClient(BaseClient):
@@ -102,7 +95,7 @@ class WaveSpeedClient(BaseClient):
             if limiter is not None:
                 limiter.acquire_sync()
             try:
-                return self._read(request, *self._exchange(request))
+                return self._envelope_data(request, *self._exchange(request))
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
@@ -238,11 +231,11 @@ class WaveSpeedClient(BaseClient):
         return PredictionPage.from_dict(self._send(request), page=query.get("page", 1), context=request.what)
 
     def get_balance(self) -> float:
-        """The account balance in USD (``GET /api/v3/balance``)."""
+        """Return the account balance in USD (``GET /api/v3/balance``)."""
         return self._float_field(self._send(self._balance_request), "balance", "balance check")
 
     def get_price(self, model: str, inputs: object) -> float:
-        """The price in USD of one prediction with these inputs (``POST /api/v3/model/pricing``)."""
+        """Return the price in USD of one prediction with these inputs (``POST /api/v3/model/pricing``)."""
         request = self._pricing_request(model, inputs)
         return self._float_field(self._send(request), "unit_price", request.what)
 
@@ -323,7 +316,7 @@ class AsyncWaveSpeedClient(BaseClient):
                 else:
                     async with self._gate:
                         status, body, retry_after = await self._exchange(request)
-                return self._read(request, status, body, retry_after)
+                return self._envelope_data(request, status, body, retry_after)
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
@@ -394,10 +387,10 @@ class AsyncWaveSpeedClient(BaseClient):
         return PredictionPage.from_dict(await self._send(request), page=query.get("page", 1), context=request.what)
 
     async def get_balance(self) -> float:
-        """The account balance in USD."""
+        """Return the account balance in USD."""
         return self._float_field(await self._send(self._balance_request), "balance", "balance check")
 
     async def get_price(self, model: str, inputs: object) -> float:
-        """The price in USD of one prediction with these inputs; retried and paced like a poll, never a submit."""
+        """Return the price in USD of one prediction with these inputs; retried and paced like a poll, not a submit."""
         request = self._pricing_request(model, inputs)
         return self._float_field(await self._send(request), "unit_price", request.what)

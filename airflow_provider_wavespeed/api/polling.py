@@ -224,7 +224,7 @@ class PollRounds:
         self.pending = still
 
     def last_status(self, prediction_id: str) -> str:
-        """The last status read of ``prediction_id`` (``unreadable (...)`` after a failed read)."""
+        """Return the last status read of ``prediction_id`` (``unreadable (...)`` after a failed read)."""
         return self._last[prediction_id]
 
 

@@ -89,7 +89,7 @@ class RetryPolicy:
     def next_delay(
         self, attempt: int, exc: WaveSpeedError, *, idempotent: bool, what: str, waited: float = 0.0
     ) -> float:
-        """The wait before retry ``attempt``, or raise: ``exc`` when it is final.
+        """Return the wait before retry ``attempt``, or raise ``exc`` when it is final.
 
         ``waited``: the seconds this request has already waited between its attempts. It is final
         when retries are spent, when it is not retryable, when the server asks for a longer wait
@@ -109,7 +109,7 @@ class RetryPolicy:
 
 
 def submit_uncertain(what: str, exc: WaveSpeedError) -> WaveSpeedSubmitUncertainError:
-    """The error for a submit whose outcome is unknown (``exc`` says why)."""
+    """Return the error for a submit whose outcome is unknown (``exc`` says why)."""
     return WaveSpeedSubmitUncertainError(
         f"WaveSpeed {what}: the outcome is unknown ({exc}). The request may have reached "
         "the API and created a paid prediction, so it was not repeated automatically. "

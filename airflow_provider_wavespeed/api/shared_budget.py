@@ -63,7 +63,7 @@ def _encode(state: BucketState) -> bytes:
 
 
 def _decode(data: bytes) -> BucketState | None:
-    """The stored state; None for a new, short or foreign file (the bucket starts afresh)."""
+    """Return the stored state; None for a new, short or foreign file (the bucket starts afresh)."""
     if len(data) != _RECORD.size:
         return None
     version, tat, paused_until, rate, grow_at, written_at = _RECORD.unpack(data)
@@ -162,7 +162,7 @@ class FileBucketStore:
 
 
 def budget_dir() -> str:
-    """The directory of the budget files: ``$WAVESPEED_BUDGET_DIR``, else one per user in the temp dir."""
+    """Return the directory of the budget files: ``$WAVESPEED_BUDGET_DIR``, else one per user in the temp dir."""
     chosen = os.environ.get(BUDGET_DIR_ENV, "").strip()
     if chosen:
         return chosen
@@ -170,7 +170,7 @@ def budget_dir() -> str:
 
 
 def budget_file_name(base_url: str, api_key: str, per_minute: float) -> str:
-    """The file of one account's budget: hashes only (never the key)."""
+    """Return the file name of one account's budget: hashes only (never the key)."""
     key_hash = hashlib.sha256(api_key.encode()).hexdigest()
     return hashlib.sha256(f"{base_url}\n{key_hash}\n{per_minute!r}".encode()).hexdigest()[:32] + ".budget"
 
@@ -198,7 +198,7 @@ def _warn_once(reason: str, message: str, *args: object) -> None:
 
 
 def shared_store(base_url: str, api_key: str, per_minute: float) -> FileBucketStore | None:
-    """The host-wide store of this account's submission budget; None (after one warning): per-process."""
+    """Return the host-wide store of this account's submission budget; None (after one warning): per-process."""
     if fcntl is None:
         _warn_once("fcntl", "No fcntl.flock here: each process paces WaveSpeed submissions on its own")
         return None

@@ -58,7 +58,7 @@ class Media:
 
 
 def open_media(source: MediaSource, filename: str | None) -> Media:
-    """The upload's stream and facts, size limits checked: nothing is sent for a file over them."""
+    """Open the upload's stream and read its facts, size limits checked: nothing is sent for a file over them."""
     opened = False
     if isinstance(source, bytes):
         stream: IO[bytes] = io.BytesIO(source)

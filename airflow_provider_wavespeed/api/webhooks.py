@@ -60,7 +60,7 @@ def _key(secret: str) -> bytes:
 
 
 def sign_webhook(body: bytes, webhook_id: str, timestamp: int | str, secret: str) -> str:
-    """The hex HMAC-SHA256 WaveSpeed puts after ``v3,`` (for sending test webhooks)."""
+    """Return the hex HMAC-SHA256 WaveSpeed puts after ``v3,`` (for sending test webhooks)."""
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     return hmac.new(_key(secret), signed, hashlib.sha256).hexdigest()
 

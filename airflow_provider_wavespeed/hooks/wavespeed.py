@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
-from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimiter, WaveSpeedClient
+from airflow_provider_wavespeed.api.base import RateLimiter
+from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
     ACCOUNT_TIERS,
     DEFAULT_BASE_URL,
@@ -111,7 +112,7 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
 
 
 def _base_url(host: str | None, port: object, source: str) -> str:
-    """The base URL of a connection: its Host field (a whole URL), with its Port field when set."""
+    """Return the base URL of a connection: its Host field (a whole URL), with its Port field when set."""
     host = (host or "").strip()
     port = _port_field(port, source)
     if not host:
@@ -146,7 +147,7 @@ def _base_url(host: str | None, port: object, source: str) -> str:
 
 
 def _port_field(port: object, source: str) -> int | None:
-    """The Port field as a TCP port, None when empty (a connection from JSON may give it as text)."""
+    """Read the Port field as a TCP port, None when empty (a connection from JSON may give it as text)."""
     if port in (None, "", 0):
         return None
     try:
@@ -315,7 +316,7 @@ class WaveSpeedHook(BaseHook):
     async def aget_client(
         self, *, session: aiohttp.ClientSession | None = None, limiter: RateLimiter | None = None
     ) -> AsyncWaveSpeedClient:
-        """An async client (aiohttp); pass ``session`` to share a connection pool (``trust_env=False``).
+        """Return an async client (aiohttp); pass ``session`` to share a connection pool (``trust_env=False``).
 
         Without one the client opens its own, closed with it (``async with``).
         Its submissions draw from the host's submission budget; ``limiter`` paces its other requests.
@@ -356,11 +357,11 @@ class WaveSpeedHook(BaseHook):
         return self.client.upload_media(path_or_bytes, filename=filename)
 
     def get_balance(self) -> float:
-        """The account balance in USD."""
+        """Return the account balance in USD."""
         return self.client.get_balance()
 
     def get_price(self, model: str, inputs: object) -> float:
-        """The price in USD of one prediction of ``model`` with ``inputs``."""
+        """Return the price in USD of one prediction of ``model`` with ``inputs``."""
         return self.client.get_price(model, inputs)
 
     def cancel_prediction(self, prediction_id: str) -> Prediction | None:

@@ -91,7 +91,7 @@ class _RefusedAddress(Exception):  # a signal inside the HTTP stack, not an erro
 
 
 def _checked_connection(base: type[urllib3.connection.HTTPConnection], policy: DownloadPolicy) -> type:
-    """``base`` that resolves its host once, checks every address, and connects to a checked one.
+    """Make ``base`` resolve its host once, check every address, and connect to a checked one.
 
     Connecting to the address that was checked (not resolving the name a second time) keeps a
     name that answers differently the next time (DNS rebinding) from slipping past the check, and
@@ -176,7 +176,7 @@ def _deadline_error(what: str, policy: DownloadPolicy) -> WaveSpeedTransportErro
 def _body_chunks(
     response: requests.Response, chunk_size: int, what: str, policy: DownloadPolicy, deadline: float
 ) -> Iterator[bytes]:
-    """The response body in chunks of at most ``chunk_size``, within the size cap and the deadline.
+    """Yield the response body in chunks of at most ``chunk_size``, within the size cap and the deadline.
 
     Each read takes what has arrived (one socket read), so a server that trickles bytes meets
     the deadline between two reads. A connection lost mid-body is a retryable transport error.

@@ -168,7 +168,7 @@ class _ObjectStore(Destination):
 
 
 def _locate(location: Location, what: str) -> str | ObjectStoragePath:
-    """A local absolute path, or an ObjectStoragePath for anything that is not local.
+    """Return a local absolute path, or an ObjectStoragePath for anything that is not local.
 
     Accepts an ``ObjectStoragePath``, a URL string (``file:///data/out/``,
     ``s3://bucket/prefix/``, ``s3://conn_id@bucket/prefix/``) or a local path.
@@ -210,7 +210,7 @@ def _locate(location: Location, what: str) -> str | ObjectStoragePath:
 
 
 def resolve_output_path(output_path: OutputPath) -> _LocalDirectory | _ObjectStore:
-    """The destination ``output_path`` names: a local directory or an object-store prefix."""
+    """Return the destination ``output_path`` names: a local directory or an object-store prefix."""
     location = _locate(output_path, "output_path")
     return _LocalDirectory(location) if isinstance(location, str) else _ObjectStore(location)
 
@@ -219,7 +219,7 @@ def resolve_output_path(output_path: OutputPath) -> _LocalDirectory | _ObjectSto
 
 
 def output_extension(content_type: str | None, url: str = "") -> str:
-    """The file extension for a download, from its Content-Type or its URL (``bin`` if neither says).
+    """Return the file extension for a download, from its Content-Type or its URL (``bin`` if neither says).
 
     The URL's extension wins when the Content-Type agrees with it or says nothing specific
     (``application/octet-stream``), so ``x.jpeg`` served as ``image/jpeg`` stays ``jpeg``.
@@ -251,7 +251,7 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
 
 
 def _sniff_extension(data: bytes) -> str:
-    """The extension of decoded base64 bytes, from their magic number."""
+    """Return the extension of decoded base64 bytes, from their magic number."""
     if data[:4] == b"RIFF" and data[8:12] in (b"WEBP", b"WAVE"):
         return "webp" if data[8:12] == b"WEBP" else "wav"
     for offset, magic, ext in _MAGIC:
@@ -278,7 +278,7 @@ def decode_inline(output: str, what: str) -> tuple[bytes, str]:
 
 
 def safe_url(url: str) -> str:
-    """The URL without query and fragment: signed URLs carry tokens that do not belong in logs."""
+    """Return the URL without query and fragment: signed URLs carry tokens that do not belong in logs."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
@@ -314,8 +314,10 @@ def commit_file(dest: Destination, temp_name: str, final_name: str, what: str) -
 
 
 def write_json(location: Location, value: object, *, what: str) -> str:
-    """Write ``value`` as JSON to the file ``location`` (a path, a URL or an ObjectStoragePath), atomically
-    (a hidden temporary name, then a move); return where it is, as a string. Raises WaveSpeedStorageError."""
+    """Write ``value`` as JSON to the file ``location`` (a path, a URL or an ObjectStoragePath), atomically.
+
+    A hidden temporary name, then a move; return where it is, as a string. Raises WaveSpeedStorageError.
+    """
     target = _locate(location, what)
     if isinstance(target, str):
         directory, name = os.path.split(target)
@@ -339,7 +341,7 @@ def write_json(location: Location, value: object, *, what: str) -> str:
 
 @contextlib.contextmanager
 def open_source(source: Location) -> Iterator[tuple[str | IO[bytes], str]]:
-    """What to upload for ``source`` and its file name: a local path as is, or an open object-store file."""
+    """Yield what to upload for ``source`` and its file name: a local path as is, or an open object-store file."""
     location = _locate(source, "path")
     if isinstance(location, str):
         yield location, os.path.basename(location)
