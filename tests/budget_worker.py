@@ -59,9 +59,9 @@ class FastAsyncio:
 
 
 def main(conn_id: str, budget: str, epoch: str, speed: str, index: str, api: str, count: str) -> None:
+    import airflow_provider_wavespeed.api._limiter as limiter_module
+    import airflow_provider_wavespeed.api._shared_budget as shared_budget_module
     import airflow_provider_wavespeed.api.client as client_module
-    import airflow_provider_wavespeed.api.limiter as limiter_module
-    import airflow_provider_wavespeed.api.shared_budget as shared_budget_module
     import airflow_provider_wavespeed.hooks.wavespeed as hook_module
     from airflow_provider_wavespeed.api.errors import WaveSpeedRateLimitError
     from airflow_provider_wavespeed.api.retry import RetryPolicy

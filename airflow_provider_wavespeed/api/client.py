@@ -1,8 +1,8 @@
 """The WaveSpeed API clients without Airflow: sync (requests) and async (aiohttp).
 
-Both build requests and read answers through :class:`~.base.BaseClient`, and both retry
-through :class:`~.retry.RetryPolicy`; only the transport (:mod:`.transport`) differs. Waiting
-for a prediction follows :mod:`.polling`; uploads :mod:`.uploads`.
+Both build requests and read answers through :class:`~._base.BaseClient`, and both retry
+through :class:`~.retry.RetryPolicy`; only the transport (:mod:`._transport`) differs. Waiting
+for a prediction follows :mod:`.polling`; uploads :mod:`._uploads`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import requests
 
-from airflow_provider_wavespeed.api.base import (
+from airflow_provider_wavespeed.api._base import (
     ApiRequest,
     BaseClient,
     ClientOptions,
@@ -24,18 +24,9 @@ from airflow_provider_wavespeed.api.base import (
     RateLimiter,
     SyncRateLimiter,
 )
-from airflow_provider_wavespeed.api.defaults import (
-    DEFAULT_BASE_URL,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_WAIT_TIMEOUT,
-    OWN_SESSION_MAX_CONNECTIONS,
-)
-from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError, WaveSpeedTimeoutError
-from airflow_provider_wavespeed.api.limiter import FairSemaphore
-from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
-from airflow_provider_wavespeed.api.polling import PollRounds, PollSchedule, WaitOptions
-from airflow_provider_wavespeed.api.times import in_words
-from airflow_provider_wavespeed.api.transport import (
+from airflow_provider_wavespeed.api._limiter import FairSemaphore
+from airflow_provider_wavespeed.api._times import in_words
+from airflow_provider_wavespeed.api._transport import (
     ASYNC_TRANSPORT_ERRORS,
     SYNC_TRANSPORT_ERRORS,
     aiohttp_transport_error,
@@ -47,7 +38,16 @@ from airflow_provider_wavespeed.api.transport import (
     requests_transport_error,
     ssl_context,
 )
-from airflow_provider_wavespeed.api.uploads import MediaSource, open_media, put_media, upload_instruction
+from airflow_provider_wavespeed.api._uploads import MediaSource, open_media, put_media, upload_instruction
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    OWN_SESSION_MAX_CONNECTIONS,
+)
+from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError, WaveSpeedTimeoutError
+from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
+from airflow_provider_wavespeed.api.polling import PollRounds, PollSchedule, WaitOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.12
@@ -58,7 +58,7 @@ __all__ = ["AsyncWaveSpeedClient", "WaveSpeedClient"]
 class WaveSpeedClient(BaseClient):
     """Synchronous WaveSpeed client (one pooled ``requests`` session).
 
-    ``submit_limiter`` (a :class:`~.limiter.TokenBucket`, shared by the host's clients of
+    ``submit_limiter`` (a :class:`~._limiter.TokenBucket`, shared by the host's clients of
     one account) paces submissions to the account tier's starts per minute; a 429 on a
     submit pauses it for everyone who shares it.
     ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` and ``REQUESTS_CA_BUNDLE`` from the environment
@@ -250,7 +250,7 @@ class AsyncWaveSpeedClient(BaseClient):
     never: a ``session`` must not trust the environment); TLS certificates are checked against
     certifi's bundle (as the sync client's), or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set.
     ``limiter`` paces every request but submissions (the triggerer's polls: an
-    :class:`~.limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
+    :class:`~._limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
     paces submissions (the tier's starts per minute). A 429 pauses the limiter that paced the
     refused request. ``max_in_flight`` bounds the requests sent at once (the others wait in order).
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_wavespeed.api._times import parse_timestamp
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedPredictionFailedError,
@@ -16,7 +17,6 @@ from airflow_provider_wavespeed.api.errors import (
     error_for_status,
 )
 from airflow_provider_wavespeed.api.retry import parse_retry_after
-from airflow_provider_wavespeed.api.times import parse_timestamp
 
 if TYPE_CHECKING:
     import pendulum

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Mapping
 
+from airflow_provider_wavespeed.api._times import in_words
 from airflow_provider_wavespeed.api.defaults import DEFAULT_WEBHOOK_TOLERANCE
 from airflow_provider_wavespeed.api.errors import (  # the webhook errors live there; re-exported here
     WaveSpeedConfigError,
@@ -33,7 +34,6 @@ from airflow_provider_wavespeed.api.errors import (  # the webhook errors live t
     WaveSpeedWebhookTimestampError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.times import in_words
 
 __all__ = [
     "SIGNATURE_VERSION",

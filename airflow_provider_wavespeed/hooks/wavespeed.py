@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
-from airflow_provider_wavespeed.api.base import RateLimiter
+from airflow_provider_wavespeed.api._base import RateLimiter
+from airflow_provider_wavespeed.api._shared_budget import submission_limiter
+from airflow_provider_wavespeed.api._validation import is_loopback_host, validate_api_key, validate_base_url
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
     ACCOUNT_TIERS,
@@ -22,8 +24,6 @@ from airflow_provider_wavespeed.api.defaults import (
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.shared_budget import submission_limiter
-from airflow_provider_wavespeed.api.validation import is_loopback_host, validate_api_key, validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     import aiohttp
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
-    from airflow_provider_wavespeed.api.base import HistoryQuery
+    from airflow_provider_wavespeed.api._base import HistoryQuery
+    from airflow_provider_wavespeed.api._uploads import MediaSource
     from airflow_provider_wavespeed.api.polling import WaitOptions
-    from airflow_provider_wavespeed.api.uploads import MediaSource
 
 API_KEY_ENV = "WAVESPEED_API_KEY"
 

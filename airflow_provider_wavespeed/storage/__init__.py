@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import uuid
 
+from airflow_provider_wavespeed.api._validation import validate_prediction_id
 from airflow_provider_wavespeed.api.defaults import DEFAULT_DOWNLOAD_CHUNK_SIZE, DEFAULT_DOWNLOAD_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.storage._downloads import DownloadPolicy, download, download_session, too_large
 from airflow_provider_wavespeed.storage._files import (
     Location,

@@ -23,6 +23,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.connection import allowed_gai_family, create_connection
 
+from airflow_provider_wavespeed.api._transport import no_ambient_credentials, without_queries
+from airflow_provider_wavespeed.api._validation import is_loopback_host
 from airflow_provider_wavespeed.api.defaults import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_OUTPUT_DOWNLOAD_TIMEOUT
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
@@ -32,8 +34,6 @@ from airflow_provider_wavespeed.api.errors import (
     error_for_status,
 )
 from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
-from airflow_provider_wavespeed.api.transport import no_ambient_credentials, without_queries
-from airflow_provider_wavespeed.api.validation import is_loopback_host
 from airflow_provider_wavespeed.storage._files import Destination, output_extension, safe_url, write_file
 
 # -- where outputs may come from --------------------------------------------------------

@@ -21,9 +21,9 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, ti_states
 
+import airflow_provider_wavespeed.api._limiter as limiter_module
+import airflow_provider_wavespeed.api._shared_budget as shared_budget_module
 import airflow_provider_wavespeed.api.client as client_module
-import airflow_provider_wavespeed.api.limiter as limiter_module
-import airflow_provider_wavespeed.api.shared_budget as shared_budget_module
 import airflow_provider_wavespeed.testing._app as emulator_app
 import airflow_provider_wavespeed.testing._state as emulator_state
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator

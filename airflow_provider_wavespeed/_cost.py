@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_wavespeed._common import airflow_errors
+from airflow_provider_wavespeed.api._reconcile import canonical_inputs
 from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedResponseError
-from airflow_provider_wavespeed.api.reconcile import canonical_inputs
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient

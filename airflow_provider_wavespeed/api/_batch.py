@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from airflow_provider_wavespeed.api._times import utc_text
+from airflow_provider_wavespeed.api._validation import rendered_json, validate_inputs
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedAuthError,
@@ -24,8 +26,6 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedValidationError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.times import utc_text
-from airflow_provider_wavespeed.api.validation import rendered_json, validate_inputs
 
 __all__ = ["WindowOutcome", "batch_inputs", "input_digest", "ranges", "submit_window", "uncertain_message"]
 

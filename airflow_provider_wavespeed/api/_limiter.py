@@ -142,7 +142,7 @@ class TokenBucket:
     several processes sharing one limit settle under it instead of each bursting into it.
 
     The state lives in ``store``: this process's memory by default, or a file every process
-    on the host shares (:mod:`.shared_budget`), so the pace, the pauses and the cuts are theirs
+    on the host shares (:mod:`._shared_budget`), so the pace, the pauses and the cuts are theirs
     together. ``start_full=False``: a new (or long-idle) bucket has no burst credit yet; it earns
     it while its callers fall behind the schedule, and spends it catching up. ``clock``: for tests.
     """

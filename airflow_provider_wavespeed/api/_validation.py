@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_wavespeed.api._times import parse_timestamp
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedValidationError
-from airflow_provider_wavespeed.api.times import parse_timestamp
 
 # A model id is a path of two or more segments (`owner/name[/more]`); it is put in the URL
 # path as is, so every segment must be plain characters and may not start with a dot.

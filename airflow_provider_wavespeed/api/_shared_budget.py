@@ -1,6 +1,6 @@
 """One submission budget for every process on this host that submits for the same account.
 
-A :class:`~.limiter.TokenBucket` keeps its state (schedule, pause, rate in force) in a
+A :class:`~._limiter.TokenBucket` keeps its state (schedule, pause, rate in force) in a
 :class:`FileBucketStore`: a 48-byte file read and rewritten under ``fcntl.flock`` on each
 reservation (tens of microseconds). Every task process of a LocalExecutor, every Celery worker
 process on one host, and the threads and coroutines of each, then draw from one budget, and a
@@ -18,7 +18,7 @@ owns or others may write, the default one or ``$WAVESPEED_BUDGET_DIR`` alike; a 
 be opened; a lock not taken within ``lock_timeout`` seconds, held by a stuck or foreign process)
 leaves that process with its own per-process budget, after one warning. A state in the file that
 no bucket of ours writes (infinite or far-future times, a rate out of range) is read as no file
-(:meth:`~.limiter.TokenBucket._load`). Several hosts (or users) each have their budget: their sum may exceed the tier,
+(:meth:`~._limiter.TokenBucket._load`). Several hosts (or users) each have their budget: their sum may exceed the tier,
 and the 429s settle the rest (every submitter sharing a file backs off together, AIMD).
 
 :func:`submission_limiter` gives each process one bucket per account and rate, on that file.
@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Protocol
 
-from airflow_provider_wavespeed.api.limiter import BucketState, MemoryStore, StateCell, TokenBucket
+from airflow_provider_wavespeed.api._limiter import BucketState, MemoryStore, StateCell, TokenBucket
 
 fcntl: ModuleType | None
 try:
