@@ -1,7 +1,8 @@
-"""Hold the default of every setting a caller can change, each defined once.
+"""The defaults of the Airflow-free client and of the connection, each defined once.
 
-The settings of the clients and their sessions, retries, polling, the connection's extras, webhooks and
-the output copy; the operators and the sensor take their waits' defaults from here too. Constants that are
+Here: requests (timeouts, retries, the answer size cap), polling, the pool, the submission budget and
+the account tiers, webhooks, and copying outputs; the operators and the sensor take their waits' defaults
+from here too. An operator's other parameters keep their defaults in its signature, and constants that are
 no setting (the API's own limits, a file format's version) live beside the code that obeys them.
 Light imports only: the provider-info entry point reads this module in every Airflow process.
 """
