@@ -25,8 +25,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_wavespeed.api.batch import input_digest, ranges, uncertain_message
-from airflow_provider_wavespeed.api.times import utc_text
+from airflow_provider_wavespeed.api._batch import input_digest, ranges, uncertain_message
+from airflow_provider_wavespeed.api._times import utc_text
 from airflow_provider_wavespeed.task_record import TaskRecord
 
 __all__ = ["BATCH_RECORD_VERSIONS", "BatchRecord"]

@@ -33,7 +33,7 @@ from airflow_provider_wavespeed.api import (
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
-from airflow_provider_wavespeed.api.transport import aiohttp_transport_error
+from airflow_provider_wavespeed.api._transport import aiohttp_transport_error
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
