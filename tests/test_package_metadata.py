@@ -8,7 +8,7 @@ import pkgutil
 from pathlib import Path
 
 import airflow_provider_wavespeed
-from airflow_provider_wavespeed.get_provider_info import get_provider_info
+from airflow_provider_wavespeed.get_provider_info import CONN_FIELDS, get_provider_info
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,3 +46,12 @@ def test_the_example_dags_are_a_package_and_the_top_level_folder_points_at_it() 
     folder = Path(examples.__path__[0])
     assert (folder / "wavespeed_text_to_image.py").is_file() and (folder / "prompts.txt").is_file()
     assert (REPO / "example_dags").resolve() == folder.resolve()
+
+
+def test_the_connection_form_and_the_readme_say_the_same_about_where_the_budget_applies() -> None:
+    # api/shared_budget.py: one budget file per account on a host, so every process of the host draws from it.
+    form = CONN_FIELDS["max_submissions_per_minute"]["description"]
+    assert "every process on a host together" in form and "each host has its own" in form
+    assert "each worker or triggerer process" not in form
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "**every process on a host that submits for the same account shares one\nbudget**" in readme
