@@ -30,7 +30,7 @@ OUTPUT_DIR = os.environ.get("WAVESPEED_OUTPUT_DIR", os.path.join(tempfile.gettem
 
 
 def safe_name(text: str | None) -> str:
-    """A run id as a folder name (``:`` and ``+`` replaced)."""
+    """Return a run id as a folder name (``:`` and ``+`` replaced)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in (text or "manual"))
 
 

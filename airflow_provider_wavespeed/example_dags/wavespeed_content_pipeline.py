@@ -32,13 +32,15 @@ IMAGE_EXTENSIONS = (".png", ".jpeg", ".jpg", ".webp", ".gif")
 
 
 def safe_name(text: str | None) -> str:
-    """A run id as a folder name: ``scheduled__2026-01-01T00:00:00+00:00`` becomes
-    ``scheduled__2026-01-01T00_00_00_00_00``."""
+    """Return a run id as a folder name.
+
+    ``scheduled__2026-01-01T00:00:00+00:00`` becomes ``scheduled__2026-01-01T00_00_00_00_00``.
+    """
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in (text or "manual"))
 
 
 def gallery_html(title: str, subtitle: str, entries: list[dict[str, Any]]) -> str:
-    """A self-contained page: one figure per stored output, captioned with where it came from."""
+    """Return a self-contained page: one figure per stored output, captioned with where it came from."""
     figures = []
     for entry in entries:
         timings = ", ".join(f"{name} {value:g} ms" for name, value in (entry["timings"] or {}).items()) or "n/a"
