@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import task_output, ti_states
+from airflow_helpers import dag_xcoms, task_output, ti_states
 
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
@@ -68,8 +68,8 @@ def test_example_dag_copied_alone_runs_and_logs_no_error(
     assert _error_lines(output) == []
 
 
-# Runs that fail on purpose: (example, run conf, emulator set-up, the failed task, what its error says).
-FAILURES = {
+# Runs that fail on purpose: (example, run conf, the generations that fail, the failed task, what its error says).
+FAILURES: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None, str, str]] = {
     # Refused by the cost guard before anything is submitted.
     "batch_over_its_cost_limit": ("wavespeed_batch", {"max_cost_usd": 0}, None, "generate", "max_cost_usd"),
     "video_over_its_cost_limit": (
@@ -80,7 +80,9 @@ FAILURES = {
         "max_cost_usd",
     ),
     # Submitted, then the generation fails on the server.
-    "generation_failed": ("wavespeed_text_to_image", {}, "failed", "wait", "failed"),
+    "generation_failed": ("wavespeed_text_to_image", {}, {}, "wait", "failed"),
+    # One mapped generation of several fails; the others succeed.
+    "one_mapped_generation_failed": ("wavespeed_content_pipeline", {}, {"prompt_contains": "ramen"}, "wait", "failed"),
 }
 
 
@@ -92,18 +94,38 @@ def test_an_example_run_that_fails_logs_errors_only_about_its_failure(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    stem, conf, outcome, failed_task, reason = FAILURES[case]
+    stem, conf, failing, failed_task, reason = FAILURES[case]
     monkeypatch.setenv("WAVESPEED_OUTPUT_DIR", str(tmp_path / "outputs"))
     wavespeed_connection.set_duration(0.3)
-    if outcome is not None:
-        wavespeed_connection.set_outcome(outcome)
+    if failing is not None:
+        wavespeed_connection.set_outcome("failed", **failing)
     dag = _copy_alone(EXAMPLE_DAGS / f"{stem}.py", tmp_path)
     capfd.readouterr()
     dag_run = run_dag(dag, run_conf=conf)
     output = task_output(capfd)
     states = ti_states(dag_run)
-    assert dag_run.state == "failed" and states[(failed_task, -1)] == "failed", (states, output[-4000:])
+    failed = {key for key, state in states.items() if state == "failed"}
+    assert dag_run.state == "failed" and {task_id for task_id, _ in failed} == {failed_task}, (states, output[-4000:])
     errors = _error_lines(output)
     # The failure itself is reported at error level (its exception, with the reason, follows the line).
     assert errors and reason in output, output[-4000:]
     assert [line for line in errors if "Task failed with exception" not in line] == [], errors
+
+
+def test_a_batch_with_a_failed_generation_within_max_failed_succeeds_and_logs_no_error(
+    wavespeed_connection: WaveSpeedEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # wavespeed_batch allows one failed input (max_failed=1): the run is a success, the failure a warning.
+    monkeypatch.setenv("WAVESPEED_OUTPUT_DIR", str(tmp_path / "outputs"))
+    wavespeed_connection.set_duration(0.3)
+    wavespeed_connection.set_outcome("failed", prompt_contains="ramen")
+    dag = _copy_alone(EXAMPLE_DAGS / "wavespeed_batch.py", tmp_path)
+    capfd.readouterr()
+    dag_run = run_dag(dag)
+    output = task_output(capfd)
+    assert dag_run.state == "success", (ti_states(dag_run), output[-4000:])
+    assert dag_xcoms(dag_run)[("report", -1, "return_value")]["failed"] == 1
+    assert _error_lines(output) == []
