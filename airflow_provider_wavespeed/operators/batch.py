@@ -493,7 +493,8 @@ class WaveSpeedBatchOperator(BaseOperator):
         store = self._task_record(context)
         event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
         status = event["status"]
-        record = BatchRecord.read(store)
+        total = event.get("total")  # the ids the trigger waited for: the record holds them all
+        record = BatchRecord.read(store, waited_for=total if type(total) is int and total > 0 else None)
         if record is None:
             raise AirflowFailException(
                 f"The WaveSpeed batch record ({store.where}) is gone, so the predictions of this batch "
