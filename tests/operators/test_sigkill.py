@@ -140,7 +140,14 @@ class FirstTry:
 
     def __init__(self, kind: str, dag_id: str, stop: str, log: Path) -> None:
         self.read_fd, write_fd = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+        from airflow.configuration import conf
+
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
+            # The same key as this process: below Airflow 3.3 the records are Variables, encrypted with it.
+            "AIRFLOW__CORE__FERNET_KEY": conf.get("core", "fernet_key", fallback="") or "",
+        }
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, __file__, kind, dag_id, stop, str(write_fd)],
