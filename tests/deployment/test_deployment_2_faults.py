@@ -98,12 +98,14 @@ def test_key_revoked_fails_fast_with_the_fix_and_no_retry_storm(deployment: Depl
     print(
         f"\nkey revoked: sensors failed {min(ends):.1f}-{max(ends):.1f} s after; {len(unauthorized)} requests got 401"
     )
-    assert max(ends) < 60, "the sensors must fail soon after the key is revoked"
+    # Failed by the revocation (after it), on the 401 itself: not at the wait limit, however long that took.
+    assert min(ends) >= 0, "a sensor ended before the key was revoked"
     # Retries are configured (3), but a bad key is final: one try each, no more requests.
     assert {ti["try_number"] for ti in result.of("generate.wait")} == {1}
     assert len(unauthorized) <= 2 * REVOKED_COUNT, "no retry storm against a revoked key"
     for ti in result.of("generate.wait"):
         text = _messages(deployment, result, "generate.wait", ti["map_index"])
+        assert "wait limit" not in text, f"the sensor waited out its limit instead of failing on the 401: {text}"
         assert CONN_ID in text, f"the message names the connection: {text}"
         assert "API key" in text and "401" in text, f"the message says what to fix: {text}"
         assert deployment.api_key not in text
@@ -139,11 +141,16 @@ def test_rate_limit_all_succeed_and_the_rate_stays_under_the_limit(deployment: D
     accepted = [entry[0] for entry in submits if entry[2] == 200]
     limited = [entry[0] for entry in submits if entry[2] == 429]
     polls = [entry for entry in log if entry[1] == "result"]
+    started_at = sorted(entry["submitted_at"] for entry in deployment.submissions_of(run_id))
+    deadlines = [_retry_not_before(refused, started_at) for refused in limited]
+    early = _retries_too_early(deadlines, [entry[0] for entry in submits])
     busiest_minute = max_in_sliding_window(accepted, 60.0)
     busiest_polls = max_in_sliding_window([entry[0] for entry in polls], 10.0)
+    waits = [deadline - refused for deadline, refused in zip(deadlines, limited, strict=True)]
     print(
         f"\ntier {RATE_STARTS_PER_MINUTE}/min, {RATE_CONCURRENCY} concurrent: {len(submits)} submit requests, "
-        f"{len(accepted)} accepted, {len(limited)} answered 429; busiest minute {busiest_minute} starts; "
+        f"{len(accepted)} accepted, {len(limited)} answered 429 (Retry-After at least "
+        f"{min(waits, default=0):.0f}-{max(waits, default=0):.0f} s); busiest minute {busiest_minute} starts; "
         f"queued at most {tier['max_queued']}; {len(polls)} polls, busiest 10 s {busiest_polls}, "
         f"429s on polls {sum(entry[2] == 429 for entry in polls)}; run {result.seconds:.0f} s"
     )
@@ -153,15 +160,45 @@ def test_rate_limit_all_succeed_and_the_rate_stays_under_the_limit(deployment: D
     assert deployment.submissions_per_index(run_id) == {i: 1 for i in range(RATE_COUNT)}
     assert limited, "the scenario must hit the tier's start rate"
     assert tier["max_queued"] > 0, "the scenario must fill the tier's concurrency"
-    # Under the start rate: what the API accepted never exceeds it in any minute ...
-    assert len(accepted) == RATE_COUNT and busiest_minute <= RATE_STARTS_PER_MINUTE
-    # ... and the refused ones come back when told (Retry-After), not in a storm: each free start is
-    # contended by at most the pool's submitters, so attempts stay within slots x (starts + 1).
-    assert len(submits) <= RATE_POOL_SLOTS * (len(accepted) + 1)
+    # What the provider sent. Attempts: each task's first submit, then one retry per 429 it got, nothing
+    # more (every task succeeded in its first try: each 429 was followed by exactly one more attempt).
+    assert {entry[2] for entry in submits} == {200, 429}
+    assert len(accepted) == RATE_COUNT and len(submits) == RATE_COUNT + len(limited)
+    # Spacing: each 429's retry came no sooner than its Retry-After, which the tier sets to when its
+    # oldest start of the minute leaves the window. The log does not say which task sent which request,
+    # so the check is the one every honest assignment of retries to 429s satisfies: for any time, at
+    # least as many attempts came after it as there are 429s whose Retry-After ends after it.
+    assert not early, f"retries sooner than the Retry-After allowed: {early}"
     # Polls are not tier-limited and have no fixed budget: never refused, and in 10 s more of them
     # than the tier starts in a minute.
     assert all(entry[2] == 200 for entry in polls)
     assert busiest_polls > RATE_STARTS_PER_MINUTE
+
+
+def _retry_not_before(refused: float, started_at: list[float]) -> float:
+    """Return the earliest moment the retry of a submit refused (429) at ``refused`` may arrive.
+
+    The tier answers ``Retry-After: max(1, ceil(oldest start of the last minute + 60 - now))``: a client
+    that honours it sends its retry after that moment. The oldest start of the window is at least the
+    RATE_STARTS_PER_MINUTE-th latest of the starts recorded before ``refused`` (the window holds that many
+    when full; starts recorded later can only be newer), less 10 ms (``submitted_at`` is read just after the
+    tier's clock).
+    """
+    before = [moment for moment in started_at if moment <= refused]
+    bound = refused + 1.0
+    if len(before) >= RATE_STARTS_PER_MINUTE:
+        bound = max(bound, before[-RATE_STARTS_PER_MINUTE] + 60.0 - 0.01)
+    return bound
+
+
+def _retries_too_early(deadlines: list[float], attempts: list[float]) -> list[str]:
+    """Return where the attempts cannot all be honest retries: the k latest Retry-After ends need k later attempts."""
+    problems = []
+    for rank, deadline in enumerate(sorted(deadlines, reverse=True), start=1):
+        after = sum(1 for moment in attempts if moment >= deadline)
+        if after < rank:
+            problems.append(f"{rank} 429s' Retry-After end at or after {deadline:.2f}, {after} attempts came then")
+    return problems
 
 
 GARBAGE_DAG = "wsdeploy_garbage"
@@ -202,6 +239,7 @@ def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deploy
                 GARBAGE_DAG, run_id, f"poll_{kind}.submit", map_index=ti["map_index"]
             )
             assert prediction_id in text and "WaveSpeed" in text, f"{kind}: {text}"
+            assert "wait limit" not in text, f"{kind}: the sensor waited out its limit: {text}"
     for kind in SUBMIT_GARBAGE:
         result.assert_states(f"submit_{kind}.submit", {"failed": 1})
         result.assert_states(f"submit_{kind}.wait", {"upstream_failed": 1})
@@ -217,7 +255,8 @@ def test_garbage_answers_fail_only_the_affected_tasks_clearly(deployment: Deploy
     # A garbled answer is final: the affected sensors fail soon, they do not keep polling.
     ended = [(epoch(ti["end_date"]) or 0) - garbage_from for k in POLL_GARBAGE for ti in result.of(f"poll_{k}.wait")]
     print(f"garbage: affected sensors failed {min(ended):.1f}-{max(ended):.1f} s after the garbage began")
-    assert max(ended) < 60  # far below the sensors' 600 s limit, with room for a busy machine's worker start
+    # Failed by the garbage (after it began), on the garbled answer itself (not at the wait limit: above).
+    assert min(ended) >= 0, "an affected sensor ended before the garbage began"
     deployment.assert_healthy()
 
 
