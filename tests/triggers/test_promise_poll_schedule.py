@@ -1,6 +1,6 @@
-"""The README's polling policy, end to end: a real sensor in ``dag.test()`` defers to its real trigger,
-which polls the emulator over loopback HTTP; the first poll comes 1 s after the wait starts, each wait
-doubles (1, 2, 4 s) up to ``poll_interval`` (default 5 s), each with ±10 % jitter.
+"""The README's polling policy, end to end: 1 s, 2 s, 4 s, then every ``poll_interval``, ±10 % jitter.
+
+A real sensor in ``dag.test()`` defers to its real trigger, which polls the emulator over loopback HTTP.
 
 The shape is read from the waits the trigger itself asked for (its ``asyncio.sleep`` calls, recorded and
 shortened a hundredfold so the test takes no seconds) and matched one for one against the polls the
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 @pytest.fixture
 def trigger_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The seconds of every wait the polling engine asks for (it then sleeps a hundredth of it)."""
+    """Record the seconds of every wait the polling engine asks for (it then sleeps a hundredth of it)."""
     waits: list[float] = []
     real_sleep = asyncio.sleep
 
