@@ -17,8 +17,8 @@ STATE_STORE = Version(_airflow_version).release[:2] >= (3, 3)
 """Airflow 3.3+: tasks get ``context["task_state_store"]`` (the provider keeps its records there)."""
 
 
-def dag_test(dag: Any) -> Any:
-    """``dag.test()`` for a DAG built in a test; returns the DagRun.
+def dag_test(dag: Any, **kwargs: Any) -> Any:
+    """``dag.test(**kwargs)`` for a DAG built in a test; returns the DagRun.
 
     Airflow 3.1+ only runs DAGs it has serialized into the database (normally done by the
     DAG processor for files in the dags folder), so store this one first; 3.0 runs it as is.
@@ -35,7 +35,7 @@ def dag_test(dag: Any) -> Any:
             update_dag_parsing_results_in_db(
                 "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
             )
-    return dag.test()
+    return dag.test(**kwargs)
 
 
 def dag_xcoms(dag_run: Any) -> dict[tuple[str, int, str], Any]:
