@@ -87,3 +87,26 @@ def test_a_short_poll_interval_caps_the_doubling(
     assert ti_states(run) == {("wait", -1): "success"}
     assert _result_polls(wavespeed_connection) == 5
     _assert_shape(trigger_waits, [1, 2, 2, 2])
+
+
+def test_a_wait_in_a_worker_polls_on_the_same_schedule(
+    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """``deferrable=False``: a first read at once, then the same waits (recorded, not slept)."""
+    from airflow_provider_wavespeed.api import client as client_module
+    from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
+
+    waits: list[float] = []
+    shim = types.SimpleNamespace(**{name: getattr(client_module.time, name) for name in dir(client_module.time)})
+    shim.sleep = waits.append
+    monkeypatch.setattr(client_module, "time", shim)
+    wavespeed_connection.hold(polls=5)  # the 6th poll completes
+    dag_id = re.sub(r"[^A-Za-z0-9_]+", "_", f"promise_{request.node.name}")
+    with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:
+        WaveSpeedSubmitOperator(
+            task_id="generate", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, deferrable=False
+        )
+    run = dag_test(dag)
+    assert ti_states(run) == {("generate", -1): "success"}
+    assert _result_polls(wavespeed_connection) == 6
+    _assert_shape(waits, [1, 2, 4, 5, 5])
