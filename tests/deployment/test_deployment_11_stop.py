@@ -1,5 +1,6 @@
-"""What you stop, stops, in a real deployment (Airflow 3.3: scheduler, two triggerers, REST API): a deferred
-sensor marked success, and one whose DAG run is marked failed, cancel their running prediction once.
+"""What you stop, stops, in a real deployment (Airflow 3.3: scheduler, two triggerers, REST API).
+
+A deferred sensor marked success, and one whose DAG run is marked failed, cancel their running prediction once.
 
 The verdicts are what the emulator saw (one ``DELETE`` of the running prediction) and the states Airflow
 shows; the seconds from the user's action to the cancel are printed, never bounded.
