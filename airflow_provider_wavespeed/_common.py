@@ -14,6 +14,8 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from airflow_provider_wavespeed._compat import task_instance_state
 from airflow_provider_wavespeed._task_end import NOT_PRICED
+from airflow_provider_wavespeed.api._reconcile import Reconciled
+from airflow_provider_wavespeed.api._times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
@@ -24,8 +26,6 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished
-from airflow_provider_wavespeed.api.reconcile import Reconciled
-from airflow_provider_wavespeed.api.times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.events import (
     EVENT_DEADLINE,
     EVENT_ERROR,
@@ -327,7 +327,7 @@ def completed_result(
     With ``output_path`` the result gains ``stored_paths`` (downloaded as ``hook``'s connection
     allows) and keeps outputs too large for XCom (base64 data) out of it. Each
     :class:`~airflow.sdk.Asset` in ``outlets`` gets ``{"prediction_id", "model"[, "stored_paths"]}``
-    as the extra of its asset event. ``cost`` (:func:`~airflow_provider_wavespeed.cost.cost_fields`)
+    as the extra of its asset event. ``cost`` (:func:`~airflow_provider_wavespeed._cost.cost_fields`)
     adds ``unit_price_usd`` and ``cost_usd``; without it both are None and ``cost_note`` says why
     (:data:`~._task_end.NOT_PRICED`).
     """

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
         PredictionPage,
         ensure_success,
     )
-    from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+    from airflow_provider_wavespeed.api.polling import PollSchedule
+    from airflow_provider_wavespeed.api.retry import RetryPolicy
     from airflow_provider_wavespeed.api.webhooks import verify_webhook
 
 __all__ = [
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 # Where __getattr__ looks for a name, lightest module first (the clients load aiohttp and requests).
-_MODULES = ("defaults", "errors", "models", "retry", "webhooks", "client")
+_MODULES = ("defaults", "errors", "models", "retry", "polling", "webhooks", "client")
 
 
 def __getattr__(name: str) -> Any:

@@ -18,11 +18,11 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from airflow_provider_wavespeed.api._limiter import AdaptiveLimiter
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
     POOL_SIZE,  # re-exported: the pool size is the same default everywhere
 )
-from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
 

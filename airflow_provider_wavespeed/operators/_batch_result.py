@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors
-from airflow_provider_wavespeed.api.batch import ranges
+from airflow_provider_wavespeed._cost import cost_fields, log_cost
+from airflow_provider_wavespeed.api._batch import ranges
+from airflow_provider_wavespeed.api._times import in_words
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome
-from airflow_provider_wavespeed.api.times import in_words
-from airflow_provider_wavespeed.cost import cost_fields, log_cost
 from airflow_provider_wavespeed.events import without_oversized_outputs
 from airflow_provider_wavespeed.lineage import note_result
-from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
+from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs
+from airflow_provider_wavespeed.storage._files import write_json
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.batch_record import BatchRecord
@@ -93,7 +94,7 @@ def finish_batch(
     order. With ``manifest_path`` that is written there and the task returns ``{"manifest": "<where>", "completed":
     n, "failed": m, "count": N, "unit_price_usd", "cost_usd"[, "cost_note"], "not_completed": [the first 20
     entries that did not complete]}``. The cost counts completed generations only
-    (:data:`~airflow_provider_wavespeed.cost.COUNTING`). The record is deleted only once everything is stored.
+    (:data:`~airflow_provider_wavespeed._cost.COUNTING`). The record is deleted only once everything is stored.
     """
     if wait is not None and wait.error is not None:
         raise AirflowFailException(

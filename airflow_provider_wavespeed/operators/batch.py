@@ -19,7 +19,11 @@ from airflow_provider_wavespeed._common import (
     seconds_settings,
     unheld_in_this_run,
 )
-from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
+from airflow_provider_wavespeed._cost import budget_usd, check_spend, guard_errors, price_inputs
+from airflow_provider_wavespeed.api._batch import batch_inputs, ranges, submit_window
+from airflow_provider_wavespeed.api._reconcile import reconcile
+from airflow_provider_wavespeed.api._times import in_words
+from airflow_provider_wavespeed.api._validation import validate_model
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, WaveSpeedValidationError
@@ -30,11 +34,7 @@ from airflow_provider_wavespeed.api.polling import (
     read_predictions,
     wait_for_predictions,
 )
-from airflow_provider_wavespeed.api.reconcile import reconcile
-from airflow_provider_wavespeed.api.times import in_words
-from airflow_provider_wavespeed.api.validation import validate_model
 from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
-from airflow_provider_wavespeed.cost import budget_usd, check_spend, guard_errors, price_inputs
 from airflow_provider_wavespeed.events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import operator_lineage
@@ -86,7 +86,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     bytes in all (about 100 bytes per input), never rewriting what it wrote. Inputs whose submit
     has no answer (and, on a later try, inputs that were in flight when a worker died) are looked
     up in the prediction history
-    (:func:`~airflow_provider_wavespeed.api.reconcile.reconcile`): the one prediction of this model
+    (:func:`~airflow_provider_wavespeed.api._reconcile.reconcile`): the one prediction of this model
     with the same inputs, created at or after the input's send and still alone on a second look, is
     adopted; with none, several, or a history that lists no inputs the input is reported
     ``uncertain`` (with what to check) and never sent again. Inputs never
@@ -110,7 +110,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``{"manifest": "<where it was written>", "completed": n, "failed": m, "count": N,
     "not_completed": [the first 20 entries that did not complete]}``.
 
-    Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the inputs still to
+    Cost guard (:mod:`~airflow_provider_wavespeed._cost`): with ``max_cost_usd`` the inputs still to
     send are priced before the first submit (``/model/pricing``, one request per distinct input,
     deduplicated: which inputs a model's price depends on is not documented per model), and the
     whole batch is refused, nothing submitted, when their sum is over it or a price cannot be read;
@@ -493,7 +493,8 @@ class WaveSpeedBatchOperator(BaseOperator):
         store = self._task_record(context)
         event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
         status = event["status"]
-        record = BatchRecord.read(store)
+        total = event.get("total")  # the ids the trigger waited for: the record holds them all
+        record = BatchRecord.read(store, waited_for=total if type(total) is int and total > 0 else None)
         if record is None:
             raise AirflowFailException(
                 f"The WaveSpeed batch record ({store.where}) is gone, so the predictions of this batch "

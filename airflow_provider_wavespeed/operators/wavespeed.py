@@ -23,8 +23,12 @@ from airflow_provider_wavespeed._common import (
     seconds_settings,
     unheld_in_this_run,
 )
+from airflow_provider_wavespeed._cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
-from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
+from airflow_provider_wavespeed.api._batch import input_digest, uncertain_message
+from airflow_provider_wavespeed.api._reconcile import reconcile
+from airflow_provider_wavespeed.api._times import utc_text
+from airflow_provider_wavespeed.api._validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
@@ -34,10 +38,6 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTimeoutError,
 )
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage, ensure_success
-from airflow_provider_wavespeed.api.reconcile import reconcile
-from airflow_provider_wavespeed.api.times import utc_text
-from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
-from airflow_provider_wavespeed.cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
@@ -89,9 +89,9 @@ class WaveSpeedSubmitOperator(BaseOperator):
     was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
     prediction history (same model and inputs, created at or after the send) and the one match,
     still alone on a second look, is adopted; with none, several, or a history that lists no inputs
-    the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api.reconcile`).
+    the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api._reconcile`).
 
-    Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the price of these
+    Cost guard (:mod:`~airflow_provider_wavespeed._cost`): with ``max_cost_usd`` the price of these
     inputs is asked first (``/model/pricing``) and the task fails without submitting when it is
     higher, or when no price can be read; with ``min_balance_usd`` it fails without submitting when
     the account balance is lower. A waiting task prices its inputs even without the guard: its

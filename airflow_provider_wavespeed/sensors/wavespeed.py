@@ -25,12 +25,12 @@ from airflow_provider_wavespeed._common import (
 )
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
+from airflow_provider_wavespeed.api._validation import validate_prediction_id
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.polling import note_unknown_status
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.storage import OutputPath

@@ -15,6 +15,7 @@ from airflow.triggers.base import TriggerEvent
 from asgiref.sync import sync_to_async
 
 from airflow_provider_wavespeed._compat import read_xcom
+from airflow_provider_wavespeed.api._validation import validate_prediction_id
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -23,7 +24,6 @@ from airflow_provider_wavespeed.api.defaults import (
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import cancel_unfinished, wait_for_predictions
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import batch_event, crash_message
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
@@ -57,7 +57,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     All predictions of the batch are polled through the triggerer's shared client of the
     connection (:mod:`~airflow_provider_wavespeed.hooks.shared_client`: one pool, one 429
-    back-off), at most ``READ_CONCURRENCY`` at a time, by the same engine as
+    back-off), at most ``POOL_SIZE`` at a time, by the same engine as
     :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger`
     (:mod:`~airflow_provider_wavespeed.api.polling`). Its one event is a status (``done``,
     ``deadline`` or ``error``) with counts, the same few hundred bytes for 10 predictions or 10,000:

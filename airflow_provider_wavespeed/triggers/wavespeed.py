@@ -11,6 +11,7 @@ from typing import Any
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_wavespeed._task_end import NOT_PRICED, plain_return_value
+from airflow_provider_wavespeed.api._validation import validate_prediction_id
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -20,7 +21,6 @@ from airflow_provider_wavespeed.api.defaults import (
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished, wait_for_predictions
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
 from airflow_provider_wavespeed.events import crash_message, deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook

@@ -20,7 +20,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed.api.batch import input_digest
+from airflow_provider_wavespeed.api._batch import input_digest
 from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
 from airflow_provider_wavespeed.operators import batch as batch_module
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator, default_submit_window

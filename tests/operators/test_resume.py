@@ -18,7 +18,7 @@ import wavespeed  # the dev extra installs it: the official SDK is the second cl
 from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
 
-from airflow_provider_wavespeed.api import reconcile as reconcile_module
+from airflow_provider_wavespeed.api import _reconcile as reconcile_module
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
