@@ -50,10 +50,15 @@ def trigger_on_kill_supported() -> bool:
     return callable(getattr(BaseTrigger, "on_kill", None))
 
 
-def task_instance_state(ti: Any) -> str | None:
-    """The state of task instance ``ti`` as the API server has it (sync; through the supervisor).
+# A task instance without a state (Airflow's State.NONE, "none" in its UI): cleared, for instance.
+NO_STATE = "none"
 
-    Works in a worker and in a triggerer (Airflow 3.0+: ``GetTaskStates``). None when unknown.
+
+def task_instance_state(ti: Any) -> str | None:
+    """Return the state of task instance ``ti`` as the API server has it (sync; through the supervisor).
+
+    Works in a worker and in a triggerer (Airflow 3.0+: ``GetTaskStates``). None when unknown (not in
+    the answer); :data:`NO_STATE` when it has none (a clear resets a deferred task's state to none).
     """
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
@@ -63,8 +68,11 @@ def task_instance_state(ti: Any) -> str | None:
         dag_id=ti.dag_id, map_index=map_index, task_ids=[ti.task_id], run_ids=[ti.run_id]
     )
     key = ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"
-    state = (states or {}).get(ti.run_id, {}).get(key)
-    return None if state is None else str(getattr(state, "value", state))
+    run_states = (states or {}).get(ti.run_id, {})
+    if key not in run_states:
+        return None
+    state = run_states[key]
+    return NO_STATE if state is None else str(getattr(state, "value", state))
 
 
 def read_xcom(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> Any:
@@ -96,6 +104,7 @@ def _read_xcom_from_database(*, dag_id: str, run_id: str, task_id: str, map_inde
 
 
 __all__ = [
+    "NO_STATE",
     "listeners_registered",
     "read_xcom",
     "task_instance_state",
