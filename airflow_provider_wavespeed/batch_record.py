@@ -3,7 +3,7 @@
 A :class:`~airflow_provider_wavespeed.task_record.TaskRecord` holds a small **head** and
 append-only **parts** beside it (:func:`~airflow_provider_wavespeed.task_record.part_key`):
 
-- the head (version 2): model, count, digest, the window in flight and its send time, the
+- the head (version 2, the only one): model, count, digest, the window in flight and its send time, the
   refused and uncertain inputs (rare), the inputs still to look up in the history, how many parts
   it has seen written, and ``run``: a random token its parts repeat;
 - part ``k``: ``{"run": token, "ids": {index: prediction id}}``, the ids one window's answers (or
@@ -13,8 +13,7 @@ A window costs one head write before it is sent and one part after its answers (
 write when an input was refused, is uncertain or stays unsent): at 10,000 inputs the record
 writes about 1 MB in all instead of 400 rewrites of a 360 KB record. A reader takes the head,
 then parts 0, 1, 2... until one is missing or carries another token (a stale part of a deleted
-record): a worker that died between a part and the next head write loses nothing. The previous
-release's version 1 (one record with every id) is read and continued as version 2.
+record): a worker that died between a part and the next head write loses nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from airflow_provider_wavespeed.task_record import TaskRecord
 __all__ = ["BATCH_RECORD_VERSIONS", "BatchRecord"]
 
 _VERSION = 2
-BATCH_RECORD_VERSIONS = (1, _VERSION)  # what it reads: 1 was written by the previous release
+BATCH_RECORD_VERSIONS = (_VERSION,)  # what it reads
 
 
 class BatchRecord:
@@ -153,10 +152,6 @@ class BatchRecord:
         data = store.get()
         if data is None:
             return None
-        if data["version"] == 1:  # the previous release's: every id in one list
-            ids = {index: str(value) for index, value in enumerate(data.pop("ids") or []) if value}
-            data.update(version=_VERSION, run=uuid.uuid4().hex[:12], parts=0, upgraded_from=1)
-            return cls(store, data, ids)
         record = cls(store, data)
         record.parts = 0
         while True:
@@ -209,14 +204,6 @@ class BatchRecord:
                 "resuming could pair predictions with the wrong inputs, so nothing was submitted. Render the same "
                 "inputs again, or delete the record to submit every input anew (the earlier predictions stay paid)"
             )
-        if data.pop("upgraded_from", None):
-            # Continue in version 2: the ids become part 0, then the head says version 2 (a crash in between
-            # leaves the version-1 head, read again next time).
-            if record.ids:
-                ids, record.ids = record.ids, {}
-                record._append(ids)
-            record._write_head(verify=True)
-            log.info("Continued the batch record of the previous release (version 1) as version 2")
         orphans = record.orphans()
         if orphans:
             since = utc_text(float(data.get("in_flight_since") or 0))

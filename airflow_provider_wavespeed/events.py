@@ -66,7 +66,7 @@ def terminal_event(prediction: Prediction) -> dict[str, Any]:
 def error_event(prediction_id: str, message: str, error_type: str, *, retryable: bool = False) -> dict[str, Any]:
     """The payload for an error: the wait ends, the task fails with ``message`` (for good unless ``retryable``)."""
     payload = {"status": EVENT_ERROR, "prediction_id": prediction_id, "message": message, "error_type": error_type}
-    # Only when set: the payload of a permanent error reads as it did before this flag existed.
+    # Only when set: a permanent error's payload carries no flag.
     return {**payload, "retryable": True} if retryable else payload
 
 

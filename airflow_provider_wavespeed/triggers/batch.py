@@ -71,10 +71,10 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     the trigger ``ids_xcom`` (where that XCom is: ``dag_id``, ``run_id``, ``task_id``, ``map_index``,
     ``key``) and ``count``; ``run`` reads it off the event loop (a deferred task's XComs are kept
     until it resumes). An XCom that is missing or unreadable ends the wait with an ``error``
-    event saying so. ``prediction_ids`` (the ids themselves, as the previous release stored them)
-    still works; give exactly one of the two.
+    event saying so.
 
-    :param prediction_ids: The predictions to wait for (or ``ids_xcom`` and ``count``).
+    :param ids_xcom: Where to read the prediction ids.
+    :param count: How many ids ``ids_xcom`` holds.
     :param wavespeed_conn_id: The WaveSpeed connection id (the key is looked up, never stored).
     :param poll_interval: The longest wait between two polls of a prediction, in seconds.
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
@@ -83,39 +83,29 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         (concurrently, paced like polls; see :mod:`~._cancel`: never on a triggerer restart).
     :param cancel_on_timeout: At the deadline, cancel the unfinished predictions; the ``deadline``
         event counts them (``cancelled``).
-    :param ids_xcom: Where to read the prediction ids (instead of ``prediction_ids``).
-    :param count: How many ids ``ids_xcom`` holds.
     """
 
     def __init__(
         self,
-        prediction_ids: Sequence[str] | None = None,
+        ids_xcom: Mapping[str, Any],
+        count: int,
         wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
-        ids_xcom: Mapping[str, Any] | None = None,
-        count: int | None = None,
     ) -> None:
         super().__init__()
-        if (prediction_ids is None) == (ids_xcom is None):
-            raise ValueError("WaveSpeedBatchTrigger needs either prediction_ids or ids_xcom (where to read them)")
-        self.prediction_ids: list[str] | None = None
-        self.ids_xcom: dict[str, Any] | None = None
-        if prediction_ids is not None:
-            self.prediction_ids = [validate_prediction_id(prediction_id) for prediction_id in prediction_ids]
-            self.count = len(self.prediction_ids)
-        else:
-            missing = [name for name in IDS_XCOM_FIELDS if name not in (ids_xcom or {})]
-            if missing or isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(
-                    f"WaveSpeedBatchTrigger: ids_xcom must name {', '.join(IDS_XCOM_FIELDS)} (missing: "
-                    f"{', '.join(missing) or 'none'}) and count must be a whole number >= 0, got {count!r}"
-                )
-            self.ids_xcom = {name: (ids_xcom or {})[name] for name in IDS_XCOM_FIELDS}
-            self.count = count
+        missing = [name for name in IDS_XCOM_FIELDS if name not in (ids_xcom or {})]
+        if missing or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"WaveSpeedBatchTrigger: ids_xcom must name {', '.join(IDS_XCOM_FIELDS)} (missing: "
+                f"{', '.join(missing) or 'none'}) and count must be a whole number >= 0, got {count!r}"
+            )
+        self.ids_xcom = {name: ids_xcom[name] for name in IDS_XCOM_FIELDS}
+        self.count = count
+        self._ids: list[str] = []  # read from the XCom when the wait starts
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time) if end_time is not None else time.time() + DEFAULT_WAIT_TIMEOUT
@@ -127,16 +117,14 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
+            "ids_xcom": dict(self.ids_xcom),
+            "count": self.count,
             "wavespeed_conn_id": self.wavespeed_conn_id,
             "poll_interval": self.poll_interval,
             "end_time": self.end_time,
             "first_poll_interval": self.first_poll_interval,
         }
-        if self.ids_xcom is not None:
-            kwargs.update(ids_xcom=dict(self.ids_xcom), count=self.count)
-        else:  # given the ids themselves: as the previous release stored them
-            kwargs = {"prediction_ids": list(self.prediction_ids or []), **kwargs}
-        # Only when set: a trigger stored before these options existed serializes as it did.
+        # Only when set: the row stays as small as the defaults allow.
         options = {"cancel_on_kill": self.cancel_on_kill, "cancel_on_timeout": self.cancel_on_timeout}
         kwargs.update({name: True for name, value in options.items() if value})
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -144,7 +132,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     def unfinished_ids(self) -> list[str]:
         if not self._waiting:
             return []
-        return [prediction_id for prediction_id in self.prediction_ids or [] if prediction_id not in self._finished]
+        return [prediction_id for prediction_id in self._ids if prediction_id not in self._finished]
 
     def _seen_finished(self, prediction: Prediction) -> None:
         self._finished.add(prediction.id)
@@ -183,10 +171,8 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
             yield TriggerEvent(batch_event(self.count, {}, error=exc, message=message, retryable=True))
 
     async def _load_ids(self) -> list[str]:
-        """The prediction ids: given, or read from the XCom the task pushed before deferring (off the loop)."""
-        if self.prediction_ids is not None:
-            return self.prediction_ids
-        where = self.ids_xcom or {}
+        """The prediction ids, read from the XCom the task pushed before deferring (off the loop)."""
+        where = self.ids_xcom
         named = (
             f"XCom {where['key']!r} of task {where['task_id']!r} (map index {where['map_index']}) in run "
             f"{where['run_id']!r} of DAG {where['dag_id']!r}"
@@ -201,7 +187,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
                 "unreachable from the triggerer? The batch record is kept: clear the task to run it again; it "
                 "pushes the ids again and waits for the same predictions (nothing is submitted again)"
             ) from None
-        self.prediction_ids = ids
+        self._ids = ids
         return ids
 
     async def _run(self) -> AsyncIterator[TriggerEvent]:

@@ -85,7 +85,6 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
         result_extra: dict[str, Any] | None = None,
-        **retired: Any,
     ) -> None:
         super().__init__()
         # Not validated here: a task started in the triggerer passes its template, rendered after
@@ -103,11 +102,6 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.result_extra = dict(NOT_PRICED if result_extra is None else result_extra)
         self._waiting: list[str] = []  # the prediction while it is not known to be terminal
-        # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
-        # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
-        unknown = set(retired) - {"on_failure", "retry_failed", "last_try"}
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(unknown)}")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -117,8 +111,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
             "end_time": self.end_time,
             "first_poll_interval": self.first_poll_interval,
         }
-        # Only what differs from the defaults: a default trigger serializes as before this option
-        # existed, so a triggerer still on an older provider version can load it.
+        # Only what differs from the defaults: the row stays as small as the defaults allow.
         options: dict[str, tuple[Any, Any]] = {
             "end_from_trigger": (self.end_from_trigger, False),
             "timeout": (self.timeout, None),

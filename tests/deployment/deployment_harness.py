@@ -913,7 +913,7 @@ def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, 
     """The batch task's record (see :func:`task_record`): its head, with ``ids`` (one per input, None
     where there is none) gathered from its parts as the operator reads them (parts 0, 1... of its ``run``)."""
     head = task_record(deployment, dag_id, run_id, "batch")
-    if head is None or head.get("version") == 1:
+    if head is None:
         return head
     ids: list[str | None] = [None] * int(head["count"])
     number = 0

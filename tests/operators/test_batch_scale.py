@@ -20,7 +20,6 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed.api.batch import input_digest
 from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
 from airflow_provider_wavespeed.operators import batch as batch_module
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator, default_submit_window
@@ -134,11 +133,8 @@ def test_trigger_kwargs_do_not_grow_with_the_batch() -> None:
 
     assert size(10_000) - size(10) == len("10000") - len("10")
     assert size(10_000) < 500
-    # The previous release's kwargs (the ids themselves) still work.
-    legacy = WaveSpeedBatchTrigger(["a1", "b2"], end_time=1.0)
-    assert legacy.serialize()[1]["prediction_ids"] == ["a1", "b2"] and "ids_xcom" not in legacy.serialize()[1]
-    with pytest.raises(ValueError, match="either prediction_ids or ids_xcom"):
-        WaveSpeedBatchTrigger(end_time=1.0)
+    with pytest.raises(ValueError, match="ids_xcom must name"):
+        WaveSpeedBatchTrigger(ids_xcom={}, count=1, end_time=1.0)
 
 
 def test_ids_read_from_xcom_are_checked() -> None:
@@ -302,64 +298,3 @@ def test_a_bad_ids_xcom_ends_the_wait_with_a_clear_error(
     assert "it holds 2 ids, the task deferred for 3" in log and "nothing is submitted again" in log
     record = batch_record(dag_run)
     assert record is not None and all(record["ids"])  # kept: a re-run waits for the same predictions
-
-
-@pytestmark_db
-def test_a_record_of_the_previous_release_resumes(
-    wavespeed_connection: WaveSpeedEmulator,
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    """Try 1 leaves a version-1 record (every id in one list, a window in flight), as the previous release's
-    worker killed mid-window did; try 2 (this release) reads it, continues in version 2, adopts the window
-    in flight from the history and sends only the inputs never sent."""
-    wavespeed_connection.set_duration(0)
-    settle = BatchRecord.settle
-    prompts = _prompts(8)
-
-    def previous_release_dies(self: BatchRecord, *args: Any) -> None:
-        window = list(self.data["in_flight"])
-        if window != [3, 4, 5]:
-            settle(self, *args)
-            return
-        monkeypatch.setattr(BatchRecord, "settle", settle)
-        ids = [self.id_of(index) for index in range(self.count)]
-        v1 = {
-            "version": 1,
-            "model": FLUX,
-            "count": self.count,
-            "digest": input_digest(FLUX, prompts),
-            "ids": ids,
-            "rejected": {},
-            "uncertain": {},
-            "uncertain_since": {},
-            "in_flight": window,
-            "in_flight_since": self.data["in_flight_since"],
-        }
-        self.store.put(v1, verify=False)
-        raise RuntimeError("simulated: the previous release's worker was killed while its submits were in flight")
-
-    monkeypatch.setattr(BatchRecord, "settle", previous_release_dies)
-    with _dag(request) as dag:
-        WaveSpeedBatchOperator(
-            task_id="batch",
-            model=FLUX,
-            inputs=prompts,
-            submit_window=3,
-            poll_interval=0.2,
-            retries=1,
-            retry_delay=timedelta(0),
-        )
-    dag_run = dag_test(dag)
-    assert ti_states(dag_run) == {("batch", -1): "success"}
-    assert dag_run.get_task_instances()[0].try_number == 2
-    log = task_output(capfd)
-    assert "Continued the batch record of the previous release (version 1) as version 2" in log
-    assert Counter(entry["inputs"]["prompt"] for entry in wavespeed_connection.submissions()) == {
-        f"input {n}": 1 for n in range(8)
-    }
-    result = dag_xcoms(dag_run)[("batch", -1, "return_value")]
-    by_prompt = {entry["inputs"]["prompt"]: entry["id"] for entry in wavespeed_connection.submissions()}
-    assert [entry["id"] for entry in result["predictions"]] == [by_prompt[f"input {n}"] for n in range(8)]
-    assert batch_record(dag_run) is None
