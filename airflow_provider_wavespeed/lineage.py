@@ -4,7 +4,7 @@ the stored outputs as output datasets.
 Airflow's OpenLineage listener (``apache-airflow-providers-openlineage``, the ``openlineage``
 extra) calls ``get_openlineage_facets_on_complete`` of a task that succeeded in a worker; each
 WaveSpeed operator's method delegates to :func:`operator_lineage`. What a task produced is noted
-on the operator instance when it finishes (:func:`note_result`): the same object the listener is
+on the operator instance when it finishes (:func:`keep_for_lineage`): the same object the listener is
 handed, in the same process. Without the OpenLineage provider nothing here is imported.
 """
 
@@ -20,7 +20,7 @@ SCHEMA_URL = "https://pypi.org/project/airflow-provider-wavespeed/#/$defs/{name}
 _RESULT_ATTRIBUTE = "_wavespeed_lineage_result"
 
 
-def note_result(operator: object, result: object) -> None:
+def keep_for_lineage(operator: object, result: object) -> None:
     """Keep a finished task's return value on the operator, for the OpenLineage listener."""
     setattr(operator, _RESULT_ATTRIBUTE, result)
 

@@ -70,7 +70,7 @@ def task_output(capfd: Any) -> str:
 def task_record(dag_run: Any, task_id: str, name: str, prefix: str) -> dict[str, Any] | None:
     """A WaveSpeed task record as the metadata database holds it (None: none): the task state store
     on Airflow 3.3+ (and then no Variable exists), the Variable below."""
-    from airflow_provider_wavespeed.task_record import record_key
+    from airflow_provider_wavespeed._records import record_key
 
     key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, prefix)
     return _stored(dag_run, task_id, name, key)
@@ -80,9 +80,9 @@ def batch_record(dag_run: Any, task_id: str = "batch") -> dict[str, Any] | None:
     """The batch record as the metadata database holds it (None: none): its head, with ``ids`` (one per
     input, None where there is none) gathered from its parts as a reader does (head, then parts 0, 1...
     of the head's ``run``), and ``part_sizes`` (the bytes of each part's JSON)."""
-    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, part_key, record_key
+    from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, part_key, record_key
 
-    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, RECORD_PREFIX)
+    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, BATCH_RECORD_PREFIX)
     head = _stored(dag_run, task_id, "wavespeed_batch", key)
     if head is None:
         return head

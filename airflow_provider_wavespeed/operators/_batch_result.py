@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors
+from airflow_provider_wavespeed._events import without_oversized_outputs
+from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
 from airflow_provider_wavespeed.api.batch import ranges
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.cost import cost_fields, log_cost
-from airflow_provider_wavespeed.events import without_oversized_outputs
-from airflow_provider_wavespeed.lineage import note_result
+from airflow_provider_wavespeed.lineage import keep_for_lineage
 from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def finish_batch(
     unread = {i: e for i, e in predictions.items() if isinstance(e, WaveSpeedError)}
     if any(isinstance(e, WaveSpeedAuthError) for e in unread.values()):
         raise AirflowFailException(str(next(e for e in unread.values() if isinstance(e, WaveSpeedAuthError))))
-    transient = {i: e for i, e in unread.items() if isinstance(e, TRANSIENT_ERRORS)}
+    transient = {i: e for i, e in unread.items() if isinstance(e, RETRYABLE_ERRORS)}
     if transient:
         raise AirflowException(
             f"Could not read {len(transient)} WaveSpeed predictions of this batch "
@@ -142,7 +142,7 @@ def finish_batch(
             "to submit every input again)"
         )
     record.delete()
-    note_result(task, result)  # OpenLineage sees every prediction, whichever shape XCom gets
+    keep_for_lineage(task, result)  # OpenLineage sees every prediction, whichever shape XCom gets
     if manifest is None:
         return result
     summary = {"manifest": manifest, "completed": completed, "failed": failed, "count": len(entries), **cost}
@@ -203,7 +203,9 @@ def _store(
             f" (inputs[{entry['index']}]). Re-running this task stores the outputs again without "
             "submitting anything (the batch record is kept until the task succeeds)"
         )
-        with airflow_errors(hint=hint):
+        try:
             entry["stored_paths"] = store_outputs(prediction, task.output_path, downloads=downloads)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc, hint=hint) from None
     stored = sum(len(entry["stored_paths"]) for entry in entries)
     task.log.info("Stored %d output file(s) of the batch in %s", stored, task.output_path)

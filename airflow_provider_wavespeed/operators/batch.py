@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._common import (
-    airflow_errors,
-    cancel_on_worker_kill,
-    default_deferrable,
-    defer_with_deadline,
-    seconds_settings,
-    unheld_in_this_run,
-)
+from airflow_provider_wavespeed._batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed._events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
+from airflow_provider_wavespeed._outcome import airflow_error
+from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore, unheld_in_this_run
+from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
 from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
@@ -33,19 +29,18 @@ from airflow_provider_wavespeed.api.polling import (
 from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.api.validation import validate_model
-from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
 from airflow_provider_wavespeed.cost import budget_usd, check_spend, guard_errors, price_inputs
-from airflow_provider_wavespeed.events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import finish_batch
-from airflow_provider_wavespeed.storage import Location, OutputPath
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, TaskRecord
+from airflow_provider_wavespeed.triggers._cancel import cancel_on_worker_kill, note_waiting_try
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_wavespeed.storage import Location, OutputPath
 
 # Inputs marked in flight per record window (a head write before they are sent, a part after
 # their answers). Larger: fewer metadata-database writes; smaller: fewer items left "uncertain"
@@ -77,7 +72,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``uncertain``); an input the API refuses (4xx) fails that item and the others go on.
 
     **Never submits an input twice**, across task retries and a worker killed mid-batch: the
-    task keeps a record (see :class:`~airflow_provider_wavespeed.batch_record.BatchRecord`) in the
+    task keeps a record (see :class:`~airflow_provider_wavespeed._batch_record.BatchRecord`) in the
     metadata database: Airflow's task state store on Airflow 3.3+ (key ``wavespeed_batch``, parts
     ``wavespeed_batch.0``, ``.1``...), Airflow Variables named ``wavespeed_batch__<hash of the task
     instance>`` (parts ``...__0``, ``__1``...) below 3.3 (their description names the task
@@ -208,7 +203,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         self._unit_prices: dict[int, float] = {}  # index -> what one generation of its inputs costs, once priced
         # While this worker submits or waits: (task instance, the record, the predictions seen finished),
         # so that on_kill cancels every prediction the task created and that may still run.
-        self._owned: tuple[Any, BatchRecord, set[str]] | None = None
+        self._waiting_in_worker: tuple[Any, BatchRecord, set[str]] | None = None
 
     @staticmethod
     def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
@@ -224,24 +219,24 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     # -- the record -------------------------------------------------------------------------
 
-    def _task_record(self, context: Context) -> TaskRecord:
+    def _record_store(self, context: Context) -> RecordStore:
         ti = context["ti"]
         description = (
             f"WaveSpeed batch record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
             "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
             "the task succeeds; delete it yourself only to submit every input again."
         )
-        return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
+        return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
 
     def _open_record(self, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
-        return BatchRecord.open(self._task_record(context), model, items, log=self.log)
+        return BatchRecord.open(self._record_store(context), model, items, log=self.log)
 
     # -- submitting ----------------------------------------------------------------------------
 
     async def _submit_all(
         self, client: AsyncWaveSpeedClient, model: str, items: list[dict[str, Any]], record: BatchRecord
     ) -> None:
-        await self._adopt(client, model, items, record)  # what an earlier try's worker left in flight
+        await self._look_up_uncertain(client, model, items, record)  # what an earlier try's worker left in flight
         todo = record.unsent()
         sent = record.count - len(todo)
         size = self.submit_window
@@ -251,9 +246,9 @@ class WaveSpeedBatchOperator(BaseOperator):
             self.log.info("Submitting %d inputs in windows of %d (a record write before each)", len(todo), size)
         for start in range(0, len(todo), size):
             window = todo[start : start + size]
-            record.mark_in_flight(window)  # before any byte of these submits leaves
+            record.write_intent(window)  # before any byte of these submits leaves
             outcome = await submit_window(client, model, items, window)
-            record.settle(outcome.accepted, outcome.rejected, outcome.uncertain)
+            record.write_submitted(outcome.accepted, outcome.rejected, outcome.uncertain)
             sent += len(outcome.accepted) + len(outcome.rejected) + len(outcome.uncertain)
             self.log.info(
                 "Submitted %d of %d inputs to %s (this window: %d accepted, %d refused, %d uncertain)",
@@ -269,11 +264,11 @@ class WaveSpeedBatchOperator(BaseOperator):
             for index, message in outcome.uncertain.items():
                 self.log.warning("inputs[%d]: %s", index, message)
             if outcome.stop is not None:
-                await self._adopt(client, model, items, record)
+                await self._look_up_uncertain(client, model, items, record)
                 self._stopped(outcome.stop, record)
-        await self._adopt(client, model, items, record)
+        await self._look_up_uncertain(client, model, items, record)
 
-    async def _adopt(
+    async def _look_up_uncertain(
         self, client: AsyncWaveSpeedClient, model: str, items: list[dict[str, Any]], record: BatchRecord
     ) -> None:
         """Look the uncertain inputs up in the history: adopt each one's single match, never send again."""
@@ -404,7 +399,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         WaveSpeedModelLink.persist(context, model=model)
         record = self._open_record(context, model, items)
         self._check_spend(context, model, items, record)  # before any submit
-        self._owned = (context["ti"], record, set())
+        self._waiting_in_worker = (context["ti"], record, set())
         try:
             if not self.deferrable:
                 predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
@@ -412,7 +407,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             if record.unsent() or record.to_reconcile():
                 asyncio.run(self._submit_and_collect(model, items, record, wait=False))
         finally:
-            self._owned = None
+            self._waiting_in_worker = None
         ids = record.accepted_ids()
         if not ids:  # nothing to wait for: every input was refused or is uncertain
             return finish_batch(self, record, {}, None)
@@ -422,13 +417,15 @@ class WaveSpeedBatchOperator(BaseOperator):
         self, model: str, items: list[dict[str, Any]], record: BatchRecord, *, wait: bool
     ) -> tuple[dict[str, Prediction | WaveSpeedError], WaitOutcome | None]:
         """Submit what the record says is unsent; with ``wait``, wait in this worker and read every prediction."""
-        with airflow_errors():
+        try:
             async with await self._hook().aget_client() as client:
                 if record.unsent() or record.to_reconcile():
                     await self._submit_all(client, model, items, record)
                 if not wait:
                     return {}, None
                 return await self._collect(client, record.accepted_ids(), wait=True)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
 
     async def _collect(
         self, client: AsyncWaveSpeedClient, ids: list[str], *, wait: bool
@@ -437,22 +434,27 @@ class WaveSpeedBatchOperator(BaseOperator):
         found: dict[str, Prediction | WaveSpeedError] = {}
         outcome = None
         if wait and ids:
-            end_time = time.time() + self.timeout
+            end_time = WaitTimeout.from_now(self.timeout).end_time
             self.log.info(
                 "Waiting in the worker for %d WaveSpeed predictions, at the latest %s from now",
                 len(ids),
                 in_words(self.timeout),
             )
 
-            owned = self._owned
+            waiting = self._waiting_in_worker
 
-            def keep(prediction: Prediction) -> None:
+            def collect_finished(prediction: Prediction) -> None:
                 found[prediction.id] = prediction
-                if owned is not None:
-                    owned[2].add(prediction.id)
+                if waiting is not None:
+                    waiting[2].add(prediction.id)
 
             outcome = await wait_for_predictions(
-                client, ids, poll_interval=self.poll_interval, end_time=end_time, on_finished=keep, log=self.log
+                client,
+                ids,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                on_finished=collect_finished,
+                log=self.log,
             )
             if outcome.error is not None:
                 return found, outcome
@@ -472,25 +474,28 @@ class WaveSpeedBatchOperator(BaseOperator):
             "map_index": -1 if ti.map_index is None else ti.map_index,
             "key": IDS_XCOM_KEY,
         }
-        defer_with_deadline(
-            self,
-            lambda end_time: WaveSpeedBatchTrigger(
+        wait = WaitTimeout.from_now(self.timeout)
+        wait.log_deferral(self.log, f"{len(ids)} WaveSpeed predictions are")
+        if self.cancel_on_kill:
+            note_waiting_try(self.log)  # so that a clear's next try, deferred again, is told from this one
+        self.defer(
+            trigger=WaveSpeedBatchTrigger(
                 ids_xcom=where,
                 count=len(ids),
                 wavespeed_conn_id=self.wavespeed_conn_id,
                 poll_interval=self.poll_interval,
-                end_time=end_time,
+                end_time=wait.end_time,
                 cancel_on_kill=self.cancel_on_kill,
                 cancel_on_timeout=self.cancel_on_timeout,
             ),
-            waiting_for=f"{len(ids)} WaveSpeed predictions are",
-            timeout=self.timeout,
+            method_name="execute_complete",
+            timeout=wait.airflow_timeout,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
         self._check_settings()
-        store = self._task_record(context)
+        store = self._record_store(context)
         event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
         status = event["status"]
         record = BatchRecord.read(store)
@@ -517,10 +522,12 @@ class WaveSpeedBatchOperator(BaseOperator):
         self.log.info("WaveSpeed batch wait ended (%s): %s", status, counts)
 
         async def read_all() -> dict[str, Prediction | WaveSpeedError]:
-            with airflow_errors():
+            try:
                 async with await self._hook().aget_client() as client:
                     found, _ = await self._collect(client, record.accepted_ids(), wait=False)
                     return found
+            except WaveSpeedError as exc:
+                raise airflow_error(exc) from None
 
         if status == EVENT_DEADLINE:
             self.log.warning("%s", event.get("message"))
@@ -529,8 +536,8 @@ class WaveSpeedBatchOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """Killed while submitting or waiting in a worker: after a user's kill, cancel its unfinished predictions."""
-        owned = self._owned
-        if self.cancel_on_kill and owned is not None:
-            ti, record, finished = owned
+        waiting = self._waiting_in_worker
+        if self.cancel_on_kill and waiting is not None:
+            ti, record, finished = waiting
             ids = [i for i in record.accepted_ids() if i not in finished]
             cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -12,40 +11,34 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
-from airflow_provider_wavespeed._common import (
-    airflow_errors,
-    cancel_now,
-    cancel_on_worker_kill,
+from airflow_provider_wavespeed._outcome import (
+    airflow_error,
     completed_result,
-    default_deferrable,
-    defer_until_finished,
+    end_in_triggerer_kwargs,
     prediction_from_event,
-    seconds_settings,
-    unheld_in_this_run,
 )
-from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
-from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
+from airflow_provider_wavespeed._submit_record import SubmitRecord, find_in_history, resume_or_adopt
+from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
 from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
-    WaveSpeedNotFoundError,
     WaveSpeedPredictionFailedError,
     WaveSpeedSubmitUncertainError,
     WaveSpeedTimeoutError,
 )
-from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage, ensure_success
-from airflow_provider_wavespeed.api.reconcile import reconcile
-from airflow_provider_wavespeed.api.times import utc_text
+from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import note_result, operator_lineage
+from airflow_provider_wavespeed.lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
-from airflow_provider_wavespeed.storage import OutputPath
-from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
+from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_wavespeed.storage import OutputPath
 
 XCOM_PREDICTION_ID = "prediction_id"
 # Every prediction one try of the task submitted, in order (more than one after a resubmission).
@@ -55,11 +48,6 @@ XCOM_UNIT_PRICE = "unit_price_usd"
 # A retry of this task submits again. That is what a user's retries are for after a failed
 # generation, but never after a lost wait: that prediction may still finish (and was paid).
 _WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
-# The submit record's states: written just before the POST, and with the id right after its answer.
-_SENDING, _SENT = "sending", "sent"
-# A recorded prediction in these states is resumed by a later try; any other (failed, cancelled,
-# deleted, timeout, gone) means a later try submits again (a clear after a kill is "run again").
-_RESUMABLE = frozenset({"created", "queued", "processing", SUCCESS_STATUS})
 
 
 class WaveSpeedSubmitOperator(BaseOperator):
@@ -81,7 +69,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
     wait (a failed prediction, an error, the wait limit) resumes in the worker, whose retry rules apply.
 
     Resume: from just before the submit until the prediction id is handed on (returned, or given
-    to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.task_record.TaskRecord`:
+    to the trigger), the task keeps a record (:mod:`~airflow_provider_wavespeed._submit_record`:
     Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
     then the prediction id; a deferred wait that ends without the prediction (an error, a crashed
     trigger, the wait limit) writes it back. A later try that finds it (a retry, a clear) resumes
@@ -198,7 +186,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         # Only a waiting task owns its prediction's fate; without waiting, a sensor downstream does.
         self.cancel_on_kill = cancel_on_kill and wait_for_completion
         self.cancel_on_timeout = cancel_on_timeout and wait_for_completion
-        self._waiting_on: tuple[Any, str] | None = None  # (task instance, prediction id) while waiting here
+        self._waiting_in_worker: tuple[Any, str] | None = None  # (task instance, prediction id): for on_kill
         self._unit_price: float | None = None  # what one generation of these inputs costs, once priced
         self._price_note = "the inputs were not priced"
 
@@ -212,24 +200,25 @@ class WaveSpeedSubmitOperator(BaseOperator):
         A first submit of a try resumes (or adopts from the history) what an earlier try's record names.
         """
         record = self._record(context)
-        with airflow_errors():
+        try:
             model = validate_model(self.model)
             inputs = validate_inputs(self.inputs)
             webhook = validate_webhook_url(self.webhook) if self.webhook else None
-            prediction = None if tried else self._resume(record, model, inputs)
+            prediction = None if tried else resume_or_adopt(record, self.hook, model, inputs, log=self.log)
             if prediction is None:
                 self.check_budget(model, inputs)
                 sent_at = time.time()
-                entry = {"version": 1, "sent_at": sent_at, "model": model, "digest": input_digest(model, [inputs])}
-                record.put({**entry, "state": _SENDING}, verify=True)
+                record.write_intent(model, inputs, sent_at)
                 try:
                     prediction = self.hook.submit(model, inputs, webhook=webhook)
                 except WaveSpeedSubmitUncertainError as exc:
-                    prediction = self._adopt(model, inputs, sent_at, str(exc), record)
+                    prediction = find_in_history(record, self.hook, model, inputs, sent_at, str(exc), log=self.log)
                 else:
                     self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
                 # The one instant left unrecorded: between the API's answer and this write.
-                record.put({**entry, "state": _SENT, "prediction_id": prediction.id}, verify=False)
+                record.write_submitted(prediction.id, model, inputs, sent_at=sent_at)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
         if self.wait_for_completion and self._unit_price is None:
             self._price_for_result(model, inputs)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
@@ -241,39 +230,36 @@ class WaveSpeedSubmitOperator(BaseOperator):
         WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
         return prediction
 
-    # -- the record: resume and reconcile -----------------------------------------------------------
+    # -- the record: deleted once the id is handed on, written back after a wait without the prediction --
 
-    def _record(self, context: Context) -> TaskRecord:
-        ti = context["ti"]
-        description = (
-            f"WaveSpeed submit record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
-            "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted "
-            "once the prediction id is handed on, written back when a wait ends without the prediction; delete "
-            "it yourself only to submit again."
-        )
-        return TaskRecord(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
+    def _record(self, context: Context) -> SubmitRecord:
+        return SubmitRecord(context)
 
-    def _handed_on(self, context: Context) -> None:
-        """Delete the record: the id is handed on (returned, or in the trigger's kwargs). A later try (a
-        retry after the wait, a user's clear) must not silently resume a prediction that may have been
-        delivered: the trigger may end the task itself, in the triggerer, which cannot write the record.
-        A wait that ends without delivering it writes the record back (:meth:`_kept`)."""
+    def _delete_record(self, context: Context) -> None:
+        """Delete the record: the prediction id is handed on (returned, or in the trigger's kwargs).
+
+        A later try (a retry after the wait, a user's clear) must not silently resume a prediction
+        that may have been delivered: the trigger may end the task itself, in the triggerer, which
+        cannot write the record. A wait that ends without delivering it writes the record back
+        (:meth:`_write_record_back`).
+        """
         self._record(context).delete()
 
-    def _kept(self, context: Context, prediction_id: str) -> None:
-        """Write the record back for ``prediction_id``: its deferred wait ended without the prediction (an
-        error, the wait limit, a trigger Airflow failed), so a later try resumes it instead of paying again.
+    def _write_record_back(self, context: Context, prediction_id: str) -> None:
+        """Write the record back for ``prediction_id``: its deferred wait ended without the prediction.
 
-        Written by the worker that fails the task, before it fails. When the write fails, the task fails for
-        good: a retry without the record would submit (and pay) again.
+        An error, the timeout or a trigger Airflow failed: a later try resumes it instead of paying
+        again. Written by the worker that fails the task, before it fails. When the write fails, the
+        task fails for good: a retry without the record would submit (and pay) again.
         """
         record = self._record(context)
         try:
-            with airflow_errors():
+            try:
                 model = validate_model(self.model)
                 inputs = validate_inputs(self.inputs)
-            data = {"version": 1, "model": model, "digest": input_digest(model, [inputs])}
-            record.put({**data, "state": _SENT, "prediction_id": prediction_id}, verify=True)
+            except WaveSpeedError as exc:
+                raise airflow_error(exc) from None
+            record.write_submitted(prediction_id, model, inputs, verify=True)
         except Exception as exc:
             raise AirflowFailException(
                 f"The wait for WaveSpeed prediction {prediction_id} ended without it, and recording it in "
@@ -289,79 +275,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
         )
 
     def _waited_for(self, context: Context, prediction_id: str = "") -> str:
-        """The prediction this deferred try waited for: given, else the one its submit pushed to XCom."""
+        """Return the prediction this deferred try waited for: given, else the one its submit pushed to XCom."""
         if prediction_id:
             return prediction_id
         ti = context["ti"]
         pushed = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_ID, map_indexes=ti.map_index)
         return str(pushed or "")
-
-    def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
-        """The prediction an earlier try's record names, when it should be resumed; None: submit."""
-        data = record.earlier()
-        if data is None:
-            return None
-        same = data.get("digest") == input_digest(model, [inputs])
-        sent_at = float(data.get("sent_at") or 0)
-        if data.get("state") == _SENDING:
-            if not same:
-                self.log.warning(
-                    "An earlier try sent a submit with other inputs (or model) and got no answer: it is not "
-                    "looked for; submitting these inputs"
-                )
-                return None
-            self.log.warning("An earlier try stopped with its submit in flight: looking for it in the history")
-            why = "an earlier try of this task stopped while this submit was in flight"
-            return self._adopt(model, inputs, sent_at, why, record)
-        prediction_id = str(data.get("prediction_id") or "")
-        try:
-            prediction = self.hook.get_prediction(prediction_id)
-        except WaveSpeedNotFoundError:
-            self.log.warning("The prediction %s an earlier try submitted is gone: submitting again", prediction_id)
-            return None
-        if prediction.status not in _RESUMABLE:
-            self.log.warning(
-                "The prediction %s an earlier try submitted is %s: submitting again", prediction_id, prediction.status
-            )
-            return None
-        if not same:
-            self.log.warning(
-                "The prediction %s an earlier try submitted (%s) has other inputs or model than these: it is not "
-                "resumed (it stays paid); submitting these inputs",
-                prediction_id,
-                prediction.status,
-            )
-            return None
-        self.log.info(
-            "Resuming WaveSpeed prediction %s (%s), submitted by an earlier try of this task: nothing is submitted",
-            prediction_id,
-            prediction.status,
-        )
-        return prediction
-
-    def _adopt(self, model: str, inputs: dict[str, Any], sent_at: float, why: str, record: TaskRecord) -> Prediction:
-        """The one prediction of the history like this submit; otherwise fail for good (never send again)."""
-        hook = self.hook
-
-        async def page(**query: Any) -> PredictionPage:
-            return hook.list_predictions(**query)
-
-        self.log.warning("The submit's outcome is unknown (%s): looking for it in the prediction history", why)
-        try:
-            found = unheld_in_this_run(asyncio.run(reconcile(page, model, {0: inputs}, sent_at)))
-        except WaveSpeedError as exc:
-            reason = f"the history could not be read ({exc})"
-        else:
-            if 0 in found.adopted:
-                prediction_id = found.adopted[0]
-                self.log.info("Adopted WaveSpeed prediction %s from the history: nothing is submitted", prediction_id)
-                return self.hook.get_prediction(prediction_id)
-            reason = found.unresolved[0]
-        raise WaveSpeedSubmitUncertainError(
-            f"{uncertain_message(model, why, utc_text(sent_at))}. Looked up: {reason}. The record in {record.where} "
-            "keeps this task from submitting again; delete it (or find the prediction and use WaveSpeedTaskSensor) "
-            "once checked"
-        )
 
     def _tried(self, context: Context, prediction_id: str) -> list[str]:
         """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
@@ -388,8 +307,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             return self.submit(context, tried)
         if len(tried) > 1:
             error.args = (f"{error}; predictions tried, in order: {', '.join(tried)}",)
-        with airflow_errors(_WAIT_RETRYABLE):
-            raise error
+        raise airflow_error(error, _WAIT_RETRYABLE) from None
 
     def check_budget(self, model: str, inputs: dict[str, Any]) -> None:
         """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``.
@@ -451,7 +369,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             result["prediction_ids_tried"] = list(tried)
             if len(tried) > 1:
                 self.log.info("WaveSpeed generation completed as prediction %s; tried: %s", prediction.id, tried)
-        note_result(self, result)
+        keep_for_lineage(self, result)
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -459,8 +377,10 @@ class WaveSpeedSubmitOperator(BaseOperator):
         return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
-        with airflow_errors(_WAIT_RETRYABLE):
+        try:
             return self.hook.get_prediction(prediction_id)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc, _WAIT_RETRYABLE) from None
 
     def _check_settings(self) -> None:
         """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
@@ -473,28 +393,29 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self._check_settings()
         prediction = self.submit(context)
         if not self.wait_for_completion:
-            note_result(self, prediction.id)
-            self._handed_on(context)  # the return value carries the id
+            keep_for_lineage(self, prediction.id)
+            self._delete_record(context)  # the return value carries the id
             return prediction.id
         tried = [prediction.id]
         while True:
             if self.deferrable:
-                self._handed_on(context)
+                self._delete_record(context)  # the trigger's kwargs carry the id
                 self._defer(context, prediction.id)
             try:
-                with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
-                    done = self._wait_here(context, prediction.id)
+                done = self._wait_here(context, prediction.id)
             except WaveSpeedPredictionFailedError as exc:
                 prediction = self._after_failure(context, exc, tried)
                 tried.append(prediction.id)
                 continue
+            except WaveSpeedError as exc:
+                raise airflow_error(exc, _WAIT_RETRYABLE) from None
             result = self._completed(context, done, tried)
-            self._handed_on(context)
+            self._delete_record(context)
             return result
 
     def _wait_here(self, context: Context, prediction_id: str) -> Prediction:
         """Wait in this worker; at ``timeout`` cancel the prediction first (``cancel_on_timeout``)."""
-        self._waiting_on = (context["ti"], prediction_id)
+        self._waiting_in_worker = (context["ti"], prediction_id)
         try:
             return self.hook.wait_for_prediction(prediction_id, poll_interval=self.poll_interval, timeout=self.timeout)
         except WaveSpeedTimeoutError:
@@ -508,31 +429,40 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     ) from None
             raise
         finally:
-            self._waiting_on = None
+            self._waiting_in_worker = None
 
     def on_kill(self) -> None:
         """Killed while waiting in a worker: cancel the unfinished prediction when a user killed the task."""
-        waiting = self._waiting_on
+        waiting = self._waiting_in_worker
         if self.cancel_on_kill and waiting is not None:
             cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, [waiting[1]])
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
-        defer_until_finished(
-            self,
-            prediction_id,
+        """Defer the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; it resumes in ``execute_complete``."""
+        wait = WaitTimeout.from_now(self.timeout)
+        wait.log_deferral(self.log, f"WaveSpeed prediction {prediction_id} is")
+        if self.cancel_on_kill:
+            note_waiting_try(self.log)  # so that a clear's next try, deferred again, is told from this one
+        trigger = WaveSpeedTaskTrigger(
+            prediction_id=prediction_id,
             wavespeed_conn_id=self.wavespeed_conn_id,
             poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            kwargs={"prediction_id": prediction_id},
+            end_time=wait.end_time,
+            cancel_on_kill=self.cancel_on_kill,
+            cancel_on_timeout=self.cancel_on_timeout,
             # A resubmission needs the worker: it alone may submit again.
-            end=end_in_triggerer_kwargs(
+            **end_in_triggerer_kwargs(
                 self,
                 enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
                 output_path=self.output_path,
                 cost=self._cost(None),  # submit() priced the inputs in this process
             ),
-            cancel_on_kill=self.cancel_on_kill,
-            cancel_on_timeout=self.cancel_on_timeout,
+        )
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            kwargs={"prediction_id": prediction_id},
+            timeout=wait.airflow_timeout,
         )
 
     def execute_complete(
@@ -549,8 +479,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
             # prediction its trigger, created by this task, waited for.
             prediction_id = str(event.get("prediction_id") or "")
         prediction_id = self._waited_for(context, prediction_id)
-        # Cancelled at the wait limit (cancel_on_timeout): nothing left to resume, a later try submits anew.
-        keep = bool(prediction_id) and not (isinstance(event, dict) and event.get("cancelled"))
+        # Cancelled at the timeout (cancel_on_timeout): nothing left to resume, a later try submits anew.
+        write_back = bool(prediction_id) and not (isinstance(event, dict) and event.get("cancelled"))
         hint = (
             f". This task keeps prediction {prediction_id} in its record: a retry or a clear resumes it (nothing "
             "is submitted again)"
@@ -559,21 +489,21 @@ class WaveSpeedSubmitOperator(BaseOperator):
             prediction = prediction_from_event(
                 event,
                 prediction_id=prediction_id,
-                on_deadline=AirflowFailException,
+                on_timeout=AirflowFailException,
                 reread=self._reread if self.output_path else None,
-                hint=hint if keep else "",
+                hint=hint if write_back else "",
             )
         except AirflowException:
-            if keep:
-                self._kept(context, prediction_id)
+            if write_back:
+                self._write_record_back(context, prediction_id)
             raise
         tried = self._tried(context, prediction_id)
         try:
             ensure_success(prediction)
         except WaveSpeedPredictionFailedError as exc:
-            again = self._after_failure(context, exc, tried)
-            self._handed_on(context)
-            self._defer(context, again.id)
+            resubmitted = self._after_failure(context, exc, tried)
+            self._delete_record(context)
+            self._defer(context, resubmitted.id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction, tried)
 
@@ -590,5 +520,5 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     prediction_id,
                     (next_kwargs or {}).get("error", "unknown reason"),
                 )
-                self._kept(context, prediction_id)
+                self._write_record_back(context, prediction_id)
         return super().resume_execution(next_method, next_kwargs, context)

@@ -15,6 +15,7 @@ from airflow.triggers.base import TriggerEvent
 from asgiref.sync import sync_to_async
 
 from airflow_provider_wavespeed._compat import read_xcom
+from airflow_provider_wavespeed._events import batch_event, crash_message
 from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -24,10 +25,9 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import cancel_unfinished, wait_for_predictions
 from airflow_provider_wavespeed.api.validation import validate_prediction_id
-from airflow_provider_wavespeed.events import batch_event, crash_message
-from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
+from airflow_provider_wavespeed.triggers._shared_client import shared_client
 
 __all__ = ["IDS_XCOM_FIELDS", "IDS_XCOM_KEY", "WaveSpeedBatchTrigger", "ids_for_xcom", "ids_from_xcom"]
 
@@ -56,7 +56,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     """Poll every prediction of a batch until all are terminal, in one trigger.
 
     All predictions of the batch are polled through the triggerer's shared client of the
-    connection (:mod:`~airflow_provider_wavespeed.hooks.shared_client`: one pool, one 429
+    connection (:mod:`~airflow_provider_wavespeed.triggers._shared_client`: one pool, one 429
     back-off), at most ``READ_CONCURRENCY`` at a time, by the same engine as
     :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger`
     (:mod:`~airflow_provider_wavespeed.api.polling`). Its one event is a status (``done``,
@@ -197,40 +197,42 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         except WaveSpeedError as exc:
             yield TriggerEvent(batch_event(total, {}, error=exc))
             return
+        polling = False
         try:
-            client = await acquire_shared_client(self.wavespeed_conn_id)
+            async with shared_client(self.wavespeed_conn_id) as client:
+                polling = True
+                self.log.info("Waiting for %d WaveSpeed predictions", total)
+                self._waiting = True
+                wait = await wait_for_predictions(
+                    client,
+                    ids,
+                    poll_interval=self.poll_interval,
+                    end_time=self.end_time,
+                    first_poll_interval=self.first_poll_interval,
+                    on_finished=self._seen_finished,
+                    log=self.log,
+                )
+                self.log.info("WaveSpeed batch wait ended: %s", wait.counts())
+                counts = wait.counts()
+                event = batch_event(total, counts, error=wait.error, running=len(wait.last_status))
+                if wait.deadline and wait.last_status and self.cancel_on_timeout:
+                    cancelled = await cancel_unfinished(client, list(wait.last_status), log=self.log)
+                    # What the cancel found finished counts as finished; the rest stays "running" (not cancelled).
+                    for prediction in cancelled.finished.values():
+                        counts[prediction.status] = counts.get(prediction.status, 0) + 1
+                    stopped = len(cancelled.cancelled) + len(cancelled.gone)
+                    counts["running"] = len(wait.last_status) - stopped - len(cancelled.finished)
+                    counts["cancelled_at_deadline"] = stopped
+                    event = {**event, "counts": {k: v for k, v in counts.items() if v}, "cancelled": stopped}
+                    event["message"] = (
+                        f"{len(wait.last_status)} of {total} WaveSpeed predictions did not finish before the wait "
+                        f"limit: {stopped} cancelled (cancel_on_timeout), {len(cancelled.finished)} finished meanwhile"
+                        + (f", {len(cancelled.errors)} could not be cancelled" if cancelled.errors else "")
+                    )
         except WaveSpeedError as exc:
+            if polling:
+                raise
+            # The connection could not be used: nothing was polled.
             yield TriggerEvent(batch_event(total, {}, error=exc))
             return
-        try:
-            self.log.info("Waiting for %d WaveSpeed predictions", total)
-            self._waiting = True
-            wait = await wait_for_predictions(
-                client,
-                ids,
-                poll_interval=self.poll_interval,
-                end_time=self.end_time,
-                first_poll_interval=self.first_poll_interval,
-                on_finished=self._seen_finished,
-                log=self.log,
-            )
-            self.log.info("WaveSpeed batch wait ended: %s", wait.counts())
-            counts = wait.counts()
-            event = batch_event(total, counts, error=wait.error, running=len(wait.last_status))
-            if wait.deadline and wait.last_status and self.cancel_on_timeout:
-                cancelled = await cancel_unfinished(client, list(wait.last_status), log=self.log)
-                # What the cancel found finished counts as finished; the rest stays "running" (not cancelled).
-                for prediction in cancelled.finished.values():
-                    counts[prediction.status] = counts.get(prediction.status, 0) + 1
-                stopped = len(cancelled.cancelled) + len(cancelled.gone)
-                counts["running"] = len(wait.last_status) - stopped - len(cancelled.finished)
-                counts["cancelled_at_deadline"] = stopped
-                event = {**event, "counts": {k: v for k, v in counts.items() if v}, "cancelled": stopped}
-                event["message"] = (
-                    f"{len(wait.last_status)} of {total} WaveSpeed predictions did not finish before the wait "
-                    f"limit: {stopped} cancelled (cancel_on_timeout), {len(cancelled.finished)} finished meanwhile"
-                    + (f", {len(cancelled.errors)} could not be cancelled" if cancelled.errors else "")
-                )
-            yield TriggerEvent(event)
-        finally:
-            await release_shared_client(self.wavespeed_conn_id)
+        yield TriggerEvent(event)

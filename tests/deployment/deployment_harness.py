@@ -890,9 +890,9 @@ def task_record(
     from airflow import __version__ as airflow_version
     from packaging.version import Version
 
-    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, part_key, record_key
+    from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, SUBMIT_RECORD_PREFIX, part_key, record_key
 
-    prefix = RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
+    prefix = BATCH_RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
     key = record_key(dag_id, run_id, task_id, -1, prefix)
     if part is not None:
         key, name = part_key(key, part, state_store=False), part_key(name, part, state_store=True)

@@ -20,10 +20,10 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed._batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed.operators import batch as batch_module
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator, default_submit_window
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger, ids_from_xcom
 
@@ -54,10 +54,10 @@ class CountingStore:
         self.values.pop(key, None)
 
 
-def _store(fake: CountingStore) -> TaskRecord:
+def _store(fake: CountingStore) -> RecordStore:
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="batch", map_index=-1)
     context = {"ti": ti, "task_state_store": fake}
-    return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, "test", versions=BATCH_RECORD_VERSIONS)
+    return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, "test", versions=BATCH_RECORD_VERSIONS)
 
 
 def _run_windows(fake: CountingStore, count: int, window: int, *, stop_after: int | None = None) -> BatchRecord:
@@ -68,8 +68,8 @@ def _run_windows(fake: CountingStore, count: int, window: int, *, stop_after: in
         if stop_after is not None and number == stop_after:
             break
         indexes = todo[start : start + window]
-        record.mark_in_flight(indexes)
-        record.settle({index: f"pred-{index:06d}-{'x' * 26}" for index in indexes}, {}, {})
+        record.write_intent(indexes)
+        record.write_submitted({index: f"pred-{index:06d}-{'x' * 26}" for index in indexes}, {}, {})
     return record
 
 
@@ -111,9 +111,9 @@ def test_parts_of_a_deleted_record_are_never_read_and_a_lost_part_fails() -> Non
     fresh = BatchRecord.open(_store(fake), FLUX, items, log=_log)
     assert fresh.unsent() == list(range(8)) and fresh.accepted_ids() == []
     # The next head names the parts it saw written; one lost after that is not silently read as "unsent".
-    fresh.mark_in_flight([0, 1])
-    fresh.settle({0: "a0", 1: "a1"}, {}, {})
-    fresh.mark_in_flight([2])
+    fresh.write_intent([0, 1])
+    fresh.write_submitted({0: "a0", 1: "a1"}, {}, {})
+    fresh.write_intent([2])
     fake.delete("wavespeed_batch.0")
     with pytest.raises(AirflowFailException, match="names 1 parts, but only 0 were found"):
         BatchRecord.open(_store(fake), FLUX, items, log=_log)
@@ -175,13 +175,13 @@ def test_a_gold_budget_sends_windows_of_100(
     monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(connection))
     wavespeed_emulator.set_duration(0)
     windows: list[int] = []
-    mark = BatchRecord.mark_in_flight
+    mark = BatchRecord.write_intent
 
     def counted(self: BatchRecord, indexes: list[int]) -> None:
         windows.append(len(indexes))
         mark(self, indexes)
 
-    monkeypatch.setattr(BatchRecord, "mark_in_flight", counted)
+    monkeypatch.setattr(BatchRecord, "write_intent", counted)
     with _dag(request) as dag:
         WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=_prompts(130), poll_interval=0.2)
     dag_run = dag_test(dag)

@@ -13,10 +13,11 @@ from airflow.triggers.base import TriggerEvent
 from airflow_helpers import batch_trigger
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.api.polling import READ_CONCURRENCY
-from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE, shared_pool_stats
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers._shared_client import shared_pool_stats
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
 
 FLUX = "wavespeed-ai/flux-dev"

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from airflow_helpers import batch_trigger
 
-from airflow_provider_wavespeed import _common
 from airflow_provider_wavespeed._compat import trigger_on_kill_supported
 from airflow_provider_wavespeed.api.polling import cancel_unfinished
-from airflow_provider_wavespeed.hooks.shared_client import shared_pool_stats
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers import _cancel
+from airflow_provider_wavespeed.triggers._shared_client import shared_pool_stats
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -45,7 +44,7 @@ def server_state(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return ti.state_on_server
 
     monkeypatch.setattr(_cancel, "task_instance_state", lookup)
-    monkeypatch.setattr(_common, "task_instance_state", lookup)
+    monkeypatch.setattr(_cancel, "task_instance_state", lookup)
     return lookups
 
 

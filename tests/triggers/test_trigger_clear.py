@@ -21,7 +21,6 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import batch_trigger, dag_test, dag_xcoms, ti_states
 
-from airflow_provider_wavespeed import _common
 from airflow_provider_wavespeed._compat import trigger_on_kill_supported
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
@@ -37,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 def server_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """The task instance's state as the API server has it: from the fake TI; XComs from the database."""
     monkeypatch.setattr(_cancel, "task_instance_state", lambda ti: ti.state_on_server)
-    monkeypatch.setattr(_common, "task_instance_state", lambda ti: ti.state_on_server)
+    monkeypatch.setattr(_cancel, "task_instance_state", lambda ti: ti.state_on_server)
     # The trigger reads XCom through its supervisor in a triggerer; here (no supervisor) from the database.
     from airflow.sdk.execution_time import task_runner
 

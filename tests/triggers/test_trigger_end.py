@@ -206,7 +206,7 @@ def test_without_a_trigger_timeout_the_limit_starts_at_the_first_run() -> None:
     trigger = WaveSpeedTaskTrigger("abc", timeout=100.0)
     assert trigger.end_time is None  # not fixed at construction: the triggerer builds it
     before = time.time()
-    assert before + 100 <= trigger._deadline() <= time.time() + 100
+    assert before + 100 <= trigger._end_time() <= time.time() + 100
 
 
 async def test_a_template_is_checked_once_rendered(wavespeed_connection: WaveSpeedEmulator) -> None:

@@ -11,6 +11,11 @@ counts only, never outputs, so it stays the same few hundred bytes for any batch
 reads the predictions itself.
 Airflow-free at import: the triggers build events with it; the tasks check them with
 :func:`checked_event` (the one check, which fails the task through Airflow).
+
+A trigger ends its task itself (no worker run for ``execute_complete``) only when the worker would
+have nothing left to do but return the completed prediction as a plain ``return_value``
+(:func:`plain_return_value`; the task decides the rest when it defers:
+:func:`~airflow_provider_wavespeed._outcome.end_in_triggerer_kwargs`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,33 @@ BATCH_EVENT_STATUSES = frozenset({BATCH_DONE, EVENT_DEADLINE, EVENT_ERROR})
 
 # Base64 outputs can be megabytes: events and XCom live in the metadata database.
 MAX_OUTPUTS_BYTES = 64 * 1024
+
+# The cost of a result that waited on a prediction id alone: the API's prediction carries neither a
+# price nor the inputs to ask one for (a WaveSpeedSubmitOperator pushes its price as unit_price_usd).
+NOT_PRICED: dict[str, Any] = {
+    "unit_price_usd": None,
+    "cost_usd": None,
+    "cost_note": "not priced by this task: the prediction object carries no price nor inputs; the submitting "
+    "task's XCom 'unit_price_usd' has its price when it priced it",
+}
+
+
+def plain_return_value(task: Any) -> bool:
+    """Return whether the task's worker would push its result as one plain ``return_value`` (as the trigger does).
+
+    Not with ``do_xcom_push=False`` or ``multiple_outputs``, nor when a mapped task expands over
+    the task's output: the worker then records the map length with it.
+    """
+    iter_dependants = getattr(task, "iter_mapped_dependants", None)
+    try:
+        mapped_dependant = iter_dependants is not None and next(iter_dependants(), None) is not None
+    except RuntimeError:  # not in a DAG (yet): nothing downstream
+        mapped_dependant = False
+    return (
+        bool(getattr(task, "do_xcom_push", True))
+        and not getattr(task, "multiple_outputs", False)
+        and not mapped_dependant
+    )
 
 
 def outputs_size(prediction: Prediction) -> int:

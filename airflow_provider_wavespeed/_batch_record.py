@@ -1,7 +1,19 @@
-"""The batch operator's durable record: what it sent, written in O(N) bytes in total.
+"""The batch operator's paid-work record: what it sent, written in O(N) bytes in total.
 
-A :class:`~airflow_provider_wavespeed.task_record.TaskRecord` holds a small **head** and
-append-only **parts** beside it (:func:`~airflow_provider_wavespeed.task_record.part_key`):
+Invariants (each try of a ``WaveSpeedBatchOperator`` task instance keeps them):
+
+1. :meth:`BatchRecord.write_intent` marks a window of inputs in flight (read back where a write can
+   fail silently: the Variable fallback) before any byte of their submits leaves.
+2. :meth:`BatchRecord.write_submitted` records the window's answers: accepted ids, refusals, and
+   the inputs whose outcome is unknown ("uncertain", with their send time).
+3. A new try reads the record (:meth:`BatchRecord.open`): inputs left in flight by a dead worker
+   become uncertain; uncertain inputs are looked up in the history and adopted only when alone;
+   no input is ever sent twice. Inputs of another digest (model or inputs changed) fail the task.
+4. The record is deleted when the task succeeds; a failed task keeps it (a re-run resumes).
+
+Its storage backend (:class:`~airflow_provider_wavespeed._records.RecordStore`: Airflow's task
+state store on 3.3+, Variables on 3.0-3.2) holds a small **head** and append-only **parts** beside
+it (:func:`~airflow_provider_wavespeed._records.part_key`):
 
 - the head (version 2, the only one): model, count, digest, the window in flight and its send time, the
   refused and uncertain inputs (rare), the inputs still to look up in the history, how many parts
@@ -24,9 +36,9 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_wavespeed._records import RecordStore
 from airflow_provider_wavespeed.api.batch import input_digest, ranges, uncertain_message
 from airflow_provider_wavespeed.api.times import utc_text
-from airflow_provider_wavespeed.task_record import TaskRecord
 
 __all__ = ["BATCH_RECORD_VERSIONS", "BatchRecord"]
 
@@ -35,7 +47,7 @@ BATCH_RECORD_VERSIONS = (_VERSION,)  # what it reads
 
 
 class BatchRecord:
-    """What a batch task has sent (a :class:`TaskRecord`), so no input is ever submitted twice.
+    """What a batch task has sent (a :class:`RecordStore`), so no input is ever submitted twice.
 
     Per input: its prediction id once accepted (or adopted from the history), the API's refusal, or
     "uncertain" (sent, no answer); and the window of inputs in flight: written *before* their
@@ -45,7 +57,7 @@ class BatchRecord:
     accepted ids read from the parts.
     """
 
-    def __init__(self, store: TaskRecord, data: dict[str, Any], ids: dict[int, str] | None = None) -> None:
+    def __init__(self, store: RecordStore, data: dict[str, Any], ids: dict[int, str] | None = None) -> None:
         self.store = store
         self.data = data
         self.ids: dict[int, str] = dict(ids or {})
@@ -100,13 +112,15 @@ class BatchRecord:
     def accepted_ids(self) -> list[str]:
         return [self.ids[index] for index in sorted(self.ids)]
 
-    def mark_in_flight(self, indexes: list[int]) -> None:
+    def write_intent(self, indexes: list[int]) -> None:
         """One head write (read back where writes can fail silently) before any of these inputs is sent."""
         self.data["in_flight"] = list(indexes)
         self.data["in_flight_since"] = time.time()
         self._write_head(verify=True)
 
-    def settle(self, accepted: dict[int, str], rejected: dict[int, dict[str, Any]], uncertain: dict[int, str]) -> None:
+    def write_submitted(
+        self, accepted: dict[int, str], rejected: dict[int, dict[str, Any]], uncertain: dict[int, str]
+    ) -> None:
         """After the window's answers: one part with the accepted ids; the head only when an input of the
         window was not accepted (refused, uncertain, or back to unsent)."""
         window = [int(index) for index in self.data.get("in_flight") or []]
@@ -147,7 +161,7 @@ class BatchRecord:
     # -- opening a task instance's record ----------------------------------------------------------
 
     @classmethod
-    def read(cls, store: TaskRecord) -> BatchRecord | None:
+    def read(cls, store: RecordStore) -> BatchRecord | None:
         """The record in ``store`` (head and parts), or None when there is none."""
         data = store.get()
         if data is None:
@@ -172,7 +186,7 @@ class BatchRecord:
         return record
 
     @classmethod
-    def open(cls, store: TaskRecord, model: str, items: list[dict[str, Any]], *, log: Any) -> BatchRecord:
+    def open(cls, store: RecordStore, model: str, items: list[dict[str, Any]], *, log: Any) -> BatchRecord:
         """The record in ``store``: an earlier try's (checked against these inputs), or a new one.
 
         Inputs an earlier try's worker left in flight are settled as uncertain, to be looked up in
@@ -180,7 +194,7 @@ class BatchRecord:
         """
         digest = input_digest(model, items)
         record = None
-        if not store.first_try:  # a first try has none to look up (TaskRecord.earlier)
+        if not store.first_try:  # a first try has none to look up (RecordStore.earlier)
             log.info("Looking up the batch record of an earlier try of this task instance: %s", store.where)
             record = cls.read(store)
         if record is None:
@@ -208,7 +222,7 @@ class BatchRecord:
         if orphans:
             since = utc_text(float(data.get("in_flight_since") or 0))
             why = f"the worker stopped while this submit was in flight (since {since})"
-            record.settle({}, {}, {index: uncertain_message(model, why, since) for index in orphans})
+            record.write_submitted({}, {}, {index: uncertain_message(model, why, since) for index in orphans})
             log.warning(
                 "An earlier try of this task stopped while submitting inputs %s: their outcome is unknown, so they "
                 "are looked up in the prediction history and never submitted again",
