@@ -37,6 +37,7 @@ from airflow_provider_wavespeed.api.errors import (
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage
 from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.api.times import utc_text
+from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
@@ -99,6 +100,34 @@ class SubmitRecord:
         sent = {} if sent_at is None else {"sent_at": sent_at}
         entry = {"version": 1, **sent, "model": model, "digest": input_digest(model, [inputs])}
         self.store.put({**entry, "state": _SENT, "prediction_id": prediction_id}, verify=verify)
+
+    def write_back(self, prediction_id: str, model: object, inputs: object, *, log: Any) -> None:
+        """Write the record back for ``prediction_id``: its deferred wait ended without the prediction.
+
+        An error, the timeout or a trigger Airflow failed: a later try resumes it instead of paying
+        again. Written by the worker that fails the task, before it fails (``model`` and ``inputs``
+        as the task has them, validated here). When the write fails, the task fails for good: a
+        retry without the record would submit (and pay) again.
+        """
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        try:
+            model = validate_model(model)
+            inputs = validate_inputs(inputs)
+            self.write_submitted(prediction_id, model, inputs, verify=True)
+        except Exception as exc:
+            raise AirflowFailException(
+                f"The wait for WaveSpeed prediction {prediction_id} ended without it, and recording it in "
+                f"{self.where} failed ({type(exc).__name__}: {exc}): the task is not retried, so nothing is "
+                f"submitted again. The prediction may still run: wait on it with "
+                f"WaveSpeedTaskSensor(prediction_id={prediction_id!r})"
+            ) from None
+        log.info(
+            "WaveSpeed prediction %s is recorded in %s: a retry or a clear of this task resumes it (nothing is "
+            "submitted again)",
+            prediction_id,
+            self.where,
+        )
 
     def read(self) -> SubmitEntry | None:
         """Return what an earlier try of this task instance recorded (None: nothing, or this is the first try)."""

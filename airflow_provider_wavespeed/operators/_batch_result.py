@@ -22,6 +22,7 @@ from airflow_provider_wavespeed.api.polling import WaitOutcome
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.cost import cost_fields, log_cost
 from airflow_provider_wavespeed.lineage import keep_for_lineage
+from airflow_provider_wavespeed.operators._batch_submit import price_completed
 from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def finish_batch(
 def _cost(task: WaveSpeedBatchOperator, record: BatchRecord, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Each entry's ``unit_price_usd`` (None unless it completed) and the batch's cost fields; logged in one line."""
     done = [entry["index"] for entry in entries if entry["status"] == SUCCESS_STATUS]
-    prices, unknown = task.price_completed(done) if done else ([], "")
+    prices, unknown = price_completed(task, done) if done else ([], "")
     by_index = dict(zip(done, prices, strict=True))
     for entry in entries:
         entry["unit_price_usd"] = by_index.get(entry["index"])
@@ -192,7 +193,7 @@ def _store(
     """Copy the completed outputs to ``output_path``; each entry gains ``stored_paths``."""
     if task.output_path is None or task.output_path == "":
         return
-    downloads = task._hook().download_policy()
+    downloads = task.hook.download_policy()
     for entry in entries:
         prediction = predictions.get(entry["id"]) if entry["id"] else None
         if entry["status"] != SUCCESS_STATUS or not isinstance(prediction, Prediction):

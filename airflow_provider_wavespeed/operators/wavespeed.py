@@ -28,10 +28,10 @@ from airflow_provider_wavespeed.api.errors import (
 )
 from airflow_provider_wavespeed.api.models import Prediction, ensure_success
 from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
-from airflow_provider_wavespeed.cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
+from airflow_provider_wavespeed.operators._submit_spend import WAIT_RETRYABLE, SubmitSpend
 from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
@@ -41,16 +41,9 @@ if TYPE_CHECKING:
     from airflow_provider_wavespeed.storage import OutputPath
 
 XCOM_PREDICTION_ID = "prediction_id"
-# Every prediction one try of the task submitted, in order (more than one after a resubmission).
-XCOM_PREDICTION_IDS = "prediction_ids"
-# The price of one generation of these inputs, when the task priced them (cost guard, or waiting).
-XCOM_UNIT_PRICE = "unit_price_usd"
-# A retry of this task submits again. That is what a user's retries are for after a failed
-# generation, but never after a lost wait: that prediction may still finish (and was paid).
-_WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
 
 
-class WaveSpeedSubmitOperator(BaseOperator):
+class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
     """Submit a WaveSpeed prediction; push its id to XCom, or wait and return it.
 
     The submit is sent once: a failure that may have created the prediction is not
@@ -68,23 +61,19 @@ class WaveSpeedSubmitOperator(BaseOperator):
     may submit again), outlets (asset events), or outputs too large for XCom. Every other end of the
     wait (a failed prediction, an error, the wait limit) resumes in the worker, whose retry rules apply.
 
-    Resume: from just before the submit until the prediction id is handed on (returned, or given
-    to the trigger), the task keeps a record (:mod:`~airflow_provider_wavespeed._submit_record`:
-    Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
-    then the prediction id; a deferred wait that ends without the prediction (an error, a crashed
-    trigger, the wait limit) writes it back. A later try that finds it (a retry, a clear) resumes
-    that prediction while it is queued, processing or completed, and submits again when it failed,
-    was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
-    prediction history (same model and inputs, created at or after the send) and the one match,
-    still alone on a second look, is adopted; with none, several, or a history that lists no inputs
-    the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api.reconcile`).
+    Resume: from just before the submit until the prediction id is handed on, the task keeps a
+    record (Airflow's task state store on 3.3+, an Airflow Variable below; its rules are in
+    :mod:`~airflow_provider_wavespeed._submit_record`). A later try that finds it (a retry, a
+    clear) resumes that prediction while it is queued, processing or completed, and submits again
+    when it failed, was cancelled or deleted; a submit with no answer is looked up in the
+    prediction history and only its one match adopted, else the task fails without submitting again.
 
     Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the price of these
     inputs is asked first (``/model/pricing``) and the task fails without submitting when it is
-    higher, or when no price can be read; with ``min_balance_usd`` it fails without submitting when
-    the account balance is lower. A waiting task prices its inputs even without the guard: its
-    result carries ``unit_price_usd`` and ``cost_usd`` (the completed generation's price; None, with
-    ``cost_note``, when no price could be read). The price is also pushed to XCom (``unit_price_usd``).
+    higher, or when no price can be read; with ``min_balance_usd``, when the account balance is
+    lower. A waiting task prices its inputs even without the guard: its result carries
+    ``unit_price_usd`` and ``cost_usd`` (None, with ``cost_note``, when no price could be read);
+    the price is also pushed to XCom (``unit_price_usd``).
 
     :param model: The model id, e.g. ``wavespeed-ai/flux-dev`` (templated).
     :param inputs: The model's inputs (templated, nested values too).
@@ -153,16 +142,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         super().__init__(**kwargs)
         settings = {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 600.0)}
         seconds_settings(self.task_id, settings, rendered=False)
-        if not isinstance(resubmit_on_server_failure, int) or resubmit_on_server_failure < 0:
-            raise ValueError(
-                f"{self.task_id}: resubmit_on_server_failure must be a whole number >= 0, "
-                f"got {resubmit_on_server_failure!r}"
-            )
-        if resubmit_on_server_failure and not wait_for_completion:
-            raise ValueError(
-                f"{self.task_id}: resubmit_on_server_failure needs wait_for_completion=True (only a "
-                "waiting task learns that a prediction failed)"
-            )
+        self._check_resubmissions(self.task_id, resubmit_on_server_failure, wait_for_completion)
         if output_path is not None and not wait_for_completion:
             raise ValueError(
                 f"{self.task_id}: output_path needs wait_for_completion=True (or give it to the "
@@ -222,10 +202,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         if self.wait_for_completion and self._unit_price is None:
             self._price_for_result(model, inputs)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
-        if self._unit_price is not None:
-            context["ti"].xcom_push(key=XCOM_UNIT_PRICE, value=self._unit_price)
-        if self.resubmit_on_server_failure:
-            context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
+        self._push_spend(context, prediction.id, tried)
         WaveSpeedModelLink.persist(context, model=model)
         WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
         return prediction
@@ -236,43 +213,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
         return SubmitRecord(context)
 
     def _delete_record(self, context: Context) -> None:
-        """Delete the record: the prediction id is handed on (returned, or in the trigger's kwargs).
-
-        A later try (a retry after the wait, a user's clear) must not silently resume a prediction
-        that may have been delivered: the trigger may end the task itself, in the triggerer, which
-        cannot write the record. A wait that ends without delivering it writes the record back
-        (:meth:`_write_record_back`).
-        """
+        """Delete the record: the prediction id is handed on (see :mod:`~airflow_provider_wavespeed._submit_record`)."""
         self._record(context).delete()
-
-    def _write_record_back(self, context: Context, prediction_id: str) -> None:
-        """Write the record back for ``prediction_id``: its deferred wait ended without the prediction.
-
-        An error, the timeout or a trigger Airflow failed: a later try resumes it instead of paying
-        again. Written by the worker that fails the task, before it fails. When the write fails, the
-        task fails for good: a retry without the record would submit (and pay) again.
-        """
-        record = self._record(context)
-        try:
-            try:
-                model = validate_model(self.model)
-                inputs = validate_inputs(self.inputs)
-            except WaveSpeedError as exc:
-                raise airflow_error(exc) from None
-            record.write_submitted(prediction_id, model, inputs, verify=True)
-        except Exception as exc:
-            raise AirflowFailException(
-                f"The wait for WaveSpeed prediction {prediction_id} ended without it, and recording it in "
-                f"{record.where} failed ({type(exc).__name__}: {exc}): the task is not retried, so nothing is "
-                f"submitted again. The prediction may still run: wait on it with "
-                f"WaveSpeedTaskSensor(prediction_id={prediction_id!r})"
-            ) from None
-        self.log.info(
-            "WaveSpeed prediction %s is recorded in %s: a retry or a clear of this task resumes it (nothing is "
-            "submitted again)",
-            prediction_id,
-            record.where,
-        )
 
     def _waited_for(self, context: Context, prediction_id: str = "") -> str:
         """Return the prediction this deferred try waited for: given, else the one its submit pushed to XCom."""
@@ -281,70 +223,6 @@ class WaveSpeedSubmitOperator(BaseOperator):
         ti = context["ti"]
         pushed = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_ID, map_indexes=ti.map_index)
         return str(pushed or "")
-
-    def _tried(self, context: Context, prediction_id: str) -> list[str]:
-        """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
-        if not self.resubmit_on_server_failure:
-            return [prediction_id]
-        ti = context["ti"]
-        tried = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_IDS, map_indexes=ti.map_index)
-        if not isinstance(tried, list) or not tried or tried[-1] != prediction_id:
-            return [prediction_id]
-        return [str(i) for i in tried]
-
-    def _after_failure(self, context: Context, error: WaveSpeedPredictionFailedError, tried: list[str]) -> Prediction:
-        """Submit again after a server-side failure while resubmissions are left; else raise ``error``."""
-        if error.is_server_failure and len(tried) <= self.resubmit_on_server_failure:
-            self.log.warning(
-                "WaveSpeed prediction %s failed on the server's side (code %s): submitting again "
-                "(resubmission %d of %d); predictions tried: %s",
-                error.prediction_id,
-                error.code,
-                len(tried),
-                self.resubmit_on_server_failure,
-                ", ".join(tried),
-            )
-            return self.submit(context, tried)
-        if len(tried) > 1:
-            error.args = (f"{error}; predictions tried, in order: {', '.join(tried)}",)
-        raise airflow_error(error, _WAIT_RETRYABLE) from None
-
-    def check_budget(self, model: str, inputs: dict[str, Any]) -> None:
-        """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``.
-
-        Fails closed when the price or the balance cannot be read; keeps the price for the result.
-        """
-        max_cost = budget_usd(self.max_cost_usd, "max_cost_usd")
-        min_balance = budget_usd(self.min_balance_usd, "min_balance_usd")
-        if max_cost is not None:
-            with guard_errors(model, inputs):
-                price = checked_price(self.hook.get_price(model, inputs), model, inputs)
-            check_spend(model, [price], max_cost=max_cost, balance=None, min_balance=None)
-            self._unit_price = price
-            self.log.info("WaveSpeed price %.4f USD is within max_cost_usd %.4f", price, max_cost)
-        if min_balance is not None:
-            with guard_errors(model):
-                balance = self.hook.get_balance()
-            check_spend(model, [], max_cost=None, balance=balance, min_balance=min_balance)
-
-    def _price_for_result(self, model: str, inputs: dict[str, Any]) -> None:
-        """Price the inputs for the result's cost; a price that cannot be read is noted, never a failure."""
-        try:
-            self._unit_price = checked_price(self.hook.get_price(model, inputs), model, inputs)
-        except WaveSpeedError as exc:
-            self._price_note = f"the price could not be read ({exc})"
-            self.log.warning("WaveSpeed cost of this generation unknown: %s", self._price_note)
-
-    def _cost(self, context: Context | None) -> dict[str, Any]:
-        """The cost fields of the result: the price this try noted (pushed to XCom: a deferral resumes anywhere)."""
-        price = self._unit_price
-        if price is None and context is not None:
-            ti = context["ti"]
-            pulled = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_UNIT_PRICE, map_indexes=ti.map_index)
-            price = float(pulled) if isinstance(pulled, (int, float)) and not isinstance(pulled, bool) else None
-        if price is None:
-            return cost_fields([], unknown=self._price_note)
-        return cost_fields([price])
 
     def _completed(self, context: Context, prediction: Prediction, tried: list[str]) -> dict[str, Any]:
         # Storage failures fail for good: a retry of this task would submit (and pay) again.
@@ -364,11 +242,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             store_failure_hint=hint,
             cost=self._cost(context),
         )
-        log_cost(self.log, prediction.model or str(self.model), [result["unit_price_usd"]], result)
-        if self.resubmit_on_server_failure:
-            result["prediction_ids_tried"] = list(tried)
-            if len(tried) > 1:
-                self.log.info("WaveSpeed generation completed as prediction %s; tried: %s", prediction.id, tried)
+        self._note_spend(result, prediction, tried)
         keep_for_lineage(self, result)
         return result
 
@@ -380,7 +254,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         try:
             return self.hook.get_prediction(prediction_id)
         except WaveSpeedError as exc:
-            raise airflow_error(exc, _WAIT_RETRYABLE) from None
+            raise airflow_error(exc, WAIT_RETRYABLE) from None
 
     def _check_settings(self) -> None:
         """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
@@ -408,7 +282,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
                 tried.append(prediction.id)
                 continue
             except WaveSpeedError as exc:
-                raise airflow_error(exc, _WAIT_RETRYABLE) from None
+                raise airflow_error(exc, WAIT_RETRYABLE) from None
             result = self._completed(context, done, tried)
             self._delete_record(context)
             return result
@@ -495,7 +369,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
             )
         except AirflowException:
             if write_back:
-                self._write_record_back(context, prediction_id)
+                self._record(context).write_back(prediction_id, self.model, self.inputs, log=self.log)
             raise
         tried = self._tried(context, prediction_id)
         try:
@@ -508,10 +382,12 @@ class WaveSpeedSubmitOperator(BaseOperator):
         return self._completed(context, prediction, tried)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """Airflow's entry point on resume. ``__fail__`` is how it resumes a task whose trigger failed (raised,
-        or could not be loaded) or whose deferral timed out: it raises ``TaskDeferralError`` (or
-        ``TaskDeferralTimeout``), which its retries retry. Write the record back first, so the retry resumes
-        the prediction instead of paying for another."""
+        """Resume as Airflow does, writing the record back first when Airflow fails the deferral.
+
+        ``__fail__`` is how Airflow resumes a task whose trigger failed (raised, or could not be loaded)
+        or whose deferral timed out: it raises ``TaskDeferralError`` (or ``TaskDeferralTimeout``), which
+        its retries retry; with the record the retry resumes the prediction instead of paying for another.
+        """
         if next_method == TRIGGER_FAIL_REPR and self.wait_for_completion:
             prediction_id = self._waited_for(context)
             if prediction_id:
@@ -520,5 +396,5 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     prediction_id,
                     (next_kwargs or {}).get("error", "unknown reason"),
                 )
-                self._write_record_back(context, prediction_id)
+                self._record(context).write_back(prediction_id, self.model, self.inputs, log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)

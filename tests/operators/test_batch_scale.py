@@ -23,7 +23,8 @@ from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_s
 from airflow_provider_wavespeed._batch_record import BATCH_RECORD_VERSIONS, BatchRecord
 from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed.operators import batch as batch_module
-from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator, default_submit_window
+from airflow_provider_wavespeed.operators._batch_submit import default_submit_window
+from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger, ids_from_xcom
 
