@@ -36,7 +36,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_wavespeed._records import RecordStore
+from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed.api.batch import input_digest, ranges, uncertain_message
 from airflow_provider_wavespeed.api.times import utc_text
 
@@ -159,6 +159,17 @@ class BatchRecord:
         return [int(index) for index in self.data.get("in_flight") or [] if not self._settled(int(index))]
 
     # -- opening a task instance's record ----------------------------------------------------------
+
+    @staticmethod
+    def store_of(context: Any) -> RecordStore:
+        """Return the storage backend of the running task instance's batch record."""
+        ti = context["ti"]
+        description = (
+            f"WaveSpeed batch record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
+            "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
+            "the task succeeds; delete it yourself only to submit every input again."
+        )
+        return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
 
     @classmethod
     def read(cls, store: RecordStore) -> BatchRecord | None:

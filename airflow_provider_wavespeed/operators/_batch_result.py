@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_provider_wavespeed._events import without_oversized_outputs
+from airflow_provider_wavespeed._events import (
+    BATCH_EVENT_STATUSES,
+    EVENT_DEADLINE,
+    EVENT_ERROR,
+    checked_event,
+    without_oversized_outputs,
+)
 from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
 from airflow_provider_wavespeed.api.batch import ranges
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
@@ -79,6 +85,43 @@ def _entry(
             f"finish: wait on it with WaveSpeedTaskSensor(prediction_id={answer.id!r})"
         )
     return entry
+
+
+# How many prediction ids a failed wait's message names (all are in the batch record).
+LISTED_IDS = 5
+
+
+def checked_batch_event(
+    event: object, record: BatchRecord | None, where: str, *, log: Any
+) -> tuple[dict[str, Any], BatchRecord]:
+    """Return the batch trigger's event and the record, for the task to read the predictions; raise for an ``error``.
+
+    A record that is gone fails the task for good (its predictions cannot be matched to the inputs).
+    """
+    event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
+    if record is None:
+        raise AirflowFailException(
+            f"The WaveSpeed batch record ({where}) is gone, so the predictions of this batch "
+            "cannot be matched to its inputs. Was it deleted while the task waited? Re-running the "
+            "task would submit every input again"
+        )
+    if event["status"] == EVENT_ERROR:
+        ids = record.accepted_ids()
+        more = len(ids) - LISTED_IDS
+        named = ", ".join(ids[:LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
+        if event.get("retryable") is True:  # the trigger stopped on an unexpected error: a retry may not meet it
+            raise AirflowException(
+                f"{event.get('message')} (predictions {named}). The batch record ({where}) is kept: a "
+                "retry of this task waits for the same predictions (nothing is submitted again)"
+            )
+        raise AirflowFailException(
+            f"{event.get('message')} (predictions {named}). The batch record ({where}) is kept: once "
+            "fixed, re-running the task waits for the same predictions (nothing is submitted again)"
+        )
+    log.info("WaveSpeed batch wait ended (%s): %s", event["status"], event.get("counts"))
+    if event["status"] == EVENT_DEADLINE:
+        log.warning("%s", event.get("message"))
+    return event, record
 
 
 def finish_batch(

@@ -7,31 +7,31 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._batch_record import BATCH_RECORD_VERSIONS, BatchRecord
-from airflow_provider_wavespeed._events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
+from airflow_provider_wavespeed._batch_record import BatchRecord
 from airflow_provider_wavespeed._outcome import airflow_error
-from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
-from airflow_provider_wavespeed.api.batch import batch_inputs
-from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedValidationError
-from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import (
+from airflow_provider_wavespeed.api import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    AsyncWaveSpeedClient,
+    Prediction,
     WaitOutcome,
+    WaveSpeedError,
+    WaveSpeedValidationError,
+    batch_inputs,
     cancel_unfinished,
+    in_words,
     read_predictions,
+    validate_model,
     wait_for_predictions,
 )
-from airflow_provider_wavespeed.api.times import in_words
-from airflow_provider_wavespeed.api.validation import validate_model
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
-from airflow_provider_wavespeed.operators._batch_result import finish_batch
+from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
 from airflow_provider_wavespeed.operators._batch_submit import guard_spend, pulled_prices, submit_all
 from airflow_provider_wavespeed.triggers._cancel import cancel_on_worker_kill, note_waiting_try
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_wavespeed.storage import Location, OutputPath
-
-# How many prediction ids a failed wait's message names (all are in the batch record).
-LISTED_IDS = 5
 
 
 class WaveSpeedBatchOperator(BaseOperator):
@@ -203,24 +200,6 @@ class WaveSpeedBatchOperator(BaseOperator):
     def hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
 
-    # -- the record -------------------------------------------------------------------------
-
-    def _record_store(self, context: Context) -> RecordStore:
-        ti = context["ti"]
-        description = (
-            f"WaveSpeed batch record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
-            "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
-            "the task succeeds; delete it yourself only to submit every input again."
-        )
-        return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
-
-    def _open_record(self, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
-        return BatchRecord.open(self._record_store(context), model, items, log=self.log)
-
-    # -- submitting ----------------------------------------------------------------------------
-
-    # -- spend -------------------------------------------------------------------------------------
-
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the model as job facet, the predictions as run facet, stored outputs as datasets."""
         return operator_lineage(self)
@@ -236,7 +215,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         except WaveSpeedValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         WaveSpeedModelLink.persist(context, model=model)
-        record = self._open_record(context, model, items)
+        record = BatchRecord.open(BatchRecord.store_of(context), model, items, log=self.log)
         guard_spend(self, context, model, items, record)  # before any submit
         self._waiting_in_worker = (context["ti"], record, set())
         try:
@@ -334,31 +313,8 @@ class WaveSpeedBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
         self._check_settings()
-        store = self._record_store(context)
-        event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
-        status = event["status"]
-        record = BatchRecord.read(store)
-        if record is None:
-            raise AirflowFailException(
-                f"The WaveSpeed batch record ({store.where}) is gone, so the predictions of this batch "
-                "cannot be matched to its inputs. Was it deleted while the task waited? Re-running the "
-                "task would submit every input again"
-            )
-        if status == EVENT_ERROR:
-            ids = record.accepted_ids()
-            more = len(ids) - LISTED_IDS
-            named = ", ".join(ids[:LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
-            if event.get("retryable") is True:  # the trigger stopped on an unexpected error: a retry may not meet it
-                raise AirflowException(
-                    f"{event.get('message')} (predictions {named}). The batch record ({store.where}) is kept: a "
-                    "retry of this task waits for the same predictions (nothing is submitted again)"
-                )
-            raise AirflowFailException(
-                f"{event.get('message')} (predictions {named}). The batch record ({store.where}) is kept: once "
-                "fixed, re-running the task waits for the same predictions (nothing is submitted again)"
-            )
-        counts = event.get("counts")
-        self.log.info("WaveSpeed batch wait ended (%s): %s", status, counts)
+        store = BatchRecord.store_of(context)
+        event, record = checked_batch_event(event, BatchRecord.read(store), store.where, log=self.log)
 
         async def read_all() -> dict[str, Prediction | WaveSpeedError]:
             try:
@@ -368,8 +324,6 @@ class WaveSpeedBatchOperator(BaseOperator):
             except WaveSpeedError as exc:
                 raise airflow_error(exc) from None
 
-        if status == EVENT_DEADLINE:
-            self.log.warning("%s", event.get("message"))
         pulled_prices(self, context)
         return finish_batch(self, record, asyncio.run(read_all()), None)
 

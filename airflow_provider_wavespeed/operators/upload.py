@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
+from airflow_provider_wavespeed.api import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.storage import Location, open_source
 

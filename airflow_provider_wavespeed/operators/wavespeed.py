@@ -19,15 +19,19 @@ from airflow_provider_wavespeed._outcome import (
 )
 from airflow_provider_wavespeed._submit_record import SubmitRecord, find_in_history, resume_or_adopt
 from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import (
+from airflow_provider_wavespeed.api import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    Prediction,
     WaveSpeedError,
     WaveSpeedPredictionFailedError,
     WaveSpeedSubmitUncertainError,
     WaveSpeedTimeoutError,
+    ensure_success,
+    validate_inputs,
+    validate_model,
+    validate_webhook_url,
 )
-from airflow_provider_wavespeed.api.models import Prediction, ensure_success
-from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model, validate_webhook_url
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
@@ -342,15 +346,10 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, prediction_id: str = ""
     ) -> dict[str, Any]:
-        """Resume after the trigger: validate the event, fail or return the prediction.
-
-        A wait that ended without the prediction (an error, the wait limit, an event this version does not
-        understand) writes the record back first: a retry or a clear resumes the same prediction.
-        """
+        """Resume after the trigger: validate the event, fail (writing the record back) or return the prediction."""
         self._check_settings()
         if not prediction_id and isinstance(event, dict):
-            # dag.test() resumes with the event alone (it drops defer kwargs); the event names the
-            # prediction its trigger, created by this task, waited for.
+            # dag.test() resumes with the event alone (no defer kwargs): it names the prediction waited for.
             prediction_id = str(event.get("prediction_id") or "")
         prediction_id = self._waited_for(context, prediction_id)
         # Cancelled at the timeout (cancel_on_timeout): nothing left to resume, a later try submits anew.

@@ -21,12 +21,17 @@ from airflow_provider_wavespeed._outcome import (
     prediction_from_event,
 )
 from airflow_provider_wavespeed._wait import WaitTimeout, airflow_timeout, default_deferrable, seconds_settings
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
-from airflow_provider_wavespeed.api.models import Prediction, ensure_success
-from airflow_provider_wavespeed.api.polling import note_unknown_status
-from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
+from airflow_provider_wavespeed.api import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    Prediction,
+    RetryPolicy,
+    WaveSpeedError,
+    WaveSpeedStorageError,
+    ensure_success,
+    note_unknown_status,
+    validate_prediction_id,
+)
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try

@@ -41,15 +41,20 @@ import logging
 import threading
 import time
 from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_wavespeed._compat import read_xcom, task_instance_state, trigger_on_kill_supported
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._shared_client import shared_client
+
+if TYPE_CHECKING:
+    from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 
 _log = logging.getLogger(__name__)
 
@@ -146,7 +151,6 @@ async def cancel_with_shared_client(
 
 def cancel_now(conn_id: str, prediction_ids: Sequence[str], *, log: Any) -> CancelOutcome:
     """Cancel the unfinished ones of ``prediction_ids`` from a worker (blocking; concurrent, paced like polls)."""
-    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 
     async def cancel() -> CancelOutcome:
         async with await WaveSpeedHook(conn_id).aget_client() as client:
@@ -214,13 +218,18 @@ async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
 class CancellingTrigger(BaseTrigger):
     """A trigger whose task owns its predictions: on a user's kill, it cancels the unfinished ones.
 
-    Subclasses set ``cancel_on_kill`` and ``wavespeed_conn_id``, implement :meth:`unfinished_ids`,
-    await :meth:`note_started` when their ``run`` starts and call :meth:`cancelled_from_outside`
-    when it gets ``CancelledError``.
+    The base of both WaveSpeed triggers. Subclasses set ``cancel_on_kill`` and ``wavespeed_conn_id``,
+    poll through :meth:`shared_client`, implement :meth:`unfinished_ids`, await :meth:`note_started`
+    when their ``run`` starts and call :meth:`cancelled_from_outside` when it gets ``CancelledError``.
     """
 
+    default_conn_name = WaveSpeedHook.default_conn_name
     cancel_on_kill: bool = False
     wavespeed_conn_id: str
+
+    def shared_client(self) -> AbstractAsyncContextManager[AsyncWaveSpeedClient]:
+        """Return the loop's shared client of this trigger's connection, for ``async with``."""
+        return shared_client(self.wavespeed_conn_id)
 
     def unfinished_ids(self) -> list[str]:
         """The predictions of this wait not yet seen terminal."""

@@ -16,18 +16,17 @@ from asgiref.sync import sync_to_async
 
 from airflow_provider_wavespeed._compat import read_xcom
 from airflow_provider_wavespeed._events import batch_event, crash_message
-from airflow_provider_wavespeed.api.defaults import (
+from airflow_provider_wavespeed.api import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
+    Prediction,
+    WaveSpeedError,
+    cancel_unfinished,
+    validate_prediction_id,
+    wait_for_predictions,
 )
-from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import cancel_unfinished, wait_for_predictions
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
-from airflow_provider_wavespeed.triggers._shared_client import shared_client
 
 __all__ = ["IDS_XCOM_FIELDS", "IDS_XCOM_KEY", "WaveSpeedBatchTrigger", "ids_for_xcom", "ids_from_xcom"]
 
@@ -89,7 +88,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         self,
         ids_xcom: Mapping[str, Any],
         count: int,
-        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        wavespeed_conn_id: str = CancellingTrigger.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
@@ -199,7 +198,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
             return
         polling = False
         try:
-            async with shared_client(self.wavespeed_conn_id) as client:
+            async with self.shared_client() as client:
                 polling = True
                 self.log.info("Waiting for %d WaveSpeed predictions", total)
                 self._waiting = True

@@ -18,18 +18,18 @@ from airflow_provider_wavespeed._events import (
     terminal_event,
 )
 from airflow_provider_wavespeed._wait import WaitTimeout
-from airflow_provider_wavespeed.api.defaults import (
+from airflow_provider_wavespeed.api import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
+    CancelOutcome,
+    Prediction,
+    WaveSpeedError,
+    cancel_unfinished,
+    validate_prediction_id,
+    wait_for_predictions,
 )
-from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished, wait_for_predictions
-from airflow_provider_wavespeed.api.validation import validate_prediction_id
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
-from airflow_provider_wavespeed.triggers._shared_client import shared_client
 
 
 class WaveSpeedTaskTrigger(CancellingTrigger):
@@ -82,7 +82,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
     def __init__(
         self,
         prediction_id: str,
-        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        wavespeed_conn_id: str = CancellingTrigger.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
@@ -181,7 +181,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         cancelled: CancelOutcome | None = None
         polling = False
         try:
-            async with shared_client(self.wavespeed_conn_id) as client:
+            async with self.shared_client() as client:
                 polling = True
                 self._waiting = [prediction_id]
                 outcome = await wait_for_predictions(
