@@ -72,15 +72,17 @@ class BatchRecord:
         self.store.put(self.data, verify=verify)
 
     def _append(self, ids: dict[int, str]) -> None:
-        """One new part with ``ids``; read back where a write can fail silently (a lost part would let
-        the next head write forget these inputs were sent)."""
+        """Write one new part with ``ids``, read back where a write can fail silently.
+
+        A lost part would let the next head write forget these inputs were sent.
+        """
         part = {"run": self.data["run"], "ids": {str(index): value for index, value in sorted(ids.items())}}
         self.store.put_part(self.parts, part, verify=True)
         self.parts += 1
         self.ids.update(ids)
 
     def delete(self) -> None:
-        """The head first: parts left by a crash in between carry a token no new head has."""
+        """Delete the head first: parts left by a crash in between carry a token no new head has."""
         self.store.delete()
         for number in range(self.parts):
             self.store.delete_part(number)
@@ -106,7 +108,7 @@ class BatchRecord:
         return index in self.ids or str(index) in self.data["rejected"] or str(index) in self.data["uncertain"]
 
     def unsent(self) -> list[int]:
-        """Inputs never sent (or sent and refused before anything was created, e.g. a spent 429)."""
+        """Return the inputs never sent (or sent and refused before anything was created, e.g. a spent 429)."""
         return [index for index in range(self.count) if not self._settled(index)]
 
     def accepted_ids(self) -> list[str]:
@@ -121,8 +123,11 @@ class BatchRecord:
     def write_submitted(
         self, accepted: dict[int, str], rejected: dict[int, dict[str, Any]], uncertain: dict[int, str]
     ) -> None:
-        """After the window's answers: one part with the accepted ids; the head only when an input of the
-        window was not accepted (refused, uncertain, or back to unsent)."""
+        """Record the window's answers: one part with the accepted ids (the second phase).
+
+        The head is written only when an input of the window was not accepted (refused, uncertain,
+        or back to unsent).
+        """
         window = [int(index) for index in self.data.get("in_flight") or []]
         if accepted:
             self._append(accepted)
@@ -155,7 +160,7 @@ class BatchRecord:
         self._write_head(verify=False)
 
     def orphans(self) -> list[int]:
-        """Inputs a dead worker left in flight: their submit's outcome is unknown."""
+        """Return the inputs a dead worker left in flight: their submit's outcome is unknown."""
         return [int(index) for index in self.data.get("in_flight") or [] if not self._settled(int(index))]
 
     # -- opening a task instance's record ----------------------------------------------------------
@@ -173,7 +178,7 @@ class BatchRecord:
 
     @classmethod
     def read(cls, store: RecordStore) -> BatchRecord | None:
-        """The record in ``store`` (head and parts), or None when there is none."""
+        """Return the record in ``store`` (head and parts), or None when there is none."""
         data = store.get()
         if data is None:
             return None
@@ -198,7 +203,7 @@ class BatchRecord:
 
     @classmethod
     def open(cls, store: RecordStore, model: str, items: list[dict[str, Any]], *, log: Any) -> BatchRecord:
-        """The record in ``store``: an earlier try's (checked against these inputs), or a new one.
+        """Return the record in ``store``: an earlier try's (checked against these inputs), or a new one.
 
         Inputs an earlier try's worker left in flight are settled as uncertain, to be looked up in
         the history (:meth:`to_reconcile`): never sent again.

@@ -69,13 +69,13 @@ def outputs_size(prediction: Prediction) -> int:
 
 
 def oversized_outputs(prediction: Prediction) -> int | None:
-    """The outputs' size when it is over :data:`MAX_OUTPUTS_BYTES` (None when they fit): the one rule."""
+    """Return the outputs' size when it is over :data:`MAX_OUTPUTS_BYTES` (None when they fit): the one rule."""
     size = outputs_size(prediction)
     return size if size > MAX_OUTPUTS_BYTES else None
 
 
 def without_oversized_outputs(prediction: Prediction) -> dict[str, Any]:
-    """The prediction as a dict; outputs over the limit replaced by ``[]`` plus ``outputs_omitted_bytes``."""
+    """Return the prediction as a dict; outputs over the limit replaced by ``[]`` plus ``outputs_omitted_bytes``."""
     data = prediction.to_dict()
     size = oversized_outputs(prediction)
     if size is not None:
@@ -85,7 +85,7 @@ def without_oversized_outputs(prediction: Prediction) -> dict[str, Any]:
 
 
 def terminal_event(prediction: Prediction) -> dict[str, Any]:
-    """The payload for a terminal prediction (outputs left out when too large)."""
+    """Return the payload for a terminal prediction (outputs left out when too large)."""
     data = without_oversized_outputs(prediction)
     payload: dict[str, Any] = {"status": prediction.status, "prediction_id": prediction.id}
     omitted = data.pop("outputs_omitted_bytes", None)
@@ -96,14 +96,14 @@ def terminal_event(prediction: Prediction) -> dict[str, Any]:
 
 
 def error_event(prediction_id: str, message: str, error_type: str, *, retryable: bool = False) -> dict[str, Any]:
-    """The payload for an error: the wait ends, the task fails with ``message`` (for good unless ``retryable``)."""
+    """Return the payload for an error: the wait ends, the task fails with ``message`` (for good unless retryable)."""
     payload = {"status": EVENT_ERROR, "prediction_id": prediction_id, "message": message, "error_type": error_type}
     # Only when set: a permanent error's payload carries no flag.
     return {**payload, "retryable": True} if retryable else payload
 
 
 def crash_message(waiting_for: str, exc: BaseException) -> str:
-    """What a trigger that stopped on an unexpected exception tells its task (``waiting_for``: what it waited for).
+    """Return what a trigger that stopped on an unexpected exception tells its task (it waited for ``waiting_for``).
 
     The exception's type only: its text is foreign (a secrets backend's may quote a connection, key
     included) and an event is stored unmasked; the trigger logs it whole, through Airflow's masker.
@@ -115,7 +115,7 @@ def crash_message(waiting_for: str, exc: BaseException) -> str:
 
 
 def deadline_event(prediction_id: str, message: str) -> dict[str, Any]:
-    """The payload for a wait that reached its limit (the prediction may still finish)."""
+    """Return the payload for a wait that reached its limit (the prediction may still finish)."""
     return {"status": EVENT_DEADLINE, "prediction_id": prediction_id, "message": message}
 
 
@@ -128,8 +128,11 @@ def batch_event(
     message: str = "",
     retryable: bool = False,
 ) -> dict[str, Any]:
-    """The payload for a batch wait that ended: ``error`` (``message``, else the error's text; ``retryable``),
-    ``deadline`` (``running`` still running), or ``done``."""
+    """Return the payload for a batch wait that ended.
+
+    ``error`` (``message``, else the error's text; ``retryable``), ``deadline`` (``running`` still
+    running), or ``done``.
+    """
     payload: dict[str, Any] = {"total": total, "counts": counts}
     if error is not None:
         failed = {**payload, "message": message or str(error), "error_type": type(error).__name__}
@@ -144,7 +147,7 @@ def batch_event(
 
 
 def checked_event(event: object, statuses: Collection[str], *, trigger: str) -> dict[str, Any]:
-    """The event a task resumed with, when it is a dict whose ``status`` is one of ``statuses``.
+    """Return the event a task resumed with, when it is a dict whose ``status`` is one of ``statuses``.
 
     Anything else fails the task for good (a bug, or a triggerer and a worker on different provider
     versions): a task validates its trigger's event instead of trusting it.

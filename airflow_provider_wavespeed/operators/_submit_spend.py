@@ -105,7 +105,7 @@ class SubmitSpend:
         return cost_fields([price])
 
     def _tried(self, context: Context, prediction_id: str) -> list[str]:
-        """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
+        """Return the predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
         if not self.resubmit_on_server_failure:
             return [prediction_id]
         ti = context["ti"]

@@ -192,7 +192,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         return {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 1800.0)}
 
     def _check_settings(self) -> None:
-        """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
+        """Convert the rendered ``poll_interval`` and ``timeout`` to seconds; a bad one fails the task at once."""
         checked = seconds_settings(self.task_id, self._settings(self.poll_interval, self.timeout), rendered=True)
         self.poll_interval, self.timeout = checked["poll_interval"], checked["timeout"]
 

@@ -261,7 +261,7 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
             raise airflow_error(exc, WAIT_RETRYABLE) from None
 
     def _check_settings(self) -> None:
-        """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
+        """Convert the rendered ``poll_interval`` and ``timeout`` to seconds; a bad one fails the task at once."""
         settings = {"poll_interval": (self.poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (self.timeout, 600.0)}
         checked = seconds_settings(self.task_id, settings, rendered=True)
         self.poll_interval, self.timeout = checked["poll_interval"], checked["timeout"]

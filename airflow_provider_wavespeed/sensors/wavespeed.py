@@ -204,7 +204,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         )
 
     def _cancel_kwargs(self) -> dict[str, bool]:
-        """The trigger's cancel options, only those set (the trigger's defaults are False)."""
+        """Return the trigger's cancel options, only those set (the trigger's defaults are False)."""
         options = {"cancel_on_kill": self.cancel_on_kill, "cancel_on_timeout": self.cancel_on_timeout}
         return {name: True for name, value in options.items() if value}
 

@@ -77,7 +77,7 @@ _NEWER_TRY_POLL = 0.5
 
 
 async def ti_state(ti: Any) -> str | None:
-    """The task instance's state per the API server, off the event loop; None when it cannot be read."""
+    """Return the task instance's state per the API server, off the event loop; None when it cannot be read."""
     from asgiref.sync import sync_to_async
 
     try:
@@ -123,7 +123,7 @@ def note_waiting_try(log: Any) -> None:
 
 
 async def waiting_try(ti: Any) -> int | None:
-    """The try number :data:`WAITING_TRY_KEY` holds for task instance ``ti``, off the event loop; None: unknown."""
+    """Return the try number :data:`WAITING_TRY_KEY` holds for ``ti``, read off the event loop; None: unknown."""
     from asgiref.sync import sync_to_async
 
     try:
@@ -232,7 +232,7 @@ class CancellingTrigger(BaseTrigger):
         return shared_client(self.wavespeed_conn_id)
 
     def unfinished_ids(self) -> list[str]:
-        """The predictions of this wait not yet seen terminal."""
+        """Return the predictions of this wait not yet seen terminal."""
         raise NotImplementedError
 
     def _started_in_triggerer(self) -> bool:
@@ -241,7 +241,7 @@ class CancellingTrigger(BaseTrigger):
         return getattr(task, "start_from_trigger", False) is True
 
     async def note_started(self) -> None:
-        """A task started in the triggerer: record this try as the waiting one (no worker did; never raises)."""
+        """Record this try as the waiting one, for a task started in the triggerer (no worker did; never raises)."""
         ti = self.task_instance
         if not self.cancel_on_kill or ti is None or _try_number(ti) is None or not self._started_in_triggerer():
             return
@@ -257,7 +257,7 @@ class CancellingTrigger(BaseTrigger):
             )
 
     async def _newer_try(self, patience: float) -> int | None:
-        """The try of this deferred task instance waiting now, when newer than this trigger's; else None.
+        """Return the try of this deferred task instance waiting now, when newer than this trigger's; else None.
 
         Looks again for ``patience`` seconds (a newer try's trigger records itself when it starts).
         """

@@ -47,7 +47,7 @@ ClientFactory = Callable[[WaveSpeedCredentials], AsyncWaveSpeedClient]
 
 
 def default_client_factory(creds: WaveSpeedCredentials) -> AsyncWaveSpeedClient:
-    """The shipped shared client: aiohttp, ``POOL_SIZE`` connections, polls back off only after a 429."""
+    """Return the shipped shared client: aiohttp, ``POOL_SIZE`` connections, polls back off only after a 429."""
     return AsyncWaveSpeedClient(
         creds.api_key,
         creds.base_url,

@@ -35,12 +35,12 @@ IDS_XCOM_FIELDS = ("dag_id", "run_id", "task_id", "map_index", "key")
 
 
 def ids_for_xcom(prediction_ids: Sequence[str]) -> str:
-    """The ids as one compact XCom value: comma-separated (an id is letters, digits, ``_`` and ``-``)."""
+    """Return the ids as one compact XCom value: comma-separated (an id is letters, digits, ``_`` and ``-``)."""
     return ",".join(prediction_ids)
 
 
 def ids_from_xcom(value: object, count: int) -> list[str]:
-    """The ids :func:`ids_for_xcom` wrote, checked: ``count`` valid prediction ids."""
+    """Return the ids :func:`ids_for_xcom` wrote, checked: ``count`` valid prediction ids."""
     if value is None:
         raise LookupError("there is no such XCom")
     if not isinstance(value, str):
@@ -170,7 +170,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
             yield TriggerEvent(batch_event(self.count, {}, error=exc, message=message, retryable=True))
 
     async def _load_ids(self) -> list[str]:
-        """The prediction ids, read from the XCom the task pushed before deferring (off the loop)."""
+        """Return the prediction ids, read from the XCom the task pushed before deferring (off the loop)."""
         where = self.ids_xcom
         named = (
             f"XCom {where['key']!r} of task {where['task_id']!r} (map index {where['map_index']}) in run "

@@ -213,7 +213,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
             yield TriggerEvent(self._timeout_event(prediction_id, cancelled))
 
     def _timeout_event(self, prediction_id: str, cancelled: CancelOutcome | None) -> dict[str, Any]:
-        """The ``deadline`` event: the prediction may still finish, unless it was cancelled here."""
+        """Return the ``deadline`` event: the prediction may still finish, unless it was cancelled here."""
         if cancelled is None:
             message = (
                 f"WaveSpeed prediction {prediction_id} did not finish before the wait "
@@ -246,7 +246,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         return task is None or plain_return_value(task)
 
     async def _terminal(self, prediction: Prediction) -> TriggerEvent:
-        """The event for a terminal prediction: a completed one may end the task here, its XCom pushed first."""
+        """Return the event for a terminal prediction: a completed one may end the task here, its XCom pushed first."""
         payload = terminal_event(prediction)
         # Outputs too large for XCom stay for the worker to decide (it stores them, or fails clearly).
         if not (prediction.is_success and self._ends_task() and "outputs_omitted_bytes" not in payload):
