@@ -20,6 +20,7 @@ from airflow_provider_wavespeed._events import (
     checked_event,
     without_oversized_outputs,
 )
+from airflow_provider_wavespeed._lineage import keep_for_lineage
 from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
 from airflow_provider_wavespeed.api.batch import ranges
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
@@ -27,7 +28,6 @@ from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome
 from airflow_provider_wavespeed.api.times import in_words
 from airflow_provider_wavespeed.cost import cost_fields, log_cost
-from airflow_provider_wavespeed.lineage import keep_for_lineage
 from airflow_provider_wavespeed.operators._batch_submit import price_completed
 from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
 

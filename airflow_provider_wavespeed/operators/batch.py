@@ -11,6 +11,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_wavespeed._batch_record import BatchRecord
+from airflow_provider_wavespeed._lineage import operator_lineage
 from airflow_provider_wavespeed._outcome import airflow_error
 from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
 from airflow_provider_wavespeed.api import (
@@ -29,7 +30,6 @@ from airflow_provider_wavespeed.api import (
     wait_for_predictions,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
 from airflow_provider_wavespeed.operators._batch_submit import guard_spend, pulled_prices, submit_all

@@ -11,6 +11,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
+from airflow_provider_wavespeed._lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed._outcome import (
     airflow_error,
     completed_result,
@@ -33,7 +34,6 @@ from airflow_provider_wavespeed.api import (
     validate_webhook_url,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
 from airflow_provider_wavespeed.operators._submit_spend import WAIT_RETRYABLE, SubmitSpend
 from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try

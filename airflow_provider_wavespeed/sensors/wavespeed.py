@@ -13,6 +13,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
+from airflow_provider_wavespeed._lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed._outcome import (
     RETRYABLE_ERRORS,
     airflow_error,
@@ -33,7 +34,6 @@ from airflow_provider_wavespeed.api import (
     validate_prediction_id,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
