@@ -20,7 +20,7 @@ from typing import Any
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.api.times import deadline_after, in_words, utc_text
 
-__all__ = ["WaitTimeout", "default_deferrable", "seconds_settings"]
+__all__ = ["WaitTimeout", "default_deferrable", "deferring", "seconds_settings"]
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,35 @@ class WaitTimeout:
         """Airflow's deferral timeout for this wait (see :func:`airflow_timeout`)."""
         return airflow_timeout(self.seconds)
 
-    def log_deferral(self, log: Any, waiting_for: str) -> None:
-        """Log that the task defers until ``waiting_for`` finished, and until when at the latest."""
-        log.info(
-            "Deferring until %s finished, at the latest %s (%s from now)",
-            waiting_for,
-            utc_text(self.end_time),
-            in_words(self.seconds),
-        )
+    def trigger_kwargs(self, task: Any) -> dict[str, Any]:
+        """Return the kwargs every WaveSpeed trigger takes from its ``task`` and this wait."""
+        return {
+            "wavespeed_conn_id": task.wavespeed_conn_id,
+            "poll_interval": task.poll_interval,
+            "end_time": self.end_time,
+            "cancel_on_kill": task.cancel_on_kill,
+            "cancel_on_timeout": task.cancel_on_timeout,
+        }
+
+
+def deferring(task: Any, waiting_for: str) -> WaitTimeout:
+    """Return the wait ``task`` defers now (``task.timeout`` long), logged; note the waiting try if it cancels on kill.
+
+    The try is noted (:func:`~airflow_provider_wavespeed.triggers._cancel.note_waiting_try`) so that
+    a clear's next try, deferred again, is told from this one.
+    """
+    wait = WaitTimeout.from_now(task.timeout)
+    task.log.info(
+        "Deferring until %s finished, at the latest %s (%s from now)",
+        waiting_for,
+        utc_text(wait.end_time),
+        in_words(wait.seconds),
+    )
+    if task.cancel_on_kill:
+        from airflow_provider_wavespeed.triggers._cancel import note_waiting_try
+
+        note_waiting_try(task.log)
+    return wait
 
 
 def airflow_timeout(seconds: float) -> timedelta:

@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_wavespeed._batch_record import BatchRecord
 from airflow_provider_wavespeed._lineage import operator_lineage
 from airflow_provider_wavespeed._outcome import airflow_error
-from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
+from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, deferring, seconds_settings
 from airflow_provider_wavespeed.api import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -33,7 +33,7 @@ from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
 from airflow_provider_wavespeed.operators._batch_submit import guard_spend, pulled_prices, submit_all
-from airflow_provider_wavespeed.triggers._cancel import cancel_on_worker_kill, note_waiting_try
+from airflow_provider_wavespeed.triggers._cancel import cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
 
 if TYPE_CHECKING:
@@ -292,20 +292,9 @@ class WaveSpeedBatchOperator(BaseOperator):
             "map_index": -1 if ti.map_index is None else ti.map_index,
             "key": IDS_XCOM_KEY,
         }
-        wait = WaitTimeout.from_now(self.timeout)
-        wait.log_deferral(self.log, f"{len(ids)} WaveSpeed predictions are")
-        if self.cancel_on_kill:
-            note_waiting_try(self.log)  # so that a clear's next try, deferred again, is told from this one
+        wait = deferring(self, f"{len(ids)} WaveSpeed predictions are")
         self.defer(
-            trigger=WaveSpeedBatchTrigger(
-                ids_xcom=where,
-                count=len(ids),
-                wavespeed_conn_id=self.wavespeed_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=wait.end_time,
-                cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=self.cancel_on_timeout,
-            ),
+            trigger=WaveSpeedBatchTrigger(ids_xcom=where, count=len(ids), **wait.trigger_kwargs(self)),
             method_name="execute_complete",
             timeout=wait.airflow_timeout,
         )

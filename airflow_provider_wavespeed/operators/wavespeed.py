@@ -19,7 +19,7 @@ from airflow_provider_wavespeed._outcome import (
     prediction_from_event,
 )
 from airflow_provider_wavespeed._submit_record import SubmitRecord, find_in_history, resume_or_adopt
-from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, seconds_settings
+from airflow_provider_wavespeed._wait import default_deferrable, deferring, seconds_settings
 from airflow_provider_wavespeed.api import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -36,7 +36,7 @@ from airflow_provider_wavespeed.api import (
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
 from airflow_provider_wavespeed.operators._submit_spend import WAIT_RETRYABLE, SubmitSpend
-from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try
+from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
@@ -317,27 +317,19 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
         """Defer the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; it resumes in ``execute_complete``."""
-        wait = WaitTimeout.from_now(self.timeout)
-        wait.log_deferral(self.log, f"WaveSpeed prediction {prediction_id} is")
-        if self.cancel_on_kill:
-            note_waiting_try(self.log)  # so that a clear's next try, deferred again, is told from this one
-        trigger = WaveSpeedTaskTrigger(
-            prediction_id=prediction_id,
-            wavespeed_conn_id=self.wavespeed_conn_id,
-            poll_interval=self.poll_interval,
-            end_time=wait.end_time,
-            cancel_on_kill=self.cancel_on_kill,
-            cancel_on_timeout=self.cancel_on_timeout,
-            # A resubmission needs the worker: it alone may submit again.
-            **end_in_triggerer_kwargs(
-                self,
-                enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
-                output_path=self.output_path,
-                cost=self._cost(None),  # submit() priced the inputs in this process
-            ),
-        )
+        wait = deferring(self, f"WaveSpeed prediction {prediction_id} is")
         self.defer(
-            trigger=trigger,
+            trigger=WaveSpeedTaskTrigger(
+                prediction_id=prediction_id,
+                **wait.trigger_kwargs(self),
+                # A resubmission needs the worker: it alone may submit again.
+                **end_in_triggerer_kwargs(
+                    self,
+                    enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
+                    output_path=self.output_path,
+                    cost=self._cost(None),  # submit() priced the inputs in this process
+                ),
+            ),
             method_name="execute_complete",
             kwargs={"prediction_id": prediction_id},
             timeout=wait.airflow_timeout,

@@ -21,7 +21,7 @@ from airflow_provider_wavespeed._outcome import (
     end_in_triggerer_kwargs,
     prediction_from_event,
 )
-from airflow_provider_wavespeed._wait import WaitTimeout, airflow_timeout, default_deferrable, seconds_settings
+from airflow_provider_wavespeed._wait import airflow_timeout, default_deferrable, deferring, seconds_settings
 from airflow_provider_wavespeed.api import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -34,7 +34,7 @@ from airflow_provider_wavespeed.api import (
     validate_prediction_id,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try
+from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
@@ -269,20 +269,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
         prediction_id = self._prediction_id()
-        wait = WaitTimeout.from_now(self.timeout)
-        wait.log_deferral(self.log, f"WaveSpeed prediction {prediction_id} is")
-        if self.cancel_on_kill:
-            note_waiting_try(self.log)  # so that a clear's next try, deferred again, is told from this one
+        wait = deferring(self, f"WaveSpeed prediction {prediction_id} is")
+        end = end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path)
         self.defer(
-            trigger=WaveSpeedTaskTrigger(
-                prediction_id=prediction_id,
-                wavespeed_conn_id=self.wavespeed_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=wait.end_time,
-                cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=self.cancel_on_timeout,
-                **end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path),
-            ),
+            trigger=WaveSpeedTaskTrigger(prediction_id=prediction_id, **wait.trigger_kwargs(self), **end),
             method_name="execute_complete",
             timeout=wait.airflow_timeout,
         )
