@@ -27,7 +27,7 @@ from typing import Any
 from airflow_provider_wavespeed.api.models import TERMINAL_STATUSES, Prediction
 
 EVENT_ERROR = "error"  # a permanent error (bad key, unknown prediction, malformed answer), or a crash
-EVENT_DEADLINE = "deadline"  # our wait limit passed; the prediction may still finish
+EVENT_DEADLINE = "deadline"  # the wait's timeout passed; the prediction may still finish
 EVENT_STATUSES = TERMINAL_STATUSES | {EVENT_ERROR, EVENT_DEADLINE}
 BATCH_DONE = "done"  # every prediction of the batch is terminal
 BATCH_EVENT_STATUSES = frozenset({BATCH_DONE, EVENT_DEADLINE, EVENT_ERROR})

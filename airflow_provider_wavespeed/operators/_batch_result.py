@@ -32,7 +32,8 @@ from airflow_provider_wavespeed.operators._batch_submit import price_completed
 from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
 
 if TYPE_CHECKING:
-    from airflow_provider_wavespeed.batch_record import BatchRecord
+    from airflow_provider_wavespeed._batch_record import BatchRecord
+    from airflow_provider_wavespeed._records import RecordStore
     from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 
 STATUS_UNCERTAIN = "uncertain"  # sent, outcome unknown: never sent again
@@ -64,7 +65,7 @@ def _entry(
     entry["status"] = answer.status
     if answer.status in _CANCELLED_STATUSES:
         # "deleted" is how the API reads an unfinished prediction a DELETE stopped: cancelled, as for the user.
-        # Stopped by a DELETE: this task's at the wait limit (cancel_on_timeout), or someone else's.
+        # Stopped by a DELETE: this task's at the timeout (cancel_on_timeout), or someone else's.
         return {
             **entry,
             "status": STATUS_CANCELLED,
@@ -91,14 +92,16 @@ def _entry(
 LISTED_IDS = 5
 
 
-def checked_batch_event(
-    event: object, record: BatchRecord | None, where: str, *, log: Any
-) -> tuple[dict[str, Any], BatchRecord]:
+def checked_batch_event(event: object, store: RecordStore, *, log: Any) -> tuple[dict[str, Any], BatchRecord]:
     """Return the batch trigger's event and the record, for the task to read the predictions; raise for an ``error``.
 
     A record that is gone fails the task for good (its predictions cannot be matched to the inputs).
     """
+    from airflow_provider_wavespeed._batch_record import BatchRecord
+
     event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
+    where = store.where
+    record = BatchRecord.read(store)
     if record is None:
         raise AirflowFailException(
             f"The WaveSpeed batch record ({where}) is gone, so the predictions of this batch "
@@ -147,11 +150,11 @@ def finish_batch(
     unread = {i: e for i, e in predictions.items() if isinstance(e, WaveSpeedError)}
     if any(isinstance(e, WaveSpeedAuthError) for e in unread.values()):
         raise AirflowFailException(str(next(e for e in unread.values() if isinstance(e, WaveSpeedAuthError))))
-    transient = {i: e for i, e in unread.items() if isinstance(e, RETRYABLE_ERRORS)}
-    if transient:
+    retryable = {i: e for i, e in unread.items() if isinstance(e, RETRYABLE_ERRORS)}
+    if retryable:
         raise AirflowException(
-            f"Could not read {len(transient)} WaveSpeed predictions of this batch "
-            f"({next(iter(transient.values()))}); a retry of the task reads them again and submits nothing"
+            f"Could not read {len(retryable)} WaveSpeed predictions of this batch "
+            f"({next(iter(retryable.values()))}); a retry of the task reads them again and submits nothing"
         )
     log = task.log
     entries = [_entry(task, index, record, predictions) for index in range(record.count)]

@@ -77,7 +77,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     Returns, in input order, ``{"predictions": [{"index", "id", "status", "outputs", "error",
     "code"}, ...], "completed": n, "failed": m}``; with ``output_path`` each entry gains
     ``stored_paths``. ``failed`` counts every input that did not complete: failed, cancelled,
-    refused, ``uncertain``, or still running at the wait limit. When more than ``max_failed``
+    refused, ``uncertain``, or still running at the timeout. When more than ``max_failed``
     did not complete the task fails (no retry: it could only wait again) naming them; the
     outputs of the completed ones are stored first. That result is about 200 bytes per input in
     XCom (2 MB at 10,000): with ``manifest_path`` it is written there as JSON instead (before the
@@ -302,8 +302,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
         self._check_settings()
-        store = BatchRecord.store_of(context)
-        event, record = checked_batch_event(event, BatchRecord.read(store), store.where, log=self.log)
+        event, record = checked_batch_event(event, BatchRecord.store_of(context), log=self.log)
 
         async def read_all() -> dict[str, Prediction | WaveSpeedError]:
             try:

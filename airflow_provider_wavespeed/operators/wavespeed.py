@@ -63,7 +63,7 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
     (its dict in XCom under ``return_value``; ``prediction_id`` was pushed at the submit), unless the
     worker has work left: ``output_path`` (it stores the outputs), ``resubmit_on_server_failure`` (it
     may submit again), outlets (asset events), or outputs too large for XCom. Every other end of the
-    wait (a failed prediction, an error, the wait limit) resumes in the worker, whose retry rules apply.
+    wait (a failed prediction, an error, the timeout) resumes in the worker, whose retry rules apply.
 
     Resume: from just before the submit until the prediction id is handed on, the task keeps a
     record (Airflow's task state store on 3.3+, an Airflow Variable below; its rules are in

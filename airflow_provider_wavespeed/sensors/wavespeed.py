@@ -76,7 +76,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     Where the wait ends: in the triggerer, with no second worker run, when the prediction completed
     (its dict in XCom), unless the worker has work left: ``output_path`` (it stores the outputs),
     outlets (asset events), or outputs too large for XCom; every other end of the wait (a failed
-    prediction, an error, the wait limit) resumes in the worker. Where the wait
+    prediction, an error, the timeout) resumes in the worker. Where the wait
     starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is an id or an
     unmapped task's ``.output`` starts in the triggerer, with no worker run at all (its
     ``prediction_id`` is rendered there); a Jinja template of the DAG's own only with

@@ -65,7 +65,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
     :param first_poll_interval: The wait before the first poll.
     :param end_from_trigger: End the task from the triggerer when its prediction completed.
-    :param timeout: Without ``end_time`` (a task started in the triggerer): the wait limit in seconds.
+    :param timeout: Without ``end_time`` (a task started in the triggerer): the wait's timeout in seconds.
         The wait then ends with Airflow's trigger timeout of the task instance (stored with it, so a
         trigger moved to another triggerer keeps it), less its grace
         (:meth:`~airflow_provider_wavespeed._wait.WaitTimeout.from_airflow_timeout`).
