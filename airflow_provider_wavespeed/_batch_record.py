@@ -37,8 +37,8 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
-from airflow_provider_wavespeed.api.batch import input_digest, ranges, uncertain_message
-from airflow_provider_wavespeed.api.times import utc_text
+from airflow_provider_wavespeed.api._batch import input_digest, ranges, uncertain_message
+from airflow_provider_wavespeed.api._times import utc_text
 
 __all__ = ["BATCH_RECORD_VERSIONS", "BatchRecord"]
 
@@ -177,14 +177,18 @@ class BatchRecord:
         return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
 
     @classmethod
-    def read(cls, store: RecordStore) -> BatchRecord | None:
-        """Return the record in ``store`` (head and parts), or None when there is none."""
+    def read(cls, store: RecordStore, *, waited_for: int | None = None) -> BatchRecord | None:
+        """Return the record in ``store`` (head and parts), or None when there is none.
+
+        ``waited_for``: the number of accepted ids the wait was for; once they and the head's parts are
+        read, no part past the last is looked up (below Airflow 3.3 that miss is an error line in the log).
+        """
         data = store.get()
         if data is None:
             return None
         record = cls(store, data)
         record.parts = 0
-        while True:
+        while waited_for is None or len(record.ids) < waited_for or record.parts < int(data.get("parts") or 0):
             part = store.get_part(record.parts)
             if not isinstance(part, dict) or part.get("run") != data.get("run"):
                 break  # the last part (or a stale one of a deleted record)

@@ -151,7 +151,7 @@ def completed_result(
     With ``output_path`` the result gains ``stored_paths`` (downloaded as ``hook``'s connection
     allows) and keeps outputs too large for XCom (base64 data) out of it. Each
     :class:`~airflow.sdk.Asset` in ``outlets`` gets ``{"prediction_id", "model"[, "stored_paths"]}``
-    as the extra of its asset event. ``cost`` (:func:`~airflow_provider_wavespeed.cost.cost_fields`)
+    as the extra of its asset event. ``cost`` (:func:`~airflow_provider_wavespeed._cost.cost_fields`)
     adds ``unit_price_usd`` and ``cost_usd``; without it both are None and ``cost_note`` says why
     (:data:`~airflow_provider_wavespeed._events.NOT_PRICED`).
     """

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_provider_wavespeed.api.reconcile import Reconciled
+from airflow_provider_wavespeed.api._reconcile import Reconciled
 
 __all__ = [
     "BATCH_RECORD_PREFIX",

@@ -28,16 +28,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_wavespeed._records import SUBMIT_RECORD_PREFIX, RecordStore, unheld_in_this_run
-from airflow_provider_wavespeed.api.batch import input_digest, uncertain_message
+from airflow_provider_wavespeed.api._batch import input_digest, uncertain_message
+from airflow_provider_wavespeed.api._reconcile import reconcile
+from airflow_provider_wavespeed.api._times import utc_text
+from airflow_provider_wavespeed.api._validation import validate_inputs, validate_model
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedNotFoundError,
     WaveSpeedSubmitUncertainError,
 )
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage
-from airflow_provider_wavespeed.api.reconcile import reconcile
-from airflow_provider_wavespeed.api.times import utc_text
-from airflow_provider_wavespeed.api.validation import validate_inputs, validate_model
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook

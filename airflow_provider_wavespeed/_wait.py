@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_wavespeed.api._times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
-from airflow_provider_wavespeed.api.times import deadline_after, in_words, utc_text
 
 __all__ = ["WaitTimeout", "default_deferrable", "deferring", "seconds_settings"]
 

@@ -40,9 +40,10 @@ CONN_FIELDS: dict[str, Any] = {
     "max_submissions_per_minute": {
         "label": "Max submissions per minute",
         "description": (
-            "With account tier 'custom' (or none): generations this connection starts per minute, at most, in "
-            "each worker or triggerer process. Result polls are not counted (no tier limits them); they slow "
-            "down only when the API answers 429. 0: no budget."
+            "With account tier 'custom' (or none): generations started per minute for this account, at most, by "
+            "every process on a host together (one budget per host, shared through a file; each host has its "
+            "own). Result polls are not counted (no tier limits them); they slow down only when the API answers "
+            "429. 0: no budget."
         ),
         "schema": {"type": ["number", "null"]},
     },

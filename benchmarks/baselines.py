@@ -31,7 +31,7 @@ from airflow_provider_wavespeed.api.client import WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.retry import PollSchedule
+from airflow_provider_wavespeed.api.polling import PollSchedule
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
 from airflow_provider_wavespeed.triggers._shared_client import POLL_RETRY
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger

@@ -43,13 +43,13 @@ import h11
 import httpcore
 import httpx
 
-from airflow_provider_wavespeed.api.base import ApiRequest
+from airflow_provider_wavespeed.api._base import ApiRequest
+from airflow_provider_wavespeed.api._limiter import AdaptiveLimiter, FairSemaphore
+from airflow_provider_wavespeed.api._transport import _RAW_TRANSPORT_ERRORS, _describe
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT, POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedTransportError
-from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter, FairSemaphore
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.transport import _RAW_TRANSPORT_ERRORS, _describe
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials
 from airflow_provider_wavespeed.triggers._shared_client import POLL_RETRY
 

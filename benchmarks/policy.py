@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from airflow_provider_wavespeed.api.retry import PollSchedule
+from airflow_provider_wavespeed.api.polling import PollSchedule
 
 DURATIONS = (2.0, 10.0, 60.0, 300.0)
 DRAWS = 2000

@@ -59,8 +59,9 @@ class FastAsyncio:
 
 
 def main(conn_id: str, budget: str, epoch: str, speed: str, index: str, api: str, count: str) -> None:
+    import airflow_provider_wavespeed.api._limiter as limiter_module
+    import airflow_provider_wavespeed.api._shared_budget as shared_budget_module
     import airflow_provider_wavespeed.api.client as client_module
-    import airflow_provider_wavespeed.api.limiter as limiter_module
     import airflow_provider_wavespeed.hooks.wavespeed as hook_module
     from airflow_provider_wavespeed.api.errors import WaveSpeedRateLimitError
     from airflow_provider_wavespeed.api.retry import RetryPolicy
@@ -70,7 +71,7 @@ def main(conn_id: str, budget: str, epoch: str, speed: str, index: str, api: str
         module.time = clock  # type: ignore[attr-defined]
         module.asyncio = FastAsyncio(clock)  # type: ignore[attr-defined]
     if budget == "per-process":
-        hook_module.shared_store = lambda *args: None  # type: ignore[assignment]
+        shared_budget_module.shared_store = lambda *args: None  # type: ignore[assignment]
     # A 429 is reported, not retried: the test counts them.
     hook = hook_module.WaveSpeedHook(conn_id, retry=RetryPolicy(rate_limit_retries=0))
     prompts = [f"process {index}, picture {n}" for n in range(int(count))]

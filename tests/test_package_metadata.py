@@ -7,8 +7,10 @@ import importlib.metadata
 import pkgutil
 from pathlib import Path
 
+import pytest
+
 import airflow_provider_wavespeed
-from airflow_provider_wavespeed.get_provider_info import get_provider_info
+from airflow_provider_wavespeed.get_provider_info import CONN_FIELDS, get_provider_info
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,3 +47,32 @@ def test_the_example_dags_are_a_package_and_the_top_level_folder_points_at_it() 
     folder = Path(examples.__path__[0])
     assert (folder / "wavespeed_text_to_image.py").is_file() and (folder / "prompts.txt").is_file()
     assert (REPO / "example_dags").resolve() == folder.resolve()
+
+
+def test_the_connection_form_and_the_readme_say_the_same_about_where_the_budget_applies() -> None:
+    # api/shared_budget.py: one budget file per account on a host, so every process of the host draws from it.
+    form = CONN_FIELDS["max_submissions_per_minute"]["description"]
+    assert "every process on a host together" in form and "each host has its own" in form
+    assert "each worker or triggerer process" not in form
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "**every process on a host that submits for the same account shares one\nbudget**" in readme
+
+
+def test_with_load_examples_airflow_3_3_loads_the_installed_examples_as_a_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the README's "The example DAGs" says: a bundle of the installed folder on 3.3, none before."""
+    from airflow import __version__ as airflow_version
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from packaging.version import Version
+
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "True")
+    bundles = {bundle.name: bundle for bundle in DagBundlesManager().get_all_dag_bundles()}
+    ours = bundles.get("airflow-provider-wavespeed-example-dags")
+    if Version(airflow_version).release[:2] < (3, 3):
+        assert ours is None
+        return
+    examples = importlib.import_module("airflow_provider_wavespeed.example_dags")
+    assert ours is not None and Path(ours.path).resolve() == Path(examples.__path__[0]).resolve()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "as the DAG bundle `airflow-provider-wavespeed-example-dags`" in readme

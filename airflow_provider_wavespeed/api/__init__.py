@@ -12,7 +12,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_provider_wavespeed.api.batch import batch_inputs
+    from airflow_provider_wavespeed.api._batch import batch_inputs
+    from airflow_provider_wavespeed.api._times import in_words
+    from airflow_provider_wavespeed.api._validation import (
+        validate_inputs,
+        validate_model,
+        validate_prediction_id,
+        validate_webhook_url,
+    )
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
     from airflow_provider_wavespeed.api.defaults import (
         DEFAULT_BASE_URL,
@@ -50,20 +57,14 @@ if TYPE_CHECKING:
     )
     from airflow_provider_wavespeed.api.polling import (
         CancelOutcome,
+        PollSchedule,
         WaitOutcome,
         cancel_unfinished,
         note_unknown_status,
         read_predictions,
         wait_for_predictions,
     )
-    from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
-    from airflow_provider_wavespeed.api.times import in_words
-    from airflow_provider_wavespeed.api.validation import (
-        validate_inputs,
-        validate_model,
-        validate_prediction_id,
-        validate_webhook_url,
-    )
+    from airflow_provider_wavespeed.api.retry import RetryPolicy
     from airflow_provider_wavespeed.api.webhooks import verify_webhook
 
 __all__ = [
@@ -115,7 +116,7 @@ __all__ = [
 ]
 
 # Where __getattr__ looks for a name, lightest module first (the clients load aiohttp and requests).
-_MODULES = ("defaults", "errors", "models", "retry", "times", "validation", "polling", "batch", "webhooks", "client")
+_MODULES = ("defaults", "errors", "models", "retry", "_times", "_validation", "polling", "_batch", "webhooks", "client")
 
 
 def __getattr__(name: str) -> Any:

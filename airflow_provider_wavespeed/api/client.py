@@ -1,8 +1,8 @@
 """The WaveSpeed API clients without Airflow: sync (requests) and async (aiohttp).
 
-Both build requests and read answers through :class:`~.base.BaseClient`, and both retry
-through :class:`~.retry.RetryPolicy`; only the transport (:mod:`.transport`) differs. Waiting
-for a prediction follows :mod:`.polling`; uploads :mod:`.uploads`.
+Both build requests and read answers through :class:`~._base.BaseClient`, and both retry
+through :class:`~.retry.RetryPolicy`; only the transport (:mod:`._transport`) differs. Waiting
+for a prediction follows :mod:`.polling`; uploads :mod:`._uploads`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import requests
 
-from airflow_provider_wavespeed.api.base import (
+from airflow_provider_wavespeed.api._base import (
     ApiRequest,
     BaseClient,
     ClientOptions,
@@ -24,20 +24,10 @@ from airflow_provider_wavespeed.api.base import (
     RateLimiter,
     SyncRateLimiter,
 )
-from airflow_provider_wavespeed.api.defaults import (
-    DEFAULT_BASE_URL,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_WAIT_TIMEOUT,
-)
-from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError, WaveSpeedTimeoutError
-from airflow_provider_wavespeed.api.limiter import FairSemaphore
-from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
-from airflow_provider_wavespeed.api.polling import PollRounds, WaitOptions
-from airflow_provider_wavespeed.api.retry import PollSchedule
-from airflow_provider_wavespeed.api.times import in_words
-from airflow_provider_wavespeed.api.transport import (
+from airflow_provider_wavespeed.api._limiter import FairSemaphore
+from airflow_provider_wavespeed.api._times import in_words
+from airflow_provider_wavespeed.api._transport import (
     ASYNC_TRANSPORT_ERRORS,
-    DEFAULT_MAX_CONNECTIONS,
     SYNC_TRANSPORT_ERRORS,
     aiohttp_transport_error,
     aread_answer,
@@ -48,25 +38,27 @@ from airflow_provider_wavespeed.api.transport import (
     requests_transport_error,
     ssl_context,
 )
-from airflow_provider_wavespeed.api.uploads import MediaSource, open_media, put_media, upload_instruction
+from airflow_provider_wavespeed.api._uploads import MediaSource, open_media, put_media, upload_instruction
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    OWN_SESSION_MAX_CONNECTIONS,
+)
+from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError, WaveSpeedTimeoutError
+from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, ensure_success
+from airflow_provider_wavespeed.api.polling import PollRounds, PollSchedule, WaitOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
-__all__ = [
-    "AsyncWaveSpeedClient",
-    "RateLimiter",
-    "SyncRateLimiter",
-    "WaveSpeedClient",
-    "create_session",
-    "ensure_success",
-]
+__all__ = ["AsyncWaveSpeedClient", "WaveSpeedClient"]
 
 
 class WaveSpeedClient(BaseClient):
     """Synchronous WaveSpeed client (one pooled ``requests`` session).
 
-    ``submit_limiter`` (a :class:`~.limiter.TokenBucket`, shared by the host's clients of
+    ``submit_limiter`` (a :class:`~._limiter.TokenBucket`, shared by the host's clients of
     one account) paces submissions to the account tier's starts per minute; a 429 on a
     submit pauses it for everyone who shares it.
     ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` and ``REQUESTS_CA_BUNDLE`` from the environment
@@ -103,7 +95,7 @@ class WaveSpeedClient(BaseClient):
             if limiter is not None:
                 limiter.acquire_sync()
             try:
-                return self._read(request, *self._exchange(request))
+                return self._envelope_data(request, *self._exchange(request))
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
@@ -239,11 +231,11 @@ class WaveSpeedClient(BaseClient):
         return PredictionPage.from_dict(self._send(request), page=query.get("page", 1), context=request.what)
 
     def get_balance(self) -> float:
-        """The account balance in USD (``GET /api/v3/balance``)."""
+        """Return the account balance in USD (``GET /api/v3/balance``)."""
         return self._float_field(self._send(self._balance_request), "balance", "balance check")
 
     def get_price(self, model: str, inputs: object) -> float:
-        """The price in USD of one prediction with these inputs (``POST /api/v3/model/pricing``)."""
+        """Return the price in USD of one prediction with these inputs (``POST /api/v3/model/pricing``)."""
         request = self._pricing_request(model, inputs)
         return self._float_field(self._send(request), "unit_price", request.what)
 
@@ -253,12 +245,12 @@ class AsyncWaveSpeedClient(BaseClient):
 
     Pass ``session`` to share one connection pool among many clients; it is then not closed
     by :meth:`aclose` and its own timeouts apply. Without one, the client creates its own
-    (:func:`create_session`, at most ``max_in_flight`` or 100 connections) on first use.
+    (:func:`create_session`, at most ``max_in_flight`` or ``OWN_SESSION_MAX_CONNECTIONS`` connections) on first use.
     ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` from the environment are honoured (``~/.netrc``
     never: a ``session`` must not trust the environment); TLS certificates are checked against
     certifi's bundle (as the sync client's), or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set.
     ``limiter`` paces every request but submissions (the triggerer's polls: an
-    :class:`~.limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
+    :class:`~._limiter.AdaptiveLimiter`, which only engages after a 429); ``submit_limiter``
     paces submissions (the tier's starts per minute). A 429 pauses the limiter that paced the
     refused request. ``max_in_flight`` bounds the requests sent at once (the others wait in order).
 
@@ -286,7 +278,7 @@ class AsyncWaveSpeedClient(BaseClient):
             )
         self._owns_session = session is None
         self._session = session
-        self._max_connections = max_in_flight or DEFAULT_MAX_CONNECTIONS
+        self._max_connections = max_in_flight or OWN_SESSION_MAX_CONNECTIONS
         self._proxy, self._proxy_auth = environment_proxy(self.base_url)
         self._ssl: ssl.SSLContext | bool | None = None  # made on the first request (loading CAs takes ~50 ms)
         self._limiter = limiter
@@ -324,7 +316,7 @@ class AsyncWaveSpeedClient(BaseClient):
                 else:
                     async with self._gate:
                         status, body, retry_after = await self._exchange(request)
-                return self._read(request, status, body, retry_after)
+                return self._envelope_data(request, status, body, retry_after)
             except WaveSpeedError as exc:
                 error = exc
             server_wait = self.retry.server_wait(error)
@@ -395,10 +387,10 @@ class AsyncWaveSpeedClient(BaseClient):
         return PredictionPage.from_dict(await self._send(request), page=query.get("page", 1), context=request.what)
 
     async def get_balance(self) -> float:
-        """The account balance in USD."""
+        """Return the account balance in USD."""
         return self._float_field(await self._send(self._balance_request), "balance", "balance check")
 
     async def get_price(self, model: str, inputs: object) -> float:
-        """The price in USD of one prediction with these inputs; retried and paced like a poll, never a submit."""
+        """Return the price in USD of one prediction with these inputs; retried and paced like a poll, not a submit."""
         request = self._pricing_request(model, inputs)
         return self._float_field(await self._send(request), "unit_price", request.what)

@@ -37,7 +37,7 @@ _EXCERPT_SOURCE = 1024
 
 
 def body_excerpt(body: bytes | str) -> str:
-    """A short, single-line excerpt of the start of a response body for error messages (build it on error only)."""
+    """Return a short, single-line excerpt of a response body's start for error messages (on error only)."""
     head = body[:_EXCERPT_SOURCE]
     text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
     text = " ".join(text.split())
@@ -140,7 +140,7 @@ class WaveSpeedSubmitUncertainError(WaveSpeedError):
 
 
 def failure_advice(status: str, code: int | None) -> str:
-    """What a prediction's terminal status and failure ``code`` mean, and what to do (the one place)."""
+    """Say what a prediction's terminal status and failure ``code`` mean, and what to do (the one place)."""
     if status == "deleted":
         return "the prediction was deleted (through the API or the dashboard) before it completed; submit it again"
     if code == 1200:
@@ -214,7 +214,7 @@ class WaveSpeedWebhookPayloadError(WaveSpeedWebhookError):
 def error_for_status(
     status: int, text: str, *, retry_after: float | None = None, from_api: bool = True, **facts: Any
 ) -> WaveSpeedAPIError:
-    """The error an HTTP status (or the API's envelope code) stands for: the one mapping.
+    """Return the error an HTTP status (or the API's envelope code) stands for: the one mapping.
 
     ``from_api=False`` for a storage host's answer (an upload's PUT, an output's download): its
     401/403/400 say nothing about the API key or the inputs. ``facts``: ``status_code``, ``code``,

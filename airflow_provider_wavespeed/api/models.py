@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_wavespeed.api._times import parse_timestamp
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedPredictionFailedError,
@@ -16,7 +17,6 @@ from airflow_provider_wavespeed.api.errors import (
     error_for_status,
 )
 from airflow_provider_wavespeed.api.retry import parse_retry_after
-from airflow_provider_wavespeed.api.times import parse_timestamp
 
 if TYPE_CHECKING:
     import pendulum
@@ -72,7 +72,7 @@ class Prediction:
         return self.status in KNOWN_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (for XCom and trigger events); `from_dict` reads it back."""
+        """Return a JSON-safe dict (for XCom and trigger events); `from_dict` reads it back."""
         return {
             "id": self.id,
             "model": self.model,
@@ -290,7 +290,7 @@ def _flags(data: Mapping[str, Any], dropped: _Dropped) -> list[bool]:
 def _error_for(
     code: int, message: str, *, retry_after: float | None, context: str, auth_hint: str, **facts: Any
 ) -> WaveSpeedAPIError:
-    """The error for an HTTP status or envelope code, its message naming the request (classes: ``error_for_status``).
+    """Return the error for an HTTP status or envelope code, naming the request (classes: ``error_for_status``).
 
     ``facts``: ``status_code``, ``excerpt`` and ``prediction_id``, carried by the error as attributes.
     """

@@ -1,37 +1,43 @@
 """Waiting for predictions to end: the one polling engine, without Airflow.
 
 :class:`PollRounds` makes every decision of a wait and does no I/O: when the next round of
-reads comes (:class:`~.retry.PollSchedule`: 1 s, 2 s, 4 s, then every ``poll_interval``, never
+reads comes (:class:`PollSchedule`: 1 s, 2 s, 4 s, then every ``poll_interval``, never
 sooner than a 429's ``Retry-After``), whether the deadline has passed, and what each answer
 means. The loops around it only sleep and read: :func:`wait_for_predictions` (async: the single
 and the batch trigger, and the batch task waiting in its worker) and the sync client's
 ``wait_for_prediction``.
 
 Answers: a terminal prediction ends its wait; a status this provider does not know is logged
-once and polling goes on; transient errors (429, 5xx, resets) keep a prediction pending; a
-refused key (401/403) ends the wait for all; any other permanent error (404, a malformed
-answer) ends the wait for that prediction only.
+once and polling goes on; a retryable error (one :class:`RetryPolicy` retries for a read: 429,
+5xx, resets) keeps a prediction pending; a refused key (401/403) ends the wait for all; any
+other permanent error (404, a malformed answer) ends the wait for that prediction only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
-from airflow_provider_wavespeed.api.defaults import DEFAULT_FIRST_POLL_INTERVAL, POOL_SIZE
+from airflow_provider_wavespeed.api.defaults import (
+    DEFAULT_FIRST_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_POLL_JITTER,
+    POOL_SIZE,
+)
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, WaveSpeedNotFoundError
 from airflow_provider_wavespeed.api.models import KNOWN_STATUSES, Prediction
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.retry import RetryPolicy
 
 __all__ = [
-    "READ_CONCURRENCY",
     "CancelOutcome",
     "PollRounds",
+    "PollSchedule",
     "WaitOptions",
     "WaitOutcome",
     "cancel_unfinished",
@@ -42,9 +48,35 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# Reads of one wait in flight at once: as many as the shared pool has connections, so a batch of
-# 1,000 queues its polls in its own few coroutines instead of 1,000 futures in the pool.
-READ_CONCURRENCY = POOL_SIZE
+# The reads of one wait in flight at once are POOL_SIZE (as many as the shared pool has connections), so
+# a batch of 1,000 queues its polls in its own few coroutines instead of 1,000 futures in the pool.
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """How often to poll a prediction.
+
+    The first poll comes ``first_interval`` seconds after submission; each later wait
+    doubles, up to ``poll_interval`` (1 s, 2 s, 4 s, then every ``poll_interval``). The
+    default cap of 5 s keeps to the API's advice (no faster than 2 s for images and 5 s
+    for video once past the first polls) while short images are still noticed quickly.
+    A ±10 % jitter spreads thousands of pollers deferred at the same moment.
+    """
+
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    first_interval: float = DEFAULT_FIRST_POLL_INTERVAL
+    jitter: float = DEFAULT_POLL_JITTER
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval > 0 or not self.first_interval > 0:
+            raise ValueError(f"poll intervals must be positive, got {self.poll_interval} / {self.first_interval}")
+
+    def interval(self, poll_number: int) -> float:
+        """Seconds to wait before poll ``poll_number`` (0 = the first poll)."""
+        base = min(self.poll_interval, self.first_interval * 2**poll_number)
+        if self.jitter:
+            base *= random.uniform(1 - self.jitter, 1 + self.jitter)
+        return base
 
 
 class WaitOptions(TypedDict, total=False):
@@ -192,12 +224,12 @@ class PollRounds:
         self.pending = still
 
     def last_status(self, prediction_id: str) -> str:
-        """The last status read of ``prediction_id`` (``unreadable (...)`` after a failed read)."""
+        """Return the last status read of ``prediction_id`` (``unreadable (...)`` after a failed read)."""
         return self._last[prediction_id]
 
 
 async def read_predictions(
-    client: _Reader, prediction_ids: Sequence[str], *, concurrency: int = READ_CONCURRENCY
+    client: _Reader, prediction_ids: Sequence[str], *, concurrency: int = POOL_SIZE
 ) -> dict[str, Prediction | WaveSpeedError]:
     """Read each prediction once, at most ``concurrency`` at a time: id -> prediction, or the error met.
 
@@ -231,7 +263,7 @@ async def wait_for_predictions(
     first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
     on_finished: Callable[[Prediction], None] | None = None,
     log: Any = _log,
-    concurrency: int = READ_CONCURRENCY,
+    concurrency: int = POOL_SIZE,
 ) -> WaitOutcome:
     """Poll every prediction not yet terminal, round after round, until all are (or ``end_time``, epoch seconds).
 
@@ -284,7 +316,7 @@ async def cancel_unfinished(
     client: _Canceller,
     prediction_ids: Sequence[str],
     *,
-    concurrency: int = READ_CONCURRENCY,
+    concurrency: int = POOL_SIZE,
     log: Any = _log,
 ) -> CancelOutcome:
     """Cancel each prediction that is not finished, at most ``concurrency`` at a time.

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from airflow_provider_wavespeed.api.defaults import (
-    DEFAULT_FIRST_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT_RETRIES,
     DEFAULT_RETRY_AFTER_MAX,
     DEFAULT_TOTAL_WAIT_MAX,
 )
@@ -45,11 +47,11 @@ from airflow_provider_wavespeed.api.errors import (
 class RetryPolicy:
     """Bounded, jittered exponential backoff for one request."""
 
-    max_retries: int = 4
+    max_retries: int = DEFAULT_MAX_RETRIES
     # 429s are counted apart: about 45-90 s of growing waits before giving up.
-    rate_limit_retries: int = 8
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
+    rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_max: float = DEFAULT_BACKOFF_MAX
     # Longest Retry-After we obey; past it we give up and let the caller decide.
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
     # The most one request waits between its attempts, all waits together; past it we give up.
@@ -87,7 +89,7 @@ class RetryPolicy:
     def next_delay(
         self, attempt: int, exc: WaveSpeedError, *, idempotent: bool, what: str, waited: float = 0.0
     ) -> float:
-        """The wait before retry ``attempt``, or raise: ``exc`` when it is final.
+        """Return the wait before retry ``attempt``, or raise ``exc`` when it is final.
 
         ``waited``: the seconds this request has already waited between its attempts. It is final
         when retries are spent, when it is not retryable, when the server asks for a longer wait
@@ -107,7 +109,7 @@ class RetryPolicy:
 
 
 def submit_uncertain(what: str, exc: WaveSpeedError) -> WaveSpeedSubmitUncertainError:
-    """The error for a submit whose outcome is unknown (``exc`` says why)."""
+    """Return the error for a submit whose outcome is unknown (``exc`` says why)."""
     return WaveSpeedSubmitUncertainError(
         f"WaveSpeed {what}: the outcome is unknown ({exc}). The request may have reached "
         "the API and created a paid prediction, so it was not repeated automatically. "
@@ -157,30 +159,3 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if seconds == seconds else None  # NaN: unreadable
-
-
-@dataclass(frozen=True)
-class PollSchedule:
-    """How often to poll a prediction.
-
-    The first poll comes ``first_interval`` seconds after submission; each later wait
-    doubles, up to ``poll_interval`` (1 s, 2 s, 4 s, then every ``poll_interval``). The
-    default cap of 5 s keeps to the API's advice (no faster than 2 s for images and 5 s
-    for video once past the first polls) while short images are still noticed quickly.
-    A ±10 % jitter spreads thousands of pollers deferred at the same moment.
-    """
-
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    first_interval: float = DEFAULT_FIRST_POLL_INTERVAL
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not self.poll_interval > 0 or not self.first_interval > 0:
-            raise ValueError(f"poll intervals must be positive, got {self.poll_interval} / {self.first_interval}")
-
-    def interval(self, poll_number: int) -> float:
-        """Seconds to wait before poll ``poll_number`` (0 = the first poll)."""
-        base = min(self.poll_interval, self.first_interval * 2**poll_number)
-        if self.jitter:
-            base *= random.uniform(1 - self.jitter, 1 + self.jitter)
-        return base

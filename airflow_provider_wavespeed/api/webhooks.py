@@ -23,6 +23,8 @@ import re
 import time
 from collections.abc import Mapping
 
+from airflow_provider_wavespeed.api._times import in_words
+from airflow_provider_wavespeed.api.defaults import DEFAULT_WEBHOOK_TOLERANCE
 from airflow_provider_wavespeed.api.errors import (  # the webhook errors live there; re-exported here
     WaveSpeedConfigError,
     WaveSpeedError,
@@ -32,10 +34,8 @@ from airflow_provider_wavespeed.api.errors import (  # the webhook errors live t
     WaveSpeedWebhookTimestampError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.times import in_words
 
 __all__ = [
-    "DEFAULT_TOLERANCE",
     "SIGNATURE_VERSION",
     "WaveSpeedWebhookError",
     "WaveSpeedWebhookPayloadError",
@@ -45,7 +45,6 @@ __all__ = [
     "verify_webhook",
 ]
 
-DEFAULT_TOLERANCE = 300.0  # seconds; older (or as far future) deliveries are refused as replays
 SIGNATURE_VERSION = "v3"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # epoch seconds; 12 digits reach the year 33658
@@ -61,7 +60,7 @@ def _key(secret: str) -> bytes:
 
 
 def sign_webhook(body: bytes, webhook_id: str, timestamp: int | str, secret: str) -> str:
-    """The hex HMAC-SHA256 WaveSpeed puts after ``v3,`` (for sending test webhooks)."""
+    """Return the hex HMAC-SHA256 WaveSpeed puts after ``v3,`` (for sending test webhooks)."""
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     return hmac.new(_key(secret), signed, hashlib.sha256).hexdigest()
 
@@ -83,7 +82,7 @@ def verify_webhook(
     headers: Mapping[str, str],
     secret: str,
     *,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_WEBHOOK_TOLERANCE,
     now: float | None = None,
 ) -> Prediction:
     """Check a webhook's signature and timestamp; return the prediction it carries.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperat
 
 # Declared identically in wavespeed_assets_consumer.py: an Asset is matched by name and URI.
 GENERATED_IMAGES = Asset(name="wavespeed_generated_images", uri="wavespeed://generated-images")
-PROMPTS_FILE = str(Path(__file__).with_name("prompts.txt"))
+# The prompts.txt beside this file; a copy of this DAG without one uses the file installed with the provider.
+_BESIDE = Path(__file__).with_name("prompts.txt")
+PROMPTS_FILE = str(_BESIDE if _BESIDE.is_file() else files("airflow_provider_wavespeed.example_dags") / "prompts.txt")
 OUTPUT_DIR = os.environ.get("WAVESPEED_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "wavespeed-output"))
 
 with DAG(

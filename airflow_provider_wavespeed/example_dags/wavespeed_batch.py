@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from datetime import timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ from airflow.sdk import DAG, Param, task
 
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 
-PROMPTS_FILE = str(Path(__file__).with_name("prompts.txt"))
+# The prompts.txt beside this file; a copy of this DAG without one uses the file installed with the provider.
+_BESIDE = Path(__file__).with_name("prompts.txt")
+PROMPTS_FILE = str(_BESIDE if _BESIDE.is_file() else files("airflow_provider_wavespeed.example_dags") / "prompts.txt")
 OUTPUT_DIR = os.environ.get("WAVESPEED_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "wavespeed-output"))
 
 
 def safe_name(text: str | None) -> str:
-    """A run id as a folder name (``:`` and ``+`` replaced)."""
+    """Return a run id as a folder name (``:`` and ``+`` replaced)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in (text or "manual"))
 
 

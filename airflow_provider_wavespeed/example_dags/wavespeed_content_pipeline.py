@@ -1,9 +1,9 @@
 """A scheduled content pipeline: prompts in, one mapped generation per prompt, a gallery out.
 
-Prompts come from ``prompts.txt`` beside this file (or the ``prompts_file`` param); each
-becomes a mapped submit + deferrable sensor pair. The sensor copies the generated files to
-``<WAVESPEED_OUTPUT_DIR>/<run id>/`` (its ``output_path``; default: the temp directory), and
-the last step writes ``manifest.json`` and a static ``index.html`` gallery beside them:
+Prompts come from ``prompts.txt`` beside this file (else the one installed with the provider; or
+the ``prompts_file`` param); each becomes a mapped submit + deferrable sensor pair. The sensor
+copies the generated files to ``<WAVESPEED_OUTPUT_DIR>/<run id>/`` (its ``output_path``; default:
+the temp directory), and the last step writes ``manifest.json`` and a static ``index.html`` gallery beside them:
 each image with its prompt, model, prediction id and timings.
 """
 
@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 from datetime import timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,23 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 
-PROMPTS_FILE = str(Path(__file__).with_name("prompts.txt"))
+# The prompts.txt beside this file; a copy of this DAG without one uses the file installed with the provider.
+_BESIDE = Path(__file__).with_name("prompts.txt")
+PROMPTS_FILE = str(_BESIDE if _BESIDE.is_file() else files("airflow_provider_wavespeed.example_dags") / "prompts.txt")
 OUTPUT_DIR = os.environ.get("WAVESPEED_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "wavespeed-output"))
 IMAGE_EXTENSIONS = (".png", ".jpeg", ".jpg", ".webp", ".gif")
 
 
 def safe_name(text: str | None) -> str:
-    """A run id as a folder name: ``scheduled__2026-01-01T00:00:00+00:00`` becomes
-    ``scheduled__2026-01-01T00_00_00_00_00``."""
+    """Return a run id as a folder name.
+
+    ``scheduled__2026-01-01T00:00:00+00:00`` becomes ``scheduled__2026-01-01T00_00_00_00_00``.
+    """
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in (text or "manual"))
 
 
 def gallery_html(title: str, subtitle: str, entries: list[dict[str, Any]]) -> str:
-    """A self-contained page: one figure per stored output, captioned with where it came from."""
+    """Return a self-contained page: one figure per stored output, captioned with where it came from."""
     figures = []
     for entry in entries:
         timings = ", ".join(f"{name} {value:g} ms" for name, value in (entry["timings"] or {}).items()) or "n/a"

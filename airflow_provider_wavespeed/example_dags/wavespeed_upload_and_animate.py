@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_wavespeed.operators.upload import WaveSpeedUploadOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 
-EXAMPLE_IMAGE = str(Path(__file__).with_name("wavespeed_example_input.png"))
+# The image beside this file; a copy of this DAG without one uses the image installed with the provider.
+_NAME = "wavespeed_example_input.png"
+_BESIDE = Path(__file__).with_name(_NAME)
+EXAMPLE_IMAGE = str(_BESIDE if _BESIDE.is_file() else files("airflow_provider_wavespeed.example_dags") / _NAME)
 OUTPUT_DIR = os.environ.get("WAVESPEED_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "wavespeed-output"))
 
 with DAG(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -12,7 +10,10 @@ from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
-from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, RateLimiter, WaveSpeedClient
+from airflow_provider_wavespeed.api._base import RateLimiter
+from airflow_provider_wavespeed.api._shared_budget import submission_limiter
+from airflow_provider_wavespeed.api._validation import is_loopback_host, validate_api_key, validate_base_url
+from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import (
     ACCOUNT_TIERS,
     DEFAULT_BASE_URL,
@@ -21,11 +22,8 @@ from airflow_provider_wavespeed.api.defaults import (
     DEFAULT_REQUEST_TIMEOUT,
 )
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
-from airflow_provider_wavespeed.api.limiter import TokenBucket
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.api.shared_budget import shared_store
-from airflow_provider_wavespeed.api.validation import is_loopback_host, validate_api_key, validate_base_url
 from airflow_provider_wavespeed.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
@@ -37,9 +35,9 @@ if TYPE_CHECKING:
     import aiohttp
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
-    from airflow_provider_wavespeed.api.base import HistoryQuery
+    from airflow_provider_wavespeed.api._base import HistoryQuery
+    from airflow_provider_wavespeed.api._uploads import MediaSource
     from airflow_provider_wavespeed.api.polling import WaitOptions
-    from airflow_provider_wavespeed.api.uploads import MediaSource
 
 API_KEY_ENV = "WAVESPEED_API_KEY"
 
@@ -53,7 +51,7 @@ class WaveSpeedCredentials:
     source: str
     # The account tier's start rate, paced across the host's processes that submit; None: no budget.
     max_submissions_per_minute: float | None = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
-    # Copying outputs (storage.py): fetch from private addresses too (an API behind an internal proxy),
+    # Copying outputs (storage): fetch from private addresses too (an API behind an internal proxy),
     # and the largest output file.
     allow_private_output_urls: bool = False
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
@@ -114,7 +112,7 @@ def credentials_from_connection(conn: Any | None, conn_id: str) -> WaveSpeedCred
 
 
 def _base_url(host: str | None, port: object, source: str) -> str:
-    """The base URL of a connection: its Host field (a whole URL), with its Port field when set."""
+    """Return the base URL of a connection: its Host field (a whole URL), with its Port field when set."""
     host = (host or "").strip()
     port = _port_field(port, source)
     if not host:
@@ -149,7 +147,7 @@ def _base_url(host: str | None, port: object, source: str) -> str:
 
 
 def _port_field(port: object, source: str) -> int | None:
-    """The Port field as a TCP port, None when empty (a connection from JSON may give it as text)."""
+    """Read the Port field as a TCP port, None when empty (a connection from JSON may give it as text)."""
     if port in (None, "", 0):
         return None
     try:
@@ -191,51 +189,6 @@ def _submission_budget(extra: dict[str, Any], source: str) -> float | None:
     if per_minute is None:
         per_minute = DEFAULT_MAX_SUBMISSIONS_PER_MINUTE
     return per_minute if per_minute > 0 else None
-
-
-# One submission budget per account and host: every hook, client, thread and process that submits
-# with the same key, base URL and rate draws from it (the tier counts starts per account). Its state
-# is a file every process on the host shares (api/shared_budget.py; per-process where it cannot be).
-# Several hosts each have theirs: the 429s then settle the rest, every process of a host backing off
-# together (a 429 pauses and cuts the shared budget).
-# The tier counts starts in any 60 s as the server sees them, so the budget paces them evenly over a
-# minute one second longer: the first submit's connection set-up can make it arrive later than the
-# next ones, and an early 429 would cost more than 1/61 of the rate (a 429 halves the budget for
-# about 40 s). A new budget starts with no burst credit.
-SUBMISSION_MINUTE = 61.0
-_SUBMIT_LIMITERS: dict[tuple[str, str, float], TokenBucket] = {}
-_SUBMIT_LIMITERS_LOCK = threading.Lock()
-
-
-def submission_burst(per_minute: float) -> int:
-    """Submissions that may catch up at once after a short lull (a batch writing its record).
-
-    Paced at ``per_minute / 61`` a second, the most slots in any 60 s are ``60 * per_minute / 61 + burst``:
-    a burst of half the slack (``per_minute / 122``) keeps that under ``per_minute`` with the other half
-    left for arrival jitter. Gold 24, Silver 4, Bronze 1.
-    """
-    return max(1, math.floor(per_minute / (2 * SUBMISSION_MINUTE)))
-
-
-def submission_limiter(creds: WaveSpeedCredentials) -> TokenBucket | None:
-    """The limiter for submissions with these credentials (None: no budget), shared on this host.
-
-    One object per connection and process; connections of the same account share its file.
-    """
-    per_minute = creds.max_submissions_per_minute
-    if not per_minute:
-        return None
-    key = (creds.source, creds.base_url, per_minute)
-    with _SUBMIT_LIMITERS_LOCK:
-        limiter = _SUBMIT_LIMITERS.get(key)
-        if limiter is None:
-            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(
-                per_minute / SUBMISSION_MINUTE,
-                burst=submission_burst(per_minute),
-                store=shared_store(creds.base_url, creds.api_key, per_minute),
-                start_full=False,
-            )
-        return limiter
 
 
 async def _amask_secret(secret: str) -> None:
@@ -363,7 +316,7 @@ class WaveSpeedHook(BaseHook):
     async def aget_client(
         self, *, session: aiohttp.ClientSession | None = None, limiter: RateLimiter | None = None
     ) -> AsyncWaveSpeedClient:
-        """An async client (aiohttp); pass ``session`` to share a connection pool (``trust_env=False``).
+        """Return an async client (aiohttp); pass ``session`` to share a connection pool (``trust_env=False``).
 
         Without one the client opens its own, closed with it (``async with``).
         Its submissions draw from the host's submission budget; ``limiter`` paces its other requests.
@@ -404,11 +357,11 @@ class WaveSpeedHook(BaseHook):
         return self.client.upload_media(path_or_bytes, filename=filename)
 
     def get_balance(self) -> float:
-        """The account balance in USD."""
+        """Return the account balance in USD."""
         return self.client.get_balance()
 
     def get_price(self, model: str, inputs: object) -> float:
-        """The price in USD of one prediction of ``model`` with ``inputs``."""
+        """Return the price in USD of one prediction of ``model`` with ``inputs``."""
         return self.client.get_price(model, inputs)
 
     def cancel_prediction(self, prediction_id: str) -> Prediction | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
+from airflow_provider_wavespeed._cost import cost_fields, log_cost
 from airflow_provider_wavespeed._events import (
     BATCH_EVENT_STATUSES,
     EVENT_DEADLINE,
@@ -22,14 +23,14 @@ from airflow_provider_wavespeed._events import (
 )
 from airflow_provider_wavespeed._lineage import keep_for_lineage
 from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
-from airflow_provider_wavespeed.api.batch import ranges
+from airflow_provider_wavespeed.api._batch import ranges
+from airflow_provider_wavespeed.api._times import in_words
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome
-from airflow_provider_wavespeed.api.times import in_words
-from airflow_provider_wavespeed.cost import cost_fields, log_cost
 from airflow_provider_wavespeed.operators._batch_submit import price_completed
-from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs, write_json
+from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs
+from airflow_provider_wavespeed.storage._files import write_json
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed._batch_record import BatchRecord
@@ -101,7 +102,8 @@ def checked_batch_event(event: object, store: RecordStore, *, log: Any) -> tuple
 
     event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
     where = store.where
-    record = BatchRecord.read(store)
+    total = event.get("total")  # the ids the trigger waited for: the record holds them all
+    record = BatchRecord.read(store, waited_for=total if type(total) is int and total > 0 else None)
     if record is None:
         raise AirflowFailException(
             f"The WaveSpeed batch record ({where}) is gone, so the predictions of this batch "
@@ -140,7 +142,7 @@ def finish_batch(
     order. With ``manifest_path`` that is written there and the task returns ``{"manifest": "<where>", "completed":
     n, "failed": m, "count": N, "unit_price_usd", "cost_usd"[, "cost_note"], "not_completed": [the first 20
     entries that did not complete]}``. The cost counts completed generations only
-    (:data:`~airflow_provider_wavespeed.cost.COUNTING`). The record is deleted only once everything is stored.
+    (:data:`~airflow_provider_wavespeed._cost.COUNTING`). The record is deleted only once everything is stored.
     """
     if wait is not None and wait.error is not None:
         raise AirflowFailException(

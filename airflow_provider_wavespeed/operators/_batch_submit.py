@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
+from airflow_provider_wavespeed._cost import budget_usd, check_spend, guard_errors, price_inputs
 from airflow_provider_wavespeed._records import unheld_in_this_run
-from airflow_provider_wavespeed.api.batch import batch_inputs, ranges, submit_window
+from airflow_provider_wavespeed.api._batch import batch_inputs, ranges, submit_window
+from airflow_provider_wavespeed.api._reconcile import reconcile
+from airflow_provider_wavespeed.api._validation import validate_model
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError
-from airflow_provider_wavespeed.api.reconcile import reconcile
-from airflow_provider_wavespeed.api.validation import validate_model
-from airflow_provider_wavespeed.cost import budget_usd, check_spend, guard_errors, price_inputs
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

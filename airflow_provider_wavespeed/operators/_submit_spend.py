@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_wavespeed._cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 from airflow_provider_wavespeed._outcome import airflow_error
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedPredictionFailedError
-from airflow_provider_wavespeed.cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -61,7 +61,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     bytes in all (about 100 bytes per input), never rewriting what it wrote. Inputs whose submit
     has no answer (and, on a later try, inputs that were in flight when a worker died) are looked
     up in the prediction history
-    (:func:`~airflow_provider_wavespeed.api.reconcile.reconcile`): the one prediction of this model
+    (:func:`~airflow_provider_wavespeed.api._reconcile.reconcile`): the one prediction of this model
     with the same inputs, created at or after the input's send and still alone on a second look, is
     adopted; with none, several, or a history that lists no inputs the input is reported
     ``uncertain`` (with what to check) and never sent again. Inputs never
@@ -85,7 +85,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``{"manifest": "<where it was written>", "completed": n, "failed": m, "count": N,
     "not_completed": [the first 20 entries that did not complete]}``.
 
-    Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the inputs still to
+    Cost guard (:mod:`~airflow_provider_wavespeed._cost`): with ``max_cost_usd`` the inputs still to
     send are priced before the first submit (``/model/pricing``, one request per distinct input,
     deduplicated: which inputs a model's price depends on is not documented per model), and the
     whole batch is refused, nothing submitted, when their sum is over it or a price cannot be read;

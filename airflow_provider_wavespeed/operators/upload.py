@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
 from airflow_provider_wavespeed.api import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.storage import Location, open_source
+from airflow_provider_wavespeed.storage._files import Location, open_source
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -72,7 +72,7 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
     when it failed, was cancelled or deleted; a submit with no answer is looked up in the
     prediction history and only its one match adopted, else the task fails without submitting again.
 
-    Cost guard (:mod:`~airflow_provider_wavespeed.cost`): with ``max_cost_usd`` the price of these
+    Cost guard (:mod:`~airflow_provider_wavespeed._cost`): with ``max_cost_usd`` the price of these
     inputs is asked first (``/model/pricing``) and the task fails without submitting when it is
     higher, or when no price can be read; with ``min_balance_usd``, when the account balance is
     lower. A waiting task prices its inputs even without the guard: its result carries

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
+from ._app import REQUEST_LOGGER
+from ._models import KINDS
 from ._state import TIERS, resolve_tier
 from .emulator import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET, WaveSpeedEmulator
 
@@ -27,7 +31,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration-max", type=float, help="draw each duration from [--duration, --duration-max]")
     parser.add_argument("--balance", type=float, default=100.0, help="account balance in USD")
     parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET)
-    parser.add_argument("--access-log", action="store_true", help="log each request (off by default)")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no line per request (by default: method, path, status and model)"
+    )
+    parser.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        help="accept every well-formed model id with any inputs (by default an id outside the catalog gets 404, "
+        "as from the API)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="ID[=KIND]",
+        help=f"also know this model id (repeatable); KIND is one of {', '.join(sorted(KINDS))} (default text-to-image)",
+    )
     parser.add_argument(
         "--tier",
         choices=sorted(TIERS),
@@ -46,7 +65,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _emulator(
+    args: argparse.Namespace, api_key: str, duration: float | tuple[float, float], models: dict[str, str]
+) -> WaveSpeedEmulator:
+    """Build the emulator the arguments describe (ValueError for a bad one)."""
+    return WaveSpeedEmulator(
+        api_key=api_key,
+        host=args.host,
+        port=args.port,
+        duration=duration,
+        balance=args.balance,
+        webhook_secret=args.webhook_secret,
+        log_requests=not args.quiet,
+        tier=args.tier,
+        starts_per_minute=args.starts_per_minute,
+        concurrency=args.concurrency,
+        history_inputs=not args.history_without_inputs,
+        history_lag=args.history_lag,
+        allow_any_model=args.allow_any_model,
+        models=models,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator until SIGINT or SIGTERM; return the exit code (1: it could not listen)."""
     parser = _parser()
     args = parser.parse_args(argv)
     api_key = args.api_key or DEFAULT_API_KEY
@@ -59,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.duration_max is not None and args.duration_max < args.duration:
         parser.error("--duration-max must be >= --duration")
     duration = args.duration if args.duration_max is None else (args.duration, args.duration_max)
+    models: dict[str, str] = {}
+    for entry in args.model:
+        model, _, kind = entry.partition("=")
+        if kind and kind not in KINDS:
+            parser.error(f"--model {entry}: the kind must be one of {', '.join(sorted(KINDS))}")
+        models[model] = kind or "text-to-image"
     try:
         resolve_tier(args.tier, args.starts_per_minute, args.concurrency)
     except ValueError as exc:
@@ -67,22 +115,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    emulator = WaveSpeedEmulator(
-        api_key=api_key,
-        host=args.host,
-        port=args.port,
-        duration=duration,
-        balance=args.balance,
-        webhook_secret=args.webhook_secret,
-        access_log=args.access_log,
-        tier=args.tier,
-        starts_per_minute=args.starts_per_minute,
-        concurrency=args.concurrency,
-        history_inputs=not args.history_without_inputs,
-        history_lag=args.history_lag,
-    )
-    emulator.start()
-    print(f"WaveSpeed emulator listening on {emulator.url}", flush=True)
+    try:
+        emulator = _emulator(args, api_key, duration, models)
+    except ValueError as exc:  # e.g. a --model that is no model id
+        parser.error(str(exc))
+    try:
+        emulator.start()
+    except OSError as exc:
+        emulator.stop()
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"error: port {args.port} on {args.host} is already in use: pick another with --port "
+                "(--port 0 picks a free one)",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} (see --host, --port)",
+                file=sys.stderr,
+            )
+        return 1
+    if not args.quiet:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        REQUEST_LOGGER.addHandler(handler)
+        REQUEST_LOGGER.setLevel(logging.INFO)
+        REQUEST_LOGGER.propagate = False
+    # The key to use, only when it is the emulator's own public test key: one given with --api-key or
+    # read from the environment may be a real key of the user's, and is never printed.
+    key = f"API key: {api_key}" if api_key == DEFAULT_API_KEY else "API key: the one you gave"
+    # Stays one line, the URL right after "listening on": EmulatorProcess and scripts read it.
+    print(f"WaveSpeed emulator listening on {emulator.url} ({key})", flush=True)
     try:
         # A timed wait keeps the main thread responsive to signals on every platform.
         while not stop.wait(0.5):

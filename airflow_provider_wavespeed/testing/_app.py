@@ -1,7 +1,8 @@
 """The emulator's HTTP surface: a plain Starlette app over :class:`EmulatorState`.
 
-Handlers do O(1) work per request (dict lookups, one small JSON dump) and never
-log, so one event loop holds thousands of keep-alive pollers.
+Handlers do O(1) work per request (dict lookups, one small JSON dump), so one event loop
+holds thousands of keep-alive pollers. They log one line per request only when asked
+(``log_requests``: the command line does, ``--quiet`` not), on :data:`REQUEST_LOGGER`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import _media, _models
 from ._control_api import CONTROL_METHODS
@@ -68,6 +69,8 @@ _WRONG_TYPES = {
     "items": {},
 }
 _WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=10.0)
+# One INFO line per request: method, path (never the query: a webhook URL may carry a token), status, model.
+REQUEST_LOGGER = logging.getLogger("airflow_provider_wavespeed.testing.requests")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -93,7 +96,7 @@ def _phrase(status: int) -> str:
 
 
 def _gateway_page(status: int) -> Response:
-    """What a proxy in front of the API sends for 5xx: HTML, not the envelope."""
+    """Answer as a proxy in front of the API does for 5xx: HTML, not the envelope."""
     phrase = _phrase(status)
     page = (
         f"<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
@@ -121,15 +124,38 @@ class EmulatorApp:
     logging filter that hides exactly those errors (attach it to ``uvicorn.error`` while serving).
     """
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, *, log_requests: bool = False) -> None:
+        self.state = state
+        self.log_requests = log_requests
         self.starlette = Starlette(routes=_Api(state).routes(), exception_handlers={HTTPException: _http_exception})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
-        await self.starlette(scope, receive, send)
+        if not self.log_requests or scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return self if scope.get(_DROP) else None
+        status = 0
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.starlette(scope, receive, send_noting_status)
+        self._log(scope, "dropped" if scope.get(_DROP) else str(status))  # dropped: closed unanswered
         return self if scope.get(_DROP) else None
 
+    def _log(self, scope: Scope, answer: str) -> None:
+        """Log one request: method, path, answer, model (its path's, or its prediction's)."""
+        params = scope.get("path_params", {})
+        model: str | None = params.get("model")
+        if "prediction_id" in params:
+            prediction = self.state.predictions.get(params["prediction_id"])
+            model = prediction.model if prediction is not None else None
+        REQUEST_LOGGER.info("%s %s %s %s", scope["method"], scope["path"], answer, model or "-")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        """False for uvicorn's "ASGI callable should return None, but returned <this app>"."""
+        """Drop uvicorn's "ASGI callable should return None, but returned <this app>" (return False)."""
         return not (isinstance(record.args, tuple) and record.args and record.args[0] is self)
 
     def __repr__(self) -> str:
@@ -137,7 +163,7 @@ class EmulatorApp:
 
 
 def _base_url(request: Request) -> str:
-    """The URL this client used to reach us, so output URLs work on any port or name."""
+    """Return the URL this client used to reach us, so output URLs work on any port or name."""
     host = request.headers.get("host")
     if not host:
         server = request.scope.get("server") or ("127.0.0.1", 80)
@@ -207,7 +233,7 @@ class _Api:
         return counted
 
     def _gated(self, endpoint: str, handler: Handler) -> Handler:
-        """Counted, and through :meth:`_gate` first (the endpoints whose faults match no model)."""
+        """Count the handler and pass :meth:`_gate` first (the endpoints whose faults match no model)."""
 
         async def gated(request: Request) -> Response:
             early = await self._gate(request, endpoint)
@@ -298,7 +324,7 @@ class _Api:
         early = await self._gate(request, "submit", model=model)
         if early is not None:
             return early
-        problem = _models.check_model_id(model)
+        problem = self.state.refuse_model(model)
         if problem is not None:
             return _error(*problem)
         inputs = await self._json_object(request, "model inputs")
@@ -309,7 +335,7 @@ class _Api:
             return _error(400, f"Invalid webhook URL {webhook!r}: expected an http(s) URL")
         if webhook is not None and inputs.get("enable_base64_output") is True:
             return _error(400, "Invalid request parameters: enable_base64_output cannot be used with a webhook")
-        message = _models.validate_inputs(model, inputs)
+        message = _models.validate_inputs(self.state.model_spec(model), inputs)
         if message is not None:
             return _error(400, message)
         try:
@@ -350,7 +376,7 @@ class _Api:
         return _ok({"balance": round(self.state.balance, 6)})
 
     async def models(self, request: Request) -> Response:
-        return _ok(_models.model_list(self.state.prices))
+        return _ok(_models.model_list(self.state.models, self.state.prices))
 
     async def pricing(self, request: Request) -> Response:
         body = await self._json_object(request, "model_id and inputs")
@@ -362,11 +388,16 @@ class _Api:
             return _error(400, "Invalid request parameters: model_id is required")
         if not isinstance(inputs, dict):
             return _error(400, "Invalid request parameters: inputs must be an object")
+        problem = self.state.refuse_model(model_id)
+        if problem is not None:
+            return _error(*problem)
         return _ok({"model_id": model_id, "unit_price": self.state.quote(model_id, inputs), "currency": "USD"})
 
     async def history(self, request: Request) -> Response:
-        """``POST /predictions``: the last 7 days, newest first; each item carries its ``input`` unless
-        ``set_history(inputs=False)`` (the documented example shows none)."""
+        """Answer ``POST /predictions``: the last 7 days, newest first.
+
+        Each item carries its ``input`` unless ``set_history(inputs=False)`` (the documented example shows none).
+        """
         body = await self._json_object(request, "page and page_size")
         if isinstance(body, Response):
             return body
@@ -423,7 +454,7 @@ class _Api:
         return _ok(prediction.to_api(_base_url(request), time.time()))
 
     async def upload(self, request: Request) -> Response:
-        """The older one-step flows: multipart ``file`` to ``/media/upload/binary`` (or ``/upload``)."""
+        """Store a file of the older one-step flows: multipart ``file`` to ``/media/upload/binary`` (or ``/upload``)."""
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             return _error(400, "Invalid upload: expected a multipart/form-data body")
         try:
@@ -601,7 +632,7 @@ class _Api:
 
 
 def _epoch_ns(value: Any) -> int | None:
-    """An ISO 8601 date-time as epoch nanoseconds (no zone: UTC); None when absent or unreadable."""
+    """Read an ISO 8601 date-time as epoch nanoseconds (no zone: UTC); None when absent or unreadable."""
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
@@ -620,7 +651,7 @@ def _epoch_ns(value: Any) -> int | None:
 
 
 def _storage_error(status: int, code: str, message: str) -> Response:
-    """What an object store answers a bad pre-signed request: XML, not the API's envelope."""
+    """Answer as an object store does a bad pre-signed request: XML, not the API's envelope."""
     body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
     return Response(body, status_code=status, media_type="application/xml")
 

@@ -72,6 +72,8 @@ class EmulatorControlMethods:
     set_cancel_status = _Control(EmulatorState.set_cancel_status)
     set_history = _Control(EmulatorState.set_history)
     backdate = _Control(EmulatorState.backdate)
+    allow_any_model = _Control(EmulatorState.allow_any_model)
+    register_model = _Control(EmulatorState.register_model)
     counters = _Control(EmulatorState.counters)
     cancellations = _Control(EmulatorState.cancellations)
     submissions = _Control(EmulatorState.submissions)

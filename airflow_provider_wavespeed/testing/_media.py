@@ -1,18 +1,19 @@
-"""The emulator's output media: drawn images and a minimal MP4.
+"""The emulator's output media: drawn images and a tiny playable video.
 
-Images are drawn with Pillow so a person can tell the outputs apart: the requested size's
-shape (scaled down to at most ``MAX_SIDE`` pixels, aspect ratio kept), a pattern derived
-from the prompt, and the prompt's text. They are deterministic per prediction id, index and
-inputs, and cached, because a client may fetch the same output many times.
+Images are drawn with Pillow so a person can tell the outputs apart: the requested ``size``
+("W*H", as WaveSpeed spells it) in pixels, a pattern derived from the prompt, and the prompt's
+text. They are deterministic per prediction id, index and inputs, and cached, because a client
+may fetch the same output many times. Every video output is the same one-second H.264 clip
+(``emulated.mp4``, 160x90, made once with ffmpeg's test pattern), a file players open.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.resources
 import io
 import re
-import struct
 import textwrap
 from collections.abc import Mapping
 from typing import Any
@@ -26,49 +27,46 @@ CONTENT_TYPES = {
     "webp": "image/webp",
     "mp4": "video/mp4",
 }
-# The longest side of a drawn image: the requested size class, scaled down to keep files small.
-MAX_SIDE = 512
+# Sides outside this range are clamped (a WaveSpeed model refuses them before; only a model of
+# allow_any_model can ask): the largest documented size is 4096*4096.
+MAX_SIDE = 4096
 MIN_SIDE = 64
 DEFAULT_SIZE = "1024*1024"  # what flux-dev generates when no size is given
 _SIZE_RE = re.compile(r"\s*(\d{1,5})\s*[*xX]\s*(\d{1,5})\s*")
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 
-# ftyp (ISO base media, "isom"/"mp41" brands) then an empty mdat: enough for
-# content sniffers and for clients that only check the header.
-MP4_BYTES = (
-    struct.pack(">I", 24)
-    + b"ftypisom"
-    + struct.pack(">I", 0x200)
-    + b"isommp41"
-    + struct.pack(">I", 8)
-    + b"free"
-    + struct.pack(">I", 8)
-    + b"mdat"
-)
+VIDEO_FILE = "emulated.mp4"
+
+
+@functools.cache
+def video_bytes() -> bytes:
+    """Return the clip every video output serves (package data, read once)."""
+    return importlib.resources.files(__package__).joinpath(VIDEO_FILE).read_bytes()
 
 
 def image_dimensions(size: object) -> tuple[int, int]:
-    """Pixel width and height drawn for a ``size`` input such as ``"1280*720"``.
+    """Pixel width and height drawn for a ``size`` input such as ``"1280*720"``: the requested ones.
 
-    The aspect ratio is the requested one; the longest side is at most ``MAX_SIDE``
-    (smaller requests are drawn at their size) and no side is under ``MIN_SIDE``.
+    Sides are kept between ``MIN_SIDE`` and ``MAX_SIDE``; no ``size`` (or an unreadable one) is
+    ``DEFAULT_SIZE``.
     """
     match = _SIZE_RE.fullmatch(size) if isinstance(size, str) else None
     width, height = (int(match[1]), int(match[2])) if match else (1024, 1024)
-    width, height = max(width, 1), max(height, 1)
-    scale = min(1.0, MAX_SIDE / max(width, height))
-    return max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+    return min(MAX_SIDE, max(MIN_SIDE, width)), min(MAX_SIDE, max(MIN_SIDE, height))
 
 
 def _colour(data: bytes, low: int, span: int) -> tuple[int, int, int]:
     return (low + data[0] % span, low + data[1] % span, low + data[2] % span)
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)  # full-size images: tens to hundreds of KiB each
 def draw_image(prediction_id: str, index: int, ext: str, prompt: str, size: str) -> bytes:
-    """An image in format ``ext``: shapes whose colours and places come from the prompt
-    (the same prompt looks alike), varied per prediction and output, with the prompt's text
-    on top and a footer naming the requested size, prediction id and output index."""
+    """Draw an image in format ``ext``.
+
+    Shapes whose colours and places come from the prompt (the same prompt looks alike), varied per
+    prediction and output, with the prompt's text on top and a footer naming the requested size,
+    prediction id and output index.
+    """
     width, height = image_dimensions(size)
     theme = hashlib.blake2b(prompt.encode(), digest_size=32).digest()
     variant = hashlib.blake2b(f"{prediction_id}:{index}".encode(), digest_size=32).digest()
@@ -108,12 +106,12 @@ def draw_image(prediction_id: str, index: int, ext: str, prompt: str, size: str)
 
 
 def output_bytes(prediction_id: str, index: int, ext: str, inputs: Mapping[str, Any] | None = None) -> bytes:
-    """The bytes of output ``index`` of a prediction made from ``inputs``.
+    """Return the bytes of output ``index`` of a prediction made from ``inputs``.
 
-    Images show the ``prompt`` and the ``size`` class; other kinds are minimal valid files.
+    Images show the ``prompt`` at the requested ``size``; videos are :func:`video_bytes`.
     """
     if ext == "mp4":
-        return MP4_BYTES
+        return video_bytes()
     inputs = inputs or {}
     prompt, size = inputs.get("prompt"), inputs.get("size")
     return draw_image(

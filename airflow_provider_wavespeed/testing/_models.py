@@ -1,7 +1,9 @@
-"""What the emulator knows about models: input rules, prices and output kinds.
+"""What the emulator knows about models: a catalog of WaveSpeed model ids, their input rules, prices and kinds.
 
-Only the representative models of the API notes are checked; any other model id
-is accepted with any inputs, like a catalogue the emulator has not heard of.
+The catalog holds the models the provider's examples, README, tests and benchmarks use and a few
+popular ones, each with the inputs WaveSpeed's documentation marks as required (the source is noted
+per entry). Like the API, the emulator refuses an id it does not know (404 "Model not found");
+``allow_any_model`` accepts every well-formed id with any inputs, and ``register_model`` adds one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ FLUX_DEV = "wavespeed-ai/flux-dev"
 WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
 WAN_I2V = "wavespeed-ai/wan-2.1/i2v-480p"
 FLUX_KONTEXT = "wavespeed-ai/flux-kontext-dev"
+WAN_T2V_720P = "wavespeed-ai/wan-2.1/t2v-720p"
 
 # The emulator's own prices (not WaveSpeed's): per image, per 5 s of video at 480p; each input the
 # API's pricing pages name as a price factor changes them (num_images; duration and resolution).
@@ -78,13 +81,47 @@ def _size(low: int, high: int) -> Rule:
     return check
 
 
-class ModelSpec:
-    """Input rules of one known model; ``required`` fields must be present."""
+KINDS = frozenset({"text-to-image", "image-to-image", "text-to-video", "image-to-video"})
 
-    def __init__(self, kind: str, rules: Mapping[str, Rule], required: tuple[str, ...]) -> None:
+
+class ModelSpec:
+    """Input rules of one known model; ``required`` fields must be present and not empty.
+
+    ``kind`` is one of :data:`KINDS`; its last word says which per-minute limit of the account tier
+    a start counts against (images or videos). ``source`` says where the entry comes from.
+    """
+
+    def __init__(
+        self, kind: str, rules: Mapping[str, Rule], required: tuple[str, ...], source: str = "registered"
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
         self.kind = kind
         self.rules = rules
         self.required = required
+        self.source = source
+
+    @property
+    def media(self) -> str:
+        """``image`` or ``video``: what the model makes, and which tier counter its starts use."""
+        return "video" if self.kind.endswith("video") else "image"
+
+
+def _string_list(most: int) -> Rule:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return "must be a list of URLs"
+        if not 1 <= len(value) <= most:
+            return f"must hold 1 to {most} URLs, got {len(value)}"
+        return None
+
+    return check
+
+
+def _unit_interval(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        return f"must be a number between 0 and 1, got {value!r}"
+    return None
 
 
 _COMMON: dict[str, Rule] = {
@@ -100,8 +137,12 @@ _WAN: dict[str, Rule] = {
     "duration": _one_of(5, 10),
     "num_inference_steps": _integer(1, 50),
 }
+_SEEDREAM_V4: dict[str, Rule] = {**_COMMON, "prompt": _string, "size": _size(1, 4096)}
+_API_NOTES = "../shared/wavespeed-api.md (Representative models)"
+_DOCS = "https://wavespeed.ai/docs/docs-api/"
 
-KNOWN_MODELS: dict[str, ModelSpec] = {
+# Every id here is sourced: the API notes the provider is built on, or WaveSpeed's model page.
+CATALOG: dict[str, ModelSpec] = {
     FLUX_DEV: ModelSpec(
         "text-to-image",
         {
@@ -115,15 +156,75 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
             "enable_safety_checker": _boolean,
         },
         ("prompt",),
+        _API_NOTES,
     ),
-    WAN_T2V: ModelSpec("text-to-video", _WAN, ("prompt",)),
-    WAN_I2V: ModelSpec("image-to-video", {**_WAN, "image": _string}, ("prompt", "image")),
+    WAN_T2V: ModelSpec("text-to-video", _WAN, ("prompt",), _API_NOTES),
+    WAN_I2V: ModelSpec("image-to-video", {**_WAN, "image": _string}, ("prompt", "image"), _API_NOTES),
     FLUX_KONTEXT: ModelSpec(
         "image-to-image",
         {**_COMMON, "prompt": _string, "image": _string, "guidance_scale": _number},
         ("prompt", "image"),
+        _API_NOTES,
+    ),
+    # Wan 2.1 text to video at 720p: the 480p model's inputs with the 720p sizes (model page wan-t2v-720p).
+    WAN_T2V_720P: ModelSpec(
+        "text-to-video", {**_WAN, "size": _one_of("1280*720", "720*1280")}, ("prompt",), f"{_DOCS}wan-t2v-720p"
+    ),
+    "wavespeed-ai/flux-schnell": ModelSpec(
+        "text-to-image",
+        {
+            **_COMMON,
+            "prompt": _string,
+            "image": _string,
+            "mask_image": _string,
+            "strength": _unit_interval,
+            "size": _size(1, 4096),
+            "num_images": _integer(1, 4),
+            "output_format": _one_of("jpeg", "png", "webp"),
+            "enable_safety_checker": _boolean,
+        },
+        ("prompt",),
+        f"{_DOCS}wavespeed-ai/flux-schnell",
+    ),
+    "bytedance/seedream-v3": ModelSpec(
+        "text-to-image",
+        {**_COMMON, "prompt": _string, "size": _size(512, 2048), "guidance_scale": _number},
+        ("prompt",),
+        f"{_DOCS}bytedance-seedream-v3",
+    ),
+    "bytedance/seedream-v4": ModelSpec(
+        "text-to-image", _SEEDREAM_V4, ("prompt",), f"{_DOCS}bytedance/bytedance-seedream-v4"
+    ),
+    # The API notes' example of a deeper id; its page: the images to edit (up to 10), at most 4096*4096.
+    "bytedance/seedream-v4/edit": ModelSpec(
+        "image-to-image",
+        {**_SEEDREAM_V4, "images": _string_list(10)},
+        ("prompt", "images"),
+        f"{_DOCS}bytedance/bytedance-seedream-v4-edit",
+    ),
+    "wavespeed-ai/wan-2.2/image-to-video": ModelSpec(
+        "image-to-video",
+        {
+            **_COMMON,
+            "image": _string,
+            "prompt": _string,
+            "negative_prompt": _string,
+            "last_image": _string,
+            "size": _one_of("832*480", "1280*720"),
+            "duration": _one_of(5, 8),
+        },
+        ("image", "prompt"),
+        f"{_DOCS}wavespeed-ai/wan-2.2-image-to-video",
     ),
 }
+
+
+def registered_spec(kind: str = "text-to-image", required: tuple[str, ...] | list[str] = ()) -> ModelSpec:
+    """Make the spec of a model added with ``register_model``: its kind and required inputs, nothing else checked."""
+    names = tuple(required)
+    if not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"required must be a list of input names, got {required!r}")
+    return ModelSpec(kind, {}, names)
 
 
 def check_model_id(model: str) -> tuple[int, str] | None:
@@ -135,14 +236,18 @@ def check_model_id(model: str) -> tuple[int, str] | None:
     return None
 
 
-def validate_inputs(model: str, inputs: Mapping[str, Any]) -> str | None:
-    """The API-style message for the first invalid input, or None when valid."""
-    spec = KNOWN_MODELS.get(model)
+def unknown_model(model: str) -> tuple[int, str]:
+    """Return what the API answers a submit or price of a model id it does not have."""
+    return 404, f"Model not found: {model}"
+
+
+def validate_inputs(spec: ModelSpec | None, inputs: Mapping[str, Any]) -> str | None:
+    """Return the API-style message for the first invalid input, or None when valid (always for no spec)."""
     if spec is None:
         return None
     for name in spec.required:
         value = inputs.get(name)
-        if value is None or value == "":
+        if value is None or value == "" or value == []:
             return f"Invalid request parameters: {name} is required"
     for name, value in inputs.items():
         rule = spec.rules.get(name)
@@ -152,20 +257,25 @@ def validate_inputs(model: str, inputs: Mapping[str, Any]) -> str | None:
     return None
 
 
-def is_video(model: str) -> bool:
-    """Video models are recognised by name, as the outputs are what differ."""
+def is_video(model: str, spec: ModelSpec | None = None) -> bool:
+    """Tell whether a model makes videos: by its kind when known, else by name (``t2v``/``i2v``/``video``)."""
+    if spec is not None:
+        return spec.media == "video"
     return any(marker in model for marker in _VIDEO_MARKERS)
 
 
-def output_spec(model: str, inputs: Mapping[str, Any]) -> tuple[int, str]:
-    """(number of outputs, file extension) a completed prediction will have."""
-    if is_video(model):
+def output_spec(model: str, inputs: Mapping[str, Any], spec: ModelSpec | None = None) -> tuple[int, str]:
+    """Return (number of outputs, file extension) a completed prediction will have."""
+    if is_video(model, spec):
         return 1, "mp4"
-    if model == FLUX_DEV:
-        count = inputs.get("num_images", 1)
-        ext = inputs.get("output_format", "jpeg")
-        return (count if isinstance(count, int) else 1), (ext if ext in ("jpeg", "png") else "jpeg")
-    return 1, "png"
+    rules = spec.rules if spec is not None else {}
+    count, ext = 1, "png"
+    if "num_images" in rules and isinstance(inputs.get("num_images"), int):
+        count = inputs["num_images"]
+    if "output_format" in rules:
+        given = inputs.get("output_format", "jpeg")
+        ext = given if given in ("jpeg", "png", "webp") else "jpeg"
+    return count, ext
 
 
 def _resolution(model: str, inputs: Mapping[str, Any]) -> float:
@@ -193,8 +303,8 @@ def price(model: str, inputs: Mapping[str, Any], overrides: Mapping[str, float])
     return DEFAULT_PRICE
 
 
-def model_list(overrides: Mapping[str, float]) -> list[dict[str, Any]]:
-    """The ``GET /models`` payload: the known models, their inputs and base price."""
+def model_list(models: Mapping[str, ModelSpec], overrides: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Return the ``GET /models`` payload: the known models, their inputs and base price."""
     return [
         {
             "model_id": model_id,
@@ -204,5 +314,5 @@ def model_list(overrides: Mapping[str, float]) -> list[dict[str, Any]]:
             "inputs": sorted(spec.rules),
             "required": list(spec.required),
         }
-        for model_id, spec in KNOWN_MODELS.items()
+        for model_id, spec in models.items()
     ]

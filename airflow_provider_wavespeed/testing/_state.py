@@ -113,7 +113,7 @@ def _positive_int(name: str, value: Any) -> int | None:
 def resolve_tier(
     name: str | None = None, starts_per_minute: int | None = None, concurrency: int | None = None
 ) -> Tier | None:
-    """A preset by name, custom numbers overriding it; all None: no tier limits."""
+    """Return a preset by name, custom numbers overriding it; all None: no tier limits."""
     starts = _positive_int("starts_per_minute", starts_per_minute)
     cap = _positive_int("concurrency", concurrency)
     if name is None:
@@ -173,7 +173,14 @@ class Prediction:
     )
 
     def __init__(
-        self, model: str, inputs: dict[str, Any], duration: float, outcome: str, error: str, webhook: str | None
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        duration: float,
+        outcome: str,
+        error: str,
+        webhook: str | None,
+        spec: _models.ModelSpec | None = None,
     ) -> None:
         now_ns = time.time_ns()
         self.id = uuid.uuid4().hex
@@ -188,7 +195,7 @@ class Prediction:
         self.outcome = outcome
         self.error = error
         self.webhook = webhook
-        self.num_outputs, self.ext = _models.output_spec(model, inputs)
+        self.num_outputs, self.ext = _models.output_spec(model, inputs, spec)
         self.base64_output = inputs.get("enable_base64_output") is True
         self.polls = 0
         self.held = False
@@ -217,7 +224,7 @@ class Prediction:
         self.completes_at = self.processing_at + self.duration
 
     def hold(self, polls: int | None) -> None:
-        """``processing`` from now until :meth:`release` (or until ``polls`` polls have seen it so)."""
+        """Keep it ``processing`` from now until :meth:`release` (or until ``polls`` polls have seen it so)."""
         self.held = True
         self.processing_at = self.submitted_at
         self.release_after_polls = polls
@@ -243,7 +250,7 @@ class Prediction:
         return [f"{self.id}_{index}.{self.ext}" for index in range(self.num_outputs)]
 
     def to_api(self, base_url: str, now: float) -> dict[str, Any]:
-        """The API's prediction object; ``base_url`` is where this client reached us."""
+        """Return the API's prediction object; ``base_url`` is where this client reached us."""
         status = self.status(now)
         outputs: list[str] = []
         if status == "completed":
@@ -341,7 +348,7 @@ class _HoldRule(_SubmissionRule):
 
 
 def _take_rule(rules: list[Any], model: str, inputs: Mapping[str, Any]) -> Any:
-    """The first rule matching this submission, using up one of its times (caller holds the lock)."""
+    """Return the first rule matching this submission, using up one of its times (caller holds the lock)."""
     for rule in rules:
         if rule.matches(model, inputs):
             if rule.remaining is not None:
@@ -370,6 +377,15 @@ class _TokenBucket:
             self.tokens -= 1.0
             return None
         return max(1, math.ceil((1.0 - self.tokens) / self.rate))
+
+
+def _registered(model: str, kind: str, required: list[str] | tuple[str, ...] = ()) -> _models.ModelSpec:
+    problem = _models.check_model_id(model) if isinstance(model, str) else (400, f"invalid model id {model!r}")
+    if problem is not None:
+        raise ValueError(problem[1])
+    if isinstance(required, str):
+        raise ValueError(f"required must be a list of input names, got {required!r}")
+    return _models.registered_spec(kind, required)
 
 
 def _check_lag(value: Any) -> float:
@@ -404,8 +420,15 @@ class EmulatorState:
         tier: Tier | None = None,
         history_inputs: bool = True,
         history_lag: float = 0.0,
+        allow_any_model: bool = False,
+        models: Mapping[str, str] | None = None,
     ) -> None:
         self._initial = (api_key, _check_duration(duration), float(balance), webhook_secret)
+        # The catalog plus the models registered at start (id -> kind); reset() comes back to them.
+        self._initial_models = (
+            bool(allow_any_model),
+            {**_models.CATALOG, **{model: _registered(model, kind) for model, kind in (models or {}).items()}},
+        )
         self._initial_tier = tier  # reset() comes back to the tier the emulator started with
         self._initial_history = (bool(history_inputs), _check_lag(history_lag))
         self._upload_secret = secrets.token_bytes(16)  # signs the pre-signed upload URLs
@@ -448,6 +471,9 @@ class EmulatorState:
         # What the history shows (set_history): each entry's inputs, and how late a new prediction appears.
         self.history_inputs, self.history_lag = self._initial_history
         self.cancellation_log: list[dict[str, Any]] = []  # predictions a DELETE stopped before they finished
+        any_model, models = self._initial_models
+        self.any_model = any_model  # accept ids the catalog does not know (allow_any_model)
+        self.models: dict[str, _models.ModelSpec] = dict(models)
 
     def close(self) -> None:
         """Remove uploaded files."""
@@ -550,8 +576,10 @@ class EmulatorState:
             self.outcomes.append(rule)
 
     def set_duration(self, seconds: float | tuple[float, float] | list[float], *, model: str | None = None) -> None:
-        """Set how long later predictions take: seconds, or a (min, max) range drawn per prediction;
-        for ``model`` only when given."""
+        """Set how long later predictions take: seconds, or a (min, max) range drawn per prediction.
+
+        With ``model``, for that model only.
+        """
         duration = _check_duration(seconds)
         with self._lock:
             if model is None:
@@ -667,8 +695,10 @@ class EmulatorState:
             self.prices[model] = float(usd)
 
     def set_cancel_status(self, status: str = "deleted") -> None:
-        """What an unfinished prediction reads after a DELETE stopped it: ``deleted`` (the default, the
-        documented answer of ``DELETE /predictions/{id}``) or ``cancelled`` (also a status of the API).
+        """Set what an unfinished prediction reads after a DELETE stopped it.
+
+        ``deleted`` (the default, the documented answer of ``DELETE /predictions/{id}``) or
+        ``cancelled`` (also a status of the API).
 
         A finished prediction always reads ``deleted`` once deleted. ``reset()`` restores ``deleted``.
         """
@@ -678,13 +708,15 @@ class EmulatorState:
             self.cancel_status = status
 
     def cancellations(self) -> list[dict[str, Any]]:
-        """Predictions a DELETE stopped before they finished, in order: id, model, cancelled_at, status
-        (what it read just before: ``created`` or ``processing``)."""
+        """Return the predictions a DELETE stopped before they finished, in order.
+
+        Each: id, model, cancelled_at, status (what it read just before: ``created`` or ``processing``).
+        """
         with self._lock:
             return copy.deepcopy(self.cancellation_log)
 
     def set_history(self, *, inputs: bool | None = None, lag: float | None = None) -> dict[str, Any]:
-        """What ``POST /predictions`` (the history) shows; None keeps a setting. Returns both settings.
+        """Set what ``POST /predictions`` (the history) shows; None keeps a setting. Return both settings.
 
         ``inputs``: each entry carries the ``input`` it was submitted with (True, the emulator's
         default) or not (False: like the API's documented example, which shows none). ``lag``:
@@ -698,11 +730,50 @@ class EmulatorState:
                 self.history_lag = _check_lag(lag)
             return {"inputs": self.history_inputs, "lag": self.history_lag}
 
+    def allow_any_model(self, allowed: bool = True) -> None:
+        """Accept every well-formed model id with any inputs (True), or only known ones (False, the default).
+
+        By default the emulator knows the models of its catalog (``GET /api/v3/models`` lists them) and
+        those registered, and answers any other id as the API does: 404 "Model not found", so a typo
+        fails in your tests as it would in production. ``reset()`` restores the emulator's start setting.
+        """
+        if not isinstance(allowed, bool):
+            raise ValueError(f"allowed must be True or False, got {allowed!r}")
+        with self._lock:
+            self.any_model = allowed
+
+    def register_model(
+        self, model: str, *, kind: str = "text-to-image", required: list[str] | tuple[str, ...] = ()
+    ) -> None:
+        """Know ``model`` from now on, with its ``kind`` and the inputs it requires.
+
+        ``kind``: ``text-to-image``, ``image-to-image``, ``text-to-video`` or ``image-to-video`` (videos
+        count against the tier's videos per minute). A submit without a ``required`` input gets 400;
+        other inputs are not checked. ``reset()`` forgets it (register at start with
+        ``models={id: kind}`` / ``--model ID=KIND`` to keep one). Replaces a catalog entry.
+        """
+        spec = _registered(model, kind, required)
+        with self._lock:
+            self.models[model] = spec
+
+    def model_spec(self, model: str) -> _models.ModelSpec | None:
+        """Return the model's spec; None for an id the emulator does not know."""
+        return self.models.get(model)
+
+    def refuse_model(self, model: str) -> tuple[int, str] | None:
+        """(HTTP status, message) when a request for ``model`` must be refused as the API refuses it, else None."""
+        problem = _models.check_model_id(model)
+        if problem is None and model not in self.models and not self.any_model:
+            problem = _models.unknown_model(model)
+        return problem
+
     def backdate(self, prediction_id: str, seconds: float) -> str:
-        """Move a prediction's creation time ``seconds`` into the past (for the history's filters and its
-        7-day window); its run is not affected. Returns the new ``created_at``. Negative ``seconds`` move it
+        """Move a prediction's creation time ``seconds`` into the past; return the new ``created_at``.
+
+        For the history's filters and its 7-day window; its run is not affected. Negative ``seconds`` move it
         into the future: a creation time after a later send, as of a request that reached the API while
-        that send was in flight (or an API clock ahead of the client's)."""
+        that send was in flight (or an API clock ahead of the client's).
+        """
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
             raise ValueError(f"seconds must be a finite number, got {seconds!r}")
         with self._lock:
@@ -714,13 +785,18 @@ class EmulatorState:
             return prediction.created_at
 
     def counters(self) -> dict[str, Any]:
-        """Counts since the last reset: ``{"requests": {endpoint: n}, "submissions": {model: n},
+        """Return the counts since the last reset.
+
+        ``{"requests": {endpoint: n}, "submissions": {model: n},
         "responses": {status: n}, "webhooks": {"sent", "failed"}, "total_requests": n, "rate_limited":
         {endpoint: 429s}, "upload_put_with_authorization": n, "cancelled": predictions a DELETE stopped
         unfinished, "delete_requests": {prediction id: DELETE requests acted on}, "tier": None or {name,
-        limits, "running", "queued", "max_queued", "queued_total", "rejected"}}``."""
+        limits, "running", "queued", "max_queued", "queued_total", "rejected", "starts": {"image", "video"}: starts
+        in the last minute}}``.
+        """
         with self._lock:
-            self._advance_locked(time.time())
+            now = time.time()
+            self._advance_locked(now)
             return {
                 "cancelled": len(self.cancellation_log),
                 "delete_requests": {
@@ -742,6 +818,11 @@ class EmulatorState:
                     **self.tier_counts,
                     "running": self._slots_used(),
                     "queued": len(self._queue),
+                    # Starts in the last minute per kind: the two counters the tier limits apart.
+                    "starts": {
+                        kind: sum(1 for started in self._starts.get(kind, ()) if started > now - 60.0)
+                        for kind in ("image", "video")
+                    },
                 },
             }
 
@@ -751,7 +832,7 @@ class EmulatorState:
             return copy.deepcopy(self.submission_log)  # callers may mutate; our record must not change
 
     def prediction_state(self, prediction_id: str) -> dict[str, Any]:
-        """The emulator's view of one prediction (KeyError when unknown).
+        """Return the emulator's view of one prediction (KeyError when unknown).
 
         A prediction queued under the tier's concurrency cap has ``queued`` True and no
         ``processing_at``/``completes_at`` yet (None).
@@ -813,7 +894,7 @@ class EmulatorState:
             return None if bucket is None else bucket.take()
 
     def take_fault(self, endpoint: str, model: str | None) -> Fault | None:
-        """The first fault matching this request, using up one of its times."""
+        """Return the first fault matching this request, using up one of its times."""
         if not self.faults:  # the common case, without the lock
             return None
         with self._lock:
@@ -844,11 +925,11 @@ class EmulatorState:
     # -- tier limits: computed lazily on each read/submit, O(log n) per admitted prediction ----------
 
     def _check_start_rate_locked(self, model: str, now: float) -> deque[float] | None:
-        """The start window this submission goes into; raises TierRateLimited when it is full."""
+        """Return the start window this submission goes into; raise TierRateLimited when it is full."""
         tier = self.tier
         if tier is None or tier.starts_per_minute is None:
             return None
-        kind = "video" if _models.is_video(model) else "image"  # the tiers count the two apart
+        kind = "video" if _models.is_video(model, self.models.get(model)) else "image"  # counted apart
         window = self._starts.setdefault(kind, deque())
         while window and window[0] <= now - 60.0:
             window.popleft()
@@ -914,7 +995,7 @@ class EmulatorState:
             seconds = random.uniform(*duration) if isinstance(duration, tuple) else duration
             outcome_rule: _OutcomeRule | None = _take_rule(self.outcomes, model, inputs)
             outcome, error = (outcome_rule.status, outcome_rule.error) if outcome_rule else ("completed", "")
-            prediction = Prediction(model, inputs, seconds, outcome, error, webhook)
+            prediction = Prediction(model, inputs, seconds, outcome, error, webhook, self.models.get(model))
             prediction.code = outcome_rule.code if outcome_rule else None
             hold_rule: _HoldRule | None = _take_rule(self.holds, model, inputs)
             if hold_rule is not None:
@@ -1036,7 +1117,7 @@ class EmulatorState:
         return name, hmac.new(self._upload_secret, name.encode(), hashlib.sha256).hexdigest()
 
     def upload_ticket(self, name: str, signature: str) -> UploadTicket | None:
-        """The ticket a PUT URL was signed for; None when unknown or the signature is wrong."""
+        """Return the ticket a PUT URL was signed for; None when unknown or the signature is wrong."""
         expected = hmac.new(self._upload_secret, name.encode(), hashlib.sha256).hexdigest()
         ticket = self.upload_tickets.get(name)
         return ticket if ticket is not None and hmac.compare_digest(signature.encode(), expected.encode()) else None
@@ -1046,7 +1127,7 @@ class EmulatorState:
         return os.path.join(self.upload_dir, name)
 
     def finish_upload(self, name: str, path: str) -> None:
-        """The PUT stored all announced bytes at ``path``: serve them at the download URL."""
+        """Serve the bytes a PUT stored at ``path`` (all it announced) at the download URL."""
         with self._lock:
             self.uploads[name] = path
 

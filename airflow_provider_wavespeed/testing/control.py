@@ -41,7 +41,7 @@ class EmulatorControl(EmulatorControlMethods):
         return response.json()["result"]
 
     def health(self) -> bool:
-        """True when the emulator answers."""
+        """Return True when the emulator answers."""
         try:
             return self._session.get(f"{self.url}/_emulator/health", timeout=self.timeout).ok
         except requests.RequestException:

@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -42,19 +43,27 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         balance: float = 100.0,
         webhook_secret: str = DEFAULT_WEBHOOK_SECRET,
         http: str = "auto",
-        access_log: bool = False,
+        log_requests: bool = False,
         tier: str | None = None,
         starts_per_minute: int | None = None,
         concurrency: int | None = None,
         history_inputs: bool = True,
         history_lag: float = 0.0,
+        allow_any_model: bool = False,
+        models: Mapping[str, str] | None = None,
     ) -> None:
-        """``duration`` is seconds or a (min, max) range; ``http`` picks uvicorn's
-        protocol ("auto", "h11" or "httptools"). The access log is off by default
-        so nothing per request is printed. ``tier``/``starts_per_minute``/``concurrency``
-        are the account-tier limits it starts with (see ``set_tier``; ``reset()`` keeps them).
-        ``history_inputs``/``history_lag`` say what the history shows (see ``set_history``: False
-        lists no inputs, like the API's documented example; a lag lists new predictions late)."""
+        """Configure the emulator; nothing listens before :meth:`start`.
+
+        ``duration`` is seconds or a (min, max) range; ``http`` picks uvicorn's protocol ("auto",
+        "h11" or "httptools"). ``log_requests`` logs one line per request (method, path, status,
+        model) on the ``airflow_provider_wavespeed.testing.requests`` logger; off by default.
+        ``tier``/``starts_per_minute``/``concurrency`` are the account-tier limits it starts with
+        (see ``set_tier``; ``reset()`` keeps them). ``history_inputs``/``history_lag`` say what the
+        history shows (see ``set_history``: False lists no inputs, like the API's documented example;
+        a lag lists new predictions late). Model ids: the catalog's and ``models`` ({id: kind}, e.g.
+        ``{"acme/upscaler": "image-to-image"}``) are known, any other is answered 404 as the API does,
+        unless ``allow_any_model`` (see ``allow_any_model``/``register_model``; ``reset()`` keeps these).
+        """
         self.state = EmulatorState(
             api_key=api_key,
             duration=duration,
@@ -63,11 +72,13 @@ class WaveSpeedEmulator(EmulatorControlMethods):
             tier=resolve_tier(tier, starts_per_minute, concurrency),
             history_inputs=history_inputs,
             history_lag=history_lag,
+            allow_any_model=allow_any_model,
+            models=models,
         )
         self.host = host
         self.port = port
         self._http = http
-        self._access_log = access_log
+        self._log_requests = log_requests
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -95,16 +106,20 @@ class WaveSpeedEmulator(EmulatorControlMethods):
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
-        app = EmulatorApp(self.state)
+        app = EmulatorApp(self.state, log_requests=self._log_requests)
         config = uvicorn.Config(
             app,
             http=self._http,
             lifespan="off",
             log_config=None,  # leave the host process's logging setup alone
             log_level="warning",
-            access_log=self._access_log,
+            access_log=False,  # our own request log (log_requests) names the model too
             # Pollers come back every few seconds: keep their connections open
             # longer than that so reuse does not race the server-side close.
             timeout_keep_alive=75,

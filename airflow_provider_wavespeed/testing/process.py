@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from .control import EmulatorControl
 
@@ -33,10 +35,18 @@ class EmulatorProcess:
         concurrency: int | None = None,
         history_inputs: bool = True,
         history_lag: float = 0.0,
+        allow_any_model: bool = False,
+        models: Mapping[str, str] | None = None,
+        log_requests: bool = False,
     ) -> None:
-        """``tier`` (``bronze``/``silver``/``gold``/``ultra``) and the numbers set the account-tier
+        """Start the process; return once it listens.
+
+        ``tier`` (``bronze``/``silver``/``gold``/``ultra``) and the numbers set the account-tier
         limits the emulator starts with (and comes back to on ``reset()``); None: no tier limits.
-        ``history_inputs``/``history_lag``: what its history shows (``WaveSpeedEmulator.set_history``)."""
+        ``history_inputs``/``history_lag``: what its history shows (``WaveSpeedEmulator.set_history``).
+        ``allow_any_model``/``models``: model ids beyond its catalog (``WaveSpeedEmulator``).
+        ``log_requests``: its line per request on this process's stderr (off: ``--quiet``).
+        """
         low, high = duration if isinstance(duration, tuple) else (duration, None)
         command = [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--host", host, "--port", str(port)]
         command += ["--api-key-env", _KEY_ENV, "--duration", str(low)]
@@ -52,6 +62,12 @@ class EmulatorProcess:
             command += ["--history-without-inputs"]
         if history_lag:
             command += ["--history-lag", str(history_lag)]
+        if allow_any_model:
+            command += ["--allow-any-model"]
+        for model, kind in (models or {}).items():
+            command += ["--model", f"{model}={kind}"]
+        if not log_requests:
+            command += ["--quiet"]
         self.process = subprocess.Popen(  # noqa: S603 - our own module, run by this interpreter
             command,
             env={**os.environ, _KEY_ENV: api_key},
@@ -61,14 +77,16 @@ class EmulatorProcess:
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        if "listening on" not in line:
+        listening = re.search(r"listening on (\S+)", line)
+        if listening is None:
             self.stop()
             raise RuntimeError(f"the WaveSpeed emulator did not start (exit code {self.process.returncode}): {line!r}")
-        self.url = line.rsplit(" ", 1)[-1].strip()
+        self.url = listening.group(1)
         self.control = EmulatorControl(self.url)
 
     @property
     def pid(self) -> int:
+        """The process id (also its process group's)."""
         return self.process.pid
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -56,7 +56,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     All predictions of the batch are polled through the triggerer's shared client of the
     connection (:mod:`~airflow_provider_wavespeed.triggers._shared_client`: one pool, one 429
-    back-off), at most ``READ_CONCURRENCY`` at a time, by the same engine as
+    back-off), at most ``POOL_SIZE`` at a time, by the same engine as
     :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger`
     (:mod:`~airflow_provider_wavespeed.api.polling`). Its one event is a status (``done``,
     ``deadline`` or ``error``) with counts, the same few hundred bytes for 10 predictions or 10,000:

@@ -33,7 +33,7 @@ from airflow_provider_wavespeed.api import (
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
-from airflow_provider_wavespeed.api.transport import aiohttp_transport_error
+from airflow_provider_wavespeed.api._transport import aiohttp_transport_error
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -64,7 +64,7 @@ def test_models_of_any_depth_are_submitted_to_their_own_path(
     client: WaveSpeedClient, wavespeed_emulator: WaveSpeedEmulator
 ) -> None:
     for model in ("wavespeed-ai/wan-2.1/t2v-480p", "bytedance/seedream-v4/edit"):
-        assert client.submit(model, {"prompt": "x"}).model == model
+        assert client.submit(model, {"prompt": "x", "images": ["https://example.com/a.png"]}).model == model
     assert set(wavespeed_emulator.counters()["submissions"]) == {
         "wavespeed-ai/wan-2.1/t2v-480p",
         "bytedance/seedream-v4/edit",

@@ -36,7 +36,7 @@ from airflow_provider_wavespeed.api import (
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
-from airflow_provider_wavespeed.api.uploads import MB
+from airflow_provider_wavespeed.api._uploads import MB
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"

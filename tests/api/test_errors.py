@@ -39,16 +39,18 @@ def test_every_error_is_defined_in_errors_and_the_old_imports_still_work() -> No
     defined_elsewhere = [
         f"{module.__name__}.{name}"
         for module in (
-            api.base,
+            api._base,
             api.client,
             api.models,
             api.polling,
             api.retry,
-            api.transport,
-            api.uploads,
-            api.validation,
+            api._transport,
+            api._uploads,
+            api._validation,
             webhooks,
             storage,
+            storage._files,
+            storage._downloads,
         )
         for name, value in vars(module).items()
         if isinstance(value, type) and issubclass(value, errors.WaveSpeedError) and value.__module__ != errors.__name__

@@ -7,8 +7,8 @@ import time
 import pendulum
 import pytest
 
+from airflow_provider_wavespeed.api._times import deadline_after, in_words, parse_timestamp
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.times import deadline_after, in_words, parse_timestamp
 
 DONE = {"id": "p1", "model": "a/b", "status": "completed", "outputs": ["https://cdn.example/x.png"]}
 

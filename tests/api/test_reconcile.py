@@ -1,4 +1,4 @@
-"""api/reconcile.py: finding a submit's prediction in the history, against the emulator (no Airflow).
+"""api/_reconcile.py: finding a submit's prediction in the history, against the emulator (no Airflow).
 
 The async client reads the emulator's history over loopback HTTP; the official SDK submits the
 look-alikes another client of the same account would create. Where the history's contents must
@@ -15,8 +15,8 @@ import pytest
 import wavespeed
 
 from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, PredictionPage, WaveSpeedClient
+from airflow_provider_wavespeed.api._reconcile import reconcile
 from airflow_provider_wavespeed.api.models import HistoryItem, Prediction
-from airflow_provider_wavespeed.api.reconcile import reconcile
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.testing._state import rfc3339_nanos
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_wavespeed.api.limiter import TokenBucket
-from airflow_provider_wavespeed.api.shared_budget import (
+from airflow_provider_wavespeed.api._limiter import TokenBucket
+from airflow_provider_wavespeed.api._shared_budget import (
+    SUBMISSION_MINUTE,
     FileBucketStore,
     budget_file_name,
     shared_store,
+    submission_burst,
 )
-from airflow_provider_wavespeed.hooks.wavespeed import SUBMISSION_MINUTE, submission_burst
 
 KEY = "wsk-secret-api-key-0123456789"
 
@@ -251,7 +252,7 @@ def test_a_default_directory_it_cannot_trust_falls_back_to_a_per_process_budget_
         os.chown(squatted, 65534, 65534)
     else:
         squatted.chmod(0o777)
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.shared_budget"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api._shared_budget"):
         assert shared_store(f"http://{how}", KEY, 60.0) is None
         assert shared_store(f"http://{how}", KEY, 61.0) is None
     warnings = [record.getMessage() for record in caplog.records]
@@ -275,7 +276,7 @@ def test_a_lock_that_stays_taken_falls_back_to_a_per_process_budget_with_one_war
     before = path.read_bytes()
     with open(path, "rb") as holder:  # another open file: flock excludes it as it would another process
         fcntl.flock(holder, fcntl.LOCK_EX)
-        with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.shared_budget"):
+        with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api._shared_budget"):
             assert bucket._reserve() == 0.0  # paced by this process alone: the file's 30 s are not seen
             assert bucket._reserve() == pytest.approx(SUBMISSION_MINUTE / 60)  # ...and paced: 60 a (61 s) minute
     warnings = [record.getMessage() for record in caplog.records]
@@ -296,7 +297,7 @@ def test_a_chosen_budget_directory_gets_the_same_checks(
     else:
         chosen.chmod(0o777)
     monkeypatch.setenv("WAVESPEED_BUDGET_DIR", str(chosen))
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.shared_budget"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api._shared_budget"):
         assert shared_store(f"http://chosen-{how}", KEY, 60.0) is None
     (warning,) = [record.getMessage() for record in caplog.records]
     assert str(chosen) in warning and KEY not in warning

@@ -284,7 +284,7 @@ def _endless(chunk: bytes) -> Iterator[bytes]:
 def test_an_answer_over_the_size_cap_is_refused_and_a_submit_is_uncertain(
     server: HostileServer, monkeypatch: pytest.MonkeyPatch, submit: Any, declared: bool
 ) -> None:
-    from airflow_provider_wavespeed.api.base import BaseClient
+    from airflow_provider_wavespeed.api._base import BaseClient
 
     monkeypatch.setattr(BaseClient, "max_answer_bytes", 64 * 1024)
     head = b'{"code": 200, "message": "success", "data": {"id": "p1", "status": "created", "pad": "'
@@ -299,7 +299,7 @@ def test_an_answer_over_the_size_cap_is_refused_and_a_submit_is_uncertain(
 
 
 def test_a_read_over_the_size_cap_is_a_response_error(server: HostileServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_wavespeed.api.base import BaseClient
+    from airflow_provider_wavespeed.api._base import BaseClient
 
     monkeypatch.setattr(BaseClient, "max_answer_bytes", 64 * 1024)
     server.script = lambda seen: Answer(200, _endless(b"y" * 16 * 1024))

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from airflow_provider_wavespeed.api import WaveSpeedClient, WaveSpeedConfigError, WaveSpeedValidationError
-from airflow_provider_wavespeed.api.validation import (
+from airflow_provider_wavespeed.api._validation import (
     MAX_INPUT_DEPTH,
     validate_base_url,
     validate_inputs,

@@ -23,7 +23,8 @@ from airflow_provider_wavespeed.api.errors import (
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.storage import DownloadPolicy, WaveSpeedStorageError, output_extension, store_outputs
+from airflow_provider_wavespeed.storage import DownloadPolicy, WaveSpeedStorageError, store_outputs
+from airflow_provider_wavespeed.storage._files import output_extension
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -181,9 +182,9 @@ def test_downloads_are_streamed_in_chunks(
 
     local_http.routes["/video"] = big
     writes: list[int] = []
-    from airflow_provider_wavespeed import storage
+    from airflow_provider_wavespeed.storage import _files
 
-    real_open = storage._LocalDirectory.open_temp
+    real_open = _files._LocalDirectory.open_temp
 
     class Recording:
         def __init__(self, handle: Any) -> None:
@@ -199,7 +200,7 @@ def test_downloads_are_streamed_in_chunks(
         def __exit__(self, *exc: object) -> None:
             self.handle.close()
 
-    monkeypatch.setattr(storage._LocalDirectory, "open_temp", lambda self, name: Recording(real_open(self, name)))
+    monkeypatch.setattr(_files._LocalDirectory, "open_temp", lambda self, name: Recording(real_open(self, name)))
     prediction = Prediction(id="v1", model="m/t2v", status="completed", outputs=[local_http.url("/video")])
     (stored,) = store_outputs(prediction, tmp_path, chunk_size=64 * 1024, downloads=LOCAL_API)
     assert stored.endswith("v1_0.mp4")  # no extension in the URL: taken from the Content-Type

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_wavespeed.api import limiter as limiter_module
-from airflow_provider_wavespeed.api.limiter import AdaptiveLimiter, TokenBucket
-from airflow_provider_wavespeed.hooks.wavespeed import SUBMISSION_MINUTE, WaveSpeedHook, submission_limiter
+from airflow_provider_wavespeed.api import _limiter as limiter_module
+from airflow_provider_wavespeed.api._limiter import AdaptiveLimiter, TokenBucket
+from airflow_provider_wavespeed.api._shared_budget import SUBMISSION_MINUTE, submission_limiter
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"

@@ -39,6 +39,8 @@ import pytest
 import requests
 from live_targets import CostCeiling, CostCeilingExceeded, Exchange, Target, exchange_of, live_selected
 
+from airflow_provider_wavespeed.api._reconcile import LOOK_DELAYS, reconcile
+from airflow_provider_wavespeed.api._validation import validate_history_query
 from airflow_provider_wavespeed.api.client import WaveSpeedClient
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAuthError,
@@ -55,9 +57,7 @@ from airflow_provider_wavespeed.api.models import (
     PredictionPage,
     parse_envelope,
 )
-from airflow_provider_wavespeed.api.reconcile import LOOK_DELAYS, reconcile
 from airflow_provider_wavespeed.api.retry import may_have_created, parse_retry_after
-from airflow_provider_wavespeed.api.validation import validate_history_query
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 pytestmark = pytest.mark.live

@@ -21,9 +21,9 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, ti_states
 
+import airflow_provider_wavespeed.api._limiter as limiter_module
+import airflow_provider_wavespeed.api._shared_budget as shared_budget_module
 import airflow_provider_wavespeed.api.client as client_module
-import airflow_provider_wavespeed.api.limiter as limiter_module
-import airflow_provider_wavespeed.hooks.wavespeed as hook_module
 import airflow_provider_wavespeed.testing._app as emulator_app
 import airflow_provider_wavespeed.testing._state as emulator_state
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
@@ -82,7 +82,7 @@ def test_bronze_account_first_batch_of_20_succeeds_with_no_tier_chosen(
     for module in (client_module, limiter_module):
         monkeypatch.setattr(module, "asyncio", _FastAsyncio())
     # A fresh process-wide submission budget, created on the fast clock.
-    monkeypatch.setattr(hook_module, "_SUBMIT_LIMITERS", {})
+    monkeypatch.setattr(shared_budget_module, "_SUBMIT_LIMITERS", {})
     wavespeed_connection.set_tier("bronze")
     wavespeed_connection.set_duration(5)  # account seconds
 

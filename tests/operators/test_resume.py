@@ -19,7 +19,7 @@ from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
 
 from airflow_provider_wavespeed._records import SUBMIT_RECORD_PREFIX, RecordStore
-from airflow_provider_wavespeed.api import reconcile as reconcile_module
+from airflow_provider_wavespeed.api import _reconcile as reconcile_module
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator

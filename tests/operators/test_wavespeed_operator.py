@@ -50,6 +50,7 @@ def test_templated_model_and_nested_inputs_render(
     wavespeed_connection: WaveSpeedEmulator, request: pytest.FixtureRequest
 ) -> None:
     params = {"owner": "acme", "subject": "heron"}
+    wavespeed_connection.register_model("acme/painter-v2")  # not a WaveSpeed model: known to this test only
     with _dag(request, params=params) as dag:
         WaveSpeedSubmitOperator(
             task_id="submit",
@@ -137,6 +138,7 @@ def test_expand_kwargs_submits_once_per_mapped_task(
         {"model": "wavespeed-ai/wan-2.1/t2v-480p", "inputs": {"prompt": "waves", "duration": 5}},
         {"model": "acme/upscaler", "inputs": {"image": "https://example.com/a.png", "scale": 2}},
     ]
+    wavespeed_connection.register_model("acme/upscaler", kind="image-to-image")  # known to this test only
     with _dag(request) as dag:
         WaveSpeedSubmitOperator.partial(task_id="submit").expand_kwargs(kwargs_list)
     dag_run = dag_test(dag)

@@ -29,7 +29,7 @@ from airflow_provider_wavespeed.api import (
     WaveSpeedSubmitUncertainError,
     WaveSpeedTransportError,
 )
-from airflow_provider_wavespeed.api.transport import create_session
+from airflow_provider_wavespeed.api._transport import create_session
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers._shared_client import shared_client
 

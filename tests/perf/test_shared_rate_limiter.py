@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from airflow_provider_wavespeed.api import limiter as limiter_module
-from airflow_provider_wavespeed.api.limiter import FairSemaphore, TokenBucket
+from airflow_provider_wavespeed.api import _limiter as limiter_module
+from airflow_provider_wavespeed.api._limiter import FairSemaphore, TokenBucket
 
 
 class _Clock:

@@ -1,9 +1,10 @@
 """The README's quick start, followed word for word by a new user: a built wheel in a fresh venv.
 
 Builds the wheel (and checks its metadata with ``twine check``), makes a new virtual environment,
-runs the README's install command with the wheel in place of the PyPI name, saves the README's first
-DAG under the file name the README gives, starts the emulator with the README's command, and runs
-the README's commands against it. The one other change: the emulator's port, 8765 in the README,
+runs the README's install command with the wheel in place of the PyPI name, in a new ``AIRFLOW_HOME``
+runs the README's command that makes the DAGs folder and saves the README's first DAG there under the
+file name the README gives, starts the emulator with the README's command, and runs the README's
+commands against it. The one other change: the emulator's port, 8765 in the README,
 is a free one here (the machine may be running other tests).
 
 Minutes, not seconds (mostly pip installing Airflow from its cache), so it runs only when asked:
@@ -86,21 +87,25 @@ def test_a_new_user_runs_the_first_dag_from_the_built_wheel_against_the_emulator
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     env["VIRTUAL_ENV"] = str(venv)
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow-home")
-    (install_block,) = _blocks(_section("Install"), "bash")
+    install_block = _blocks(_section("Install"), "bash")[0]  # the next one is the recipe for Airflow 3.0/3.1
     (install,) = [line for line in install_block.splitlines() if line.startswith("pip install")]
     assert f'"{PACKAGE}[testing]"' in install
     _run(install.replace(PACKAGE, str(wheel)), env, tmp_path, 900)
 
-    # The first DAG, saved where and as the README says.
+    # The first DAG, saved where and as the README says, in a home that has no DAGs folder yet.
     first = _section("Your first DAG")
     (dag_source, *_) = _blocks(first, "python")
     file_name = re.search(r"Save this as `([^`]+)` in your DAGs folder \(`\$AIRFLOW_HOME/dags`", first)
     assert file_name, "the README must say where to save the first DAG"
+    bash = _blocks(first, "bash")
+    (mkdir_block,) = [block for block in bash if block.startswith("mkdir ")]
+    (emulator_block,) = [block for block in bash if "python -m airflow_provider_wavespeed.testing" in block]
+    (run_block,) = [block for block in bash if "airflow dags test" in block and "127.0.0.1:8765" in block]
     dags = Path(env["AIRFLOW_HOME"]) / "dags"
-    dags.mkdir(parents=True)
+    assert not dags.exists()
+    _run(mkdir_block, env, tmp_path, 60)
     (dags / file_name.group(1)).write_text(dag_source, encoding="utf-8")
 
-    emulator_block, run_block, _real_api_block = _blocks(first, "bash")
     port = str(_free_port())
     emulator = subprocess.Popen(
         [*shlex.split(emulator_block.strip().replace("8765", port)), "--port", port],

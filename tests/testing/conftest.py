@@ -15,14 +15,19 @@ from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 @pytest.fixture(scope="module")
 def server(request: pytest.FixtureRequest) -> Iterator[WaveSpeedEmulator]:
-    """The module's emulator; predictions take the module's ``EMULATOR_DURATION`` seconds (default 0)."""
-    with WaveSpeedEmulator(duration=getattr(request.module, "EMULATOR_DURATION", 0.0)) as emulator:
+    """Run the module's emulator; predictions take the module's ``EMULATOR_DURATION`` seconds (default 0).
+
+    It also knows the module's ``EMULATOR_MODELS`` ({model id: kind}): the tests' own ids beyond
+    the catalog, registered explicitly (any other unknown id gets 404, as from the API).
+    """
+    duration = getattr(request.module, "EMULATOR_DURATION", 0.0)
+    with WaveSpeedEmulator(duration=duration, models=getattr(request.module, "EMULATOR_MODELS", None)) as emulator:
         yield emulator
 
 
 @pytest.fixture
 def emulator(server: WaveSpeedEmulator) -> WaveSpeedEmulator:
-    """The module's emulator, reset: no predictions, faults, holds or counters."""
+    """Return the module's emulator, reset: no predictions, faults, holds or counters."""
     server.reset()
     return server
 

@@ -36,6 +36,14 @@ WAN_I2V = "wavespeed-ai/wan-2.1/i2v-480p"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EMULATOR_DURATION = 0.3  # the module's emulator (conftest.py)
+# The tests' own model ids beyond the catalog, registered for the module's emulator (conftest.py).
+EMULATOR_MODELS = {
+    "acme/any-image": "text-to-image",
+    "acme/model": "text-to-image",
+    "acme/pricey": "text-to-image",
+    "someone/else": "text-to-image",
+    "someone/new-model/v2/fast": "text-to-image",
+}
 
 
 # -- fixtures and helpers -----------------------------------------------------------------
@@ -108,7 +116,8 @@ def test_every_api_route_needs_the_bearer_key(
 
 @pytest.mark.parametrize("model", [FLUX, WAN_T2V, "bytedance/seedream-v4/edit", "someone/new-model/v2/fast"])
 def test_submit_accepts_model_ids_of_any_depth(api: Api, model: str) -> None:
-    response = api.submit(model, {"prompt": "a lighthouse", "extra": [1, 2]})
+    inputs = {"prompt": "a lighthouse", "images": ["https://example.com/a.png"], "extra": [1, 2]}
+    response = api.submit(model, inputs)
     assert response.status_code == 200
     body = response.json()
     assert (body["code"], body["message"]) == (200, "success")
@@ -569,10 +578,14 @@ def emulator_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], st
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WS_TEST_KEY": "process-secret-key"}
     command = [sys.executable, "-m", "airflow_provider_wavespeed.testing", "--port", "0"]
     command += ["--api-key-env", "WS_TEST_KEY", "--duration", "0.2", "--duration-max", "0.3"]
+    command += ["--model", "acme/model", "--quiet"]  # the scale test's id; no request lines (stderr is read at the end)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
-    match = re.fullmatch(r"WaveSpeed emulator listening on (http://127\.0\.0\.1:\d+)\n", line)
+    # A key from the environment may be the user's own: the line does not show it.
+    match = re.fullmatch(
+        r"WaveSpeed emulator listening on (http://127\.0\.0\.1:\d+) \(API key: the one you gave\)\n", line
+    )
     assert match, line
     yield process, match.group(1)
     if process.poll() is None:
@@ -610,6 +623,60 @@ def test_emulator_control_drives_a_cli_subprocess(emulator_process: tuple[subpro
     stdout, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "process-secret-key" not in stdout + stderr
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "airflow_provider_wavespeed.testing", *args]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cli_a_port_in_use_is_one_line_naming_the_port_option() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stdout, stderr = _cli("--port", str(port)).communicate(timeout=60)
+    assert stdout == ""
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in stderr and "--port" in stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_cli_start_line_shows_its_own_key_and_each_request_is_one_line(quiet: bool) -> None:
+    # A user's real key in the environment is neither the emulator's key nor ever printed.
+    process = _cli(
+        "--port", "0", "--duration", "0", *(["--quiet"] if quiet else []), env={"WAVESPEED_API_KEY": "user-real-key"}
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.fullmatch(r"WaveSpeed emulator listening on (http://127\.0\.0\.1:\d+) \(API key: (\S+)\)\n", line)
+    assert match and match.group(2) == "wavespeed-emulator-key", line
+    url, key = match.groups()
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {key}"
+    created = session.post(
+        f"{url}/api/v3/{FLUX}", json={"prompt": "x"}, params={"webhook": "http://127.0.0.1:9/hook?token=s"}
+    )
+    assert created.status_code == 200
+    prediction_id = created.json()["data"]["id"]
+    assert session.get(f"{url}/api/v3/predictions/{prediction_id}/result").status_code == 200
+    assert session.post(f"{url}/api/v3/wavespeed-ai/flux-devv", json={"prompt": "x"}).status_code == 404
+    assert session.get(f"{url}/api/v3/no/such/route").status_code == 405  # the submit route only takes POST
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "user-real-key" not in line + stdout + stderr
+    requests_logged = [entry.split(" ", 1)[1] for entry in stderr.splitlines() if " /api/v3/" in entry]
+    if quiet:
+        assert requests_logged == [], stderr
+    else:
+        assert requests_logged == [  # method, path (never the query: a webhook URL may carry a token), status, model
+            f"POST /api/v3/{FLUX} 200 {FLUX}",
+            f"GET /api/v3/predictions/{prediction_id}/result 200 {FLUX}",
+            "POST /api/v3/wavespeed-ai/flux-devv 404 wavespeed-ai/flux-devv",
+            "GET /api/v3/no/such/route 405 no/such/route",  # every request, answered by a route or not
+        ], stderr
 
 
 def test_emulator_process_starts_serves_and_stops_its_process_group() -> None:

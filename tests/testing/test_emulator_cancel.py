@@ -21,6 +21,7 @@ from airflow_provider_wavespeed.testing import EmulatorControl, WaveSpeedEmulato
 FLUX = "wavespeed-ai/flux-dev"
 WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
 INSTANT = "acme/instant"
+EMULATOR_MODELS = {INSTANT: "text-to-image", "acme/model": "text-to-image"}  # the tests' own ids
 HOUR = 3600.0
 DAY = 86_400.0
 
@@ -34,6 +35,8 @@ def emulator(emulator: WaveSpeedEmulator) -> WaveSpeedEmulator:
 
 
 class Api:
+    """A tiny authenticated client, so tests read like API calls."""
+
     def __init__(self, emulator: WaveSpeedEmulator) -> None:
         self.base = emulator.url
         self.session = requests.Session()

@@ -21,6 +21,8 @@ WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
 
 
 class Api:
+    """A tiny authenticated client, so tests read like API calls."""
+
     def __init__(self, url: str, api_key: str) -> None:
         self.base = url
         self.session = requests.Session()

@@ -19,6 +19,7 @@ from airflow_provider_wavespeed.testing._state import EmulatorState, Tier, TierR
 FLUX = "wavespeed-ai/flux-dev"
 WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
 INSTANT = "acme/instant"  # duration 0: finished the moment it runs
+EMULATOR_MODELS = {INSTANT: "text-to-image", "acme/model": "text-to-image"}  # the tests' own ids
 HOUR = 3600.0
 RUNNING = ("created", "processing")  # a fresh task is `created` for a moment, then `processing`
 
@@ -34,6 +35,8 @@ def emulator(emulator: WaveSpeedEmulator) -> WaveSpeedEmulator:
 
 
 class Api:
+    """A tiny authenticated client, so tests read like API calls."""
+
     def __init__(self, emulator: WaveSpeedEmulator) -> None:
         self.base = emulator.url
         self.session = requests.Session()
@@ -135,6 +138,23 @@ def test_polls_and_other_reads_are_not_tier_limited(emulator: WaveSpeedEmulator,
         assert api.status(prediction_id) in RUNNING
         assert api.session.get(f"{api.base}/api/v3/balance").status_code == 200
     assert emulator.counters()["rate_limited"] == {}
+
+
+def test_an_image_burst_does_not_use_up_the_video_allowance(emulator: WaveSpeedEmulator, api: Api) -> None:
+    # "Account Levels & Rate Limits" lists images/min and videos/min apart: two counters, each at the
+    # tier's number. The kind comes from the catalog (or a registration), not from the id's spelling.
+    emulator.register_model("acme/clip", kind="text-to-video")  # a video model without "video" in its id
+    emulator.set_tier(starts_per_minute=3)
+    for _ in range(3):
+        api.create(FLUX)
+    assert_envelope_error(api.submit(FLUX), 429, "allows 3 image generations started per minute")
+    assert emulator.counters()["tier"]["starts"] == {"image": 3, "video": 0}
+    for model in (WAN_T2V, "acme/clip", WAN_T2V):  # the full video allowance is still there
+        api.create(model)
+    assert_envelope_error(api.submit("acme/clip"), 429, "allows 3 video generations started per minute")
+    counters = emulator.counters()
+    assert counters["tier"]["starts"] == {"image": 3, "video": 3}
+    assert counters["tier"]["rejected"] == 2 and counters["submissions"] == {FLUX: 3, WAN_T2V: 2, "acme/clip": 1}
 
 
 def test_429s_are_counted_per_endpoint(emulator: WaveSpeedEmulator, api: Api) -> None:

@@ -20,7 +20,7 @@ import pytest
 import requests
 import wavespeed  # the dev extra installs it: a missing SDK fails here, never skips silently
 
-from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
 
 FLUX = "wavespeed-ai/flux-dev"
 WAN_T2V = "wavespeed-ai/wan-2.1/t2v-480p"
@@ -31,7 +31,7 @@ FAST = {"poll_interval": 0.01}
 
 @pytest.fixture
 def client(emulator: WaveSpeedEmulator) -> Any:
-    """The official client pointed at the emulator; retries keep the SDK's counts, with short waits."""
+    """Point the official client at the emulator; retries keep the SDK's counts, with short waits."""
     return wavespeed.Client(api_key=emulator.api_key, base_url=emulator.url, retry_interval=0.01)
 
 
@@ -79,7 +79,7 @@ def test_run_a_video_model_from_an_uploaded_image(client: Any, tmp_path: Path) -
     result = client.run(WAN_I2V, {"prompt": "waves", "image": image_url}, **FAST)
     (video,) = result["outputs"]
     assert video.endswith(".mp4")
-    assert requests.get(video).content[4:8] == b"ftyp"  # an MP4 box
+    assert requests.get(video).content == _media.video_bytes()  # the real clip (test_media.py plays it)
     text = client.run(WAN_T2V, {"prompt": "rain", "duration": 10}, **FAST)
     assert len(text["outputs"]) == 1 and text["outputs"][0].endswith(".mp4")
 
@@ -229,6 +229,18 @@ def test_403_without_balance(emulator: WaveSpeedEmulator, client: Any) -> None:
     with pytest.raises(RuntimeError, match=r"HTTP 403: .*Insufficient balance"):
         client.run(FLUX, {"prompt": "x"}, **FAST)
     assert emulator.counters()["submissions"] == {}
+
+
+def test_an_unknown_model_is_refused_once_and_creates_nothing(emulator: WaveSpeedEmulator, client: Any) -> None:
+    # A typo in a model id fails in the user's tests as in production: 404, sent once, nothing created.
+    with pytest.raises(
+        RuntimeError, match=r"Failed to submit prediction: HTTP 404: .*Model not found: wavespeed-ai/flux-devv"
+    ):
+        client.run("wavespeed-ai/flux-devv", {"prompt": "x"}, **FAST)
+    assert emulator.counters()["requests"] == {"submit": 1}
+    assert emulator.submissions() == []
+    emulator.allow_any_model()  # the documented opt-in: then any id is accepted
+    assert len(client.run("wavespeed-ai/flux-devv", {"prompt": "x"}, **FAST)["outputs"]) == 1
 
 
 def test_404_for_an_unknown_task_is_not_retried(emulator: WaveSpeedEmulator, client: Any) -> None:

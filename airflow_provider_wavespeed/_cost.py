@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_wavespeed._outcome import airflow_error
+from airflow_provider_wavespeed.api._reconcile import canonical_inputs
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedResponseError
-from airflow_provider_wavespeed.api.reconcile import canonical_inputs
 
 if TYPE_CHECKING:
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
@@ -41,12 +42,10 @@ __all__ = [
 ]
 
 COUNTING = "completed generations only (the API docs do not say whether failed ones are charged)"
-# Pricing requests sent at once by a batch (the client's own bound and its read limiter apply too).
-_PRICING_CONCURRENCY = 16
 
 
 def budget_usd(value: object, name: str) -> float | None:
-    """A budget parameter as a non-negative number of USD (templated values arrive as strings)."""
+    """Read a budget parameter as a non-negative number of USD (templated values arrive as strings)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
         return None  # unset, or a template that rendered an unset param
     try:
@@ -61,7 +60,7 @@ def budget_usd(value: object, name: str) -> float | None:
 async def price_inputs(
     client: AsyncWaveSpeedClient, model: str, items: Mapping[int, Mapping[str, Any]]
 ) -> dict[int, float]:
-    """The price of one generation of each input (index -> USD): one request per distinct input.
+    """Ask the price of one generation of each input (index -> USD): one request per distinct input.
 
     Raises the first :class:`~.api.errors.WaveSpeedError` (the API's own, or a missing, negative or
     non-finite price), its message naming the inputs.
@@ -69,9 +68,9 @@ async def price_inputs(
     by_shape: dict[str, list[int]] = {}
     for index, inputs in items.items():
         by_shape.setdefault(canonical_inputs(inputs), []).append(index)
-    gate = asyncio.Semaphore(_PRICING_CONCURRENCY)
+    gate = asyncio.Semaphore(POOL_SIZE)  # the client's own bound and read limiter apply too
 
-    async def one(indexes: list[int]) -> float:
+    async def price_of(indexes: list[int]) -> float:
         inputs = items[indexes[0]]
         async with gate:
             try:
@@ -81,7 +80,7 @@ async def price_inputs(
                 raise
         return checked_price(usd, model, inputs)
 
-    prices = await asyncio.gather(*(one(indexes) for indexes in by_shape.values()))
+    prices = await asyncio.gather(*(price_of(indexes) for indexes in by_shape.values()))
     return {index: usd for indexes, usd in zip(by_shape.values(), prices, strict=True) for index in indexes}
 
 
@@ -108,8 +107,10 @@ def check_spend(
     balance: float | None,
     min_balance: float | None,
 ) -> float:
-    """Refuse (for good: nothing was submitted) when ``prices`` sum over ``max_cost`` or ``balance`` is under
-    ``min_balance``; return the total. ``prices``: one per generation about to be submitted."""
+    """Refuse when ``prices`` sum over ``max_cost`` or ``balance`` is under ``min_balance``; return the total.
+
+    The refusal is for good: nothing was submitted. ``prices``: one per generation about to be submitted.
+    """
     total = round(sum(prices), 6)
     if max_cost is not None and total > max_cost:
         if len(prices) == 1:
@@ -141,7 +142,7 @@ def guard_errors(model: str, inputs: Mapping[str, Any] | None = None) -> Iterato
 
 
 def cost_fields(completed: Sequence[float | None], *, unknown: str = "") -> dict[str, Any]:
-    """The cost a result carries for its completed generations (their prices, in USD).
+    """Return the cost a result carries for its completed generations (their prices, in USD).
 
     ``unit_price_usd`` is the price per generation (None when they differ or none completed),
     ``cost_usd`` the total; both None, with ``cost_note`` saying why, when a price is unknown.
@@ -154,7 +155,7 @@ def cost_fields(completed: Sequence[float | None], *, unknown: str = "") -> dict
 
 
 def log_cost(log: Any, model: str, completed: Sequence[float | None], fields: Mapping[str, Any]) -> None:
-    """The task log's one line on what the task spent."""
+    """Log the task's one line on what it spent."""
     if fields.get("cost_usd") is None:
         log.info("WaveSpeed cost of %s: unknown (%s)", model, fields.get("cost_note"))
         return

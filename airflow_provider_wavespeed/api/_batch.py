@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from airflow_provider_wavespeed.api._times import utc_text
+from airflow_provider_wavespeed.api._validation import rendered_json, validate_inputs
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAPIError,
     WaveSpeedAuthError,
@@ -24,8 +26,6 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedValidationError,
 )
 from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.times import utc_text
-from airflow_provider_wavespeed.api.validation import rendered_json, validate_inputs
 
 __all__ = ["WindowOutcome", "batch_inputs", "input_digest", "ranges", "submit_window", "uncertain_message"]
 
@@ -37,7 +37,7 @@ class _Submitter(Protocol):
 
 
 def batch_inputs(inputs: object) -> list[dict[str, Any]]:
-    """The rendered ``inputs`` as a list of validated input dicts; the error names the bad item."""
+    """Return the rendered ``inputs`` as a list of validated input dicts; the error names the bad item."""
     inputs = rendered_json(
         inputs,
         lambda text: (
@@ -64,7 +64,7 @@ def batch_inputs(inputs: object) -> list[dict[str, Any]]:
 
 
 def input_digest(model: str, items: list[dict[str, Any]]) -> str:
-    """A digest of the model and the inputs: a later try checks it is resuming the same batch."""
+    """Return a digest of the model and the inputs: a later try checks it is resuming the same batch."""
     text = json.dumps([model, items], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -80,7 +80,7 @@ class WindowOutcome:
 
 
 def uncertain_message(model: str, why: str, since: str) -> str:
-    """What an input whose submit has an unknown outcome tells the user to check before sending it again."""
+    """Say what to check before sending again an input whose submit has an unknown outcome."""
     return (
         f"the submit's outcome is unknown ({why}): the API may have created (and billed) this prediction, so "
         f"it was not sent again. Check the account's prediction history for a {model} prediction created "

@@ -23,7 +23,7 @@ The rule, and what it rests on:
   another run, another client of the account) whose request reached the API while ours was in
   flight, when ours created nothing: its entry is the one match. Only ids the caller knows are held
   exclude it: ``known_ids`` here, and the operators drop an adoption another task of the DAG run
-  holds (``_common.unheld_in_this_run``); no global view of every task's records exists.
+  holds (``_records.unheld_in_this_run``); no global view of every task's records exists.
 
 Uncertain inputs are never sent again: the caller reports them with what to check.
 """
@@ -61,7 +61,7 @@ class Reconciled(Generic[K]):
 
 
 def canonical_inputs(inputs: object) -> str:
-    """Inputs as one JSON text, the same for equal inputs whatever their key order: how inputs are compared."""
+    """Return inputs as one JSON text, the same for equal inputs whatever their key order (how inputs compare)."""
     return json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -101,7 +101,7 @@ async def reconcile(
         if look:
             await sleep(delays[look - 1])
         since = min(sends[key] for key in pending)
-        entries, broken = await _read(list_page, model, since, set(canon[k] for k in pending), known_ids)
+        entries, broken = await _history_matches(list_page, model, since, set(canon[k] for k in pending), known_ids)
         last = look == len(delays)
         for key in sorted(pending, key=repr):
             when = f"{_utc(sends[key]):%Y-%m-%d %H:%M:%S.%f} UTC"
@@ -144,11 +144,13 @@ async def reconcile(
     return Reconciled(adopted, {k: v for k, v in unresolved.items() if k not in adopted})
 
 
-async def _read(
+async def _history_matches(
     list_page: ListPage, model: str, since: float, wanted: set[str], known_ids: frozenset[str] | set[str]
 ) -> tuple[dict[str, list[tuple[str, float]]], str | None]:
-    """Canonical inputs -> (id, created epoch) of ``model``'s predictions since ``since`` with them; why the
-    history cannot be matched (None: it can)."""
+    """Read ``model``'s history since ``since``: canonical inputs -> (id, created epoch) of its predictions.
+
+    Also return why the history cannot be matched (None: it can).
+    """
     matches: dict[str, list[tuple[str, float]]] = {}
     for page_number in range(1, _MAX_PAGES + 1):
         page = await list_page(page=page_number, page_size=_PAGE_SIZE, model=model, created_after=_utc(since))

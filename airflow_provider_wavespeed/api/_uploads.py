@@ -17,6 +17,12 @@ from urllib.parse import urlsplit
 
 import requests
 
+from airflow_provider_wavespeed.api._transport import (
+    SYNC_TRANSPORT_ERRORS,
+    no_ambient_credentials,
+    requests_transport_error,
+    without_queries,
+)
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedError,
     WaveSpeedResponseError,
@@ -25,12 +31,6 @@ from airflow_provider_wavespeed.api.errors import (
     error_for_status,
 )
 from airflow_provider_wavespeed.api.retry import RetryPolicy, parse_retry_after
-from airflow_provider_wavespeed.api.transport import (
-    SYNC_TRANSPORT_ERRORS,
-    no_ambient_credentials,
-    requests_transport_error,
-    without_queries,
-)
 
 MediaSource = str | os.PathLike[str] | bytes | IO[bytes]
 
@@ -58,7 +58,7 @@ class Media:
 
 
 def open_media(source: MediaSource, filename: str | None) -> Media:
-    """The upload's stream and facts, size limits checked: nothing is sent for a file over them."""
+    """Open the upload's stream and read its facts, size limits checked: nothing is sent for a file over them."""
     opened = False
     if isinstance(source, bytes):
         stream: IO[bytes] = io.BytesIO(source)

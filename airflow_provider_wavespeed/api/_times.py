@@ -10,7 +10,7 @@ import pendulum
 
 
 def parse_timestamp(value: object) -> pendulum.DateTime | None:
-    """The API's timestamp (ISO 8601, e.g. ``created_at``) as an aware datetime; None when unreadable.
+    """Parse the API's timestamp (ISO 8601, e.g. ``created_at``) as an aware datetime; None when unreadable.
 
     Tolerant on purpose: a timestamp of a new shape must never fail a completed prediction.
     A timestamp without a zone is read as UTC (what the API uses).
@@ -26,18 +26,18 @@ def parse_timestamp(value: object) -> pendulum.DateTime | None:
 
 
 def in_words(seconds: float) -> str:
-    """A duration for messages: ``30 minutes``, ``1 minute 30 seconds``; under a second, ``0.25 seconds``."""
+    """Write a duration for messages: ``30 minutes``, ``1 minute 30 seconds``; under a second, ``0.25 seconds``."""
     if seconds < 1:
         return f"{max(seconds, 0.0):.2g} seconds"
     return str(pendulum.duration(seconds=round(seconds)).in_words())
 
 
 def deadline_after(seconds: float) -> pendulum.DateTime:
-    """The aware UTC instant ``seconds`` from now: an absolute deadline survives a move to another process."""
+    """Return the aware UTC instant ``seconds`` from now: an absolute deadline survives a move to another process."""
     return pendulum.now("UTC").add(seconds=seconds)
 
 
 def utc_text(epoch: float | None = None) -> str:
-    """An instant for messages and logs, ``2026-01-31 12:00:00 UTC`` (now when ``epoch`` is None)."""
+    """Write an instant for messages and logs, ``2026-01-31 12:00:00 UTC`` (now when ``epoch`` is None)."""
     instant = pendulum.now("UTC") if epoch is None else pendulum.from_timestamp(epoch, tz="UTC")
     return instant.format("YYYY-MM-DD HH:mm:ss zz")

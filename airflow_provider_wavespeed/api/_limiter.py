@@ -142,7 +142,7 @@ class TokenBucket:
     several processes sharing one limit settle under it instead of each bursting into it.
 
     The state lives in ``store``: this process's memory by default, or a file every process
-    on the host shares (:mod:`.shared_budget`), so the pace, the pauses and the cuts are theirs
+    on the host shares (:mod:`._shared_budget`), so the pace, the pauses and the cuts are theirs
     together. ``start_full=False``: a new (or long-idle) bucket has no burst credit yet; it earns
     it while its callers fall behind the schedule, and spends it catching up. ``clock``: for tests.
     """
@@ -198,7 +198,7 @@ class TokenBucket:
         return BucketState(tat=tat, paused_until=now, rate=self.rate, grow_at=now, written_at=now)
 
     def _load(self, state: BucketState | None, now: float) -> BucketState:
-        """The stored state made safe to use at ``now``.
+        """Return the stored state made safe to use at ``now``.
 
         Changed "in the future": the (wall) clock stepped back since, so the schedule moves back
         with it. Then a state that no bucket of ours could have written is a new start, as if there
@@ -360,7 +360,7 @@ class AdaptiveLimiter:
         await bucket.acquire()
 
     def pause(self, seconds: float) -> None:
-        """The API answered 429: engage (at the measured rate, halved) or pause the bucket again."""
+        """Engage the bucket after a 429 (at the measured rate, halved), or pause it again."""
         if self._bucket is None:
             self._bucket = TokenBucket(self._measured_rate(time.monotonic()))
         self._bucket.pause(seconds)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_wavespeed.api._times import parse_timestamp
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedValidationError
-from airflow_provider_wavespeed.api.times import parse_timestamp
 
 # A model id is a path of two or more segments (`owner/name[/more]`); it is put in the URL
 # path as is, so every segment must be plain characters and may not start with a dot.
@@ -91,7 +91,7 @@ def _json_safe(inputs: Mapping[str, Any]) -> None:
 
 
 def rendered_json(value: object, refusal: Callable[[str], str]) -> object:
-    """A templated value that rendered to JSON text, parsed; other values as they are.
+    """Parse a templated value that rendered to JSON text; return other values as they are.
 
     A template renders to text unless the DAG renders native objects. ``refusal(text)`` is the
     :class:`WaveSpeedValidationError`'s message for text that is not JSON (built only then).
@@ -156,7 +156,7 @@ def validate_api_key(
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback IP addresses (127.0.0.0/8, ::1)."""
+    """Tell whether ``host`` is localhost or a loopback IP address (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -215,7 +215,7 @@ MAX_PAGE_SIZE = 100
 
 
 def _history_time(value: object, name: str) -> str | None:
-    """An aware datetime, or ISO 8601 text (no zone: UTC, the API's own), as RFC 3339 UTC text.
+    """Write an aware datetime, or ISO 8601 text (no zone: UTC, the API's own), as RFC 3339 UTC text.
 
     A naive datetime is refused: read as UTC or as local time it could be hours off, and the
     history's time filters are what find a prediction whose submit answer was lost.
@@ -243,7 +243,7 @@ def validate_history_query(
     created_after: object = None,
     created_before: object = None,
 ) -> dict[str, Any]:
-    """The body of ``POST /api/v3/predictions``: page >= 1, 1 <= page_size <= 100, optional filters."""
+    """Build the body of ``POST /api/v3/predictions``: page >= 1, 1 <= page_size <= 100, optional filters."""
     if not isinstance(page, int) or isinstance(page, bool) or page < 1:
         raise WaveSpeedValidationError(f"page must be an integer >= 1, got {page!r}")
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:

@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
 
+from airflow_provider_wavespeed.api._validation import (
+    validate_api_key,
+    validate_base_url,
+    validate_history_query,
+    validate_inputs,
+    validate_model,
+    validate_prediction_id,
+    validate_webhook_url,
+)
 from airflow_provider_wavespeed.api.defaults import (
     CLIENT_HEADERS,
     DEFAULT_BASE_URL,
@@ -22,15 +31,6 @@ from airflow_provider_wavespeed.api.defaults import (
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError
 from airflow_provider_wavespeed.api.models import Prediction, parse_envelope
 from airflow_provider_wavespeed.api.retry import RetryPolicy, submit_uncertain
-from airflow_provider_wavespeed.api.validation import (
-    validate_api_key,
-    validate_base_url,
-    validate_history_query,
-    validate_inputs,
-    validate_model,
-    validate_prediction_id,
-    validate_webhook_url,
-)
 
 _log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RateLimiter(Protocol):
 
 
 class SyncRateLimiter(Protocol):
-    """What the sync client needs of a submission limiter (:class:`~.limiter.TokenBucket`)."""
+    """What the sync client needs of a submission limiter (:class:`~._limiter.TokenBucket`)."""
 
     def acquire_sync(self) -> None: ...
 
@@ -159,7 +159,7 @@ class BaseClient:
 
     @staticmethod
     def _cancelled(data: Any, request: ApiRequest) -> Prediction | None:
-        """The prediction a DELETE answered, None when its answer carried none readable.
+        """Return the prediction a DELETE answered, None when its answer carried none readable.
 
         The HTTP/envelope status already said the delete was accepted; the docs' example answer
         is only ``{id, status}``, so a thinner or newer shape is no reason to fail a cancel.
@@ -180,7 +180,7 @@ class BaseClient:
         body = {"model_id": model, "inputs": validate_inputs(inputs)}
         return ApiRequest("POST", "model/pricing", f"pricing of {model}", json=body)
 
-    def _read(self, request: ApiRequest, status_code: int, body: bytes, retry_after: str | None) -> Any:
+    def _envelope_data(self, request: ApiRequest, status_code: int, body: bytes, retry_after: str | None) -> Any:
         return parse_envelope(
             status_code,
             body,

@@ -1,6 +1,6 @@
 """One submission budget for every process on this host that submits for the same account.
 
-A :class:`~.limiter.TokenBucket` keeps its state (schedule, pause, rate in force) in a
+A :class:`~._limiter.TokenBucket` keeps its state (schedule, pause, rate in force) in a
 :class:`FileBucketStore`: a 48-byte file read and rewritten under ``fcntl.flock`` on each
 reservation (tens of microseconds). Every task process of a LocalExecutor, every Celery worker
 process on one host, and the threads and coroutines of each, then draw from one budget, and a
@@ -18,14 +18,17 @@ owns or others may write, the default one or ``$WAVESPEED_BUDGET_DIR`` alike; a 
 be opened; a lock not taken within ``lock_timeout`` seconds, held by a stuck or foreign process)
 leaves that process with its own per-process budget, after one warning. A state in the file that
 no bucket of ours writes (infinite or far-future times, a rate out of range) is read as no file
-(:meth:`~.limiter.TokenBucket._load`). Several hosts (or users) each have their budget: their sum may exceed the tier,
+(:meth:`~._limiter.TokenBucket._load`). Several hosts (or users) each have their budget: their sum may exceed the tier,
 and the 429s settle the rest (every submitter sharing a file backs off together, AIMD).
+
+:func:`submission_limiter` gives each process one bucket per account and rate, on that file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import stat
 import struct
@@ -35,8 +38,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Protocol
 
-from airflow_provider_wavespeed.api.limiter import BucketState, MemoryStore, StateCell
+from airflow_provider_wavespeed.api._limiter import BucketState, MemoryStore, StateCell, TokenBucket
 
 fcntl: ModuleType | None
 try:
@@ -59,7 +63,7 @@ def _encode(state: BucketState) -> bytes:
 
 
 def _decode(data: bytes) -> BucketState | None:
-    """The stored state; None for a new, short or foreign file (the bucket starts afresh)."""
+    """Return the stored state; None for a new, short or foreign file (the bucket starts afresh)."""
     if len(data) != _RECORD.size:
         return None
     version, tat, paused_until, rate, grow_at, written_at = _RECORD.unpack(data)
@@ -158,7 +162,7 @@ class FileBucketStore:
 
 
 def budget_dir() -> str:
-    """The directory of the budget files: ``$WAVESPEED_BUDGET_DIR``, else one per user in the temp dir."""
+    """Return the directory of the budget files: ``$WAVESPEED_BUDGET_DIR``, else one per user in the temp dir."""
     chosen = os.environ.get(BUDGET_DIR_ENV, "").strip()
     if chosen:
         return chosen
@@ -166,7 +170,7 @@ def budget_dir() -> str:
 
 
 def budget_file_name(base_url: str, api_key: str, per_minute: float) -> str:
-    """The file of one account's budget: hashes only (never the key)."""
+    """Return the file name of one account's budget: hashes only (never the key)."""
     key_hash = hashlib.sha256(api_key.encode()).hexdigest()
     return hashlib.sha256(f"{base_url}\n{key_hash}\n{per_minute!r}".encode()).hexdigest()[:32] + ".budget"
 
@@ -194,7 +198,7 @@ def _warn_once(reason: str, message: str, *args: object) -> None:
 
 
 def shared_store(base_url: str, api_key: str, per_minute: float) -> FileBucketStore | None:
-    """The host-wide store of this account's submission budget; None (after one warning): per-process."""
+    """Return the host-wide store of this account's submission budget; None (after one warning): per-process."""
     if fcntl is None:
         _warn_once("fcntl", "No fcntl.flock here: each process paces WaveSpeed submissions on its own")
         return None
@@ -211,3 +215,61 @@ def shared_store(base_url: str, api_key: str, per_minute: float) -> FileBucketSt
             BUDGET_DIR_ENV,
         )
         return None
+
+
+# One submission budget per account and host: every hook, client, thread and process that submits
+# with the same key, base URL and rate draws from it (the tier counts starts per account). Its state
+# is a file every process on the host shares (a FileBucketStore; per-process where it cannot be).
+# Several hosts each have theirs: the 429s then settle the rest, every process of a host backing off
+# together (a 429 pauses and cuts the shared budget).
+# The tier counts starts in any 60 s as the server sees them, so the budget paces them evenly over a
+# minute one second longer: the first submit's connection set-up can make it arrive later than the
+# next ones, and an early 429 would cost more than 1/61 of the rate (a 429 halves the budget for
+# about 40 s). A new budget starts with no burst credit.
+SUBMISSION_MINUTE = 61.0
+_SUBMIT_LIMITERS: dict[tuple[str, str, float], TokenBucket] = {}
+_SUBMIT_LIMITERS_LOCK = threading.Lock()
+
+
+def submission_burst(per_minute: float) -> int:
+    """Submissions that may catch up at once after a short lull (a batch writing its record).
+
+    Paced at ``per_minute / 61`` a second, the most slots in any 60 s are ``60 * per_minute / 61 + burst``:
+    a burst of half the slack (``per_minute / 122``) keeps that under ``per_minute`` with the other half
+    left for arrival jitter. Gold 24, Silver 4, Bronze 1.
+    """
+    return max(1, math.floor(per_minute / (2 * SUBMISSION_MINUTE)))
+
+
+class Account(Protocol):
+    """What the submission budget needs to know of an account (the hook's ``WaveSpeedCredentials``)."""
+
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def max_submissions_per_minute(self) -> float | None: ...
+
+
+def submission_limiter(creds: Account) -> TokenBucket | None:
+    """Return the limiter for submissions with these credentials (None: no budget), shared on this host.
+
+    One object per connection and process; connections of the same account share its file.
+    """
+    per_minute = creds.max_submissions_per_minute
+    if not per_minute:
+        return None
+    key = (creds.source, creds.base_url, per_minute)
+    with _SUBMIT_LIMITERS_LOCK:
+        limiter = _SUBMIT_LIMITERS.get(key)
+        if limiter is None:
+            limiter = _SUBMIT_LIMITERS[key] = TokenBucket(
+                per_minute / SUBMISSION_MINUTE,
+                burst=submission_burst(per_minute),
+                store=shared_store(creds.base_url, creds.api_key, per_minute),
+                start_full=False,
+            )
+        return limiter

@@ -23,7 +23,7 @@ import requests
 import urllib3
 from aiohttp.http_exceptions import HttpProcessingError
 
-from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT, OWN_SESSION_MAX_CONNECTIONS, POOL_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError, WaveSpeedTransportError, body_excerpt
 
 _log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def aiohttp_transport_error(exc: BaseException, what: str, url: str | None = Non
 
 
 def no_ambient_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """requests' ``auth`` for every request we send: adds nothing, so requests never adds ``~/.netrc``'s.
+    """Add nothing to a request: requests' ``auth`` for everything we send, so it never adds ``~/.netrc``'s.
 
     With no ``auth``, a session that trusts the environment (requests' default, which is also what
     makes ``HTTPS_PROXY``/``NO_PROXY`` work) puts a ``~/.netrc`` entry for the host (or its
@@ -162,7 +162,7 @@ def _too_large(status: int, limit: int, what: str, head: bytes, prediction_id: s
 
 
 def read_answer(response: requests.Response, limit: int, what: str, prediction_id: str | None = None) -> bytes:
-    """The body of a streamed answer (``stream=True``), at most ``limit`` bytes (else WaveSpeedResponseError)."""
+    """Read the body of a streamed answer (``stream=True``), at most ``limit`` bytes (else WaveSpeedResponseError)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(response.status_code, limit, what, b"", prediction_id)
@@ -179,7 +179,7 @@ def read_answer(response: requests.Response, limit: int, what: str, prediction_i
 async def aread_answer(
     response: aiohttp.ClientResponse, limit: int, what: str, prediction_id: str | None = None
 ) -> bytes:
-    """The body of an aiohttp answer, at most ``limit`` bytes (else WaveSpeedResponseError)."""
+    """Read the body of an aiohttp answer, at most ``limit`` bytes (else WaveSpeedResponseError)."""
     if response.content_length is not None and response.content_length > limit:
         raise _too_large(response.status, limit, what, b"", prediction_id)
     body = bytearray()
@@ -190,12 +190,8 @@ async def aread_answer(
     return bytes(body)
 
 
-# How long a request may wait for a pooled connection and connect (aiohttp's ``connect``
-# timeout, which includes the TCP/TLS connect, itself bounded by the request timeout).
-POOL_TIMEOUT = 120.0
 # Idle keep-alive connections are closed after this long (the servers' own idle limits are longer).
 KEEPALIVE_EXPIRY = 15.0
-DEFAULT_MAX_CONNECTIONS = 100
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -213,7 +209,7 @@ def _ssl_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
 
 
 def environment_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
-    """The proxy (and its credentials) that ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` choose for ``url``.
+    """Return the proxy (and its credentials) that ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` choose for ``url``.
 
     Read once per client: aiohttp's ``trust_env`` would read them (and ``~/.netrc``) in a
     worker thread on every request, which at thousands of polls is most of a poll's cost.
@@ -239,11 +235,11 @@ def environment_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
 
 def create_session(
     *,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections: int = OWN_SESSION_MAX_CONNECTIONS,
     timeout: float = DEFAULT_REQUEST_TIMEOUT,
     pool_timeout: float = POOL_TIMEOUT,
 ) -> aiohttp.ClientSession:
-    """The aiohttp session the async client uses (call inside the event loop that will use it).
+    """Create the aiohttp session the async client uses (call inside the event loop that will use it).
 
     At most ``max_connections`` connections, kept alive for reuse; ``timeout`` bounds the
     TCP/TLS connect and each read of the answer (per read: a slow but moving answer is not
