@@ -76,7 +76,7 @@ def task_instance_state(ti: Any) -> str | None:
 
 
 def read_xcom(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> Any:
-    """An XCom value through the task SDK (sync; through the supervisor), None when there is none.
+    """Return an XCom value through the task SDK (sync; through the supervisor), None when there is none.
 
     Works in a worker and in a triggerer (both handle ``GetXCom`` from Airflow 3.0); uses the
     deployment's XCom backend (``airflow.sdk.execution_time.xcom.XCom``).

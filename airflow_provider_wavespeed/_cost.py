@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_wavespeed._common import airflow_errors
+from airflow_provider_wavespeed._outcome import airflow_error
 from airflow_provider_wavespeed.api._reconcile import canonical_inputs
 from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedResponseError
@@ -129,10 +130,15 @@ def check_spend(
     return total
 
 
-def guard_errors(model: str, inputs: Mapping[str, Any] | None = None) -> Any:
+@contextmanager
+def guard_errors(model: str, inputs: Mapping[str, Any] | None = None) -> Iterator[None]:
     """Pricing and balance errors as Airflow failures: the guard fails closed, naming what it could not price."""
     what = f"{model} with inputs {dict(inputs)!r:.200}" if inputs is not None else model
-    return airflow_errors(hint=f". The cost guard could not check the spend on {what}, so nothing was submitted")
+    try:
+        yield
+    except WaveSpeedError as exc:
+        hint = f". The cost guard could not check the spend on {what}, so nothing was submitted"
+        raise airflow_error(exc, hint=hint) from None
 
 
 def cost_fields(completed: Sequence[float | None], *, unknown: str = "") -> dict[str, Any]:

@@ -58,14 +58,14 @@ class _StoredLink(BaseOperatorLink):
 
 
 class WaveSpeedModelLink(_StoredLink):
-    """ "WaveSpeed model" button: the page of the model the task ran (``persist(context, model=...)``)."""
+    """The "WaveSpeed model" button: the page of the model the task ran (``persist(context, model=...)``)."""
 
     name = "WaveSpeed model"
     url_template = MODEL_PAGE_URL
 
 
 class WaveSpeedPredictionLink(_StoredLink):
-    """ "WaveSpeed prediction" button: the prediction the task submitted (``persist(context, prediction_id=...)``).
+    """The "WaveSpeed prediction" button: the prediction the task submitted (``persist(context, prediction_id=...)``).
 
     A task that resubmits shows its latest prediction.
     """

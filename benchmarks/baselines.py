@@ -26,14 +26,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_wavespeed._events import deadline_event, error_event, terminal_event
 from airflow_provider_wavespeed.api.client import WaveSpeedClient
 from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.api.polling import PollSchedule
-from airflow_provider_wavespeed.events import deadline_event, error_event, terminal_event
-from airflow_provider_wavespeed.hooks.shared_client import POLL_RETRY
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
+from airflow_provider_wavespeed.triggers._shared_client import POLL_RETRY
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 from benchmarks.legacy_transport import HttpxWaveSpeedClient
 

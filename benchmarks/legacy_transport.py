@@ -3,7 +3,7 @@
 Until issue 12 the shipped package polled through this hand-written httpx transport
 (``airflow_provider_wavespeed/api/_transport.py``, moved here unchanged apart from its imports,
 this docstring's first lines and the client and factories at the end). The benchmark runs it beside
-the shipped aiohttp stack, through :func:`~airflow_provider_wavespeed.hooks.shared_client.set_client_factory`,
+the shipped aiohttp stack, through :func:`~airflow_provider_wavespeed.triggers._shared_client.set_client_factory`,
 so both are measured in the same run. Not part of the package: httpx is a dev dependency.
 
 The original description follows.
@@ -47,11 +47,11 @@ from airflow_provider_wavespeed.api._base import ApiRequest
 from airflow_provider_wavespeed.api._limiter import AdaptiveLimiter, FairSemaphore
 from airflow_provider_wavespeed.api._transport import _RAW_TRANSPORT_ERRORS, _describe
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT
+from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT, POOL_SIZE
 from airflow_provider_wavespeed.api.errors import WaveSpeedTransportError
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.hooks.shared_client import POLL_RETRY, POOL_SIZE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials
+from airflow_provider_wavespeed.triggers._shared_client import POLL_RETRY
 
 _RETRY_ON_STALE = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_BODY_STATUSES = frozenset({204, 304})

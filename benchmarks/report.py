@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from benchmarks.throughput_report import replace_section, throughput_of
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

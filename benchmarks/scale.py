@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _choose_shared_client(variant: str) -> None:
     """Give the triggers' shared-client registry the variant's client (public hook, no patching)."""
-    from airflow_provider_wavespeed.hooks.shared_client import set_client_factory
+    from airflow_provider_wavespeed.triggers._shared_client import set_client_factory
 
     if variant == "shared-keepalive-transport":
         from benchmarks.legacy_transport import keepalive_transport_client

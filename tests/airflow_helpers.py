@@ -70,7 +70,7 @@ def task_output(capfd: Any) -> str:
 def task_record(dag_run: Any, task_id: str, name: str, prefix: str) -> dict[str, Any] | None:
     """A WaveSpeed task record as the metadata database holds it (None: none): the task state store
     on Airflow 3.3+ (and then no Variable exists), the Variable below."""
-    from airflow_provider_wavespeed.task_record import record_key
+    from airflow_provider_wavespeed._records import record_key
 
     key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, prefix)
     return _stored(dag_run, task_id, name, key)
@@ -80,11 +80,11 @@ def batch_record(dag_run: Any, task_id: str = "batch") -> dict[str, Any] | None:
     """The batch record as the metadata database holds it (None: none): its head, with ``ids`` (one per
     input, None where there is none) gathered from its parts as a reader does (head, then parts 0, 1...
     of the head's ``run``), and ``part_sizes`` (the bytes of each part's JSON)."""
-    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, part_key, record_key
+    from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, part_key, record_key
 
-    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, RECORD_PREFIX)
+    key = record_key(dag_run.dag_id, dag_run.run_id, task_id, -1, BATCH_RECORD_PREFIX)
     head = _stored(dag_run, task_id, "wavespeed_batch", key)
-    if head is None or head.get("version") == 1:
+    if head is None:
         return head
     ids: list[str | None] = [None] * int(head["count"])
     sizes = []
@@ -126,3 +126,31 @@ def _stored(dag_run: Any, task_id: str, name: str, key: str) -> dict[str, Any] |
             )
         )
         return None if row is None else json.loads(row.value)
+
+
+# The ids XComs of the batch triggers batch_trigger() built: (run id, key) -> the value the task would push.
+_BATCH_IDS: dict[tuple[str, str], str] = {}
+
+
+def batch_trigger(ids: list[str], **kwargs: Any) -> Any:
+    """A ``WaveSpeedBatchTrigger`` for ``ids``, deferred as the batch task defers it (``ids_xcom`` and
+    ``count``); its XCom is served by :func:`serve_batch_ids` (a trigger test has no task to push it)."""
+    from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
+
+    run_id = f"batch_trigger__{len(_BATCH_IDS)}"
+    _BATCH_IDS[(run_id, IDS_XCOM_KEY)] = ids_for_xcom(ids)
+    where = {"dag_id": "batch_trigger", "run_id": run_id, "task_id": "batch", "map_index": -1, "key": IDS_XCOM_KEY}
+    return WaveSpeedBatchTrigger(ids_xcom=where, count=len(ids), **kwargs)
+
+
+def serve_batch_ids(monkeypatch: Any) -> None:
+    """Let batch triggers read the XComs :func:`batch_trigger` noted; any other XCom is read as usual."""
+    from airflow_provider_wavespeed.triggers import batch
+
+    read = batch.read_xcom
+
+    def served(**where: Any) -> Any:
+        value = _BATCH_IDS.get((where["run_id"], where["key"]))
+        return read(**where) if value is None else value
+
+    monkeypatch.setattr(batch, "read_xcom", served)

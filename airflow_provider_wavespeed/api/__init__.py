@@ -1,4 +1,7 @@
-"""An Airflow-free WaveSpeed API client: models, errors, validation, retry policy, clients."""
+"""An Airflow-free WaveSpeed API client: models, errors, validation, retry policy, polling, clients.
+
+The Airflow layer (hook, triggers, operators) imports what it uses from here, one layer.
+"""
 
 # The names below are loaded on first use (PEP 562), not at import: Airflow imports
 # `api.defaults` through this package in every process (the provider-info entry point), and
@@ -9,8 +12,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_provider_wavespeed.api._batch import batch_inputs
+    from airflow_provider_wavespeed.api._times import in_words
+    from airflow_provider_wavespeed.api._validation import (
+        validate_inputs,
+        validate_model,
+        validate_prediction_id,
+        validate_webhook_url,
+    )
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient, WaveSpeedClient
-    from airflow_provider_wavespeed.api.defaults import DEFAULT_BASE_URL
+    from airflow_provider_wavespeed.api.defaults import (
+        DEFAULT_BASE_URL,
+        DEFAULT_FIRST_POLL_INTERVAL,
+        DEFAULT_POLL_INTERVAL,
+        DEFAULT_WAIT_TIMEOUT,
+    )
     from airflow_provider_wavespeed.api.errors import (
         WaveSpeedAPIError,
         WaveSpeedAuthError,
@@ -39,19 +55,32 @@ if TYPE_CHECKING:
         PredictionPage,
         ensure_success,
     )
-    from airflow_provider_wavespeed.api.polling import PollSchedule
+    from airflow_provider_wavespeed.api.polling import (
+        CancelOutcome,
+        PollSchedule,
+        WaitOutcome,
+        cancel_unfinished,
+        note_unknown_status,
+        read_predictions,
+        wait_for_predictions,
+    )
     from airflow_provider_wavespeed.api.retry import RetryPolicy
     from airflow_provider_wavespeed.api.webhooks import verify_webhook
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_FIRST_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_WAIT_TIMEOUT",
     "TERMINAL_STATUSES",
     "AsyncWaveSpeedClient",
+    "CancelOutcome",
     "HistoryItem",
     "PollSchedule",
     "Prediction",
     "PredictionPage",
     "RetryPolicy",
+    "WaitOutcome",
     "WaveSpeedAPIError",
     "WaveSpeedAuthError",
     "WaveSpeedBadRequestError",
@@ -72,12 +101,22 @@ __all__ = [
     "WaveSpeedWebhookPayloadError",
     "WaveSpeedWebhookSignatureError",
     "WaveSpeedWebhookTimestampError",
+    "batch_inputs",
+    "cancel_unfinished",
     "ensure_success",
+    "in_words",
+    "note_unknown_status",
+    "read_predictions",
+    "validate_inputs",
+    "validate_model",
+    "validate_prediction_id",
+    "validate_webhook_url",
     "verify_webhook",
+    "wait_for_predictions",
 ]
 
 # Where __getattr__ looks for a name, lightest module first (the clients load aiohttp and requests).
-_MODULES = ("defaults", "errors", "models", "retry", "polling", "webhooks", "client")
+_MODULES = ("defaults", "errors", "models", "retry", "_times", "_validation", "polling", "_batch", "webhooks", "client")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Many generations of one model, without Airflow: the inputs, a window of submits and what each answer means.
 
 :class:`~airflow_provider_wavespeed.operators.batch.WaveSpeedBatchOperator` keeps the record of
-what was sent (:mod:`~airflow_provider_wavespeed.task_record`) and calls
+what was sent (:mod:`~airflow_provider_wavespeed._batch_record`) and calls
 :func:`submit_window` for each window of inputs it marked in flight there.
 """
 

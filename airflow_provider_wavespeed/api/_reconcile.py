@@ -23,7 +23,7 @@ The rule, and what it rests on:
   another run, another client of the account) whose request reached the API while ours was in
   flight, when ours created nothing: its entry is the one match. Only ids the caller knows are held
   exclude it: ``known_ids`` here, and the operators drop an adoption another task of the DAG run
-  holds (``_common.unheld_in_this_run``); no global view of every task's records exists.
+  holds (``_records.unheld_in_this_run``); no global view of every task's records exists.
 
 Uncertain inputs are never sent again: the caller reports them with what to check.
 """

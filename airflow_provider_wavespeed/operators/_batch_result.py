@@ -13,20 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors
 from airflow_provider_wavespeed._cost import cost_fields, log_cost
+from airflow_provider_wavespeed._events import (
+    BATCH_EVENT_STATUSES,
+    EVENT_DEADLINE,
+    EVENT_ERROR,
+    checked_event,
+    without_oversized_outputs,
+)
+from airflow_provider_wavespeed._lineage import keep_for_lineage
+from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
 from airflow_provider_wavespeed.api._batch import ranges
 from airflow_provider_wavespeed.api._times import in_words
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
 from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction
 from airflow_provider_wavespeed.api.polling import WaitOutcome
-from airflow_provider_wavespeed.events import without_oversized_outputs
-from airflow_provider_wavespeed.lineage import note_result
+from airflow_provider_wavespeed.operators._batch_submit import price_completed
 from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outputs
 from airflow_provider_wavespeed.storage._files import write_json
 
 if TYPE_CHECKING:
-    from airflow_provider_wavespeed.batch_record import BatchRecord
+    from airflow_provider_wavespeed._batch_record import BatchRecord
+    from airflow_provider_wavespeed._records import RecordStore
     from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 
 STATUS_UNCERTAIN = "uncertain"  # sent, outcome unknown: never sent again
@@ -58,7 +66,7 @@ def _entry(
     entry["status"] = answer.status
     if answer.status in _CANCELLED_STATUSES:
         # "deleted" is how the API reads an unfinished prediction a DELETE stopped: cancelled, as for the user.
-        # Stopped by a DELETE: this task's at the wait limit (cancel_on_timeout), or someone else's.
+        # Stopped by a DELETE: this task's at the timeout (cancel_on_timeout), or someone else's.
         return {
             **entry,
             "status": STATUS_CANCELLED,
@@ -79,6 +87,46 @@ def _entry(
             f"finish: wait on it with WaveSpeedTaskSensor(prediction_id={answer.id!r})"
         )
     return entry
+
+
+# How many prediction ids a failed wait's message names (all are in the batch record).
+LISTED_IDS = 5
+
+
+def checked_batch_event(event: object, store: RecordStore, *, log: Any) -> tuple[dict[str, Any], BatchRecord]:
+    """Return the batch trigger's event and the record, for the task to read the predictions; raise for an ``error``.
+
+    A record that is gone fails the task for good (its predictions cannot be matched to the inputs).
+    """
+    from airflow_provider_wavespeed._batch_record import BatchRecord
+
+    event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
+    where = store.where
+    total = event.get("total")  # the ids the trigger waited for: the record holds them all
+    record = BatchRecord.read(store, waited_for=total if type(total) is int and total > 0 else None)
+    if record is None:
+        raise AirflowFailException(
+            f"The WaveSpeed batch record ({where}) is gone, so the predictions of this batch "
+            "cannot be matched to its inputs. Was it deleted while the task waited? Re-running the "
+            "task would submit every input again"
+        )
+    if event["status"] == EVENT_ERROR:
+        ids = record.accepted_ids()
+        more = len(ids) - LISTED_IDS
+        named = ", ".join(ids[:LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
+        if event.get("retryable") is True:  # the trigger stopped on an unexpected error: a retry may not meet it
+            raise AirflowException(
+                f"{event.get('message')} (predictions {named}). The batch record ({where}) is kept: a "
+                "retry of this task waits for the same predictions (nothing is submitted again)"
+            )
+        raise AirflowFailException(
+            f"{event.get('message')} (predictions {named}). The batch record ({where}) is kept: once "
+            "fixed, re-running the task waits for the same predictions (nothing is submitted again)"
+        )
+    log.info("WaveSpeed batch wait ended (%s): %s", event["status"], event.get("counts"))
+    if event["status"] == EVENT_DEADLINE:
+        log.warning("%s", event.get("message"))
+    return event, record
 
 
 def finish_batch(
@@ -104,11 +152,11 @@ def finish_batch(
     unread = {i: e for i, e in predictions.items() if isinstance(e, WaveSpeedError)}
     if any(isinstance(e, WaveSpeedAuthError) for e in unread.values()):
         raise AirflowFailException(str(next(e for e in unread.values() if isinstance(e, WaveSpeedAuthError))))
-    transient = {i: e for i, e in unread.items() if isinstance(e, TRANSIENT_ERRORS)}
-    if transient:
+    retryable = {i: e for i, e in unread.items() if isinstance(e, RETRYABLE_ERRORS)}
+    if retryable:
         raise AirflowException(
-            f"Could not read {len(transient)} WaveSpeed predictions of this batch "
-            f"({next(iter(transient.values()))}); a retry of the task reads them again and submits nothing"
+            f"Could not read {len(retryable)} WaveSpeed predictions of this batch "
+            f"({next(iter(retryable.values()))}); a retry of the task reads them again and submits nothing"
         )
     log = task.log
     entries = [_entry(task, index, record, predictions) for index in range(record.count)]
@@ -143,7 +191,7 @@ def finish_batch(
             "to submit every input again)"
         )
     record.delete()
-    note_result(task, result)  # OpenLineage sees every prediction, whichever shape XCom gets
+    keep_for_lineage(task, result)  # OpenLineage sees every prediction, whichever shape XCom gets
     if manifest is None:
         return result
     summary = {"manifest": manifest, "completed": completed, "failed": failed, "count": len(entries), **cost}
@@ -153,7 +201,7 @@ def finish_batch(
 def _cost(task: WaveSpeedBatchOperator, record: BatchRecord, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Each entry's ``unit_price_usd`` (None unless it completed) and the batch's cost fields; logged in one line."""
     done = [entry["index"] for entry in entries if entry["status"] == SUCCESS_STATUS]
-    prices, unknown = task.price_completed(done) if done else ([], "")
+    prices, unknown = price_completed(task, done) if done else ([], "")
     by_index = dict(zip(done, prices, strict=True))
     for entry in entries:
         entry["unit_price_usd"] = by_index.get(entry["index"])
@@ -193,7 +241,7 @@ def _store(
     """Copy the completed outputs to ``output_path``; each entry gains ``stored_paths``."""
     if task.output_path is None or task.output_path == "":
         return
-    downloads = task._hook().download_policy()
+    downloads = task.hook.download_policy()
     for entry in entries:
         prediction = predictions.get(entry["id"]) if entry["id"] else None
         if entry["status"] != SUCCESS_STATUS or not isinstance(prediction, Prediction):
@@ -204,7 +252,9 @@ def _store(
             f" (inputs[{entry['index']}]). Re-running this task stores the outputs again without "
             "submitting anything (the batch record is kept until the task succeeds)"
         )
-        with airflow_errors(hint=hint):
+        try:
             entry["stored_paths"] = store_outputs(prediction, task.output_path, downloads=downloads)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc, hint=hint) from None
     stored = sum(len(entry["stored_paths"]) for entry in entries)
     task.log.info("Stored %d output file(s) of the batch in %s", stored, task.output_path)

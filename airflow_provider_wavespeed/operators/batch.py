@@ -3,68 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._common import (
-    airflow_errors,
-    cancel_on_worker_kill,
-    default_deferrable,
-    defer_with_deadline,
-    seconds_settings,
-    unheld_in_this_run,
-)
-from airflow_provider_wavespeed._cost import budget_usd, check_spend, guard_errors, price_inputs
-from airflow_provider_wavespeed.api._batch import batch_inputs, ranges, submit_window
-from airflow_provider_wavespeed.api._reconcile import reconcile
-from airflow_provider_wavespeed.api._times import in_words
-from airflow_provider_wavespeed.api._validation import validate_model
-from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, WaveSpeedValidationError
-from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import (
+from airflow_provider_wavespeed._batch_record import BatchRecord
+from airflow_provider_wavespeed._lineage import operator_lineage
+from airflow_provider_wavespeed._outcome import airflow_error
+from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, deferring, seconds_settings
+from airflow_provider_wavespeed.api import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    AsyncWaveSpeedClient,
+    Prediction,
     WaitOutcome,
+    WaveSpeedError,
+    WaveSpeedValidationError,
+    batch_inputs,
     cancel_unfinished,
+    in_words,
     read_predictions,
+    validate_model,
     wait_for_predictions,
 )
-from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
-from airflow_provider_wavespeed.events import BATCH_EVENT_STATUSES, EVENT_DEADLINE, EVENT_ERROR, checked_event
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
-from airflow_provider_wavespeed.operators._batch_result import finish_batch
-from airflow_provider_wavespeed.storage import Location, OutputPath
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, TaskRecord
+from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
+from airflow_provider_wavespeed.operators._batch_submit import guard_spend, pulled_prices, submit_all
+from airflow_provider_wavespeed.triggers._cancel import cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Inputs marked in flight per record window (a head write before they are sent, a part after
-# their answers). Larger: fewer metadata-database writes; smaller: fewer items left "uncertain"
-# when a worker dies in the middle of a window. The default is about WINDOW_SECONDS of the
-# connection's submission budget, never below DEFAULT_SUBMIT_WINDOW: Silver (500/min) 25, Gold
-# (3,000/min) 100, so a Gold batch writes its record about once a second, not four times.
-DEFAULT_SUBMIT_WINDOW = 25
-WINDOW_SECONDS = 2.0
-# The cost guard's prices, one per input (None: not priced by this try), for the try's resume after the trigger.
-PRICES_XCOM_KEY = "wavespeed_batch_unit_prices"
-# How many prediction ids a failed wait's message names (all are in the batch record).
-LISTED_IDS = 5
-
-
-def default_submit_window(max_submissions_per_minute: float | None) -> int:
-    """About :data:`WINDOW_SECONDS` of submissions at this budget, at least :data:`DEFAULT_SUBMIT_WINDOW`."""
-    if not max_submissions_per_minute:
-        return DEFAULT_SUBMIT_WINDOW
-    return max(DEFAULT_SUBMIT_WINDOW, math.ceil(max_submissions_per_minute * WINDOW_SECONDS / 60))
+    from airflow_provider_wavespeed.storage import Location, OutputPath
 
 
 class WaveSpeedBatchOperator(BaseOperator):
@@ -77,7 +52,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     ``uncertain``); an input the API refuses (4xx) fails that item and the others go on.
 
     **Never submits an input twice**, across task retries and a worker killed mid-batch: the
-    task keeps a record (see :class:`~airflow_provider_wavespeed.batch_record.BatchRecord`) in the
+    task keeps a record (see :class:`~airflow_provider_wavespeed._batch_record.BatchRecord`) in the
     metadata database: Airflow's task state store on Airflow 3.3+ (key ``wavespeed_batch``, parts
     ``wavespeed_batch.0``, ``.1``...), Airflow Variables named ``wavespeed_batch__<hash of the task
     instance>`` (parts ``...__0``, ``__1``...) below 3.3 (their description names the task
@@ -102,7 +77,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     Returns, in input order, ``{"predictions": [{"index", "id", "status", "outputs", "error",
     "code"}, ...], "completed": n, "failed": m}``; with ``output_path`` each entry gains
     ``stored_paths``. ``failed`` counts every input that did not complete: failed, cancelled,
-    refused, ``uncertain``, or still running at the wait limit. When more than ``max_failed``
+    refused, ``uncertain``, or still running at the timeout. When more than ``max_failed``
     did not complete the task fails (no retry: it could only wait again) naming them; the
     outputs of the completed ones are stored first. That result is about 200 bytes per input in
     XCom (2 MB at 10,000): with ``manifest_path`` it is written there as JSON instead (before the
@@ -134,7 +109,9 @@ class WaveSpeedBatchOperator(BaseOperator):
     :param deferrable: Wait in the triggerer instead of a worker (default True).
     :param submit_window: Inputs sent per record window. Default: about 2 s of the connection's
         submission budget, at least 25 (Silver 25, Gold 100): fewer record writes per second at a
-        higher tier (see :func:`default_submit_window`). A given number wins.
+        higher tier (see
+        :func:`~airflow_provider_wavespeed.operators._batch_submit.default_submit_window`). A given
+        number wins.
     :param cancel_on_kill: When a user kills the task (mark failed/success, clear), cancel the
         unfinished predictions it created, concurrently and paced like polls (default True): from the
         trigger when deferred (Airflow 3.3+; 3.0-3.2 see the README), from ``on_kill`` while it
@@ -208,184 +185,20 @@ class WaveSpeedBatchOperator(BaseOperator):
         self._unit_prices: dict[int, float] = {}  # index -> what one generation of its inputs costs, once priced
         # While this worker submits or waits: (task instance, the record, the predictions seen finished),
         # so that on_kill cancels every prediction the task created and that may still run.
-        self._owned: tuple[Any, BatchRecord, set[str]] | None = None
+        self._waiting_in_worker: tuple[Any, BatchRecord, set[str]] | None = None
 
     @staticmethod
     def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
         return {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 1800.0)}
 
     def _check_settings(self) -> None:
-        """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
+        """Convert the rendered ``poll_interval`` and ``timeout`` to seconds; a bad one fails the task at once."""
         checked = seconds_settings(self.task_id, self._settings(self.poll_interval, self.timeout), rendered=True)
         self.poll_interval, self.timeout = checked["poll_interval"], checked["timeout"]
 
-    def _hook(self) -> WaveSpeedHook:
+    @cached_property
+    def hook(self) -> WaveSpeedHook:
         return WaveSpeedHook(self.wavespeed_conn_id)
-
-    # -- the record -------------------------------------------------------------------------
-
-    def _task_record(self, context: Context) -> TaskRecord:
-        ti = context["ti"]
-        description = (
-            f"WaveSpeed batch record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
-            "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
-            "the task succeeds; delete it yourself only to submit every input again."
-        )
-        return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
-
-    def _open_record(self, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
-        return BatchRecord.open(self._task_record(context), model, items, log=self.log)
-
-    # -- submitting ----------------------------------------------------------------------------
-
-    async def _submit_all(
-        self, client: AsyncWaveSpeedClient, model: str, items: list[dict[str, Any]], record: BatchRecord
-    ) -> None:
-        await self._adopt(client, model, items, record)  # what an earlier try's worker left in flight
-        todo = record.unsent()
-        sent = record.count - len(todo)
-        size = self.submit_window
-        if size is None:  # about 2 s of this connection's budget (async: this runs in an event loop)
-            size = default_submit_window((await self._hook().aget_credentials()).max_submissions_per_minute)
-        if todo:
-            self.log.info("Submitting %d inputs in windows of %d (a record write before each)", len(todo), size)
-        for start in range(0, len(todo), size):
-            window = todo[start : start + size]
-            record.mark_in_flight(window)  # before any byte of these submits leaves
-            outcome = await submit_window(client, model, items, window)
-            record.settle(outcome.accepted, outcome.rejected, outcome.uncertain)
-            sent += len(outcome.accepted) + len(outcome.rejected) + len(outcome.uncertain)
-            self.log.info(
-                "Submitted %d of %d inputs to %s (this window: %d accepted, %d refused, %d uncertain)",
-                sent,
-                record.count,
-                model,
-                len(outcome.accepted),
-                len(outcome.rejected),
-                len(outcome.uncertain),
-            )
-            for index, value in outcome.rejected.items():
-                self.log.warning("inputs[%d] %s", index, value["error"])
-            for index, message in outcome.uncertain.items():
-                self.log.warning("inputs[%d]: %s", index, message)
-            if outcome.stop is not None:
-                await self._adopt(client, model, items, record)
-                self._stopped(outcome.stop, record)
-        await self._adopt(client, model, items, record)
-
-    async def _adopt(
-        self, client: AsyncWaveSpeedClient, model: str, items: list[dict[str, Any]], record: BatchRecord
-    ) -> None:
-        """Look the uncertain inputs up in the history: adopt each one's single match, never send again."""
-        pending = record.to_reconcile()
-        if not pending:
-            return
-        self.log.info(
-            "Looking up %d uncertain inputs (%s) in the prediction history", len(pending), ranges(list(pending))
-        )
-        try:
-            found = await reconcile(
-                client.list_predictions,
-                model,
-                {index: items[index] for index in pending},
-                pending,  # each input's own send time: an entry created before it is never its
-                known_ids=set(record.accepted_ids()),
-            )
-        except WaveSpeedError as exc:
-            self.log.warning(
-                "Could not read the prediction history (%s): inputs %s stay uncertain", exc, ranges(list(pending))
-            )
-            record.reconciled({}, {index: f"the history could not be read ({exc})" for index in pending})
-            return
-        found = unheld_in_this_run(found)
-        record.reconciled(found.adopted, found.unresolved)
-        for index, prediction_id in sorted(found.adopted.items()):
-            self.log.info(
-                "inputs[%d]: adopted prediction %s from the history (its submit's answer was lost)",
-                index,
-                prediction_id,
-            )
-        for index, why in sorted(found.unresolved.items()):
-            self.log.warning("inputs[%d] stays uncertain: %s", index, why)
-
-    # -- spend -------------------------------------------------------------------------------------
-
-    def _check_spend(self, context: Context, model: str, items: list[dict[str, Any]], record: BatchRecord) -> None:
-        """The cost guard, before any submit: the inputs still to send, priced and summed; the balance."""
-        max_cost = budget_usd(self.max_cost_usd, "max_cost_usd")
-        min_balance = budget_usd(self.min_balance_usd, "min_balance_usd")
-        todo = record.unsent()
-        if (max_cost is None and min_balance is None) or not todo:
-            return
-
-        async def ask() -> tuple[dict[int, float], float | None]:
-            with guard_errors(model):
-                async with await self._hook().aget_client() as client:
-                    prices = (
-                        await price_inputs(client, model, {i: items[i] for i in todo}) if max_cost is not None else {}
-                    )
-                    balance = await client.get_balance() if min_balance is not None else None
-                    return prices, balance
-
-        prices, balance = asyncio.run(ask())
-        total = check_spend(
-            model, [prices[i] for i in todo if i in prices], max_cost=max_cost, balance=balance, min_balance=min_balance
-        )
-        if prices:
-            self._unit_prices.update(prices)
-            context["ti"].xcom_push(key=PRICES_XCOM_KEY, value=[prices.get(i) for i in range(record.count)])
-            self.log.info(
-                "WaveSpeed cost guard: the %d inputs still to send cost %.4f USD in all, within max_cost_usd %.4f",
-                len(todo),
-                total,
-                max_cost,
-            )
-
-    def _pulled_prices(self, context: Context) -> None:
-        """The prices the cost guard of this try noted before it deferred."""
-        ti = context["ti"]
-        pulled = ti.xcom_pull(task_ids=ti.task_id, key=PRICES_XCOM_KEY, map_indexes=ti.map_index)
-        if isinstance(pulled, list):
-            self._unit_prices.update(
-                {
-                    i: float(usd)
-                    for i, usd in enumerate(pulled)
-                    if isinstance(usd, (int, float)) and not isinstance(usd, bool)
-                }
-            )
-
-    def price_completed(self, indexes: list[int]) -> tuple[list[float | None], str]:
-        """The prices of these (completed) inputs, asking only for those no guard priced; and why any is unknown.
-
-        A price that cannot be read here leaves the cost unknown, never fails the task: its generations are paid.
-        """
-        missing = [i for i in indexes if i not in self._unit_prices]
-        note = ""
-        if missing:
-            try:
-                model = validate_model(self.model)
-                items = batch_inputs(self.inputs)
-
-                async def ask() -> dict[int, float]:
-                    async with await self._hook().aget_client() as client:
-                        return await price_inputs(client, model, {i: items[i] for i in missing})
-
-                self._unit_prices.update(asyncio.run(ask()))
-            except WaveSpeedError as exc:
-                note = f"the price could not be read ({exc})"
-                self.log.warning("WaveSpeed cost of this batch unknown: %s", note)
-        return [self._unit_prices.get(i) for i in indexes], note
-
-    def _stopped(self, error: WaveSpeedError, record: BatchRecord) -> NoReturn:
-        unsent = record.unsent()
-        message = (
-            f"{error}. Submitting stopped with {len(unsent)} of {record.count} inputs not sent "
-            f"({ranges(unsent)}); the {len(record.accepted_ids())} predictions created are in the batch record "
-            f"({record.where}): the next try resumes, submitting only the inputs never sent"
-        )
-        if isinstance(error, WaveSpeedAuthError):
-            raise AirflowFailException(message + " (fix the key or the account first, then clear the task)")
-        raise AirflowException(message)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the model as job facet, the predictions as run facet, stored outputs as datasets."""
@@ -402,9 +215,9 @@ class WaveSpeedBatchOperator(BaseOperator):
         except WaveSpeedValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         WaveSpeedModelLink.persist(context, model=model)
-        record = self._open_record(context, model, items)
-        self._check_spend(context, model, items, record)  # before any submit
-        self._owned = (context["ti"], record, set())
+        record = BatchRecord.open(BatchRecord.store_of(context), model, items, log=self.log)
+        guard_spend(self, context, model, items, record)  # before any submit
+        self._waiting_in_worker = (context["ti"], record, set())
         try:
             if not self.deferrable:
                 predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
@@ -412,7 +225,7 @@ class WaveSpeedBatchOperator(BaseOperator):
             if record.unsent() or record.to_reconcile():
                 asyncio.run(self._submit_and_collect(model, items, record, wait=False))
         finally:
-            self._owned = None
+            self._waiting_in_worker = None
         ids = record.accepted_ids()
         if not ids:  # nothing to wait for: every input was refused or is uncertain
             return finish_batch(self, record, {}, None)
@@ -422,13 +235,15 @@ class WaveSpeedBatchOperator(BaseOperator):
         self, model: str, items: list[dict[str, Any]], record: BatchRecord, *, wait: bool
     ) -> tuple[dict[str, Prediction | WaveSpeedError], WaitOutcome | None]:
         """Submit what the record says is unsent; with ``wait``, wait in this worker and read every prediction."""
-        with airflow_errors():
-            async with await self._hook().aget_client() as client:
+        try:
+            async with await self.hook.aget_client() as client:
                 if record.unsent() or record.to_reconcile():
-                    await self._submit_all(client, model, items, record)
+                    await submit_all(self, client, model, items, record)
                 if not wait:
                     return {}, None
                 return await self._collect(client, record.accepted_ids(), wait=True)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
 
     async def _collect(
         self, client: AsyncWaveSpeedClient, ids: list[str], *, wait: bool
@@ -437,22 +252,27 @@ class WaveSpeedBatchOperator(BaseOperator):
         found: dict[str, Prediction | WaveSpeedError] = {}
         outcome = None
         if wait and ids:
-            end_time = time.time() + self.timeout
+            end_time = WaitTimeout.from_now(self.timeout).end_time
             self.log.info(
                 "Waiting in the worker for %d WaveSpeed predictions, at the latest %s from now",
                 len(ids),
                 in_words(self.timeout),
             )
 
-            owned = self._owned
+            waiting = self._waiting_in_worker
 
-            def keep(prediction: Prediction) -> None:
+            def collect_finished(prediction: Prediction) -> None:
                 found[prediction.id] = prediction
-                if owned is not None:
-                    owned[2].add(prediction.id)
+                if waiting is not None:
+                    waiting[2].add(prediction.id)
 
             outcome = await wait_for_predictions(
-                client, ids, poll_interval=self.poll_interval, end_time=end_time, on_finished=keep, log=self.log
+                client,
+                ids,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                on_finished=collect_finished,
+                log=self.log,
             )
             if outcome.error is not None:
                 return found, outcome
@@ -472,66 +292,33 @@ class WaveSpeedBatchOperator(BaseOperator):
             "map_index": -1 if ti.map_index is None else ti.map_index,
             "key": IDS_XCOM_KEY,
         }
-        defer_with_deadline(
-            self,
-            lambda end_time: WaveSpeedBatchTrigger(
-                ids_xcom=where,
-                count=len(ids),
-                wavespeed_conn_id=self.wavespeed_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=end_time,
-                cancel_on_kill=self.cancel_on_kill,
-                cancel_on_timeout=self.cancel_on_timeout,
-            ),
-            waiting_for=f"{len(ids)} WaveSpeed predictions are",
-            timeout=self.timeout,
+        wait = deferring(self, f"{len(ids)} WaveSpeed predictions are")
+        self.defer(
+            trigger=WaveSpeedBatchTrigger(ids_xcom=where, count=len(ids), **wait.trigger_kwargs(self)),
+            method_name="execute_complete",
+            timeout=wait.airflow_timeout,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
         self._check_settings()
-        store = self._task_record(context)
-        event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
-        status = event["status"]
-        total = event.get("total")  # the ids the trigger waited for: the record holds them all
-        record = BatchRecord.read(store, waited_for=total if type(total) is int and total > 0 else None)
-        if record is None:
-            raise AirflowFailException(
-                f"The WaveSpeed batch record ({store.where}) is gone, so the predictions of this batch "
-                "cannot be matched to its inputs. Was it deleted while the task waited? Re-running the "
-                "task would submit every input again"
-            )
-        if status == EVENT_ERROR:
-            ids = record.accepted_ids()
-            more = len(ids) - LISTED_IDS
-            named = ", ".join(ids[:LISTED_IDS]) + (f" and {more} more" if more > 0 else "")
-            if event.get("retryable") is True:  # the trigger stopped on an unexpected error: a retry may not meet it
-                raise AirflowException(
-                    f"{event.get('message')} (predictions {named}). The batch record ({store.where}) is kept: a "
-                    "retry of this task waits for the same predictions (nothing is submitted again)"
-                )
-            raise AirflowFailException(
-                f"{event.get('message')} (predictions {named}). The batch record ({store.where}) is kept: once "
-                "fixed, re-running the task waits for the same predictions (nothing is submitted again)"
-            )
-        counts = event.get("counts")
-        self.log.info("WaveSpeed batch wait ended (%s): %s", status, counts)
+        event, record = checked_batch_event(event, BatchRecord.store_of(context), log=self.log)
 
         async def read_all() -> dict[str, Prediction | WaveSpeedError]:
-            with airflow_errors():
-                async with await self._hook().aget_client() as client:
+            try:
+                async with await self.hook.aget_client() as client:
                     found, _ = await self._collect(client, record.accepted_ids(), wait=False)
                     return found
+            except WaveSpeedError as exc:
+                raise airflow_error(exc) from None
 
-        if status == EVENT_DEADLINE:
-            self.log.warning("%s", event.get("message"))
-        self._pulled_prices(context)
+        pulled_prices(self, context)
         return finish_batch(self, record, asyncio.run(read_all()), None)
 
     def on_kill(self) -> None:
         """Killed while submitting or waiting in a worker: after a user's kill, cancel its unfinished predictions."""
-        owned = self._owned
-        if self.cancel_on_kill and owned is not None:
-            ti, record, finished = owned
+        waiting = self._waiting_in_worker
+        if self.cancel_on_kill and waiting is not None:
+            ti, record, finished = waiting
             ids = [i for i in record.accepted_ids() if i not in finished]
             cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, ids)

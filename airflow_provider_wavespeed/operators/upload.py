@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._common import TRANSIENT_ERRORS, airflow_errors
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
+from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
+from airflow_provider_wavespeed.api import WaveSpeedError, WaveSpeedStorageError
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.storage._files import Location, open_source
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 # Uploading again only stores another copy (free, kept 7 days), so transient errors may retry.
-_UPLOAD_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
+_UPLOAD_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*RETRYABLE_ERRORS, WaveSpeedStorageError)
 
 
 class WaveSpeedUploadOperator(BaseOperator):
@@ -54,7 +54,10 @@ class WaveSpeedUploadOperator(BaseOperator):
         return WaveSpeedHook(self.wavespeed_conn_id)
 
     def execute(self, context: Context) -> str:
-        with airflow_errors(_UPLOAD_RETRYABLE), open_source(self.path) as (source, name):
-            url = self.hook.upload_media(source, filename=self.filename or name)
+        try:
+            with open_source(self.path) as (source, name):
+                url = self.hook.upload_media(source, filename=self.filename or name)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc, _UPLOAD_RETRYABLE) from None
         self.log.info("Uploaded %s to WaveSpeed: %s", self.filename or name, url)
         return url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -12,57 +11,43 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
-from airflow_provider_wavespeed._common import (
-    airflow_errors,
-    cancel_now,
-    cancel_on_worker_kill,
+from airflow_provider_wavespeed._lineage import keep_for_lineage, operator_lineage
+from airflow_provider_wavespeed._outcome import (
+    airflow_error,
     completed_result,
-    default_deferrable,
-    defer_until_finished,
+    end_in_triggerer_kwargs,
     prediction_from_event,
-    seconds_settings,
-    unheld_in_this_run,
 )
-from airflow_provider_wavespeed._cost import budget_usd, check_spend, checked_price, cost_fields, guard_errors, log_cost
-from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
-from airflow_provider_wavespeed.api._batch import input_digest, uncertain_message
-from airflow_provider_wavespeed.api._reconcile import reconcile
-from airflow_provider_wavespeed.api._times import utc_text
-from airflow_provider_wavespeed.api._validation import validate_inputs, validate_model, validate_webhook_url
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
-from airflow_provider_wavespeed.api.errors import (
+from airflow_provider_wavespeed._submit_record import SubmitRecord, find_in_history, resume_or_adopt
+from airflow_provider_wavespeed._wait import default_deferrable, deferring, seconds_settings
+from airflow_provider_wavespeed.api import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    Prediction,
     WaveSpeedError,
-    WaveSpeedNotFoundError,
     WaveSpeedPredictionFailedError,
     WaveSpeedSubmitUncertainError,
     WaveSpeedTimeoutError,
+    ensure_success,
+    validate_inputs,
+    validate_model,
+    validate_webhook_url,
 )
-from airflow_provider_wavespeed.api.models import SUCCESS_STATUS, Prediction, PredictionPage, ensure_success
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import note_result, operator_lineage
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
-from airflow_provider_wavespeed.storage import OutputPath
-from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
+from airflow_provider_wavespeed.operators._submit_spend import WAIT_RETRYABLE, SubmitSpend
+from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill
+from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_wavespeed.storage import OutputPath
+
 XCOM_PREDICTION_ID = "prediction_id"
-# Every prediction one try of the task submitted, in order (more than one after a resubmission).
-XCOM_PREDICTION_IDS = "prediction_ids"
-# The price of one generation of these inputs, when the task priced them (cost guard, or waiting).
-XCOM_UNIT_PRICE = "unit_price_usd"
-# A retry of this task submits again. That is what a user's retries are for after a failed
-# generation, but never after a lost wait: that prediction may still finish (and was paid).
-_WAIT_RETRYABLE: tuple[type[WaveSpeedError], ...] = (WaveSpeedPredictionFailedError,)
-# The submit record's states: written just before the POST, and with the id right after its answer.
-_SENDING, _SENT = "sending", "sent"
-# A recorded prediction in these states is resumed by a later try; any other (failed, cancelled,
-# deleted, timeout, gone) means a later try submits again (a clear after a kill is "run again").
-_RESUMABLE = frozenset({"created", "queued", "processing", SUCCESS_STATUS})
 
 
-class WaveSpeedSubmitOperator(BaseOperator):
+class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
     """Submit a WaveSpeed prediction; push its id to XCom, or wait and return it.
 
     The submit is sent once: a failure that may have created the prediction is not
@@ -78,25 +63,21 @@ class WaveSpeedSubmitOperator(BaseOperator):
     (its dict in XCom under ``return_value``; ``prediction_id`` was pushed at the submit), unless the
     worker has work left: ``output_path`` (it stores the outputs), ``resubmit_on_server_failure`` (it
     may submit again), outlets (asset events), or outputs too large for XCom. Every other end of the
-    wait (a failed prediction, an error, the wait limit) resumes in the worker, whose retry rules apply.
+    wait (a failed prediction, an error, the timeout) resumes in the worker, whose retry rules apply.
 
-    Resume: from just before the submit until the prediction id is handed on (returned, or given
-    to the trigger), the task keeps a record (:class:`~airflow_provider_wavespeed.task_record.TaskRecord`:
-    Airflow's task state store on 3.3+, an Airflow Variable below): "sending" with the send time,
-    then the prediction id; a deferred wait that ends without the prediction (an error, a crashed
-    trigger, the wait limit) writes it back. A later try that finds it (a retry, a clear) resumes
-    that prediction while it is queued, processing or completed, and submits again when it failed,
-    was cancelled or deleted. A submit with no answer, or a "sending" record, is looked up in the
-    prediction history (same model and inputs, created at or after the send) and the one match,
-    still alone on a second look, is adopted; with none, several, or a history that lists no inputs
-    the task fails without submitting again (:mod:`~airflow_provider_wavespeed.api._reconcile`).
+    Resume: from just before the submit until the prediction id is handed on, the task keeps a
+    record (Airflow's task state store on 3.3+, an Airflow Variable below; its rules are in
+    :mod:`~airflow_provider_wavespeed._submit_record`). A later try that finds it (a retry, a
+    clear) resumes that prediction while it is queued, processing or completed, and submits again
+    when it failed, was cancelled or deleted; a submit with no answer is looked up in the
+    prediction history and only its one match adopted, else the task fails without submitting again.
 
     Cost guard (:mod:`~airflow_provider_wavespeed._cost`): with ``max_cost_usd`` the price of these
     inputs is asked first (``/model/pricing``) and the task fails without submitting when it is
-    higher, or when no price can be read; with ``min_balance_usd`` it fails without submitting when
-    the account balance is lower. A waiting task prices its inputs even without the guard: its
-    result carries ``unit_price_usd`` and ``cost_usd`` (the completed generation's price; None, with
-    ``cost_note``, when no price could be read). The price is also pushed to XCom (``unit_price_usd``).
+    higher, or when no price can be read; with ``min_balance_usd``, when the account balance is
+    lower. A waiting task prices its inputs even without the guard: its result carries
+    ``unit_price_usd`` and ``cost_usd`` (None, with ``cost_note``, when no price could be read);
+    the price is also pushed to XCom (``unit_price_usd``).
 
     :param model: The model id, e.g. ``wavespeed-ai/flux-dev`` (templated).
     :param inputs: The model's inputs (templated, nested values too).
@@ -165,16 +146,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         super().__init__(**kwargs)
         settings = {"poll_interval": (poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (timeout, 600.0)}
         seconds_settings(self.task_id, settings, rendered=False)
-        if not isinstance(resubmit_on_server_failure, int) or resubmit_on_server_failure < 0:
-            raise ValueError(
-                f"{self.task_id}: resubmit_on_server_failure must be a whole number >= 0, "
-                f"got {resubmit_on_server_failure!r}"
-            )
-        if resubmit_on_server_failure and not wait_for_completion:
-            raise ValueError(
-                f"{self.task_id}: resubmit_on_server_failure needs wait_for_completion=True (only a "
-                "waiting task learns that a prediction failed)"
-            )
+        self._check_resubmissions(self.task_id, resubmit_on_server_failure, wait_for_completion)
         if output_path is not None and not wait_for_completion:
             raise ValueError(
                 f"{self.task_id}: output_path needs wait_for_completion=True (or give it to the "
@@ -198,7 +170,7 @@ class WaveSpeedSubmitOperator(BaseOperator):
         # Only a waiting task owns its prediction's fate; without waiting, a sensor downstream does.
         self.cancel_on_kill = cancel_on_kill and wait_for_completion
         self.cancel_on_timeout = cancel_on_timeout and wait_for_completion
-        self._waiting_on: tuple[Any, str] | None = None  # (task instance, prediction id) while waiting here
+        self._waiting_in_worker: tuple[Any, str] | None = None  # (task instance, prediction id): for on_kill
         self._unit_price: float | None = None  # what one generation of these inputs costs, once priced
         self._price_note = "the inputs were not priced"
 
@@ -212,221 +184,49 @@ class WaveSpeedSubmitOperator(BaseOperator):
         A first submit of a try resumes (or adopts from the history) what an earlier try's record names.
         """
         record = self._record(context)
-        with airflow_errors():
+        try:
             model = validate_model(self.model)
             inputs = validate_inputs(self.inputs)
             webhook = validate_webhook_url(self.webhook) if self.webhook else None
-            prediction = None if tried else self._resume(record, model, inputs)
+            prediction = None if tried else resume_or_adopt(record, self.hook, model, inputs, log=self.log)
             if prediction is None:
                 self.check_budget(model, inputs)
                 sent_at = time.time()
-                entry = {"version": 1, "sent_at": sent_at, "model": model, "digest": input_digest(model, [inputs])}
-                record.put({**entry, "state": _SENDING}, verify=True)
+                record.write_intent(model, inputs, sent_at)
                 try:
                     prediction = self.hook.submit(model, inputs, webhook=webhook)
                 except WaveSpeedSubmitUncertainError as exc:
-                    prediction = self._adopt(model, inputs, sent_at, str(exc), record)
+                    prediction = find_in_history(record, self.hook, model, inputs, sent_at, str(exc), log=self.log)
                 else:
                     self.log.info("Submitted WaveSpeed prediction %s for model %s", prediction.id, model)
                 # The one instant left unrecorded: between the API's answer and this write.
-                record.put({**entry, "state": _SENT, "prediction_id": prediction.id}, verify=False)
+                record.write_submitted(prediction.id, model, inputs, sent_at=sent_at)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
         if self.wait_for_completion and self._unit_price is None:
             self._price_for_result(model, inputs)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
-        if self._unit_price is not None:
-            context["ti"].xcom_push(key=XCOM_UNIT_PRICE, value=self._unit_price)
-        if self.resubmit_on_server_failure:
-            context["ti"].xcom_push(key=XCOM_PREDICTION_IDS, value=[*(tried or []), prediction.id])
+        self._push_spend(context, prediction.id, tried)
         WaveSpeedModelLink.persist(context, model=model)
         WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
         return prediction
 
-    # -- the record: resume and reconcile -----------------------------------------------------------
+    # -- the record: deleted once the id is handed on, written back after a wait without the prediction --
 
-    def _record(self, context: Context) -> TaskRecord:
-        ti = context["ti"]
-        description = (
-            f"WaveSpeed submit record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
-            "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted "
-            "once the prediction id is handed on, written back when a wait ends without the prediction; delete "
-            "it yourself only to submit again."
-        )
-        return TaskRecord(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
+    def _record(self, context: Context) -> SubmitRecord:
+        return SubmitRecord(context)
 
-    def _handed_on(self, context: Context) -> None:
-        """Delete the record: the id is handed on (returned, or in the trigger's kwargs). A later try (a
-        retry after the wait, a user's clear) must not silently resume a prediction that may have been
-        delivered: the trigger may end the task itself, in the triggerer, which cannot write the record.
-        A wait that ends without delivering it writes the record back (:meth:`_kept`)."""
+    def _delete_record(self, context: Context) -> None:
+        """Delete the record: the prediction id is handed on (see :mod:`~airflow_provider_wavespeed._submit_record`)."""
         self._record(context).delete()
 
-    def _kept(self, context: Context, prediction_id: str) -> None:
-        """Write the record back for ``prediction_id``: its deferred wait ended without the prediction (an
-        error, the wait limit, a trigger Airflow failed), so a later try resumes it instead of paying again.
-
-        Written by the worker that fails the task, before it fails. When the write fails, the task fails for
-        good: a retry without the record would submit (and pay) again.
-        """
-        record = self._record(context)
-        try:
-            with airflow_errors():
-                model = validate_model(self.model)
-                inputs = validate_inputs(self.inputs)
-            data = {"version": 1, "model": model, "digest": input_digest(model, [inputs])}
-            record.put({**data, "state": _SENT, "prediction_id": prediction_id}, verify=True)
-        except Exception as exc:
-            raise AirflowFailException(
-                f"The wait for WaveSpeed prediction {prediction_id} ended without it, and recording it in "
-                f"{record.where} failed ({type(exc).__name__}: {exc}): the task is not retried, so nothing is "
-                f"submitted again. The prediction may still run: wait on it with "
-                f"WaveSpeedTaskSensor(prediction_id={prediction_id!r})"
-            ) from None
-        self.log.info(
-            "WaveSpeed prediction %s is recorded in %s: a retry or a clear of this task resumes it (nothing is "
-            "submitted again)",
-            prediction_id,
-            record.where,
-        )
-
     def _waited_for(self, context: Context, prediction_id: str = "") -> str:
-        """The prediction this deferred try waited for: given, else the one its submit pushed to XCom."""
+        """Return the prediction this deferred try waited for: given, else the one its submit pushed to XCom."""
         if prediction_id:
             return prediction_id
         ti = context["ti"]
         pushed = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_ID, map_indexes=ti.map_index)
         return str(pushed or "")
-
-    def _resume(self, record: TaskRecord, model: str, inputs: dict[str, Any]) -> Prediction | None:
-        """The prediction an earlier try's record names, when it should be resumed; None: submit."""
-        data = record.earlier()
-        if data is None:
-            return None
-        same = data.get("digest") == input_digest(model, [inputs])
-        sent_at = float(data.get("sent_at") or 0)
-        if data.get("state") == _SENDING:
-            if not same:
-                self.log.warning(
-                    "An earlier try sent a submit with other inputs (or model) and got no answer: it is not "
-                    "looked for; submitting these inputs"
-                )
-                return None
-            self.log.warning("An earlier try stopped with its submit in flight: looking for it in the history")
-            why = "an earlier try of this task stopped while this submit was in flight"
-            return self._adopt(model, inputs, sent_at, why, record)
-        prediction_id = str(data.get("prediction_id") or "")
-        try:
-            prediction = self.hook.get_prediction(prediction_id)
-        except WaveSpeedNotFoundError:
-            self.log.warning("The prediction %s an earlier try submitted is gone: submitting again", prediction_id)
-            return None
-        if prediction.status not in _RESUMABLE:
-            self.log.warning(
-                "The prediction %s an earlier try submitted is %s: submitting again", prediction_id, prediction.status
-            )
-            return None
-        if not same:
-            self.log.warning(
-                "The prediction %s an earlier try submitted (%s) has other inputs or model than these: it is not "
-                "resumed (it stays paid); submitting these inputs",
-                prediction_id,
-                prediction.status,
-            )
-            return None
-        self.log.info(
-            "Resuming WaveSpeed prediction %s (%s), submitted by an earlier try of this task: nothing is submitted",
-            prediction_id,
-            prediction.status,
-        )
-        return prediction
-
-    def _adopt(self, model: str, inputs: dict[str, Any], sent_at: float, why: str, record: TaskRecord) -> Prediction:
-        """The one prediction of the history like this submit; otherwise fail for good (never send again)."""
-        hook = self.hook
-
-        async def page(**query: Any) -> PredictionPage:
-            return hook.list_predictions(**query)
-
-        self.log.warning("The submit's outcome is unknown (%s): looking for it in the prediction history", why)
-        try:
-            found = unheld_in_this_run(asyncio.run(reconcile(page, model, {0: inputs}, sent_at)))
-        except WaveSpeedError as exc:
-            reason = f"the history could not be read ({exc})"
-        else:
-            if 0 in found.adopted:
-                prediction_id = found.adopted[0]
-                self.log.info("Adopted WaveSpeed prediction %s from the history: nothing is submitted", prediction_id)
-                return self.hook.get_prediction(prediction_id)
-            reason = found.unresolved[0]
-        raise WaveSpeedSubmitUncertainError(
-            f"{uncertain_message(model, why, utc_text(sent_at))}. Looked up: {reason}. The record in {record.where} "
-            "keeps this task from submitting again; delete it (or find the prediction and use WaveSpeedTaskSensor) "
-            "once checked"
-        )
-
-    def _tried(self, context: Context, prediction_id: str) -> list[str]:
-        """The predictions this try submitted so far (kept in XCom: a deferral may resume anywhere)."""
-        if not self.resubmit_on_server_failure:
-            return [prediction_id]
-        ti = context["ti"]
-        tried = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_PREDICTION_IDS, map_indexes=ti.map_index)
-        if not isinstance(tried, list) or not tried or tried[-1] != prediction_id:
-            return [prediction_id]
-        return [str(i) for i in tried]
-
-    def _after_failure(self, context: Context, error: WaveSpeedPredictionFailedError, tried: list[str]) -> Prediction:
-        """Submit again after a server-side failure while resubmissions are left; else raise ``error``."""
-        if error.is_server_failure and len(tried) <= self.resubmit_on_server_failure:
-            self.log.warning(
-                "WaveSpeed prediction %s failed on the server's side (code %s): submitting again "
-                "(resubmission %d of %d); predictions tried: %s",
-                error.prediction_id,
-                error.code,
-                len(tried),
-                self.resubmit_on_server_failure,
-                ", ".join(tried),
-            )
-            return self.submit(context, tried)
-        if len(tried) > 1:
-            error.args = (f"{error}; predictions tried, in order: {', '.join(tried)}",)
-        with airflow_errors(_WAIT_RETRYABLE):
-            raise error
-
-    def check_budget(self, model: str, inputs: dict[str, Any]) -> None:
-        """The cost guard: fail before submitting when over ``max_cost_usd`` or under ``min_balance_usd``.
-
-        Fails closed when the price or the balance cannot be read; keeps the price for the result.
-        """
-        max_cost = budget_usd(self.max_cost_usd, "max_cost_usd")
-        min_balance = budget_usd(self.min_balance_usd, "min_balance_usd")
-        if max_cost is not None:
-            with guard_errors(model, inputs):
-                price = checked_price(self.hook.get_price(model, inputs), model, inputs)
-            check_spend(model, [price], max_cost=max_cost, balance=None, min_balance=None)
-            self._unit_price = price
-            self.log.info("WaveSpeed price %.4f USD is within max_cost_usd %.4f", price, max_cost)
-        if min_balance is not None:
-            with guard_errors(model):
-                balance = self.hook.get_balance()
-            check_spend(model, [], max_cost=None, balance=balance, min_balance=min_balance)
-
-    def _price_for_result(self, model: str, inputs: dict[str, Any]) -> None:
-        """Price the inputs for the result's cost; a price that cannot be read is noted, never a failure."""
-        try:
-            self._unit_price = checked_price(self.hook.get_price(model, inputs), model, inputs)
-        except WaveSpeedError as exc:
-            self._price_note = f"the price could not be read ({exc})"
-            self.log.warning("WaveSpeed cost of this generation unknown: %s", self._price_note)
-
-    def _cost(self, context: Context | None) -> dict[str, Any]:
-        """The cost fields of the result: the price this try noted (pushed to XCom: a deferral resumes anywhere)."""
-        price = self._unit_price
-        if price is None and context is not None:
-            ti = context["ti"]
-            pulled = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_UNIT_PRICE, map_indexes=ti.map_index)
-            price = float(pulled) if isinstance(pulled, (int, float)) and not isinstance(pulled, bool) else None
-        if price is None:
-            return cost_fields([], unknown=self._price_note)
-        return cost_fields([price])
 
     def _completed(self, context: Context, prediction: Prediction, tried: list[str]) -> dict[str, Any]:
         # Storage failures fail for good: a retry of this task would submit (and pay) again.
@@ -446,12 +246,8 @@ class WaveSpeedSubmitOperator(BaseOperator):
             store_failure_hint=hint,
             cost=self._cost(context),
         )
-        log_cost(self.log, prediction.model or str(self.model), [result["unit_price_usd"]], result)
-        if self.resubmit_on_server_failure:
-            result["prediction_ids_tried"] = list(tried)
-            if len(tried) > 1:
-                self.log.info("WaveSpeed generation completed as prediction %s; tried: %s", prediction.id, tried)
-        note_result(self, result)
+        self._note_spend(result, prediction, tried)
+        keep_for_lineage(self, result)
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -459,11 +255,13 @@ class WaveSpeedSubmitOperator(BaseOperator):
         return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
-        with airflow_errors(_WAIT_RETRYABLE):
+        try:
             return self.hook.get_prediction(prediction_id)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc, WAIT_RETRYABLE) from None
 
     def _check_settings(self) -> None:
-        """The rendered ``poll_interval`` and ``timeout`` as seconds; a bad one fails the task before any request."""
+        """Convert the rendered ``poll_interval`` and ``timeout`` to seconds; a bad one fails the task at once."""
         settings = {"poll_interval": (self.poll_interval, DEFAULT_POLL_INTERVAL), "timeout": (self.timeout, 600.0)}
         checked = seconds_settings(self.task_id, settings, rendered=True)
         self.poll_interval, self.timeout = checked["poll_interval"], checked["timeout"]
@@ -473,28 +271,29 @@ class WaveSpeedSubmitOperator(BaseOperator):
         self._check_settings()
         prediction = self.submit(context)
         if not self.wait_for_completion:
-            note_result(self, prediction.id)
-            self._handed_on(context)  # the return value carries the id
+            keep_for_lineage(self, prediction.id)
+            self._delete_record(context)  # the return value carries the id
             return prediction.id
         tried = [prediction.id]
         while True:
             if self.deferrable:
-                self._handed_on(context)
+                self._delete_record(context)  # the trigger's kwargs carry the id
                 self._defer(context, prediction.id)
             try:
-                with airflow_errors(_WAIT_RETRYABLE, unless=WaveSpeedPredictionFailedError):
-                    done = self._wait_here(context, prediction.id)
+                done = self._wait_here(context, prediction.id)
             except WaveSpeedPredictionFailedError as exc:
                 prediction = self._after_failure(context, exc, tried)
                 tried.append(prediction.id)
                 continue
+            except WaveSpeedError as exc:
+                raise airflow_error(exc, WAIT_RETRYABLE) from None
             result = self._completed(context, done, tried)
-            self._handed_on(context)
+            self._delete_record(context)
             return result
 
     def _wait_here(self, context: Context, prediction_id: str) -> Prediction:
         """Wait in this worker; at ``timeout`` cancel the prediction first (``cancel_on_timeout``)."""
-        self._waiting_on = (context["ti"], prediction_id)
+        self._waiting_in_worker = (context["ti"], prediction_id)
         try:
             return self.hook.wait_for_prediction(prediction_id, poll_interval=self.poll_interval, timeout=self.timeout)
         except WaveSpeedTimeoutError:
@@ -508,49 +307,45 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     ) from None
             raise
         finally:
-            self._waiting_on = None
+            self._waiting_in_worker = None
 
     def on_kill(self) -> None:
         """Killed while waiting in a worker: cancel the unfinished prediction when a user killed the task."""
-        waiting = self._waiting_on
+        waiting = self._waiting_in_worker
         if self.cancel_on_kill and waiting is not None:
             cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, [waiting[1]])
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
-        defer_until_finished(
-            self,
-            prediction_id,
-            wavespeed_conn_id=self.wavespeed_conn_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            kwargs={"prediction_id": prediction_id},
-            # A resubmission needs the worker: it alone may submit again.
-            end=end_in_triggerer_kwargs(
-                self,
-                enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
-                output_path=self.output_path,
-                cost=self._cost(None),  # submit() priced the inputs in this process
+        """Defer the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; it resumes in ``execute_complete``."""
+        wait = deferring(self, f"WaveSpeed prediction {prediction_id} is")
+        self.defer(
+            trigger=WaveSpeedTaskTrigger(
+                prediction_id=prediction_id,
+                **wait.trigger_kwargs(self),
+                # A resubmission needs the worker: it alone may submit again.
+                **end_in_triggerer_kwargs(
+                    self,
+                    enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
+                    output_path=self.output_path,
+                    cost=self._cost(None),  # submit() priced the inputs in this process
+                ),
             ),
-            cancel_on_kill=self.cancel_on_kill,
-            cancel_on_timeout=self.cancel_on_timeout,
+            method_name="execute_complete",
+            kwargs={"prediction_id": prediction_id},
+            timeout=wait.airflow_timeout,
         )
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, prediction_id: str = ""
     ) -> dict[str, Any]:
-        """Resume after the trigger: validate the event, fail or return the prediction.
-
-        A wait that ended without the prediction (an error, the wait limit, an event this version does not
-        understand) writes the record back first: a retry or a clear resumes the same prediction.
-        """
+        """Resume after the trigger: validate the event, fail (writing the record back) or return the prediction."""
         self._check_settings()
         if not prediction_id and isinstance(event, dict):
-            # dag.test() resumes with the event alone (it drops defer kwargs); the event names the
-            # prediction its trigger, created by this task, waited for.
+            # dag.test() resumes with the event alone (no defer kwargs): it names the prediction waited for.
             prediction_id = str(event.get("prediction_id") or "")
         prediction_id = self._waited_for(context, prediction_id)
-        # Cancelled at the wait limit (cancel_on_timeout): nothing left to resume, a later try submits anew.
-        keep = bool(prediction_id) and not (isinstance(event, dict) and event.get("cancelled"))
+        # Cancelled at the timeout (cancel_on_timeout): nothing left to resume, a later try submits anew.
+        write_back = bool(prediction_id) and not (isinstance(event, dict) and event.get("cancelled"))
         hint = (
             f". This task keeps prediction {prediction_id} in its record: a retry or a clear resumes it (nothing "
             "is submitted again)"
@@ -559,29 +354,31 @@ class WaveSpeedSubmitOperator(BaseOperator):
             prediction = prediction_from_event(
                 event,
                 prediction_id=prediction_id,
-                on_deadline=AirflowFailException,
+                on_timeout=AirflowFailException,
                 reread=self._reread if self.output_path else None,
-                hint=hint if keep else "",
+                hint=hint if write_back else "",
             )
         except AirflowException:
-            if keep:
-                self._kept(context, prediction_id)
+            if write_back:
+                self._record(context).write_back(prediction_id, self.model, self.inputs, log=self.log)
             raise
         tried = self._tried(context, prediction_id)
         try:
             ensure_success(prediction)
         except WaveSpeedPredictionFailedError as exc:
-            again = self._after_failure(context, exc, tried)
-            self._handed_on(context)
-            self._defer(context, again.id)
+            resubmitted = self._after_failure(context, exc, tried)
+            self._delete_record(context)
+            self._defer(context, resubmitted.id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction, tried)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """Airflow's entry point on resume. ``__fail__`` is how it resumes a task whose trigger failed (raised,
-        or could not be loaded) or whose deferral timed out: it raises ``TaskDeferralError`` (or
-        ``TaskDeferralTimeout``), which its retries retry. Write the record back first, so the retry resumes
-        the prediction instead of paying for another."""
+        """Resume as Airflow does, writing the record back first when Airflow fails the deferral.
+
+        ``__fail__`` is how Airflow resumes a task whose trigger failed (raised, or could not be loaded)
+        or whose deferral timed out: it raises ``TaskDeferralError`` (or ``TaskDeferralTimeout``), which
+        its retries retry; with the record the retry resumes the prediction instead of paying for another.
+        """
         if next_method == TRIGGER_FAIL_REPR and self.wait_for_completion:
             prediction_id = self._waited_for(context)
             if prediction_id:
@@ -590,5 +387,5 @@ class WaveSpeedSubmitOperator(BaseOperator):
                     prediction_id,
                     (next_kwargs or {}).get("error", "unknown reason"),
                 )
-                self._kept(context, prediction_id)
+                self._record(context).write_back(prediction_id, self.model, self.inputs, log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)

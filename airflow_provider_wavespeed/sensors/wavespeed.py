@@ -12,35 +12,38 @@ from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSki
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
-from airflow_provider_wavespeed._common import (
-    TRANSIENT_ERRORS,
-    airflow_errors,
-    cancel_now,
-    cancel_on_worker_kill,
-    completed_result,
-    default_deferrable,
-    defer_until_finished,
-    prediction_from_event,
-    seconds_settings,
-)
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
-from airflow_provider_wavespeed._task_end import end_in_triggerer_kwargs
-from airflow_provider_wavespeed.api._validation import validate_prediction_id
-from airflow_provider_wavespeed.api.defaults import DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT, DEFERRAL_GRACE
-from airflow_provider_wavespeed.api.errors import WaveSpeedError, WaveSpeedStorageError
-from airflow_provider_wavespeed.api.models import Prediction, ensure_success
-from airflow_provider_wavespeed.api.polling import note_unknown_status
-from airflow_provider_wavespeed.api.retry import RetryPolicy
+from airflow_provider_wavespeed._lineage import keep_for_lineage, operator_lineage
+from airflow_provider_wavespeed._outcome import (
+    RETRYABLE_ERRORS,
+    airflow_error,
+    completed_result,
+    end_in_triggerer_kwargs,
+    prediction_from_event,
+)
+from airflow_provider_wavespeed._wait import airflow_timeout, default_deferrable, deferring, seconds_settings
+from airflow_provider_wavespeed.api import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    Prediction,
+    RetryPolicy,
+    WaveSpeedError,
+    WaveSpeedStorageError,
+    ensure_success,
+    note_unknown_status,
+    validate_prediction_id,
+)
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.lineage import note_result, operator_lineage
-from airflow_provider_wavespeed.storage import OutputPath
+from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_wavespeed.storage import OutputPath
+
 # Storing again only re-reads and re-copies, so a retry of the sensor may repeat any storage failure.
-_STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*TRANSIENT_ERRORS, WaveSpeedStorageError)
+_STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*RETRYABLE_ERRORS, WaveSpeedStorageError)
 # A poke told to slow down (429) gives the slot up, to the triggerer or to the next poke,
 # instead of sleeping in it through a submit's long patience.
 _POKE_RETRY = RetryPolicy(rate_limit_retries=1)
@@ -73,7 +76,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
     Where the wait ends: in the triggerer, with no second worker run, when the prediction completed
     (its dict in XCom), unless the worker has work left: ``output_path`` (it stores the outputs),
     outlets (asset events), or outputs too large for XCom; every other end of the wait (a failed
-    prediction, an error, the wait limit) resumes in the worker. Where the wait
+    prediction, an error, the timeout) resumes in the worker. Where the wait
     starts: on Airflow 3.3+, an unmapped deferrable sensor whose ``prediction_id`` is an id or an
     unmapped task's ``.output`` starts in the triggerer, with no worker run at all (its
     ``prediction_id`` is rendered there); a Jinja template of the DAG's own only with
@@ -149,7 +152,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self._unknown_statuses: set[str] = set()  # predictions whose unknown status was logged
-        self._poking: tuple[Any, str] | None = None  # (task instance, prediction id) while poking in a worker
+        self._waiting_in_worker: tuple[Any, str] | None = None  # (task instance, prediction id): for on_kill
         self._start_in_triggerer(start_from_trigger)
 
     @staticmethod
@@ -196,12 +199,12 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             },
             next_method="execute_complete",
             next_kwargs=None,
-            # Airflow's backstop for a lost trigger; the trigger ends the wait DEFERRAL_GRACE earlier.
-            timeout=timedelta(seconds=float(self.timeout) + DEFERRAL_GRACE),
+            # Airflow's backstop for a lost trigger; the trigger ends the wait its grace earlier.
+            timeout=airflow_timeout(float(self.timeout)),
         )
 
     def _cancel_kwargs(self) -> dict[str, bool]:
-        """The trigger's cancel options, only those set (the trigger's defaults are False)."""
+        """Return the trigger's cancel options, only those set (the trigger's defaults are False)."""
         options = {"cancel_on_kill": self.cancel_on_kill, "cancel_on_timeout": self.cancel_on_timeout}
         return {name: True for name, value in options.items() if value}
 
@@ -248,8 +251,10 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         return WaveSpeedHook(self.wavespeed_conn_id, retry=_POKE_RETRY)
 
     def _prediction_id(self) -> str:
-        with airflow_errors():
+        try:
             return validate_prediction_id(self.prediction_id)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
 
     def execute(self, context: Context) -> Any:
         # Again before the first poll: a subclass or a mapped expansion may have set them since __init__.
@@ -263,21 +268,19 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
-        defer_until_finished(
-            self,
-            self._prediction_id(),
-            wavespeed_conn_id=self.wavespeed_conn_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            end=end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path),
-            cancel_on_kill=self.cancel_on_kill,
-            cancel_on_timeout=self.cancel_on_timeout,
+        prediction_id = self._prediction_id()
+        wait = deferring(self, f"WaveSpeed prediction {prediction_id} is")
+        end = end_in_triggerer_kwargs(self, enabled=self.end_in_triggerer, output_path=self.output_path)
+        self.defer(
+            trigger=WaveSpeedTaskTrigger(prediction_id=prediction_id, **wait.trigger_kwargs(self), **end),
+            method_name="execute_complete",
+            timeout=wait.airflow_timeout,
         )
 
     def _poke_until_done(self, context: Context) -> Any:
         """Airflow's poke loop in this worker; at ``timeout``, cancel the prediction first (``cancel_on_timeout``)."""
         prediction_id = self._prediction_id()
-        self._poking = (context["ti"], prediction_id)
+        self._waiting_in_worker = (context["ti"], prediction_id)
         try:
             return super().execute(context)
         except (AirflowSensorTimeout, AirflowSkipException) as exc:
@@ -293,27 +296,31 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
                 exc.args = (f"{exc}; WaveSpeed prediction {prediction_id} was cancelled (cancel_on_timeout)",)
             raise
         finally:
-            self._poking = None
+            self._waiting_in_worker = None
 
     def on_kill(self) -> None:
         """Killed while poking in a worker: cancel the unfinished prediction when a user killed the task."""
-        poking = self._poking
-        if self.cancel_on_kill and poking is not None:
-            cancel_on_worker_kill(self, poking[0], self.wavespeed_conn_id, [poking[1]])
+        waiting = self._waiting_in_worker
+        if self.cancel_on_kill and waiting is not None:
+            cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, [waiting[1]])
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         prediction_id = self._prediction_id()
-        with airflow_errors():
-            try:
-                prediction = self._poke_hook.get_prediction(prediction_id)
-            except TRANSIENT_ERRORS as exc:  # the next poke may get through
-                self.log.warning("Poll of %s failed, will poke again: %s", prediction_id, exc)
-                return False
-            if not prediction.is_terminal:
-                note_unknown_status(prediction, self._unknown_statuses, self.log)
-                self.log.info("WaveSpeed prediction %s is %s", prediction_id, prediction.status)
-                return False
+        try:
+            prediction = self._poke_hook.get_prediction(prediction_id)
+        except RETRYABLE_ERRORS as exc:  # the next poke may get through
+            self.log.warning("Poll of %s failed, will poke again: %s", prediction_id, exc)
+            return False
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
+        if not prediction.is_terminal:
+            note_unknown_status(prediction, self._unknown_statuses, self.log)
+            self.log.info("WaveSpeed prediction %s is %s", prediction_id, prediction.status)
+            return False
+        try:
             ensure_success(prediction)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
         return PokeReturnValue(is_done=True, xcom_value=self._completed(context, prediction))
 
     def _completed(self, context: Context, prediction: Prediction) -> dict[str, Any]:
@@ -326,7 +333,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             retryable=_STORE_RETRYABLE,
             log=self.log,
         )
-        note_result(self, result)
+        keep_for_lineage(self, result)
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -334,18 +341,22 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         return operator_lineage(self)
 
     def _reread(self, prediction_id: str) -> Prediction:
-        with airflow_errors():
+        try:
             return self.hook.get_prediction(prediction_id)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: validate the event, fail or return the prediction."""
         prediction = prediction_from_event(
             event,
             prediction_id=self._prediction_id(),
-            on_deadline=AirflowSensorTimeout,
+            on_timeout=AirflowSensorTimeout,
             reread=self._reread if self.output_path else None,
         )
-        with airflow_errors():
+        try:
             ensure_success(prediction)
+        except WaveSpeedError as exc:
+            raise airflow_error(exc) from None
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
         return self._completed(context, prediction)

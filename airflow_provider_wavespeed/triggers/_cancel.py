@@ -1,6 +1,13 @@
-"""When a trigger cancels the predictions its task owns: a user's kill, never a restart or a retry.
+"""When a task's predictions are cancelled: a user's kill, never a restart, a shutdown or a retry.
 
-The rule, written once for both triggers (:class:`CancellingTrigger`):
+In a worker (:func:`cancel_on_worker_kill`, a task's ``on_kill``): a user's kill (mark
+failed/success, clear) has already changed the task instance's state on the API server when the
+supervisor sends SIGTERM; a worker shutting down (Airflow 3.3 forwards its SIGTERM) or
+``execution_timeout`` leaves it ``running`` (:data:`NOT_KILLED_IN_WORKER`): then nothing is
+cancelled. The wait's timeout cancels from where the wait runs (``cancel_on_timeout``:
+:func:`cancel_now` in a worker).
+
+In the triggerer, the rule is written once for both triggers (:class:`CancellingTrigger`):
 
 - Airflow 3.3+: the triggerer calls :meth:`CancellingTrigger.on_kill` only when a user acted on the
   deferred task (mark failed/success, clear, DAG run failed); never on a triggerer restart, a
@@ -11,6 +18,7 @@ The rule, written once for both triggers (:class:`CancellingTrigger`):
   trigger's task. On that ``CancelledError`` the trigger asks the task instance's state and
   cancels only when it could read it and it is no longer ``deferred`` for this try (a shutdown
   leaves it deferred, and so does a lost answer: then nothing is cancelled).
+  ``deferred`` is :data:`NOT_KILLED_IN_TRIGGERER`.
 
 A clear makes a new try, which may be deferred again (a task that starts in the triggerer at once,
 another within seconds) by the time the old try's trigger is stopped: ``deferred`` alone cannot
@@ -30,21 +38,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_wavespeed._compat import read_xcom, task_instance_state, trigger_on_kill_supported
 from airflow_provider_wavespeed.api.errors import WaveSpeedError
 from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished
-from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
+from airflow_provider_wavespeed.triggers._shared_client import shared_client
+
+if TYPE_CHECKING:
+    from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
 
 _log = logging.getLogger(__name__)
 
-DEFERRED = "deferred"
+# The task instance states in which a stopped wait was no user's kill. In the triggerer: still deferred
+# (a triggerer restart, the trigger moved elsewhere; the same try waits on). In a worker: still running
+# (on Airflow 3.3 a worker shut down forwards its SIGTERM to the task, and an execution_timeout kills a
+# task that is still running too; a retry or another worker resumes it); unknown (None) cancels nothing.
+NOT_KILLED_IN_TRIGGERER = "deferred"
+NOT_KILLED_IN_WORKER = (None, "running")
+# A task killed in a worker gets SIGKILL about 5 s after its on_kill starts: its cancels stop sooner.
+WORKER_KILL_BUDGET = 4.0
 # Airflow gives on_kill 30 s ([triggerer] on_kill_timeout); the cancels stop a little before.
 KILL_CANCEL_BUDGET = 25.0
 # The XCom of a task instance naming the try (its number) that waits for its predictions now.
@@ -56,7 +77,7 @@ _NEWER_TRY_POLL = 0.5
 
 
 async def ti_state(ti: Any) -> str | None:
-    """The task instance's state per the API server, off the event loop; None when it cannot be read."""
+    """Return the task instance's state per the API server, off the event loop; None when it cannot be read."""
     from asgiref.sync import sync_to_async
 
     try:
@@ -102,7 +123,7 @@ def note_waiting_try(log: Any) -> None:
 
 
 async def waiting_try(ti: Any) -> int | None:
-    """The try number :data:`WAITING_TRY_KEY` holds for task instance ``ti``, off the event loop; None: unknown."""
+    """Return the try number :data:`WAITING_TRY_KEY` holds for ``ti``, read off the event loop; None: unknown."""
     from asgiref.sync import sync_to_async
 
     try:
@@ -118,17 +139,55 @@ async def cancel_with_shared_client(
 ) -> CancelOutcome | None:
     """Cancel the unfinished ones of ``prediction_ids`` through the loop's shared client, within ``budget`` s."""
     try:
-        client = await acquire_shared_client(conn_id)
+        async with shared_client(conn_id) as client:
+            return await asyncio.wait_for(cancel_unfinished(client, prediction_ids, log=log), timeout=budget)
     except WaveSpeedError as exc:
         log.warning("Could not cancel %d WaveSpeed prediction(s): %s", len(prediction_ids), exc)
         return None
-    try:
-        return await asyncio.wait_for(cancel_unfinished(client, prediction_ids, log=log), timeout=budget)
     except TimeoutError:
         log.warning("Cancelling %d WaveSpeed prediction(s) took over %.0f s; stopped", len(prediction_ids), budget)
         return None
-    finally:
-        await release_shared_client(conn_id)
+
+
+def cancel_now(conn_id: str, prediction_ids: Sequence[str], *, log: Any) -> CancelOutcome:
+    """Cancel the unfinished ones of ``prediction_ids`` from a worker (blocking; concurrent, paced like polls)."""
+
+    async def cancel() -> CancelOutcome:
+        async with await WaveSpeedHook(conn_id).aget_client() as client:
+            return await cancel_unfinished(client, prediction_ids, log=log)
+
+    return asyncio.run(cancel())
+
+
+def cancel_on_worker_kill(task: Any, ti: Any, conn_id: str, prediction_ids: Sequence[str]) -> None:
+    """Cancel a task's unfinished predictions from its ``on_kill`` in a worker, when a user killed it.
+
+    Nothing is cancelled while the task instance is still ``running`` (:data:`NOT_KILLED_IN_WORKER`).
+    Runs in a thread given :data:`WORKER_KILL_BUDGET` seconds: SIGKILL follows soon, and the signal
+    handler may have interrupted an event loop on this thread.
+    """
+    ids = list(prediction_ids)
+    if not ids or ti is None:
+        return
+    try:
+        state = task_instance_state(ti)
+    except Exception as exc:
+        task.log.warning("Could not read this task's state (%s): the WaveSpeed predictions are not cancelled", exc)
+        return
+    if state in NOT_KILLED_IN_WORKER:
+        task.log.info("The task is still %s (a worker shutdown or timeout): its predictions are not cancelled", state)
+        return
+    task.log.info("The task is %s: cancelling its %d unfinished WaveSpeed prediction(s)", state, len(ids))
+
+    def run() -> None:
+        try:
+            cancel_now(conn_id, ids, log=task.log)
+        except Exception as exc:  # the task is ending anyway: say what was not cancelled
+            task.log.warning("Cancelling WaveSpeed predictions %s failed: %s", ", ".join(ids), exc)
+
+    worker = threading.Thread(target=run, name="wavespeed-cancel", daemon=True)
+    worker.start()
+    worker.join(WORKER_KILL_BUDGET)
 
 
 _SHIELDED: set[asyncio.Future[None]] = set()  # kill decisions under way (a reference keeps each alive)
@@ -159,16 +218,21 @@ async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
 class CancellingTrigger(BaseTrigger):
     """A trigger whose task owns its predictions: on a user's kill, it cancels the unfinished ones.
 
-    Subclasses set ``cancel_on_kill`` and ``wavespeed_conn_id``, implement :meth:`unfinished_ids`,
-    await :meth:`note_started` when their ``run`` starts and call :meth:`cancelled_from_outside`
-    when it gets ``CancelledError``.
+    The base of both WaveSpeed triggers. Subclasses set ``cancel_on_kill`` and ``wavespeed_conn_id``,
+    poll through :meth:`shared_client`, implement :meth:`unfinished_ids`, await :meth:`note_started`
+    when their ``run`` starts and call :meth:`cancelled_from_outside` when it gets ``CancelledError``.
     """
 
+    default_conn_name = WaveSpeedHook.default_conn_name
     cancel_on_kill: bool = False
     wavespeed_conn_id: str
 
+    def shared_client(self) -> AbstractAsyncContextManager[AsyncWaveSpeedClient]:
+        """Return the loop's shared client of this trigger's connection, for ``async with``."""
+        return shared_client(self.wavespeed_conn_id)
+
     def unfinished_ids(self) -> list[str]:
-        """The predictions of this wait not yet seen terminal."""
+        """Return the predictions of this wait not yet seen terminal."""
         raise NotImplementedError
 
     def _started_in_triggerer(self) -> bool:
@@ -177,7 +241,7 @@ class CancellingTrigger(BaseTrigger):
         return getattr(task, "start_from_trigger", False) is True
 
     async def note_started(self) -> None:
-        """A task started in the triggerer: record this try as the waiting one (no worker did; never raises)."""
+        """Record this try as the waiting one, for a task started in the triggerer (no worker did; never raises)."""
         ti = self.task_instance
         if not self.cancel_on_kill or ti is None or _try_number(ti) is None or not self._started_in_triggerer():
             return
@@ -193,7 +257,7 @@ class CancellingTrigger(BaseTrigger):
             )
 
     async def _newer_try(self, patience: float) -> int | None:
-        """The try of this deferred task instance waiting now, when newer than this trigger's; else None.
+        """Return the try of this deferred task instance waiting now, when newer than this trigger's; else None.
 
         Looks again for ``patience`` seconds (a newer try's trigger records itself when it starts).
         """
@@ -220,7 +284,7 @@ class CancellingTrigger(BaseTrigger):
         started = time.monotonic()
         why = "the task was killed by a user"
         ti = self.task_instance
-        if ti is not None and await ti_state(ti) == DEFERRED:
+        if ti is not None and await ti_state(ti) == NOT_KILLED_IN_TRIGGERER:
             newer = await self._newer_try(NEWER_TRY_PATIENCE if self._started_in_triggerer() else 0.0)
             if newer is None:
                 self.log.info("The task is still deferred for this try (its trigger runs elsewhere): nothing cancelled")
@@ -238,7 +302,7 @@ class CancellingTrigger(BaseTrigger):
         state = await ti_state(ti)
         if state is None:
             return  # no answer (a triggerer shutting down?): the wait may resume elsewhere
-        if state == DEFERRED:
+        if state == NOT_KILLED_IN_TRIGGERER:
             # A triggerer shutting down (the wait resumes elsewhere), unless a newer try waits now.
             newer = await self._newer_try(0.0)
             if newer is None:

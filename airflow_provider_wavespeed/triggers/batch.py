@@ -15,18 +15,17 @@ from airflow.triggers.base import TriggerEvent
 from asgiref.sync import sync_to_async
 
 from airflow_provider_wavespeed._compat import read_xcom
-from airflow_provider_wavespeed.api._validation import validate_prediction_id
-from airflow_provider_wavespeed.api.defaults import (
+from airflow_provider_wavespeed._events import batch_event, crash_message
+from airflow_provider_wavespeed.api import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
+    Prediction,
+    WaveSpeedError,
+    cancel_unfinished,
+    validate_prediction_id,
+    wait_for_predictions,
 )
-from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import cancel_unfinished, wait_for_predictions
-from airflow_provider_wavespeed.events import batch_event, crash_message
-from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
 
 __all__ = ["IDS_XCOM_FIELDS", "IDS_XCOM_KEY", "WaveSpeedBatchTrigger", "ids_for_xcom", "ids_from_xcom"]
@@ -36,12 +35,12 @@ IDS_XCOM_FIELDS = ("dag_id", "run_id", "task_id", "map_index", "key")
 
 
 def ids_for_xcom(prediction_ids: Sequence[str]) -> str:
-    """The ids as one compact XCom value: comma-separated (an id is letters, digits, ``_`` and ``-``)."""
+    """Return the ids as one compact XCom value: comma-separated (an id is letters, digits, ``_`` and ``-``)."""
     return ",".join(prediction_ids)
 
 
 def ids_from_xcom(value: object, count: int) -> list[str]:
-    """The ids :func:`ids_for_xcom` wrote, checked: ``count`` valid prediction ids."""
+    """Return the ids :func:`ids_for_xcom` wrote, checked: ``count`` valid prediction ids."""
     if value is None:
         raise LookupError("there is no such XCom")
     if not isinstance(value, str):
@@ -56,7 +55,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     """Poll every prediction of a batch until all are terminal, in one trigger.
 
     All predictions of the batch are polled through the triggerer's shared client of the
-    connection (:mod:`~airflow_provider_wavespeed.hooks.shared_client`: one pool, one 429
+    connection (:mod:`~airflow_provider_wavespeed.triggers._shared_client`: one pool, one 429
     back-off), at most ``POOL_SIZE`` at a time, by the same engine as
     :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger`
     (:mod:`~airflow_provider_wavespeed.api.polling`). Its one event is a status (``done``,
@@ -71,10 +70,10 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     the trigger ``ids_xcom`` (where that XCom is: ``dag_id``, ``run_id``, ``task_id``, ``map_index``,
     ``key``) and ``count``; ``run`` reads it off the event loop (a deferred task's XComs are kept
     until it resumes). An XCom that is missing or unreadable ends the wait with an ``error``
-    event saying so. ``prediction_ids`` (the ids themselves, as the previous release stored them)
-    still works; give exactly one of the two.
+    event saying so.
 
-    :param prediction_ids: The predictions to wait for (or ``ids_xcom`` and ``count``).
+    :param ids_xcom: Where to read the prediction ids.
+    :param count: How many ids ``ids_xcom`` holds.
     :param wavespeed_conn_id: The WaveSpeed connection id (the key is looked up, never stored).
     :param poll_interval: The longest wait between two polls of a prediction, in seconds.
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
@@ -83,39 +82,29 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         (concurrently, paced like polls; see :mod:`~._cancel`: never on a triggerer restart).
     :param cancel_on_timeout: At the deadline, cancel the unfinished predictions; the ``deadline``
         event counts them (``cancelled``).
-    :param ids_xcom: Where to read the prediction ids (instead of ``prediction_ids``).
-    :param count: How many ids ``ids_xcom`` holds.
     """
 
     def __init__(
         self,
-        prediction_ids: Sequence[str] | None = None,
-        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        ids_xcom: Mapping[str, Any],
+        count: int,
+        wavespeed_conn_id: str = CancellingTrigger.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
-        ids_xcom: Mapping[str, Any] | None = None,
-        count: int | None = None,
     ) -> None:
         super().__init__()
-        if (prediction_ids is None) == (ids_xcom is None):
-            raise ValueError("WaveSpeedBatchTrigger needs either prediction_ids or ids_xcom (where to read them)")
-        self.prediction_ids: list[str] | None = None
-        self.ids_xcom: dict[str, Any] | None = None
-        if prediction_ids is not None:
-            self.prediction_ids = [validate_prediction_id(prediction_id) for prediction_id in prediction_ids]
-            self.count = len(self.prediction_ids)
-        else:
-            missing = [name for name in IDS_XCOM_FIELDS if name not in (ids_xcom or {})]
-            if missing or isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(
-                    f"WaveSpeedBatchTrigger: ids_xcom must name {', '.join(IDS_XCOM_FIELDS)} (missing: "
-                    f"{', '.join(missing) or 'none'}) and count must be a whole number >= 0, got {count!r}"
-                )
-            self.ids_xcom = {name: (ids_xcom or {})[name] for name in IDS_XCOM_FIELDS}
-            self.count = count
+        missing = [name for name in IDS_XCOM_FIELDS if name not in (ids_xcom or {})]
+        if missing or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"WaveSpeedBatchTrigger: ids_xcom must name {', '.join(IDS_XCOM_FIELDS)} (missing: "
+                f"{', '.join(missing) or 'none'}) and count must be a whole number >= 0, got {count!r}"
+            )
+        self.ids_xcom = {name: ids_xcom[name] for name in IDS_XCOM_FIELDS}
+        self.count = count
+        self._ids: list[str] = []  # read from the XCom when the wait starts
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time) if end_time is not None else time.time() + DEFAULT_WAIT_TIMEOUT
@@ -127,16 +116,14 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
+            "ids_xcom": dict(self.ids_xcom),
+            "count": self.count,
             "wavespeed_conn_id": self.wavespeed_conn_id,
             "poll_interval": self.poll_interval,
             "end_time": self.end_time,
             "first_poll_interval": self.first_poll_interval,
         }
-        if self.ids_xcom is not None:
-            kwargs.update(ids_xcom=dict(self.ids_xcom), count=self.count)
-        else:  # given the ids themselves: as the previous release stored them
-            kwargs = {"prediction_ids": list(self.prediction_ids or []), **kwargs}
-        # Only when set: a trigger stored before these options existed serializes as it did.
+        # Only when set: the row stays as small as the defaults allow.
         options = {"cancel_on_kill": self.cancel_on_kill, "cancel_on_timeout": self.cancel_on_timeout}
         kwargs.update({name: True for name, value in options.items() if value})
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -144,7 +131,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
     def unfinished_ids(self) -> list[str]:
         if not self._waiting:
             return []
-        return [prediction_id for prediction_id in self.prediction_ids or [] if prediction_id not in self._finished]
+        return [prediction_id for prediction_id in self._ids if prediction_id not in self._finished]
 
     def _seen_finished(self, prediction: Prediction) -> None:
         self._finished.add(prediction.id)
@@ -183,10 +170,8 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
             yield TriggerEvent(batch_event(self.count, {}, error=exc, message=message, retryable=True))
 
     async def _load_ids(self) -> list[str]:
-        """The prediction ids: given, or read from the XCom the task pushed before deferring (off the loop)."""
-        if self.prediction_ids is not None:
-            return self.prediction_ids
-        where = self.ids_xcom or {}
+        """Return the prediction ids, read from the XCom the task pushed before deferring (off the loop)."""
+        where = self.ids_xcom
         named = (
             f"XCom {where['key']!r} of task {where['task_id']!r} (map index {where['map_index']}) in run "
             f"{where['run_id']!r} of DAG {where['dag_id']!r}"
@@ -201,7 +186,7 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
                 "unreachable from the triggerer? The batch record is kept: clear the task to run it again; it "
                 "pushes the ids again and waits for the same predictions (nothing is submitted again)"
             ) from None
-        self.prediction_ids = ids
+        self._ids = ids
         return ids
 
     async def _run(self) -> AsyncIterator[TriggerEvent]:
@@ -211,40 +196,42 @@ class WaveSpeedBatchTrigger(CancellingTrigger):
         except WaveSpeedError as exc:
             yield TriggerEvent(batch_event(total, {}, error=exc))
             return
+        polling = False
         try:
-            client = await acquire_shared_client(self.wavespeed_conn_id)
+            async with self.shared_client() as client:
+                polling = True
+                self.log.info("Waiting for %d WaveSpeed predictions", total)
+                self._waiting = True
+                wait = await wait_for_predictions(
+                    client,
+                    ids,
+                    poll_interval=self.poll_interval,
+                    end_time=self.end_time,
+                    first_poll_interval=self.first_poll_interval,
+                    on_finished=self._seen_finished,
+                    log=self.log,
+                )
+                self.log.info("WaveSpeed batch wait ended: %s", wait.counts())
+                counts = wait.counts()
+                event = batch_event(total, counts, error=wait.error, running=len(wait.last_status))
+                if wait.deadline and wait.last_status and self.cancel_on_timeout:
+                    cancelled = await cancel_unfinished(client, list(wait.last_status), log=self.log)
+                    # What the cancel found finished counts as finished; the rest stays "running" (not cancelled).
+                    for prediction in cancelled.finished.values():
+                        counts[prediction.status] = counts.get(prediction.status, 0) + 1
+                    stopped = len(cancelled.cancelled) + len(cancelled.gone)
+                    counts["running"] = len(wait.last_status) - stopped - len(cancelled.finished)
+                    counts["cancelled_at_deadline"] = stopped
+                    event = {**event, "counts": {k: v for k, v in counts.items() if v}, "cancelled": stopped}
+                    event["message"] = (
+                        f"{len(wait.last_status)} of {total} WaveSpeed predictions did not finish before the wait "
+                        f"limit: {stopped} cancelled (cancel_on_timeout), {len(cancelled.finished)} finished meanwhile"
+                        + (f", {len(cancelled.errors)} could not be cancelled" if cancelled.errors else "")
+                    )
         except WaveSpeedError as exc:
+            if polling:
+                raise
+            # The connection could not be used: nothing was polled.
             yield TriggerEvent(batch_event(total, {}, error=exc))
             return
-        try:
-            self.log.info("Waiting for %d WaveSpeed predictions", total)
-            self._waiting = True
-            wait = await wait_for_predictions(
-                client,
-                ids,
-                poll_interval=self.poll_interval,
-                end_time=self.end_time,
-                first_poll_interval=self.first_poll_interval,
-                on_finished=self._seen_finished,
-                log=self.log,
-            )
-            self.log.info("WaveSpeed batch wait ended: %s", wait.counts())
-            counts = wait.counts()
-            event = batch_event(total, counts, error=wait.error, running=len(wait.last_status))
-            if wait.deadline and wait.last_status and self.cancel_on_timeout:
-                cancelled = await cancel_unfinished(client, list(wait.last_status), log=self.log)
-                # What the cancel found finished counts as finished; the rest stays "running" (not cancelled).
-                for prediction in cancelled.finished.values():
-                    counts[prediction.status] = counts.get(prediction.status, 0) + 1
-                stopped = len(cancelled.cancelled) + len(cancelled.gone)
-                counts["running"] = len(wait.last_status) - stopped - len(cancelled.finished)
-                counts["cancelled_at_deadline"] = stopped
-                event = {**event, "counts": {k: v for k, v in counts.items() if v}, "cancelled": stopped}
-                event["message"] = (
-                    f"{len(wait.last_status)} of {total} WaveSpeed predictions did not finish before the wait "
-                    f"limit: {stopped} cancelled (cancel_on_timeout), {len(cancelled.finished)} finished meanwhile"
-                    + (f", {len(cancelled.errors)} could not be cancelled" if cancelled.errors else "")
-                )
-            yield TriggerEvent(event)
-        finally:
-            await release_shared_client(self.wavespeed_conn_id)
+        yield TriggerEvent(event)

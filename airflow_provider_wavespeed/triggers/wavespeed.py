@@ -5,25 +5,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
 from typing import Any
 
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_wavespeed._task_end import NOT_PRICED, plain_return_value
-from airflow_provider_wavespeed.api._validation import validate_prediction_id
-from airflow_provider_wavespeed.api.defaults import (
+from airflow_provider_wavespeed._events import (
+    NOT_PRICED,
+    crash_message,
+    deadline_event,
+    error_event,
+    plain_return_value,
+    terminal_event,
+)
+from airflow_provider_wavespeed._wait import WaitTimeout
+from airflow_provider_wavespeed.api import (
     DEFAULT_FIRST_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
-    DEFERRAL_GRACE,
+    CancelOutcome,
+    Prediction,
+    WaveSpeedError,
+    cancel_unfinished,
+    validate_prediction_id,
+    wait_for_predictions,
 )
-from airflow_provider_wavespeed.api.errors import WaveSpeedError
-from airflow_provider_wavespeed.api.models import Prediction
-from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished, wait_for_predictions
-from airflow_provider_wavespeed.events import crash_message, deadline_event, error_event, terminal_event
-from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.triggers._cancel import CancellingTrigger
 
 
@@ -33,7 +38,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
     Polling policy: the first poll ``first_poll_interval`` (1 s) after the trigger starts,
     then each wait doubles up to ``poll_interval`` (default 5 s: the API asks for no
     faster than 2 s for images and 5 s for video); every trigger of a connection shares one
-    connection pool (:mod:`airflow_provider_wavespeed.hooks.shared_client`). Polls have no
+    connection pool (:mod:`~airflow_provider_wavespeed.triggers._shared_client`). Polls have no
     fixed budget (the account tiers limit submissions, not polls): when the API answers 429,
     every trigger of the connection pauses for its ``Retry-After`` and polls at a reduced
     rate until the 429s stop.
@@ -60,22 +65,24 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
     :param end_time: Epoch seconds after which the wait ends with a ``deadline`` event.
     :param first_poll_interval: The wait before the first poll.
     :param end_from_trigger: End the task from the triggerer when its prediction completed.
-    :param timeout: Without ``end_time`` (a task started in the triggerer): the wait limit in seconds.
-        The deadline is then Airflow's trigger timeout of the task instance (stored with it, so a
-        trigger moved to another triggerer keeps it) less :data:`DEFERRAL_GRACE`.
+    :param timeout: Without ``end_time`` (a task started in the triggerer): the wait's timeout in seconds.
+        The wait then ends with Airflow's trigger timeout of the task instance (stored with it, so a
+        trigger moved to another triggerer keeps it), less its grace
+        (:meth:`~airflow_provider_wavespeed._wait.WaitTimeout.from_airflow_timeout`).
     :param cancel_on_kill: When a user kills the task (mark failed/success, clear), cancel the
         prediction if it is unfinished (see :mod:`~._cancel`: never on a triggerer restart).
     :param cancel_on_timeout: At the deadline, cancel the prediction if it is unfinished; the
         ``deadline`` event then says so (``cancelled``: the status the API answered).
     :param result_extra: Fields the task's result adds to the prediction when the trigger ends the
-        task: its cost (``unit_price_usd``, ``cost_usd``); default :data:`~._task_end.NOT_PRICED`,
-        what a task that waited on a prediction id alone knows.
+        task: its cost (``unit_price_usd``, ``cost_usd``); default
+        :data:`~airflow_provider_wavespeed._events.NOT_PRICED`, what a task that waited on a prediction
+        id alone knows.
     """
 
     def __init__(
         self,
         prediction_id: str,
-        wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
+        wavespeed_conn_id: str = CancellingTrigger.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_time: float | None = None,
         first_poll_interval: float = DEFAULT_FIRST_POLL_INTERVAL,
@@ -85,7 +92,6 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
         result_extra: dict[str, Any] | None = None,
-        **retired: Any,
     ) -> None:
         super().__init__()
         # Not validated here: a task started in the triggerer passes its template, rendered after
@@ -103,11 +109,6 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.result_extra = dict(NOT_PRICED if result_extra is None else result_extra)
         self._waiting: list[str] = []  # the prediction while it is not known to be terminal
-        # on_failure, retry_failed, last_try: how an earlier version ended failures here. Triggers
-        # (and sensors' start_trigger_args) stored with them still load; failures resume the worker.
-        unknown = set(retired) - {"on_failure", "retry_failed", "last_try"}
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(unknown)}")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -117,8 +118,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
             "end_time": self.end_time,
             "first_poll_interval": self.first_poll_interval,
         }
-        # Only what differs from the defaults: a default trigger serializes as before this option
-        # existed, so a triggerer still on an older provider version can load it.
+        # Only what differs from the defaults: the row stays as small as the defaults allow.
         options: dict[str, tuple[Any, Any]] = {
             "end_from_trigger": (self.end_from_trigger, False),
             "timeout": (self.timeout, None),
@@ -134,22 +134,13 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
 
     __hash__ = None  # type: ignore[assignment]
 
-    def _deadline(self) -> float:
-        """Epoch seconds when the wait ends: ``end_time``, else from the task instance's trigger timeout."""
-        if self.end_time is not None:
-            return self.end_time
-        assert self.timeout is not None
-        # Set by the triggerer: Airflow's trigger timeout of the task instance, computed once when the
-        # task was deferred and stored with it, so it holds wherever the trigger runs.
-        timeout_after = getattr(self, "timeout_after", None)
-        if isinstance(timeout_after, datetime):
-            if timeout_after.tzinfo is None:
-                timeout_after = timeout_after.replace(tzinfo=timezone.utc)
-            self.end_time = timeout_after.timestamp() - DEFERRAL_GRACE
-        else:
-            # No trigger timeout to anchor on: the limit starts now (a trigger restarted elsewhere
-            # would start it again; Airflow's own trigger timeout still ends the task).
-            self.end_time = time.time() + self.timeout
+    def _end_time(self) -> float:
+        """Return the epoch seconds when the wait ends: ``end_time``, else from the task instance's Airflow timeout."""
+        if self.end_time is None:
+            assert self.timeout is not None
+            # Set by the triggerer for a task started there (no worker computed an end time).
+            timeout_after = getattr(self, "timeout_after", None)
+            self.end_time = WaitTimeout.from_airflow_timeout(self.timeout, timeout_after).end_time
         return self.end_time
 
     def unfinished_ids(self) -> list[str]:
@@ -185,42 +176,44 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         except WaveSpeedError as exc:
             yield TriggerEvent(error_event(str(self.prediction_id), str(exc), type(exc).__name__))
             return
-        end_time = self._deadline()
+        end_time = self._end_time()
+        found: list[Prediction] = []
+        cancelled: CancelOutcome | None = None
+        polling = False
         try:
-            client = await acquire_shared_client(self.wavespeed_conn_id)
+            async with self.shared_client() as client:
+                polling = True
+                self._waiting = [prediction_id]
+                outcome = await wait_for_predictions(
+                    client,
+                    [prediction_id],
+                    poll_interval=self.poll_interval,
+                    end_time=end_time,
+                    first_poll_interval=self.first_poll_interval,
+                    on_finished=found.append,
+                    log=self.log,
+                )
+                if found:
+                    self._waiting = []
+                elif outcome.deadline and self.cancel_on_timeout:
+                    cancelled = await cancel_unfinished(client, [prediction_id], log=self.log)
+                    found.extend(cancelled.finished.values())  # it finished at the last moment: that is the result
         except WaveSpeedError as exc:
+            if polling:
+                raise
+            # The connection could not be used: nothing was polled.
             yield TriggerEvent(error_event(prediction_id, str(exc), type(exc).__name__))
             return
-        found: list[Prediction] = []
-        self._waiting = [prediction_id]
-        cancelled: CancelOutcome | None = None
-        try:
-            outcome = await wait_for_predictions(
-                client,
-                [prediction_id],
-                poll_interval=self.poll_interval,
-                end_time=end_time,
-                first_poll_interval=self.first_poll_interval,
-                on_finished=found.append,
-                log=self.log,
-            )
-            if found:
-                self._waiting = []
-            elif outcome.deadline and self.cancel_on_timeout:
-                cancelled = await cancel_unfinished(client, [prediction_id], log=self.log)
-                found.extend(cancelled.finished.values())  # it finished at the last moment: that is the result
-        finally:
-            await release_shared_client(self.wavespeed_conn_id)
         error = outcome.error or outcome.unreadable.get(prediction_id)
         if found:
             yield await self._terminal(found[0])
         elif error is not None:
             yield TriggerEvent(error_event(prediction_id, str(error), type(error).__name__))
         else:
-            yield TriggerEvent(self._deadline_event(prediction_id, cancelled))
+            yield TriggerEvent(self._timeout_event(prediction_id, cancelled))
 
-    def _deadline_event(self, prediction_id: str, cancelled: CancelOutcome | None) -> dict[str, Any]:
-        """The ``deadline`` event: the prediction may still finish, unless it was cancelled here."""
+    def _timeout_event(self, prediction_id: str, cancelled: CancelOutcome | None) -> dict[str, Any]:
+        """Return the ``deadline`` event: the prediction may still finish, unless it was cancelled here."""
         if cancelled is None:
             message = (
                 f"WaveSpeed prediction {prediction_id} did not finish before the wait "
@@ -253,7 +246,7 @@ class WaveSpeedTaskTrigger(CancellingTrigger):
         return task is None or plain_return_value(task)
 
     async def _terminal(self, prediction: Prediction) -> TriggerEvent:
-        """The event for a terminal prediction: a completed one may end the task here, its XCom pushed first."""
+        """Return the event for a terminal prediction: a completed one may end the task here, its XCom pushed first."""
         payload = terminal_event(prediction)
         # Outputs too large for XCom stay for the worker to decide (it stores them, or fails clearly).
         if not (prediction.is_success and self._ends_task() and "outputs_omitted_bytes" not in payload):

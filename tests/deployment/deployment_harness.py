@@ -891,9 +891,9 @@ def task_record(
     from airflow import __version__ as airflow_version
     from packaging.version import Version
 
-    from airflow_provider_wavespeed.task_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, part_key, record_key
+    from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, SUBMIT_RECORD_PREFIX, part_key, record_key
 
-    prefix = RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
+    prefix = BATCH_RECORD_PREFIX if name == "wavespeed_batch" else SUBMIT_RECORD_PREFIX
     key = record_key(dag_id, run_id, task_id, -1, prefix)
     if part is not None:
         key, name = part_key(key, part, state_store=False), part_key(name, part, state_store=True)
@@ -914,7 +914,7 @@ def batch_record(deployment: Deployment, dag_id: str, run_id: str) -> dict[str, 
     """The batch task's record (see :func:`task_record`): its head, with ``ids`` (one per input, None
     where there is none) gathered from its parts as the operator reads them (parts 0, 1... of its ``run``)."""
     head = task_record(deployment, dag_id, run_id, "batch")
-    if head is None or head.get("version") == 1:
+    if head is None:
         return head
     ids: list[str | None] = [None] * int(head["count"])
     number = 0

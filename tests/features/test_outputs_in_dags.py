@@ -63,10 +63,10 @@ def test_large_base64_outputs_are_read_again_and_stored_instead_of_failing(
 ) -> None:
     # The emulator's images are tiny; lower the event/XCom limit so four of them count as "large"
     # (the trigger then leaves them out of its event, as it does past 64 KiB in production).
-    from airflow_provider_wavespeed import _common, events
+    from airflow_provider_wavespeed import _events, _outcome
 
-    monkeypatch.setattr(events, "MAX_OUTPUTS_BYTES", 256)
-    monkeypatch.setattr(_common, "MAX_OUTPUTS_BYTES", 256)
+    monkeypatch.setattr(_events, "MAX_OUTPUTS_BYTES", 256)
+    monkeypatch.setattr(_outcome, "MAX_OUTPUTS_BYTES", 256)
     dag = load_dag(DAG_FILE, "wavespeed_feature_large_outputs")
     run = run_dag(dag, run_conf={"output_dir": str(tmp_path)})
     states = task_states(run)

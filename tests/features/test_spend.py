@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed.batch_record import BatchRecord
+from airflow_provider_wavespeed._batch_record import BatchRecord
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -129,7 +129,7 @@ def test_a_resumed_batch_prices_only_what_it_still_has_to_send(
     priced more than what it still has to send would refuse.
     """
     wavespeed_connection.set_duration(0)
-    settle = BatchRecord.settle
+    settle = BatchRecord.write_submitted
     calls: list[Any] = []
 
     def dying_settle(self: BatchRecord, *args: Any) -> None:
@@ -138,7 +138,7 @@ def test_a_resumed_batch_prices_only_what_it_still_has_to_send(
             raise RuntimeError("simulated: the worker was killed while its submits were in flight")
         settle(self, *args)
 
-    monkeypatch.setattr(BatchRecord, "settle", dying_settle)
+    monkeypatch.setattr(BatchRecord, "write_submitted", dying_settle)
     prompts = [f"input {n}" for n in range(8)]
     with _dag(request) as dag:
         WaveSpeedBatchOperator(

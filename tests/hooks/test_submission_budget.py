@@ -202,13 +202,12 @@ def test_the_poll_limiter_is_unlimited_until_a_429_then_backs_off_and_steps_asid
 async def test_the_triggers_shared_client_has_no_fixed_poll_budget(
     wavespeed_emulator: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
+    from airflow_provider_wavespeed.triggers._shared_client import shared_client
 
     _set_conn(
         monkeypatch, "ws_polls", wavespeed_emulator.url, wavespeed_emulator.api_key, {"max_submissions_per_minute": 2}
     )
-    client = await acquire_shared_client("ws_polls")
-    try:
+    async with shared_client("ws_polls") as client:
         assert isinstance(client._limiter, AdaptiveLimiter) and not client._limiter.engaged
         assert client._submit_limiter is None  # the triggerer never submits
         prediction = WaveSpeedHook("ws_polls").submit(FLUX, {"prompt": "x"})
@@ -216,5 +215,3 @@ async def test_the_triggers_shared_client_has_no_fixed_poll_budget(
         reads = await asyncio.gather(*(client.get_prediction(prediction.id) for _ in range(40)))
         assert {read.id for read in reads} == {prediction.id}
         assert not client._limiter.engaged
-    finally:
-        await release_shared_client("ws_polls")

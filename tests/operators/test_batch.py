@@ -14,7 +14,7 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed.batch_record import BatchRecord
+from airflow_provider_wavespeed._batch_record import BatchRecord
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
@@ -283,7 +283,7 @@ def test_a_retry_after_the_worker_died_mid_window_resumes_from_the_record(
     kill -9 leaves. Try 2 must never resend 3-5: it adopts their predictions from the history,
     and submits only 6-7."""
     wavespeed_connection.set_duration(0)
-    settle = BatchRecord.settle
+    settle = BatchRecord.write_submitted
     calls = []
 
     def dying_settle(self: BatchRecord, *args: Any) -> None:
@@ -292,7 +292,7 @@ def test_a_retry_after_the_worker_died_mid_window_resumes_from_the_record(
             raise RuntimeError("simulated: the worker was killed while its submits were in flight")
         settle(self, *args)
 
-    monkeypatch.setattr(BatchRecord, "settle", dying_settle)
+    monkeypatch.setattr(BatchRecord, "write_submitted", dying_settle)
     prompts = [f"input {n}" for n in range(8)]
     with _dag(request) as dag:
         WaveSpeedBatchOperator(
@@ -329,13 +329,13 @@ def test_a_retry_whose_inputs_changed_does_not_resume_and_sends_nothing(
 ) -> None:
     """The record pairs predictions with inputs by position: a try that renders other inputs must not use it."""
     wavespeed_connection.set_duration(0)
-    settle = BatchRecord.settle
+    settle = BatchRecord.write_submitted
 
     def dying_settle(self: BatchRecord, *args: Any) -> None:
-        monkeypatch.setattr(BatchRecord, "settle", settle)  # only the first try dies
+        monkeypatch.setattr(BatchRecord, "write_submitted", settle)  # only the first try dies
         raise RuntimeError("simulated: the worker was killed while its submits were in flight")
 
-    monkeypatch.setattr(BatchRecord, "settle", dying_settle)
+    monkeypatch.setattr(BatchRecord, "write_submitted", dying_settle)
     with _dag(request) as dag:
         WaveSpeedBatchOperator(
             task_id="batch",

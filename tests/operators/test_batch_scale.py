@@ -20,11 +20,11 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed.api._batch import input_digest
-from airflow_provider_wavespeed.batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed._batch_record import BATCH_RECORD_VERSIONS, BatchRecord
+from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed.operators import batch as batch_module
-from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator, default_submit_window
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, TaskRecord
+from airflow_provider_wavespeed.operators._batch_submit import default_submit_window
+from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger, ids_from_xcom
 
@@ -55,10 +55,10 @@ class CountingStore:
         self.values.pop(key, None)
 
 
-def _store(fake: CountingStore) -> TaskRecord:
+def _store(fake: CountingStore) -> RecordStore:
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="batch", map_index=-1)
     context = {"ti": ti, "task_state_store": fake}
-    return TaskRecord(context, "wavespeed_batch", RECORD_PREFIX, "test", versions=BATCH_RECORD_VERSIONS)
+    return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, "test", versions=BATCH_RECORD_VERSIONS)
 
 
 def _run_windows(fake: CountingStore, count: int, window: int, *, stop_after: int | None = None) -> BatchRecord:
@@ -69,8 +69,8 @@ def _run_windows(fake: CountingStore, count: int, window: int, *, stop_after: in
         if stop_after is not None and number == stop_after:
             break
         indexes = todo[start : start + window]
-        record.mark_in_flight(indexes)
-        record.settle({index: f"pred-{index:06d}-{'x' * 26}" for index in indexes}, {}, {})
+        record.write_intent(indexes)
+        record.write_submitted({index: f"pred-{index:06d}-{'x' * 26}" for index in indexes}, {}, {})
     return record
 
 
@@ -112,9 +112,9 @@ def test_parts_of_a_deleted_record_are_never_read_and_a_lost_part_fails() -> Non
     fresh = BatchRecord.open(_store(fake), FLUX, items, log=_log)
     assert fresh.unsent() == list(range(8)) and fresh.accepted_ids() == []
     # The next head names the parts it saw written; one lost after that is not silently read as "unsent".
-    fresh.mark_in_flight([0, 1])
-    fresh.settle({0: "a0", 1: "a1"}, {}, {})
-    fresh.mark_in_flight([2])
+    fresh.write_intent([0, 1])
+    fresh.write_submitted({0: "a0", 1: "a1"}, {}, {})
+    fresh.write_intent([2])
     fake.delete("wavespeed_batch.0")
     with pytest.raises(AirflowFailException, match="names 1 parts, but only 0 were found"):
         BatchRecord.open(_store(fake), FLUX, items, log=_log)
@@ -134,11 +134,8 @@ def test_trigger_kwargs_do_not_grow_with_the_batch() -> None:
 
     assert size(10_000) - size(10) == len("10000") - len("10")
     assert size(10_000) < 500
-    # The previous release's kwargs (the ids themselves) still work.
-    legacy = WaveSpeedBatchTrigger(["a1", "b2"], end_time=1.0)
-    assert legacy.serialize()[1]["prediction_ids"] == ["a1", "b2"] and "ids_xcom" not in legacy.serialize()[1]
-    with pytest.raises(ValueError, match="either prediction_ids or ids_xcom"):
-        WaveSpeedBatchTrigger(end_time=1.0)
+    with pytest.raises(ValueError, match="ids_xcom must name"):
+        WaveSpeedBatchTrigger(ids_xcom={}, count=1, end_time=1.0)
 
 
 def test_ids_read_from_xcom_are_checked() -> None:
@@ -179,13 +176,13 @@ def test_a_gold_budget_sends_windows_of_100(
     monkeypatch.setenv("AIRFLOW_CONN_WAVESPEED_DEFAULT", json.dumps(connection))
     wavespeed_emulator.set_duration(0)
     windows: list[int] = []
-    mark = BatchRecord.mark_in_flight
+    mark = BatchRecord.write_intent
 
     def counted(self: BatchRecord, indexes: list[int]) -> None:
         windows.append(len(indexes))
         mark(self, indexes)
 
-    monkeypatch.setattr(BatchRecord, "mark_in_flight", counted)
+    monkeypatch.setattr(BatchRecord, "write_intent", counted)
     with _dag(request) as dag:
         WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=_prompts(130), poll_interval=0.2)
     dag_run = dag_test(dag)
@@ -236,9 +233,9 @@ def test_a_manifest_holds_every_entry_and_xcom_a_small_summary(
     assert sorted(xcoms[("batch", -1, "wavespeed_batch_ids")].split(",")) == sorted(by_id)
     assert batch_record(dag_run) is None
     # The task notes the full result for OpenLineage; a summary read as a result names no prediction.
-    from airflow_provider_wavespeed import lineage
+    from airflow_provider_wavespeed import _lineage
 
-    assert lineage._predictions(summary) == [] and len(lineage._predictions(full)) == 60
+    assert _lineage._predictions(summary) == [] and len(_lineage._predictions(full)) == 60
 
 
 @pytestmark_db
@@ -302,64 +299,3 @@ def test_a_bad_ids_xcom_ends_the_wait_with_a_clear_error(
     assert "it holds 2 ids, the task deferred for 3" in log and "nothing is submitted again" in log
     record = batch_record(dag_run)
     assert record is not None and all(record["ids"])  # kept: a re-run waits for the same predictions
-
-
-@pytestmark_db
-def test_a_record_of_the_previous_release_resumes(
-    wavespeed_connection: WaveSpeedEmulator,
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    """Try 1 leaves a version-1 record (every id in one list, a window in flight), as the previous release's
-    worker killed mid-window did; try 2 (this release) reads it, continues in version 2, adopts the window
-    in flight from the history and sends only the inputs never sent."""
-    wavespeed_connection.set_duration(0)
-    settle = BatchRecord.settle
-    prompts = _prompts(8)
-
-    def previous_release_dies(self: BatchRecord, *args: Any) -> None:
-        window = list(self.data["in_flight"])
-        if window != [3, 4, 5]:
-            settle(self, *args)
-            return
-        monkeypatch.setattr(BatchRecord, "settle", settle)
-        ids = [self.id_of(index) for index in range(self.count)]
-        v1 = {
-            "version": 1,
-            "model": FLUX,
-            "count": self.count,
-            "digest": input_digest(FLUX, prompts),
-            "ids": ids,
-            "rejected": {},
-            "uncertain": {},
-            "uncertain_since": {},
-            "in_flight": window,
-            "in_flight_since": self.data["in_flight_since"],
-        }
-        self.store.put(v1, verify=False)
-        raise RuntimeError("simulated: the previous release's worker was killed while its submits were in flight")
-
-    monkeypatch.setattr(BatchRecord, "settle", previous_release_dies)
-    with _dag(request) as dag:
-        WaveSpeedBatchOperator(
-            task_id="batch",
-            model=FLUX,
-            inputs=prompts,
-            submit_window=3,
-            poll_interval=0.2,
-            retries=1,
-            retry_delay=timedelta(0),
-        )
-    dag_run = dag_test(dag)
-    assert ti_states(dag_run) == {("batch", -1): "success"}
-    assert dag_run.get_task_instances()[0].try_number == 2
-    log = task_output(capfd)
-    assert "Continued the batch record of the previous release (version 1) as version 2" in log
-    assert Counter(entry["inputs"]["prompt"] for entry in wavespeed_connection.submissions()) == {
-        f"input {n}": 1 for n in range(8)
-    }
-    result = dag_xcoms(dag_run)[("batch", -1, "return_value")]
-    by_prompt = {entry["inputs"]["prompt"]: entry["id"] for entry in wavespeed_connection.submissions()}
-    assert [entry["id"] for entry in result["predictions"]] == [by_prompt[f"input {n}"] for n in range(8)]
-    assert batch_record(dag_run) is None

@@ -13,12 +13,12 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import dag_test, task_output, ti_states
 
-from airflow_provider_wavespeed import _common
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers import _cancel
 
 FLUX = "wavespeed-ai/flux-dev"
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -101,7 +101,7 @@ def test_without_cancel_on_timeout_the_prediction_runs_on(
 @pytest.fixture
 def server_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """The task instance's state as the API server has it: from the fake TI (no API server here)."""
-    monkeypatch.setattr(_common, "task_instance_state", lambda ti: ti.state_on_server)
+    monkeypatch.setattr(_cancel, "task_instance_state", lambda ti: ti.state_on_server)
 
 
 def _ti(state: str | None) -> SimpleNamespace:
@@ -122,20 +122,20 @@ def test_a_worker_on_kill_cancels_only_after_a_users_kill(
     sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=ids[0], deferrable=False)
     submit = WaveSpeedSubmitOperator(task_id="gen", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True)
     batch = WaveSpeedBatchOperator(task_id="batch", model=FLUX, inputs=[{"prompt": "x"}], deferrable=False)
-    sensor._poking = (_ti(state), ids[0])
-    submit._waiting_on = (_ti(state), ids[1])
+    sensor._waiting_in_worker = (_ti(state), ids[0])
+    submit._waiting_in_worker = (_ti(state), ids[1])
     # The batch's record as its submits left it (the record itself is tested in test_batch.py/test_resume.py).
     record = SimpleNamespace(accepted_ids=lambda: [ids[2], ids[3]])
-    batch._owned = (_ti(state), record, set())  # type: ignore[assignment]
+    batch._waiting_in_worker = (_ti(state), record, set())  # type: ignore[assignment]
     started = time.monotonic()
     for task in (sensor, submit, batch):
         task.on_kill()
-    assert time.monotonic() - started < 3 * _common.WORKER_KILL_BUDGET
+    assert time.monotonic() - started < 3 * _cancel.WORKER_KILL_BUDGET
     expected = {i: 1 for i in ids[:3]} if cancelled else {}
     assert wavespeed_connection.counters()["delete_requests"] == expected
     assert wavespeed_connection.prediction_state(ids[3])["status"] == "completed"
     idle = WaveSpeedTaskSensor(task_id="idle", prediction_id=ids[0], cancel_on_kill=False, deferrable=False)
-    idle._poking = (_ti("failed"), ids[0])
+    idle._waiting_in_worker = (_ti("failed"), ids[0])
     idle.on_kill()  # the option off: nothing more
     assert wavespeed_connection.counters()["delete_requests"] == expected
 

@@ -17,7 +17,7 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
 
-from airflow_provider_wavespeed._common import unheld_in_this_run
+from airflow_provider_wavespeed._records import unheld_in_this_run
 from airflow_provider_wavespeed.api._reconcile import Reconciled
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator

@@ -18,10 +18,10 @@ import wavespeed  # the dev extra installs it: the official SDK is the second cl
 from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, task_output, task_record, ti_states
 
+from airflow_provider_wavespeed._records import SUBMIT_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed.api import _reconcile as reconcile_module
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
-from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -47,10 +47,10 @@ def _quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _die_after(monkeypatch: pytest.MonkeyPatch, state: str, *, write: bool = True, then: Any = None) -> list[dict]:
     """The first record write of ``state`` lands (or not: ``write=False``), then the try dies."""
-    put = TaskRecord.put
+    put = RecordStore.put
     written: list[dict] = []
 
-    def dying_put(self: TaskRecord, data: dict[str, Any], *, verify: bool) -> None:
+    def dying_put(self: RecordStore, data: dict[str, Any], *, verify: bool) -> None:
         if data.get("state") == state and not written:
             written.append(dict(data))
             if write:
@@ -60,7 +60,7 @@ def _die_after(monkeypatch: pytest.MonkeyPatch, state: str, *, write: bool = Tru
             raise RuntimeError(f"simulated: the worker was killed after the {state!r} record")
         put(self, data, verify=verify)
 
-    monkeypatch.setattr(TaskRecord, "put", dying_put)
+    monkeypatch.setattr(RecordStore, "put", dying_put)
     return written
 
 

@@ -18,10 +18,10 @@ from airflow.sdk import DAG
 from airflow_helpers import AIRFLOW_3_0, batch_record, dag_test, dag_xcoms, task_output, task_record, ti_states
 from nesting_proxy import NestingProxy
 
+from airflow_provider_wavespeed._records import SUBMIT_RECORD_PREFIX
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
-from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"

@@ -30,8 +30,8 @@ from airflow_provider_wavespeed.api import (
     WaveSpeedTransportError,
 )
 from airflow_provider_wavespeed.api._transport import create_session
-from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers._shared_client import shared_client
 
 FLUX = "wavespeed-ai/flux-dev"
 ONCE = RetryPolicy(max_retries=0, rate_limit_retries=0)  # one attempt: what the HTTP stack itself did
@@ -349,12 +349,9 @@ async def test_a_proxy_from_the_environment_carries_the_requests(
     proxy_url, seen = http_proxy
     monkeypatch.setenv("HTTP_PROXY", proxy_url)
     emulator = wavespeed_connection
-    client = await acquire_shared_client("wavespeed_default")  # the triggers' client: the same one path
-    try:
+    async with shared_client("wavespeed_default") as client:  # the triggers' client: the same one path
         prediction_id = (await client.submit(FLUX, {"prompt": "a lighthouse"})).id
         assert (await client.get_prediction(prediction_id)).id == prediction_id
-    finally:
-        await release_shared_client("wavespeed_default")
     assert [line.split(b" ")[0] for line in seen] == [b"POST", b"GET"]
     assert seen[1] == b"GET %s/api/v3/predictions/%s/result HTTP/1.1" % (emulator.url.encode(), prediction_id.encode())
 

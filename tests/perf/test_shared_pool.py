@@ -11,17 +11,17 @@ import pytest
 from perf_helpers import Connects
 
 from airflow_provider_wavespeed.api import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.hooks.shared_client import (
-    POOL_SIZE,
-    acquire_shared_client,
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
+from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers._shared_client import (
+    _acquire,
+    _release,
     default_client_factory,
-    release_shared_client,
     set_client_factory,
     shared_pool_stats,
     shared_transport_stats,
 )
-from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
-from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 CONN_ID = "wavespeed_default"
@@ -97,18 +97,18 @@ async def test_a_waiter_cancelled_during_creation_does_not_cancel_it_for_the_oth
         return await real(self)
 
     monkeypatch.setattr(WaveSpeedHook, "aget_credentials", slow_credentials)
-    creator = asyncio.create_task(acquire_shared_client(CONN_ID))
+    creator = asyncio.create_task(_acquire(CONN_ID))
     await asyncio.sleep(0.01)
-    cancelled = asyncio.create_task(acquire_shared_client(CONN_ID))
-    waiter = asyncio.create_task(acquire_shared_client(CONN_ID))
+    cancelled = asyncio.create_task(_acquire(CONN_ID))
+    waiter = asyncio.create_task(_acquire(CONN_ID))
     await asyncio.sleep(0.01)
     cancelled.cancel()
     client = await creator
     assert await waiter is client
     assert cancelled.cancelled()
     assert shared_pool_stats() == {CONN_ID: 2}
-    await release_shared_client(CONN_ID)
-    await release_shared_client(CONN_ID)
+    await _release(CONN_ID)
+    await _release(CONN_ID)
     assert shared_pool_stats() == {}
 
 
@@ -122,9 +122,9 @@ async def test_when_the_creating_trigger_is_cancelled_a_waiter_creates_it(
         return await real(self)
 
     monkeypatch.setattr(WaveSpeedHook, "aget_credentials", slow_credentials)
-    creator = asyncio.create_task(acquire_shared_client(CONN_ID))
+    creator = asyncio.create_task(_acquire(CONN_ID))
     await asyncio.sleep(0.01)
-    waiter = asyncio.create_task(acquire_shared_client(CONN_ID))
+    waiter = asyncio.create_task(_acquire(CONN_ID))
     await asyncio.sleep(0.01)
     creator.cancel()
     client = await waiter
@@ -132,7 +132,7 @@ async def test_when_the_creating_trigger_is_cancelled_a_waiter_creates_it(
     prediction_id = _submit(1)[0]
     assert (await client.get_prediction(prediction_id)).id == prediction_id
     assert shared_pool_stats() == {CONN_ID: 1}
-    await release_shared_client(CONN_ID)
+    await _release(CONN_ID)
     assert shared_pool_stats() == {}
 
 
@@ -154,24 +154,24 @@ async def test_a_client_factory_builds_the_shared_client_and_the_registry_closes
 
     set_client_factory(factory)
     try:
-        first = await acquire_shared_client(CONN_ID)
-        assert await acquire_shared_client(CONN_ID) is first  # built once for both users
+        first = await _acquire(CONN_ID)
+        assert await _acquire(CONN_ID) is first  # built once for both users
         assert [client for _, client in built] == [first]
         assert built[0][0].base_url == wavespeed_connection.url  # from the connection, looked up once
         prediction_id = _submit(1)[0]
         assert (await first.get_prediction(prediction_id)).id == prediction_id
-        await release_shared_client(CONN_ID)
+        await _release(CONN_ID)
         assert closed == []
-        await release_shared_client(CONN_ID)
+        await _release(CONN_ID)
         assert closed == [first]  # the last user closed it
     finally:
         set_client_factory(None)
-    shipped = await acquire_shared_client(CONN_ID)  # None: the shipped factory again
+    shipped = await _acquire(CONN_ID)  # None: the shipped factory again
     try:
         assert type(shipped) is AsyncWaveSpeedClient and len(built) == 1
         assert default_client_factory is not factory
     finally:
-        await release_shared_client(CONN_ID)
+        await _release(CONN_ID)
 
 
 async def test_a_429_pauses_every_trigger_of_the_connection(

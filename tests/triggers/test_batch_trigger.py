@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from airflow.triggers.base import TriggerEvent
+from airflow_helpers import batch_trigger
 
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.hooks.shared_client import POOL_SIZE, shared_pool_stats
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers._shared_client import shared_pool_stats
 from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -28,7 +30,7 @@ def _create(emulator: WaveSpeedEmulator, count: int, prompt: str = "batch item")
 
 def _trigger(ids: list[str], *, wait: float = 30.0, **kwargs: Any) -> WaveSpeedBatchTrigger:
     options: dict[str, Any] = {"poll_interval": 0.2, "first_poll_interval": 0.1, "end_time": time.time() + wait}
-    return WaveSpeedBatchTrigger(prediction_ids=ids, **{**options, **kwargs})
+    return batch_trigger(ids, **{**options, **kwargs})
 
 
 async def _events(trigger: WaveSpeedBatchTrigger) -> list[TriggerEvent]:
@@ -40,21 +42,25 @@ def _polls(emulator: WaveSpeedEmulator) -> list[int]:
 
 
 def test_serialize_round_trips_and_names_no_key(wavespeed_emulator: WaveSpeedEmulator) -> None:
-    trigger = WaveSpeedBatchTrigger(["a1", "b2"], "ws_other", poll_interval=3, end_time=1_900_000_000.5)
+    trigger = batch_trigger(["a1", "b2"], wavespeed_conn_id="ws_other", poll_interval=3, end_time=1_900_000_000.5)
     classpath, kwargs = trigger.serialize()
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)  # what the triggerer does
     assert rebuilt == trigger and rebuilt.serialize() == (classpath, kwargs)
     assert kwargs == {
-        "prediction_ids": ["a1", "b2"],
+        "ids_xcom": trigger.ids_xcom,
+        "count": 2,
         "wavespeed_conn_id": "ws_other",
         "poll_interval": 3.0,
         "end_time": 1_900_000_000.5,
         "first_poll_interval": 1.0,
     }
     assert "2 predictions" in repr(trigger) and "a1" not in repr(trigger)  # a log line, not a thousand ids
-    with pytest.raises(ValueError, match="invalid prediction id"):
-        WaveSpeedBatchTrigger(["ok", "../balance"])
+
+
+async def test_an_invalid_id_in_the_xcom_is_an_error_event(wavespeed_connection: WaveSpeedEmulator) -> None:
+    (event,) = await _events(_trigger(["ok", "../balance"]))
+    assert event.payload["status"] == "error" and "invalid prediction id" in event.payload["message"]
 
 
 async def test_every_terminal_status_is_counted_in_one_small_event(wavespeed_connection: WaveSpeedEmulator) -> None:

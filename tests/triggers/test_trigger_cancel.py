@@ -10,15 +10,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow_helpers import batch_trigger
 
-from airflow_provider_wavespeed import _common
 from airflow_provider_wavespeed._compat import trigger_on_kill_supported
 from airflow_provider_wavespeed.api.polling import cancel_unfinished
-from airflow_provider_wavespeed.hooks.shared_client import shared_pool_stats
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers import _cancel
-from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
+from airflow_provider_wavespeed.triggers._shared_client import shared_pool_stats
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -45,7 +44,7 @@ def server_state(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return ti.state_on_server
 
     monkeypatch.setattr(_cancel, "task_instance_state", lookup)
-    monkeypatch.setattr(_common, "task_instance_state", lookup)
+    monkeypatch.setattr(_cancel, "task_instance_state", lookup)
     return lookups
 
 
@@ -101,15 +100,16 @@ def test_cancel_options_serialize_only_when_set() -> None:
     assert kwargs["cancel_on_kill"] is True and kwargs["cancel_on_timeout"] is True
     module, _, name = classpath.rpartition(".")
     assert getattr(importlib.import_module(module), name)(**kwargs) == both
-    batch = WaveSpeedBatchTrigger(["a1"], end_time=1_900_000_000.0)
+    batch = batch_trigger(["a1"], end_time=1_900_000_000.0)
     assert set(batch.serialize()[1]) == {
-        "prediction_ids",
+        "ids_xcom",
+        "count",
         "wavespeed_conn_id",
         "poll_interval",
         "end_time",
         "first_poll_interval",
     }
-    assert WaveSpeedBatchTrigger(["a1"], end_time=1.0, cancel_on_kill=True).serialize()[1]["cancel_on_kill"] is True
+    assert batch_trigger(["a1"], end_time=1.0, cancel_on_kill=True).serialize()[1]["cancel_on_kill"] is True
 
 
 @pytest.mark.parametrize("status", CANCEL_STATUSES)
@@ -234,7 +234,7 @@ async def test_batch_on_kill_cancels_its_50_unfinished_predictions_only(
     for prediction_id in done:
         wavespeed_connection.release(prediction_id)
     other = _create(wavespeed_connection, 1, "slow another task's")
-    trigger = WaveSpeedBatchTrigger(ids, poll_interval=0.2, first_poll_interval=0.05, cancel_on_kill=True)
+    trigger = batch_trigger(ids, poll_interval=0.2, first_poll_interval=0.05, cancel_on_kill=True)
     trigger.task_instance = _ti("failed")  # type: ignore[assignment]
     task = await _run_until_polled(trigger, wavespeed_connection, polls=50)
     task.cancel()
@@ -261,7 +261,7 @@ async def test_batch_deadline_cancels_the_unfinished_and_counts_them(
     ids = _create(wavespeed_connection, 6, "slow")
     for prediction_id in ids[:2]:
         wavespeed_connection.release(prediction_id)
-    trigger = WaveSpeedBatchTrigger(
+    trigger = batch_trigger(
         ids, poll_interval=0.1, first_poll_interval=0.05, end_time=time.time() + 0.5, cancel_on_timeout=True
     )
     (event,) = [e async for e in trigger.run()]

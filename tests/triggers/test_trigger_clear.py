@@ -19,15 +19,13 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
-from airflow_helpers import dag_test, dag_xcoms, ti_states
+from airflow_helpers import batch_trigger, dag_test, dag_xcoms, ti_states
 
-from airflow_provider_wavespeed import _common
 from airflow_provider_wavespeed._compat import trigger_on_kill_supported
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 from airflow_provider_wavespeed.triggers import _cancel
-from airflow_provider_wavespeed.triggers.batch import WaveSpeedBatchTrigger
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -38,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 def server_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """The task instance's state as the API server has it: from the fake TI; XComs from the database."""
     monkeypatch.setattr(_cancel, "task_instance_state", lambda ti: ti.state_on_server)
-    monkeypatch.setattr(_common, "task_instance_state", lambda ti: ti.state_on_server)
+    monkeypatch.setattr(_cancel, "task_instance_state", lambda ti: ti.state_on_server)
     # The trigger reads XCom through its supervisor in a triggerer; here (no supervisor) from the database.
     from airflow.sdk.execution_time import task_runner
 
@@ -118,7 +116,7 @@ def _trigger(kind: str, emulator: WaveSpeedEmulator) -> tuple[Any, list[str]]:
     ids = [emulator.state.submit(FLUX, {"prompt": f"slow {n}"}, None).id for n in range(3 if kind == "batch" else 1)]
     options: dict[str, Any] = {"poll_interval": 0.2, "first_poll_interval": 0.05, "cancel_on_kill": True}
     if kind == "batch":
-        return WaveSpeedBatchTrigger(ids, **options), ids
+        return batch_trigger(ids, **options), ids
     return WaveSpeedTaskTrigger(ids[0], **options), ids
 
 

@@ -124,32 +124,27 @@ async def test_a_failed_push_resumes_the_worker(
 # -- failures: always resumed in the worker (its retry rules, on every Airflow version) ---------------
 
 
-@pytest.mark.parametrize(
-    "retired",
-    # Options an earlier version stored with its triggers to end failures here: still accepted, no effect.
-    [{}, {"last_try": True}, {"retry_failed": True, "last_try": True}, {"on_failure": "skip", "last_try": True}],
-)
 async def test_a_failed_prediction_resumes_the_worker(
-    wavespeed_connection: WaveSpeedEmulator, pushed: list[dict[str, Any]], retired: dict[str, Any]
+    wavespeed_connection: WaveSpeedEmulator, pushed: list[dict[str, Any]]
 ) -> None:
     wavespeed_connection.set_outcome("failed", error="emulated: the GPU ran out of memory", code=5000)
     wavespeed_connection.set_duration(0)
     prediction_id = _submit()
-    event = await _only_event(_trigger(prediction_id, end_from_trigger=True, **retired))
+    event = await _only_event(_trigger(prediction_id, end_from_trigger=True))
     assert type(event) is TriggerEvent and event.payload["status"] == "failed"
     assert event.payload["prediction"]["error"] == "emulated: the GPU ran out of memory" and pushed == []
 
 
 async def test_the_deadline_resumes_the_worker(wavespeed_connection: WaveSpeedEmulator) -> None:
     wavespeed_connection.hold()
-    event = await _only_event(_trigger(_submit(), end_from_trigger=True, on_failure="skip", end_time=time.time()))
+    event = await _only_event(_trigger(_submit(), end_from_trigger=True, end_time=time.time()))
     assert type(event) is TriggerEvent and event.payload["status"] == "deadline"
 
 
 async def test_an_error_resumes_the_worker(wavespeed_connection: WaveSpeedEmulator) -> None:
     prediction_id = _submit()
     wavespeed_connection.set_api_key("not-the-connection-key")  # the key is revoked while it waits
-    event = await _only_event(_trigger(prediction_id, end_from_trigger=True, last_try=True))
+    event = await _only_event(_trigger(prediction_id, end_from_trigger=True))
     assert type(event) is TriggerEvent and event.payload["status"] == "error"
     assert "401" in event.payload["message"] and "wavespeed_default" in event.payload["message"]
 
@@ -186,21 +181,8 @@ def test_a_row_stored_before_the_options_loads_and_resumes_the_worker() -> None:
     assert trigger.end_from_trigger is False and trigger.serialize()[1] == old
 
 
-def test_a_row_with_the_retired_failure_options_loads_without_them() -> None:
-    stored = {"prediction_id": "abc", "end_time": 1.0, "end_from_trigger": True, "on_failure": "skip"}
-    trigger = WaveSpeedTaskTrigger(**stored, retry_failed=True, last_try=True)
-    assert set(trigger.serialize()[1]) == {
-        "prediction_id",
-        "wavespeed_conn_id",
-        "poll_interval",
-        "end_time",
-        "first_poll_interval",
-        "end_from_trigger",
-    }
-
-
 def test_an_unknown_kwarg_is_refused() -> None:
-    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
         WaveSpeedTaskTrigger("abc", explode=True)
 
 
@@ -224,7 +206,7 @@ def test_without_a_trigger_timeout_the_limit_starts_at_the_first_run() -> None:
     trigger = WaveSpeedTaskTrigger("abc", timeout=100.0)
     assert trigger.end_time is None  # not fixed at construction: the triggerer builds it
     before = time.time()
-    assert before + 100 <= trigger._deadline() <= time.time() + 100
+    assert before + 100 <= trigger._end_time() <= time.time() + 100
 
 
 async def test_a_template_is_checked_once_rendered(wavespeed_connection: WaveSpeedEmulator) -> None:

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_wavespeed.events import MAX_OUTPUTS_BYTES
-from airflow_provider_wavespeed.hooks.shared_client import (
-    acquire_shared_client,
-    release_shared_client,
-    shared_pool_stats,
-)
+from airflow_provider_wavespeed._events import MAX_OUTPUTS_BYTES
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator, _media
+from airflow_provider_wavespeed.triggers._shared_client import (
+    _acquire,
+    _release,
+    shared_pool_stats,
+)
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -225,15 +225,15 @@ async def test_triggers_of_one_connection_share_one_client(wavespeed_connection:
 
 
 async def test_acquire_returns_the_same_client_until_released(wavespeed_connection: WaveSpeedEmulator) -> None:
-    first = await acquire_shared_client(CONN_ID)
-    second = await acquire_shared_client(CONN_ID)
+    first = await _acquire(CONN_ID)
+    second = await _acquire(CONN_ID)
     assert first is second and shared_pool_stats() == {CONN_ID: 2}
-    await release_shared_client(CONN_ID)
+    await _release(CONN_ID)
     assert shared_pool_stats() == {CONN_ID: 1}
-    await release_shared_client(CONN_ID)
+    await _release(CONN_ID)
     assert shared_pool_stats() == {}
-    assert await acquire_shared_client(CONN_ID) is not first  # a fresh pool after the last release
-    await release_shared_client(CONN_ID)
+    assert await _acquire(CONN_ID) is not first  # a fresh pool after the last release
+    await _release(CONN_ID)
 
 
 async def test_large_base64_outputs_are_left_out_of_the_event(
@@ -304,14 +304,14 @@ async def test_an_unexpected_exception_s_text_stays_out_of_the_event(
 ) -> None:
     """A foreign exception's text may quote what it was given (a secrets backend's, a connection with its
     key): the event, stored unmasked in the metadata database, carries its type only."""
-    from airflow_provider_wavespeed.triggers import wavespeed as trigger_module
+    from airflow_provider_wavespeed.triggers import _shared_client
 
     key = wavespeed_connection.api_key
 
     async def failing_lookup(conn_id: str) -> Any:
         raise RuntimeError(f"secrets backend: cannot parse wavespeed://:{key}@api.wavespeed.ai for {conn_id}")
 
-    monkeypatch.setattr(trigger_module, "acquire_shared_client", failing_lookup)
+    monkeypatch.setattr(_shared_client, "_create_shared", failing_lookup)
     (event,) = await _events(_trigger("0123456789abcdef0123456789abcdef"))
     assert event.payload["status"] == "error" and event.payload["error_type"] == "RuntimeError"
     assert "RuntimeError" in event.payload["message"]

@@ -13,8 +13,8 @@ from typing import Any
 
 from deployment_dag_factory import CONN_ID, MODEL, PROMPT, deployment_dag
 
+from airflow_provider_wavespeed._submit_record import SubmitRecord
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
-from airflow_provider_wavespeed.task_record import TaskRecord
 
 PAUSE = 300.0  # far longer than the scenario takes to see the record and kill the process
 
@@ -22,10 +22,10 @@ PAUSE = 300.0  # far longer than the scenario takes to see the record and kill t
 class PausingSubmitOperator(WaveSpeedSubmitOperator):
     """The submit operator, its first try held after the "sent" record write (for the kill)."""
 
-    def _record(self, context: Any) -> TaskRecord:
+    def _record(self, context: Any) -> SubmitRecord:
         record = super()._record(context)
         if context["ti"].try_number == 1:
-            put = record.put
+            put = record.store.put
 
             def put_then_pause(data: dict[str, Any], *, verify: bool) -> None:
                 put(data, verify=verify)
@@ -33,7 +33,7 @@ class PausingSubmitOperator(WaveSpeedSubmitOperator):
                     self.log.info("Test pause: the prediction id is recorded, nothing is in XCom yet")
                     time.sleep(PAUSE)
 
-            record.put = put_then_pause  # type: ignore[method-assign]
+            record.store.put = put_then_pause  # type: ignore[method-assign]
         return record
 
 

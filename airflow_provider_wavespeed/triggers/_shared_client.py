@@ -1,10 +1,10 @@
-"""The triggers' shared async client: one per event loop and connection id.
+"""The triggers' shared async client: one per event loop and connection id (not a hook: no connection of its own).
 
-Every :class:`~airflow_provider_wavespeed.triggers.wavespeed.WaveSpeedTaskTrigger` of a
-connection in one triggerer loop polls through the same :class:`AsyncWaveSpeedClient`: one
+Every trigger of a connection in one triggerer loop polls through the same
+:class:`AsyncWaveSpeedClient`, used as ``async with shared_client(conn_id) as client:``: one
 ``aiohttp`` session with at most :data:`POOL_SIZE` keep-alive connections, the requests beyond
 them queued in arrival order, and one 429 back-off. Credentials are looked up once (through
-the hook, without blocking the loop), users are counted, and the last one closes the pool.
+the hook, without blocking the loop), users are counted, and the last one out closes the pool.
 
 :func:`set_client_factory` replaces how the shared client is built (tests and benchmarks:
 e.g. the benchmarks' baseline on the old transport); :func:`default_client_factory` is the
@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from airflow_provider_wavespeed.api._limiter import AdaptiveLimiter
 from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
-from airflow_provider_wavespeed.api.defaults import (
-    POOL_SIZE,  # re-exported: the pool size is the same default everywhere
-)
+from airflow_provider_wavespeed.api.defaults import POOL_SIZE
 from airflow_provider_wavespeed.api.retry import RetryPolicy
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedCredentials, WaveSpeedHook
 
 __all__ = [
     "POLL_RETRY",
-    "POOL_SIZE",
     "ClientFactory",
-    "acquire_shared_client",
     "default_client_factory",
-    "release_shared_client",
     "set_client_factory",
+    "shared_client",
     "shared_pool_stats",
     "shared_transport_stats",
 ]
@@ -50,7 +47,7 @@ ClientFactory = Callable[[WaveSpeedCredentials], AsyncWaveSpeedClient]
 
 
 def default_client_factory(creds: WaveSpeedCredentials) -> AsyncWaveSpeedClient:
-    """The shipped shared client: aiohttp, ``POOL_SIZE`` connections, polls back off only after a 429."""
+    """Return the shipped shared client: aiohttp, ``POOL_SIZE`` connections, polls back off only after a 429."""
     return AsyncWaveSpeedClient(
         creds.api_key,
         creds.base_url,
@@ -97,11 +94,21 @@ async def _create_shared(conn_id: str) -> _Shared:
     return _Shared(client=_factory(creds))
 
 
-async def acquire_shared_client(conn_id: str) -> AsyncWaveSpeedClient:
-    """The loop's shared client for ``conn_id``; credentials are looked up once, not per trigger.
+@asynccontextmanager
+async def shared_client(conn_id: str) -> AsyncIterator[AsyncWaveSpeedClient]:
+    """Use the loop's shared client for ``conn_id`` inside the ``async with``; credentials are looked up once.
 
-    Pair every call with :func:`release_shared_client`.
+    A connection that cannot be used raises its ``WaveSpeedError`` on entry.
     """
+    client = await _acquire(conn_id)
+    try:
+        yield client
+    finally:
+        await _release(conn_id)
+
+
+async def _acquire(conn_id: str) -> AsyncWaveSpeedClient:
+    """Return the loop's shared client for ``conn_id`` and count one more user."""
     loop = asyncio.get_running_loop()
     per_loop = _SHARED.setdefault(loop, {})
     while True:
@@ -129,7 +136,7 @@ async def acquire_shared_client(conn_id: str) -> AsyncWaveSpeedClient:
         # Creation was cancelled, or the last user closed this one before we woke: start over.
 
 
-async def release_shared_client(conn_id: str) -> None:
+async def _release(conn_id: str) -> None:
     """Drop one user; the last one closes the client and its connections."""
     loop = asyncio.get_running_loop()
     per_loop = _SHARED.get(loop, {})

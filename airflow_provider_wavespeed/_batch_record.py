@@ -1,9 +1,21 @@
-"""The batch operator's durable record: what it sent, written in O(N) bytes in total.
+"""The batch operator's paid-work record: what it sent, written in O(N) bytes in total.
 
-A :class:`~airflow_provider_wavespeed.task_record.TaskRecord` holds a small **head** and
-append-only **parts** beside it (:func:`~airflow_provider_wavespeed.task_record.part_key`):
+Invariants (each try of a ``WaveSpeedBatchOperator`` task instance keeps them):
 
-- the head (version 2): model, count, digest, the window in flight and its send time, the
+1. :meth:`BatchRecord.write_intent` marks a window of inputs in flight (read back where a write can
+   fail silently: the Variable fallback) before any byte of their submits leaves.
+2. :meth:`BatchRecord.write_submitted` records the window's answers: accepted ids, refusals, and
+   the inputs whose outcome is unknown ("uncertain", with their send time).
+3. A new try reads the record (:meth:`BatchRecord.open`): inputs left in flight by a dead worker
+   become uncertain; uncertain inputs are looked up in the history and adopted only when alone;
+   no input is ever sent twice. Inputs of another digest (model or inputs changed) fail the task.
+4. The record is deleted when the task succeeds; a failed task keeps it (a re-run resumes).
+
+Its storage backend (:class:`~airflow_provider_wavespeed._records.RecordStore`: Airflow's task
+state store on 3.3+, Variables on 3.0-3.2) holds a small **head** and append-only **parts** beside
+it (:func:`~airflow_provider_wavespeed._records.part_key`):
+
+- the head (version 2, the only one): model, count, digest, the window in flight and its send time, the
   refused and uncertain inputs (rare), the inputs still to look up in the history, how many parts
   it has seen written, and ``run``: a random token its parts repeat;
 - part ``k``: ``{"run": token, "ids": {index: prediction id}}``, the ids one window's answers (or
@@ -13,8 +25,7 @@ A window costs one head write before it is sent and one part after its answers (
 write when an input was refused, is uncertain or stays unsent): at 10,000 inputs the record
 writes about 1 MB in all instead of 400 rewrites of a 360 KB record. A reader takes the head,
 then parts 0, 1, 2... until one is missing or carries another token (a stale part of a deleted
-record): a worker that died between a part and the next head write loses nothing. The previous
-release's version 1 (one record with every id) is read and continued as version 2.
+record): a worker that died between a part and the next head write loses nothing.
 """
 
 from __future__ import annotations
@@ -25,18 +36,18 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, RecordStore
 from airflow_provider_wavespeed.api._batch import input_digest, ranges, uncertain_message
 from airflow_provider_wavespeed.api._times import utc_text
-from airflow_provider_wavespeed.task_record import TaskRecord
 
 __all__ = ["BATCH_RECORD_VERSIONS", "BatchRecord"]
 
 _VERSION = 2
-BATCH_RECORD_VERSIONS = (1, _VERSION)  # what it reads: 1 was written by the previous release
+BATCH_RECORD_VERSIONS = (_VERSION,)  # what it reads
 
 
 class BatchRecord:
-    """What a batch task has sent (a :class:`TaskRecord`), so no input is ever submitted twice.
+    """What a batch task has sent (a :class:`RecordStore`), so no input is ever submitted twice.
 
     Per input: its prediction id once accepted (or adopted from the history), the API's refusal, or
     "uncertain" (sent, no answer); and the window of inputs in flight: written *before* their
@@ -46,7 +57,7 @@ class BatchRecord:
     accepted ids read from the parts.
     """
 
-    def __init__(self, store: TaskRecord, data: dict[str, Any], ids: dict[int, str] | None = None) -> None:
+    def __init__(self, store: RecordStore, data: dict[str, Any], ids: dict[int, str] | None = None) -> None:
         self.store = store
         self.data = data
         self.ids: dict[int, str] = dict(ids or {})
@@ -61,15 +72,17 @@ class BatchRecord:
         self.store.put(self.data, verify=verify)
 
     def _append(self, ids: dict[int, str]) -> None:
-        """One new part with ``ids``; read back where a write can fail silently (a lost part would let
-        the next head write forget these inputs were sent)."""
+        """Write one new part with ``ids``, read back where a write can fail silently.
+
+        A lost part would let the next head write forget these inputs were sent.
+        """
         part = {"run": self.data["run"], "ids": {str(index): value for index, value in sorted(ids.items())}}
         self.store.put_part(self.parts, part, verify=True)
         self.parts += 1
         self.ids.update(ids)
 
     def delete(self) -> None:
-        """The head first: parts left by a crash in between carry a token no new head has."""
+        """Delete the head first: parts left by a crash in between carry a token no new head has."""
         self.store.delete()
         for number in range(self.parts):
             self.store.delete_part(number)
@@ -95,21 +108,26 @@ class BatchRecord:
         return index in self.ids or str(index) in self.data["rejected"] or str(index) in self.data["uncertain"]
 
     def unsent(self) -> list[int]:
-        """Inputs never sent (or sent and refused before anything was created, e.g. a spent 429)."""
+        """Return the inputs never sent (or sent and refused before anything was created, e.g. a spent 429)."""
         return [index for index in range(self.count) if not self._settled(index)]
 
     def accepted_ids(self) -> list[str]:
         return [self.ids[index] for index in sorted(self.ids)]
 
-    def mark_in_flight(self, indexes: list[int]) -> None:
+    def write_intent(self, indexes: list[int]) -> None:
         """One head write (read back where writes can fail silently) before any of these inputs is sent."""
         self.data["in_flight"] = list(indexes)
         self.data["in_flight_since"] = time.time()
         self._write_head(verify=True)
 
-    def settle(self, accepted: dict[int, str], rejected: dict[int, dict[str, Any]], uncertain: dict[int, str]) -> None:
-        """After the window's answers: one part with the accepted ids; the head only when an input of the
-        window was not accepted (refused, uncertain, or back to unsent)."""
+    def write_submitted(
+        self, accepted: dict[int, str], rejected: dict[int, dict[str, Any]], uncertain: dict[int, str]
+    ) -> None:
+        """Record the window's answers: one part with the accepted ids (the second phase).
+
+        The head is written only when an input of the window was not accepted (refused, uncertain,
+        or back to unsent).
+        """
         window = [int(index) for index in self.data.get("in_flight") or []]
         if accepted:
             self._append(accepted)
@@ -142,14 +160,25 @@ class BatchRecord:
         self._write_head(verify=False)
 
     def orphans(self) -> list[int]:
-        """Inputs a dead worker left in flight: their submit's outcome is unknown."""
+        """Return the inputs a dead worker left in flight: their submit's outcome is unknown."""
         return [int(index) for index in self.data.get("in_flight") or [] if not self._settled(int(index))]
 
     # -- opening a task instance's record ----------------------------------------------------------
 
+    @staticmethod
+    def store_of(context: Any) -> RecordStore:
+        """Return the storage backend of the running task instance's batch record."""
+        ti = context["ti"]
+        description = (
+            f"WaveSpeed batch record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
+            "the inputs sent and their prediction ids, so that no retry submits an input twice. Deleted when "
+            "the task succeeds; delete it yourself only to submit every input again."
+        )
+        return RecordStore(context, "wavespeed_batch", BATCH_RECORD_PREFIX, description, versions=BATCH_RECORD_VERSIONS)
+
     @classmethod
-    def read(cls, store: TaskRecord, *, waited_for: int | None = None) -> BatchRecord | None:
-        """The record in ``store`` (head and parts), or None when there is none.
+    def read(cls, store: RecordStore, *, waited_for: int | None = None) -> BatchRecord | None:
+        """Return the record in ``store`` (head and parts), or None when there is none.
 
         ``waited_for``: the number of accepted ids the wait was for; once they and the head's parts are
         read, no part past the last is looked up (below Airflow 3.3 that miss is an error line in the log).
@@ -157,10 +186,6 @@ class BatchRecord:
         data = store.get()
         if data is None:
             return None
-        if data["version"] == 1:  # the previous release's: every id in one list
-            ids = {index: str(value) for index, value in enumerate(data.pop("ids") or []) if value}
-            data.update(version=_VERSION, run=uuid.uuid4().hex[:12], parts=0, upgraded_from=1)
-            return cls(store, data, ids)
         record = cls(store, data)
         record.parts = 0
         while waited_for is None or len(record.ids) < waited_for or record.parts < int(data.get("parts") or 0):
@@ -181,15 +206,15 @@ class BatchRecord:
         return record
 
     @classmethod
-    def open(cls, store: TaskRecord, model: str, items: list[dict[str, Any]], *, log: Any) -> BatchRecord:
-        """The record in ``store``: an earlier try's (checked against these inputs), or a new one.
+    def open(cls, store: RecordStore, model: str, items: list[dict[str, Any]], *, log: Any) -> BatchRecord:
+        """Return the record in ``store``: an earlier try's (checked against these inputs), or a new one.
 
         Inputs an earlier try's worker left in flight are settled as uncertain, to be looked up in
         the history (:meth:`to_reconcile`): never sent again.
         """
         digest = input_digest(model, items)
         record = None
-        if not store.first_try:  # a first try has none to look up (TaskRecord.earlier)
+        if not store.first_try:  # a first try has none to look up (RecordStore.earlier)
             log.info("Looking up the batch record of an earlier try of this task instance: %s", store.where)
             record = cls.read(store)
         if record is None:
@@ -213,19 +238,11 @@ class BatchRecord:
                 "resuming could pair predictions with the wrong inputs, so nothing was submitted. Render the same "
                 "inputs again, or delete the record to submit every input anew (the earlier predictions stay paid)"
             )
-        if data.pop("upgraded_from", None):
-            # Continue in version 2: the ids become part 0, then the head says version 2 (a crash in between
-            # leaves the version-1 head, read again next time).
-            if record.ids:
-                ids, record.ids = record.ids, {}
-                record._append(ids)
-            record._write_head(verify=True)
-            log.info("Continued the batch record of the previous release (version 1) as version 2")
         orphans = record.orphans()
         if orphans:
             since = utc_text(float(data.get("in_flight_since") or 0))
             why = f"the worker stopped while this submit was in flight (since {since})"
-            record.settle({}, {}, {index: uncertain_message(model, why, since) for index in orphans})
+            record.write_submitted({}, {}, {index: uncertain_message(model, why, since) for index in orphans})
             log.warning(
                 "An earlier try of this task stopped while submitting inputs %s: their outcome is unknown, so they "
                 "are looked up in the prediction history and never submitted again",

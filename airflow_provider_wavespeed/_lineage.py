@@ -1,10 +1,11 @@
-"""OpenLineage for WaveSpeed tasks: the model as a job facet, the predictions and their cost as a run facet,
-the stored outputs as output datasets.
+"""OpenLineage for WaveSpeed tasks: the model, the predictions and their cost, the stored outputs.
+
+The model is a job facet, the predictions and their cost a run facet, the stored outputs output datasets.
 
 Airflow's OpenLineage listener (``apache-airflow-providers-openlineage``, the ``openlineage``
 extra) calls ``get_openlineage_facets_on_complete`` of a task that succeeded in a worker; each
 WaveSpeed operator's method delegates to :func:`operator_lineage`. What a task produced is noted
-on the operator instance when it finishes (:func:`note_result`): the same object the listener is
+on the operator instance when it finishes (:func:`keep_for_lineage`): the same object the listener is
 handed, in the same process. Without the OpenLineage provider nothing here is imported.
 """
 
@@ -20,7 +21,7 @@ SCHEMA_URL = "https://pypi.org/project/airflow-provider-wavespeed/#/$defs/{name}
 _RESULT_ATTRIBUTE = "_wavespeed_lineage_result"
 
 
-def note_result(operator: object, result: object) -> None:
+def keep_for_lineage(operator: object, result: object) -> None:
     """Keep a finished task's return value on the operator, for the OpenLineage listener."""
     setattr(operator, _RESULT_ATTRIBUTE, result)
 
@@ -35,7 +36,7 @@ def dataset_name(path: str) -> tuple[str, str]:
 
 
 def _predictions(result: object) -> list[Mapping[str, Any]]:
-    """The predictions in a task's return value: one (submit, sensor) or a batch's entries.
+    """Return the predictions in a task's return value: one (submit, sensor) or a batch's entries.
 
     A batch with ``manifest_path`` notes its full result (its XCom summary names no prediction
     but the first failed ones, so a summary noted by mistake counts as none).
@@ -85,7 +86,7 @@ def _facet_classes() -> tuple[type, type]:
 
 
 def operator_lineage(operator: Any) -> Any:
-    """The ``OperatorLineage`` of a finished WaveSpeed task; None without the OpenLineage provider."""
+    """Return the ``OperatorLineage`` of a finished WaveSpeed task; None without the OpenLineage provider."""
     try:
         from airflow.providers.openlineage.extractors import OperatorLineage
         from openlineage.client.generated.base import OutputDataset
