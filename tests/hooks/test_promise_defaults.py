@@ -19,9 +19,9 @@ from airflow_provider_wavespeed.api import client as client_module
 from airflow_provider_wavespeed.api.defaults import MAX_ANSWER_BYTES
 from airflow_provider_wavespeed.api.errors import WaveSpeedRateLimitError, WaveSpeedServerError
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.hooks.shared_client import acquire_shared_client, release_shared_client
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
+from airflow_provider_wavespeed.triggers._shared_client import shared_client
 
 FLUX = "wavespeed-ai/flux-dev"
 
@@ -96,13 +96,10 @@ async def test_the_triggers_shared_pool_16_connections_30_s_reads_120_s_pool_wai
     wavespeed_connection: WaveSpeedEmulator,
 ) -> None:
     """The client every trigger of a connection shares, as the triggerer builds it."""
-    client: Any = await acquire_shared_client("wavespeed_default")
-    try:
+    async with shared_client("wavespeed_default") as client:
         await client.get_balance()  # the session is made on the first request, in this loop
-        session = client._session
+        session: Any = client._session
         assert session.connector.limit == 16
         assert session.timeout.sock_read == 30 and session.timeout.sock_connect == 30
         assert session.timeout.connect == 120  # a free pooled connection, then the connect
         assert session.timeout.total is None  # per read: a slow but moving answer is never cut off
-    finally:
-        await release_shared_client("wavespeed_default")

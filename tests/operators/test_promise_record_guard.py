@@ -19,9 +19,9 @@ import pytest
 from airflow.sdk import DAG
 from airflow_helpers import STATE_STORE, dag_test, task_output, ti_states
 
+from airflow_provider_wavespeed._records import BATCH_RECORD_PREFIX, SUBMIT_RECORD_PREFIX, record_key
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
-from airflow_provider_wavespeed.task_record import RECORD_PREFIX, SUBMIT_RECORD_PREFIX, record_key
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -77,7 +77,7 @@ def test_a_shadowed_batch_record_stops_the_batch(
         WaveSpeedBatchOperator(
             task_id="batch", model=FLUX, inputs=[{"prompt": f"p{n}"} for n in range(3)], retries=0, deferrable=False
         )
-    key = _shadow(monkeypatch, dag.dag_id, "batch", RECORD_PREFIX)
+    key = _shadow(monkeypatch, dag.dag_id, "batch", BATCH_RECORD_PREFIX)
     run = _run(dag)
     assert ti_states(run) == {("batch", -1): "failed"}
     assert wavespeed_connection.counters()["submissions"] == {}

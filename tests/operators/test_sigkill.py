@@ -46,11 +46,11 @@ if __name__ == "__main__":  # the child: tests/ is on sys.path through conftest.
 
 from airflow_helpers import batch_record, dag_test, dag_xcoms, task_output, task_record, ti_states  # noqa: E402
 
-from airflow_provider_wavespeed.api import reconcile as reconcile_module  # noqa: E402
-from airflow_provider_wavespeed.batch_record import BatchRecord  # noqa: E402
+from airflow_provider_wavespeed._batch_record import BatchRecord  # noqa: E402
+from airflow_provider_wavespeed._records import SUBMIT_RECORD_PREFIX, RecordStore  # noqa: E402
+from airflow_provider_wavespeed.api import _reconcile as reconcile_module  # noqa: E402
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator  # noqa: E402
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator  # noqa: E402
-from airflow_provider_wavespeed.task_record import SUBMIT_RECORD_PREFIX, TaskRecord  # noqa: E402
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator  # noqa: E402
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -119,9 +119,9 @@ def _stop_before(owner: type, name: str, nth: int, when: Any, signal_fd: int) ->
 def _child(kind: str, dag_id: str, stop: str, signal_fd: int) -> None:
     """Run the first try in a process of its own: ``dag.test()`` for the run at :data:`LOGICAL_DATE` (its id too)."""
     if stop == "sent-write":  # just after the API's answer, before the record names the prediction
-        _stop_before(TaskRecord, "put", 1, lambda args: args[0].get("state") == "sent", signal_fd)
+        _stop_before(RecordStore, "put", 1, lambda args: args[0].get("state") == "sent", signal_fd)
     elif stop == "window-settle":  # the second window's answers are in, its part is not written
-        _stop_before(BatchRecord, "settle", 2, lambda args: True, signal_fd)
+        _stop_before(BatchRecord, "write_submitted", 2, lambda args: True, signal_fd)
     dag_test(_build(kind, dag_id), logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
     os.write(signal_fd, b"finished\n")  # never reached in a passing test
 
