@@ -66,7 +66,7 @@ class _BaselineTrigger(WaveSpeedTaskTrigger):
             try:
                 prediction = await poll_once()
             except WaveSpeedError as exc:
-                if POLL_RETRY.is_retryable(exc, idempotent=True):
+                if POLL_RETRY.is_transient(exc, idempotent=True):
                     continue
                 yield TriggerEvent(error_event(self.prediction_id, str(exc), type(exc).__name__))
                 return

@@ -8,7 +8,7 @@ and the batch trigger, and the batch task waiting in its worker) and the sync cl
 ``wait_for_prediction``.
 
 Answers: a terminal prediction ends its wait; a status this provider does not know is logged
-once and polling goes on; a retryable error (one :class:`RetryPolicy` retries for a read: 429,
+once and polling goes on; a transient error (one :class:`RetryPolicy` retries for a read: 429,
 5xx, resets) keeps a prediction pending; a refused key (401/403) ends the wait for all; any
 other permanent error (404, a malformed answer) ends the wait for that prediction only.
 """
@@ -203,7 +203,7 @@ class PollRounds:
                     continue
                 note_unknown_status(answer, self._unknown, self._log)
                 self._last[prediction_id] = answer.status
-            elif self._retry.is_retryable(answer, idempotent=True):
+            elif self._retry.is_transient(answer, idempotent=True):
                 # An outage outlasting one request's retries must not end a long wait.
                 self._server_wait = max(self._server_wait, self._retry.server_wait(answer))
                 self._last[prediction_id] = f"unreadable ({answer})"

@@ -57,7 +57,7 @@ class RetryPolicy:
     # The most one request waits between its attempts, all waits together; past it we give up.
     total_wait_max: float = DEFAULT_TOTAL_WAIT_MAX
 
-    def is_retryable(self, exc: WaveSpeedError, *, idempotent: bool) -> bool:
+    def is_transient(self, exc: WaveSpeedError, *, idempotent: bool) -> bool:
         """Whether ``exc`` may be retried for a request of this kind."""
         if isinstance(exc, WaveSpeedRateLimitError):
             return True
@@ -92,13 +92,13 @@ class RetryPolicy:
         """Return the wait before retry ``attempt``, or raise ``exc`` when it is final.
 
         ``waited``: the seconds this request has already waited between its attempts. It is final
-        when retries are spent, when it is not retryable, when the server asks for a longer wait
+        when retries are spent, when it is not transient, when the server asks for a longer wait
         than ``retry_after_max``, or when this wait would take the total past ``total_wait_max``.
         A submit that failed after it may have reached the server raises
         :class:`WaveSpeedSubmitUncertainError` instead of ``exc``.
         """
         limit = self.rate_limit_retries if isinstance(exc, WaveSpeedRateLimitError) else self.max_retries
-        if attempt <= limit and self.is_retryable(exc, idempotent=idempotent):
+        if attempt <= limit and self.is_transient(exc, idempotent=idempotent):
             asked = exc.retry_after if isinstance(exc, WaveSpeedRateLimitError) else None
             delay = self.delay(attempt, exc)
             if (asked is None or asked <= self.retry_after_max) and waited + delay <= self.total_wait_max:

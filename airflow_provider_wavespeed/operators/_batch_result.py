@@ -224,7 +224,7 @@ def _write_manifest(task: WaveSpeedBatchOperator, record: BatchRecord, result: d
     try:
         where = write_json(task.manifest_path, result, what="manifest_path")
     except WaveSpeedStorageError as exc:
-        # Retried like a transient error: a retry (or a re-run after fixing the path) submits nothing.
+        # Retryable: a retry (or a re-run after fixing the path) submits nothing.
         raise AirflowException(
             f"Could not write the WaveSpeed batch manifest: {exc}. The batch record ({record.where}) is kept: a "
             "retry, or re-running the task once the path is writable, writes it again and submits nothing"

@@ -5,7 +5,7 @@ results copies them. :func:`store_outputs` writes each output as
 ``<prediction id>_<index>.<ext>``: URL outputs are streamed in chunks (never held whole in
 memory), base64 outputs are decoded, and every file is written under a temporary name and
 moved into place, so a reader never sees a partial file and a re-run overwrites the same
-names. A download that fails is tried again when :class:`RetryPolicy` calls its error retryable.
+names. A download that fails is tried again when :class:`RetryPolicy` calls its error transient.
 
 Output URLs come from an answer, so a download is held to what outputs are (:class:`DownloadPolicy`):
 https to a public address (checked on the address connected to, on every redirect hop), a size

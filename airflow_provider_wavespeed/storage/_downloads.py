@@ -5,7 +5,7 @@ address (checked on the address connected to, on every redirect hop), a size cap
 Plain http and loopback addresses are allowed only when the API itself is on loopback (the
 emulator); a connection whose API sits behind an internal proxy opts out of the address check
 explicitly. A download that fails is tried again when :class:`RetryPolicy` calls its error
-retryable; the body streams in chunks into a destination's temporary file.
+transient; the body streams in chunks into a destination's temporary file.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def _body_chunks(
     """Yield the response body in chunks of at most ``chunk_size``, within the size cap and the deadline.
 
     Each read takes what has arrived (one socket read), so a server that trickles bytes meets
-    the deadline between two reads. A connection lost mid-body is a retryable transport error.
+    the deadline between two reads. A connection lost mid-body is a transient transport error.
     """
     total = 0
     try:
