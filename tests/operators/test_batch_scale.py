@@ -75,7 +75,7 @@ def _run_windows(fake: CountingStore, count: int, window: int, *, stop_after: in
 
 
 def test_the_record_writes_grow_linearly_with_the_inputs() -> None:
-    """Twice the inputs, twice the bytes (the whole-record rewrite of the previous release: four times)."""
+    """Twice the inputs, twice the bytes (a whole-record rewrite: four times)."""
     sizes = {}
     for count in (1000, 2000):
         fake = CountingStore()
