@@ -7,6 +7,7 @@ these are the fast ones the mutation check (scripts/mutation.py) runs each mutan
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from typing import Any
 
@@ -23,10 +24,12 @@ from airflow_provider_wavespeed.api.batch import (
 )
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAuthError,
+    WaveSpeedError,
     WaveSpeedRateLimitError,
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
+from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -87,6 +90,29 @@ def test_a_submit_whose_answer_was_lost_is_uncertain_never_accepted(wavespeed_em
     assert len(wavespeed_emulator.submissions()) == 2  # both were created: the lost one is not sent again
 
 
+class _Unexpected:
+    """A client whose submit fails with an error of no known kind: nothing real produces one today."""
+
+    async def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:
+        raise WaveSpeedError("something new went wrong")
+
+
+def test_an_error_of_no_known_kind_is_uncertain_never_sent_again() -> None:
+    outcome = asyncio.run(submit_window(_Unexpected(), FLUX, ITEMS, [1]))
+    assert (outcome.accepted, outcome.rejected, outcome.stop) == ({}, {}, None)
+    message = outcome.uncertain[1]
+    prefix = (
+        "the submit's outcome is unknown (something new went wrong): the API may have created (and billed) this "
+        f"prediction, so it was not sent again. Check the account's prediction history for a {FLUX} prediction "
+        "created around "
+    )
+    assert message.startswith(prefix) and message.endswith(
+        " UTC (WaveSpeed dashboard, or POST /api/v3/predictions "
+        "with model and created_after) before submitting this input again"
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", message[len(prefix) :].split(" UTC")[0])
+
+
 def test_a_refused_key_stops_the_window_and_leaves_every_input_unsent(wavespeed_emulator: WaveSpeedEmulator) -> None:
     outcome = _window("not-the-key", wavespeed_emulator.url, ITEMS, [0, 1, 2])
     assert isinstance(outcome.stop, WaveSpeedAuthError)
@@ -136,7 +162,12 @@ def test_inputs_are_a_list_of_dicts_or_its_json_text() -> None:
         (b"[]", r"got bytes$"),
         (7, r"got int$"),
         ('"a fox"', r"got str$"),
-        ("not json", r"^inputs rendered to a string that is not a JSON list \('not json'\); pass a list"),
+        (
+            "not json",
+            r"^inputs rendered to a string that is not a JSON list \('not json'\); pass a list of input dicts, the "
+            r"XComArg of a task that returns one \(inputs=make_inputs\(\)\), or render the template to a native "
+            r"list \(DAG\(render_template_as_native_obj=True\)\)$",
+        ),
         (
             [{"prompt": "a"}, ["not", "a", "dict"]],
             r"^inputs\[1\] is not valid: inputs must be a dict .*\. Fix that item: every item of inputs is one "
@@ -149,6 +180,12 @@ def test_inputs_that_are_not_a_list_of_dicts_are_refused_naming_what_is_wrong(in
     with pytest.raises(WaveSpeedValidationError, match=message) as raised:
         batch_inputs(inputs)
     assert raised.value.__cause__ is None  # the item's own error is in the message, not chained
+
+
+def test_the_digest_of_a_batch_is_the_one_an_earlier_release_wrote() -> None:
+    """A try resumes a record an earlier try wrote, maybe before an upgrade: the digest must not drift."""
+    items = [{"seed": 1, "prompt": "a fox"}, {"prompt": "une forêt"}]
+    assert input_digest(FLUX, items) == "ec42bb7610e452d35743c028979dbf36"
 
 
 def test_the_digest_tells_the_same_batch_from_another() -> None:
