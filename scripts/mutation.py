@@ -43,6 +43,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "airflow_provider_wavespeed/api/polling.py": (
         *_API_TESTS,
         "tests/api/test_cancel_and_history.py",
+        "tests/api/test_poll_rounds.py",
         "tests/triggers/test_batch_trigger.py",
     ),
     # the retry policy and PollSchedule
@@ -50,6 +51,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     # reconciliation of an unknown submit outcome with the history
     "airflow_provider_wavespeed/api/reconcile.py": (
         "tests/api/test_reconcile.py",
+        "tests/api/test_reconcile_rules.py",
         "tests/api/test_cancel_and_history.py",
     ),
     # the batch window: one window of submits and what each answer means

@@ -22,9 +22,11 @@ SENT = 1_800_000_000.25  # 2027-01-15 08:00:00.250000 UTC
 SENT_TEXT = "2027-01-15 08:00:00.250000 UTC"
 
 
-def _item(prediction_id: str, inputs: dict[str, Any] | None, created: float = SENT + 1) -> HistoryItem:
+def _item(
+    prediction_id: str, inputs: dict[str, Any] | None, created: float = SENT + 1, model: str = FLUX
+) -> HistoryItem:
     nanos = round(created * 1e6) * 1000  # exact: microseconds of these epochs are below 2**53
-    data = {"id": prediction_id, "model": FLUX, "status": "processing", "created_at": rfc3339_nanos(nanos)}
+    data = {"id": prediction_id, "model": model, "status": "processing", "created_at": rfc3339_nanos(nanos)}
     return HistoryItem(Prediction.from_dict(data), inputs)
 
 
@@ -113,3 +115,76 @@ def test_each_reason_a_submit_stays_uncertain_says_what_was_seen() -> None:
         0: f"the history of {FLUX} since the send ({SENT_TEXT}) cannot be matched to inputs (entry p1 carries no "
         "inputs: this history does not list them), so no entry can be called this submit's"
     }
+
+
+def test_a_match_that_vanished_from_a_look_must_be_confirmed_anew() -> None:
+    ours = _item("p1", {"prompt": "x"})
+    found = _reconcile(_history([ours], [], [ours]), {0: {"prompt": "x"}}, delays=(0.0, 0.0))
+    assert found.adopted == {} and "appeared only on the last of 3 looks" in found.unresolved[0]
+
+
+def test_an_input_with_no_match_does_not_hold_back_the_others() -> None:
+    history = _history([_item("p1", {"prompt": "matched"})])
+    found = _reconcile(history, {0: {"prompt": "never sent"}, 1: {"prompt": "matched"}})
+    assert found.adopted == {1: "p1"} and list(found.unresolved) == [0]
+
+
+def test_the_history_is_asked_for_entries_since_the_earliest_send() -> None:
+    history = _history([_item("p1", {"prompt": "x"})])
+    asyncio.run(
+        reconcile(history, FLUX, {0: {"prompt": "x"}, 1: {"prompt": "y"}}, {0: SENT, 1: SENT - 60}, sleep=_no_sleep)
+    )
+    since = datetime.datetime.fromtimestamp(SENT - 60, tz=datetime.timezone.utc)
+    assert history.calls[0] == {"page": 1, "page_size": 100, "model": FLUX, "created_after": since}
+
+
+def test_entries_the_match_cannot_be_are_skipped_not_the_rest_of_the_page() -> None:
+    """Another model's entry, one our records hold, one from before the send: each is passed over, and an
+    entry of this model listed without its model name is still this model's."""
+    entries = [
+        _item("other-model", {"prompt": "x"}, model="wavespeed-ai/other"),
+        _item("held", {"prompt": "x"}),
+        _item("old", {"prompt": "x"}, created=SENT - 1),
+        _item("ours", {"prompt": "x"}),
+        _item("nameless", {"prompt": "y"}, model=""),
+    ]
+    found = _reconcile(_history(entries), {0: {"prompt": "x"}, 1: {"prompt": "y"}}, known_ids={"held"})
+    assert (found.adopted, found.unresolved) == ({0: "ours", 1: "nameless"}, {})
+
+
+def _paged(entries: list[HistoryItem], total: int | None) -> Any:
+    """A list_page over one history of ``entries``, 100 a page, that says ``total`` (or no total)."""
+    calls: list[int] = []
+
+    async def list_page(**query: Any) -> PredictionPage:
+        calls.append(query["page"])
+        start = (query["page"] - 1) * query["page_size"]
+        return PredictionPage(page=query["page"], total=total, items=entries[start : start + query["page_size"]])
+
+    list_page.calls = calls  # type: ignore[attr-defined]
+    return list_page
+
+
+def _others(count: int) -> list[HistoryItem]:
+    return [_item(f"o{n}", {"prompt": f"other {n}"}) for n in range(count)]
+
+
+def test_pages_are_read_until_the_total_the_api_gives() -> None:
+    for pages, total in ((1, 100), (2, 200), (3, 250)):
+        history = _paged([*_others(total - 1), _item("ours", {"prompt": "x"})], total)
+        found = _reconcile(history, {0: {"prompt": "x"}})
+        assert found.adopted == {0: "ours"} and history.calls == list(range(1, pages + 1)) * 2, total
+
+
+def test_a_short_page_is_the_last_when_the_api_gives_no_total() -> None:
+    history = _paged([*_others(30), _item("ours", {"prompt": "x"})], None)
+    found = _reconcile(history, {0: {"prompt": "x"}})
+    assert found.adopted == {0: "ours"} and history.calls == [1, 1]
+
+
+def test_an_entry_listed_again_on_the_next_page_is_one_entry() -> None:
+    """New predictions push the history down while it is read: the last entry of a page comes again first."""
+    ours = _item("ours", {"prompt": "x"})
+    history = _paged([*_others(99), ours, ours], None)
+    found = _reconcile(history, {0: {"prompt": "x"}})
+    assert found.adopted == {0: "ours"}
