@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
-from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, RetryPolicy
-from airflow_provider_wavespeed.api.polling import CancelOutcome, cancel_unfinished
+from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api.errors import (
+    WaveSpeedAuthError,
+    WaveSpeedNotFoundError,
+    WaveSpeedRateLimitError,
+    WaveSpeedServerError,
+)
+from airflow_provider_wavespeed.api.models import Prediction
+from airflow_provider_wavespeed.api.polling import (
+    CancelOutcome,
+    PollRounds,
+    cancel_unfinished,
+    note_unknown_status,
+    read_predictions,
+)
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 FLUX = "wavespeed-ai/flux-dev"
@@ -78,3 +92,178 @@ def test_nothing_to_cancel_reads_and_logs_nothing(
     with caplog.at_level(logging.INFO, logger="airflow_provider_wavespeed.api.polling"):
         outcome = _cancel(wavespeed_emulator, [])
     assert outcome == CancelOutcome() and caplog.records == []
+
+
+# --- PollRounds: the decisions of a wait, round by round ---
+
+
+class _Clock:
+    """The epoch clock of a wait, moved by the test."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _rounds(ids: list[str], clock: _Clock, *, end_time: float = 1100.0, **kwargs: Any) -> PollRounds:
+    return PollRounds(
+        ids,
+        schedule=PollSchedule(poll_interval=5.0, first_interval=1.0, jitter=0.0),
+        end_time=end_time,
+        retry=RetryPolicy(retry_after_max=120.0),
+        clock=clock,
+        **kwargs,
+    )
+
+
+def _prediction(prediction_id: str, status: str) -> Prediction:
+    return Prediction(id=prediction_id, model=FLUX, status=status)
+
+
+def test_the_rounds_follow_the_schedule_and_never_sleep_past_the_deadline() -> None:
+    clock = _Clock()
+    rounds = _rounds(["a"], clock, end_time=1010.0)
+    waits = []
+    while rounds.pending:
+        wait = rounds.next_wait()
+        waits.append(wait)
+        clock.now += wait
+        if rounds.expired():
+            break
+        rounds.record({"a": _prediction("a", "processing")})
+    assert waits == [1.0, 2.0, 4.0, 3.0]  # 1 s, 2 s, 4 s, then only the 3 s left before the deadline
+    assert rounds.outcome.deadline and rounds.outcome.last_status == {"a": "processing"}
+    assert rounds.pending == [] and rounds.outcome.counts() == {"running": 1}
+    assert rounds.next_wait() == 0.0  # past the deadline: no wait, never a negative one
+
+
+def test_a_429_s_retry_after_is_the_floor_of_the_next_wait_only() -> None:
+    clock = _Clock()
+    rounds = _rounds(["a", "b"], clock)
+    assert rounds.next_wait() == 1.0 and not rounds.expired()
+    rounds.record(
+        {
+            "a": WaveSpeedRateLimitError("429", retry_after=30.0, status_code=429),
+            "b": WaveSpeedRateLimitError("429", retry_after=7.0, status_code=429),
+        }
+    )
+    assert rounds.pending == ["a", "b"] and rounds.last_status("a").startswith("unreadable (429")
+    assert rounds.next_wait() == 30.0  # the longest asked, over the schedule's 2 s
+    assert not rounds.expired()
+    rounds.record({"a": _prediction("a", "processing"), "b": _prediction("b", "processing")})
+    assert rounds.next_wait() == 4.0  # back on the schedule
+    assert rounds.last_status("a") == "processing"
+
+
+def test_each_answer_ends_or_continues_its_own_wait() -> None:
+    clock = _Clock()
+    finished: list[str] = []
+    ids = ["done", "failed", "running", "gone", "outage", "done"]  # one twice: read once
+    rounds = _rounds(ids, clock, on_finished=lambda p: finished.append(p.id))
+    assert rounds.pending == ["done", "failed", "running", "gone", "outage"]
+    assert rounds.last_status("running") == "not yet read"
+    rounds.expired()
+    gone = WaveSpeedNotFoundError("404", status_code=404)
+    rounds.record(
+        {
+            "done": _prediction("done", "completed"),
+            "failed": _prediction("failed", "failed"),
+            "running": _prediction("running", "processing"),
+            "gone": gone,
+            "outage": WaveSpeedServerError("503", status_code=503),
+        }
+    )
+    assert rounds.pending == ["running", "outage"]
+    assert rounds.outcome.statuses == {"done": "completed", "failed": "failed"} and finished == ["done", "failed"]
+    assert rounds.outcome.unreadable == {"gone": gone} and rounds.outcome.error is None
+    assert rounds.next_wait() == 2.0  # a 503 asks for no wait of its own
+    rounds.expired()
+    rounds.record({"running": _prediction("running", "completed"), "outage": _prediction("outage", "cancelled")})
+    assert rounds.pending == [] and not rounds.outcome.deadline
+    assert rounds.outcome.counts() == {"completed": 2, "failed": 1, "cancelled": 1, "unreadable": 1}
+
+
+def test_a_refused_key_ends_the_wait_for_all() -> None:
+    rounds = _rounds(["a", "b"], _Clock())
+    rounds.expired()
+    refused = WaveSpeedAuthError("401", status_code=401)
+    rounds.record({"a": _prediction("a", "completed"), "b": refused})
+    assert rounds.pending == [] and rounds.outcome.error is refused
+    assert rounds.outcome.statuses == {"a": "completed"}
+
+
+def test_an_unknown_status_is_logged_once_and_the_wait_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    rounds = _rounds(["a", "b"], _Clock())
+    with caplog.at_level(logging.DEBUG, logger="airflow_provider_wavespeed.api.polling"):
+        for _ in range(3):
+            rounds.expired()
+            rounds.record({"a": _prediction("a", "paused-by-a-newer-api"), "b": _prediction("b", "processing")})
+    assert rounds.pending == ["a", "b"] and rounds.last_status("a") == "paused-by-a-newer-api"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"WaveSpeed prediction a ({FLUX}) has status 'paused-by-a-newer-api', unknown to this provider version; "
+        "treating it as still running and polling on until a known terminal status or the wait limit"
+    ]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert debug == ["WaveSpeed: 2 of 2 predictions still running"] * 3
+
+
+def test_failed_reads_are_logged_once_a_round_naming_the_first(caplog: pytest.LogCaptureFixture) -> None:
+    rounds = _rounds(["a", "b", "c"], _Clock())
+    rounds.expired()
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.polling"):
+        rounds.record({n: WaveSpeedServerError(f"503 for {n}", status_code=503) for n in "abc"})
+        rounds.expired()
+        rounds.record(
+            {
+                "a": WaveSpeedServerError("503 again", status_code=503),
+                "b": _prediction("b", "completed"),
+                "c": _prediction("c", "completed"),
+            }
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        "Poll of a failed, will retry: 503 for a (and 2 more)",
+        "Poll of a failed, will retry: 503 again",
+    ]
+
+
+def test_a_prediction_with_no_model_name_is_named_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    seen: set[str] = set()
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.polling"):
+        note_unknown_status(Prediction(id="a", model="", status="new"), seen)
+        note_unknown_status(Prediction(id="a", model="", status="new"), seen)
+        note_unknown_status(Prediction(id="b", model=FLUX, status="processing"), seen)
+    assert seen == {"a"} and len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("WaveSpeed prediction a (unknown model) has status 'new'")
+
+
+class _Reader:
+    """A client whose reads are counted: the most in flight at once, and each id's reads."""
+
+    retry = RetryPolicy()
+
+    def __init__(self) -> None:
+        self.in_flight = self.most = 0
+        self.reads: list[str] = []
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.reads.append(prediction_id)
+        await asyncio.sleep(0)  # let the other readers start theirs
+        self.in_flight -= 1
+        if prediction_id == "gone":
+            raise WaveSpeedNotFoundError("404", status_code=404)
+        return _prediction(prediction_id, "processing")
+
+
+@pytest.mark.parametrize(("count", "concurrency", "most"), [(1, 16, 1), (5, 2, 2), (5, 16, 5), (3, 0, 1)])
+def test_each_prediction_is_read_once_at_most_concurrency_at_a_time(count: int, concurrency: int, most: int) -> None:
+    reader = _Reader()
+    ids = [f"p{n}" for n in range(count - 1)] + ["gone"]
+    answers = asyncio.run(read_predictions(reader, ids, concurrency=concurrency))
+    assert sorted(reader.reads) == sorted(ids) and reader.most == most
+    assert isinstance(answers["gone"], WaveSpeedNotFoundError)
+    assert all(answers[i] == _prediction(i, "processing") for i in ids[:-1])
