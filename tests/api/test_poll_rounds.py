@@ -83,7 +83,9 @@ def test_a_cancel_that_fails_is_reported_and_the_others_go_on(
     wavespeed_emulator.add_fault("delete_prediction", "http_error", times=1, status=500)
     outcome = _cancel(wavespeed_emulator, [first, second], concurrency=1)
     assert list(outcome.errors) == [first] and outcome.cancelled == {second: "deleted"}
-    assert outcome.summary() == f"1 cancelled, 0 already finished, 1 not cancelled ({outcome.errors[first]})"
+    error = outcome.errors[first]
+    assert isinstance(error, WaveSpeedServerError) and error.status_code == 500
+    assert outcome.summary() == f"1 cancelled, 0 already finished, 1 not cancelled ({error})"
 
 
 def test_nothing_to_cancel_reads_and_logs_nothing(
@@ -267,3 +269,22 @@ def test_each_prediction_is_read_once_at_most_concurrency_at_a_time(count: int, 
     assert sorted(reader.reads) == sorted(ids) and reader.most == most
     assert isinstance(answers["gone"], WaveSpeedNotFoundError)
     assert all(answers[i] == _prediction(i, "processing") for i in ids[:-1])
+
+
+class _Canceller(_Reader):
+    """A client whose ``DELETE`` answers carry no readable prediction, its requests counted."""
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0)
+        self.in_flight -= 1
+        return None
+
+
+@pytest.mark.parametrize(("concurrency", "most"), [(1, 1), (2, 2)])
+def test_a_cancel_answered_with_no_prediction_counts_as_deleted(concurrency: int, most: int) -> None:
+    client = _Canceller()
+    outcome = asyncio.run(cancel_unfinished(client, ["a", "b", "c"], concurrency=concurrency))
+    assert outcome.cancelled == {"a": "deleted", "b": "deleted", "c": "deleted"}
+    assert client.most == most and sorted(client.reads) == ["a", "b", "c"]
