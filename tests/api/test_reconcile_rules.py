@@ -31,7 +31,7 @@ def _item(
 
 
 def _history(*looks: list[HistoryItem]) -> Any:
-    """A list_page whose history is ``looks[n]`` on the n-th look (the last one from then on)."""
+    """Return a list_page whose history is ``looks[n]`` on the n-th look (the last one from then on)."""
     calls: list[dict[str, Any]] = []
 
     async def list_page(**query: Any) -> PredictionPage:
@@ -139,8 +139,10 @@ def test_the_history_is_asked_for_entries_since_the_earliest_send() -> None:
 
 
 def test_entries_the_match_cannot_be_are_skipped_not_the_rest_of_the_page() -> None:
-    """Another model's entry, one our records hold, one from before the send: each is passed over, and an
-    entry of this model listed without its model name is still this model's."""
+    """Pass over another model's entry, one our records hold, one from before the send, and go on.
+
+    An entry of this model listed without its model name is still this model's.
+    """
     entries = [
         _item("other-model", {"prompt": "x"}, model="wavespeed-ai/other"),
         _item("held", {"prompt": "x"}),
@@ -153,7 +155,7 @@ def test_entries_the_match_cannot_be_are_skipped_not_the_rest_of_the_page() -> N
 
 
 def _paged(entries: list[HistoryItem], total: int | None) -> Any:
-    """A list_page over one history of ``entries``, 100 a page, that says ``total`` (or no total)."""
+    """Return a list_page over one history of ``entries``, 100 a page, that says ``total`` (or no total)."""
     calls: list[int] = []
 
     async def list_page(**query: Any) -> PredictionPage:
