@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from airflow_provider_wavespeed.api.polling import (
     cancel_unfinished,
     note_unknown_status,
     read_predictions,
+    wait_for_predictions,
 )
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
@@ -288,3 +290,43 @@ def test_a_cancel_answered_with_no_prediction_counts_as_deleted(concurrency: int
     outcome = asyncio.run(cancel_unfinished(client, ["a", "b", "c"], concurrency=concurrency))
     assert outcome.cancelled == {"a": "deleted", "b": "deleted", "c": "deleted"}
     assert client.most == most and sorted(client.reads) == ["a", "b", "c"]
+
+
+class _Finishing(_Reader):
+    """A client whose predictions finish on their ``n``-th read (``finish_on``), or never."""
+
+    def __init__(self, finish_on: dict[str, int]) -> None:
+        super().__init__()
+        self.finish_on = finish_on
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        await super().get_prediction(prediction_id)
+        done = self.reads.count(prediction_id) >= self.finish_on.get(prediction_id, 10**9)
+        return _prediction(prediction_id, "completed" if done else "processing")
+
+
+def test_the_async_wait_reads_until_each_prediction_ends() -> None:
+    client = _Finishing({"a": 1, "b": 3})
+    finished: list[str] = []
+    outcome = asyncio.run(
+        wait_for_predictions(
+            client,
+            ["a", "b", "a"],
+            poll_interval=0.01,
+            first_poll_interval=0.001,
+            end_time=time.time() + 600,
+            on_finished=lambda p: finished.append(p.id),
+            concurrency=1,
+        )
+    )
+    assert outcome.statuses == {"a": "completed", "b": "completed"} and not outcome.deadline
+    assert client.reads == ["a", "b", "b", "b"] and finished == ["a", "b"] and client.most == 1
+
+
+def test_the_async_wait_ends_at_its_deadline_with_the_last_status() -> None:
+    client = _Finishing({"a": 1})
+    outcome = asyncio.run(
+        wait_for_predictions(client, ["a", "b"], poll_interval=0.01, first_poll_interval=0.001, end_time=time.time())
+    )
+    assert outcome.deadline and outcome.last_status == {"a": "not yet read", "b": "not yet read"}
+    assert client.reads == []  # the deadline had passed before the first round
