@@ -111,10 +111,12 @@ class _Clock:
         return self.now
 
 
-def _rounds(ids: list[str], clock: _Clock, *, end_time: float = 1100.0, **kwargs: Any) -> PollRounds:
+def _rounds(
+    ids: list[str], clock: _Clock, *, end_time: float = 1100.0, first: float = 1.0, most: float = 5.0, **kwargs: Any
+) -> PollRounds:
     return PollRounds(
         ids,
-        schedule=PollSchedule(poll_interval=5.0, first_interval=1.0, jitter=0.0),
+        schedule=PollSchedule(poll_interval=most, first_interval=first, jitter=0.0),
         end_time=end_time,
         retry=RetryPolicy(retry_after_max=120.0),
         clock=clock,
@@ -129,15 +131,17 @@ def _prediction(prediction_id: str, status: str) -> Prediction:
 def test_the_rounds_follow_the_schedule_and_never_sleep_past_the_deadline() -> None:
     clock = _Clock()
     rounds = _rounds(["a"], clock, end_time=1010.0)
-    waits = []
-    while rounds.pending:
+    waits, reads = [], 0
+    while True:
         wait = rounds.next_wait()
         waits.append(wait)
         clock.now += wait
         if rounds.expired():
             break
+        reads += 1
         rounds.record({"a": _prediction("a", "processing")})
     assert waits == [1.0, 2.0, 4.0, 3.0]  # 1 s, 2 s, 4 s, then only the 3 s left before the deadline
+    assert reads == 3
     assert rounds.outcome.deadline and rounds.outcome.last_status == {"a": "processing"}
     assert rounds.pending == [] and rounds.outcome.counts() == {"running": 1}
     assert rounds.next_wait() == 0.0  # past the deadline: no wait, never a negative one
@@ -189,6 +193,17 @@ def test_each_answer_ends_or_continues_its_own_wait() -> None:
     assert rounds.outcome.counts() == {"completed": 2, "failed": 1, "cancelled": 1, "unreadable": 1}
 
 
+def test_a_429_s_wait_does_not_outlive_its_round_on_a_fast_schedule() -> None:
+    rounds = _rounds(["a"], _Clock(), first=0.25, most=0.5)
+    assert rounds.next_wait() == 0.25  # nothing asked of the first wait but the schedule's
+    rounds.expired()
+    rounds.record({"a": WaveSpeedRateLimitError("429", retry_after=3.0, status_code=429)})
+    assert rounds.next_wait() == 3.0
+    rounds.expired()
+    rounds.record({"a": _prediction("a", "processing")})
+    assert rounds.next_wait() == 0.5
+
+
 def test_a_refused_key_ends_the_wait_for_all() -> None:
     rounds = _rounds(["a", "b"], _Clock())
     rounds.expired()
@@ -231,6 +246,12 @@ def test_failed_reads_are_logged_once_a_round_naming_the_first(caplog: pytest.Lo
         "Poll of a failed, will retry: 503 for a (and 2 more)",
         "Poll of a failed, will retry: 503 again",
     ]
+    caplog.clear()
+    two = _rounds(["a", "b"], _Clock())
+    two.expired()
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_wavespeed.api.polling"):
+        two.record({n: WaveSpeedServerError(f"503 for {n}", status_code=503) for n in "ab"})
+    assert [r.getMessage() for r in caplog.records] == ["Poll of a failed, will retry: 503 for a (and 1 more)"]
 
 
 def test_a_prediction_with_no_model_name_is_named_as_such(caplog: pytest.LogCaptureFixture) -> None:
@@ -330,3 +351,60 @@ def test_the_async_wait_ends_at_its_deadline_with_the_last_status() -> None:
     )
     assert outcome.deadline and outcome.last_status == {"a": "not yet read", "b": "not yet read"}
     assert client.reads == []  # the deadline had passed before the first round
+
+
+class _Flaky(_Finishing):
+    """A client whose first read of each prediction meets a 503 (after the client's own retries)."""
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        if prediction_id not in self.reads:
+            self.reads.append(prediction_id)
+            raise WaveSpeedServerError("503", status_code=503)
+        return await super().get_prediction(prediction_id)
+
+
+def test_the_async_wait_sleeps_the_schedule_and_reads_through_errors(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:  # the waits the loop asks for, each taken as no wait
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    client = _Flaky({"a": 5})
+    log = logging.getLogger("tests.the_caller")
+    with caplog.at_level(logging.WARNING, logger="tests.the_caller"):
+        outcome = asyncio.run(
+            wait_for_predictions(
+                client, ["a"], poll_interval=0.04, first_poll_interval=0.01, end_time=time.time() + 600, log=log
+            )
+        )
+    assert outcome.statuses == {"a": "completed"}
+    expected = [0.01, 0.02, 0.04, 0.04, 0.04]  # the first read failed; 4 reads then, the 5th sees it end
+    waits = [seconds for seconds in slept if seconds > 0]  # the reader's own sleep(0)s are not waits
+    assert waits == pytest.approx(expected, rel=0.11)  # ±10 % jitter
+    assert [r.name for r in caplog.records] == ["tests.the_caller"]  # the caller's log gets the wait's warning
+
+
+def test_a_wait_whose_deadline_has_passed_does_not_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    outcome = asyncio.run(wait_for_predictions(_Reader(), ["a"], poll_interval=1.0, end_time=time.time() - 1))
+    assert outcome.deadline and slept == []
+
+
+def test_an_unknown_status_is_logged_to_the_wait_s_own_log(caplog: pytest.LogCaptureFixture) -> None:
+    rounds = _rounds(["a"], _Clock(), log=logging.getLogger("tests.the_caller"))
+    rounds.expired()
+    with caplog.at_level(logging.WARNING):
+        rounds.record({"a": _prediction("a", "brand-new")})
+    assert [(r.name, r.levelno) for r in caplog.records] == [("tests.the_caller", logging.WARNING)]
