@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, PollSchedule, RetryPolicy
+from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, PollSchedule, RetryPolicy, polling
 from airflow_provider_wavespeed.api.errors import (
     WaveSpeedAuthError,
     WaveSpeedNotFoundError,
@@ -363,17 +364,26 @@ class _Flaky(_Finishing):
         return await super().get_prediction(prediction_id)
 
 
+def _record_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record each wait the polling module sleeps, taking it as no wait.
+
+    Only the module's own ``asyncio`` is replaced: the emulator's threads and the readers sleep as before.
+    """
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    names = {name: getattr(asyncio, name) for name in dir(asyncio) if not name.startswith("_")}
+    monkeypatch.setattr(polling, "asyncio", SimpleNamespace(**{**names, "sleep": sleep}))
+    return slept
+
+
 def test_the_async_wait_sleeps_the_schedule_and_reads_through_errors(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:  # the waits the loop asks for, each taken as no wait
-        slept.append(seconds)
-        await real_sleep(0)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)
+    slept = _record_sleeps(monkeypatch)
     client = _Flaky({"a": 5})
     log = logging.getLogger("tests.the_caller")
     with caplog.at_level(logging.WARNING, logger="tests.the_caller"):
@@ -384,20 +394,12 @@ def test_the_async_wait_sleeps_the_schedule_and_reads_through_errors(
         )
     assert outcome.statuses == {"a": "completed"}
     expected = [0.01, 0.02, 0.04, 0.04, 0.04]  # the first read failed; 4 reads then, the 5th sees it end
-    waits = [seconds for seconds in slept if seconds > 0]  # the reader's own sleep(0)s are not waits
-    assert waits == pytest.approx(expected, rel=0.11)  # ±10 % jitter
+    assert slept == pytest.approx(expected, rel=0.11)  # ±10 % jitter
     assert [r.name for r in caplog.records] == ["tests.the_caller"]  # the caller's log gets the wait's warning
 
 
 def test_a_wait_whose_deadline_has_passed_does_not_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(0)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)
+    slept = _record_sleeps(monkeypatch)
     outcome = asyncio.run(wait_for_predictions(_Reader(), ["a"], poll_interval=1.0, end_time=time.time() - 1))
     assert outcome.deadline and slept == []
 
