@@ -66,6 +66,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help=f"the copy of the tree (default {WORKDIR.name}/)")
     parser.add_argument("--no-diffs", action="store_true", help="do not print the diff of each unlisted survivor")
+    parser.add_argument(
+        "--forkserver",
+        action="store_true",
+        help="fork each mutant from a clean server process: for tests that are not fork-safe (the trigger "
+        "tests: forked from the process that ran them once, their mutants hang and read as timeouts)",
+    )
     return parser.parse_args()
 
 
@@ -112,7 +118,7 @@ def _copy_tree(workdir: Path) -> None:
             shutil.copy2(source, target)
 
 
-def _write_config(workdir: Path, chosen: dict[str, tuple[str, ...]]) -> None:
+def _write_config(workdir: Path, chosen: dict[str, tuple[str, ...]], *, forkserver: bool) -> None:
     tests = list(dict.fromkeys(test for module_tests in chosen.values() for test in module_tests))
 
     def lines(values: list[str]) -> str:
@@ -126,6 +132,7 @@ def _write_config(workdir: Path, chosen: dict[str, tuple[str, ...]]) -> None:
         f"pytest_add_cli_args_test_selection ={lines(tests)}\n"
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -m\n    not deployment and not live\n"
         "also_copy =\n    example_dags\n    scripts\n"
+        f"process_isolation = {'forkserver' if forkserver else 'fork'}\n"
     )
 
 
@@ -140,7 +147,7 @@ def main() -> int:
     mutmut = _ensure_mutmut()
     workdir = args.workdir.resolve()
     _copy_tree(workdir)
-    _write_config(workdir, chosen)
+    _write_config(workdir, chosen, forkserver=args.forkserver)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the mutated copy (mutants/) must be the package the tests import
     print(f"mutmut on {len(chosen)} module(s) in {workdir}/ (a copy of the tree)", flush=True)
