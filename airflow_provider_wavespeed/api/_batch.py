@@ -108,9 +108,11 @@ async def submit_window(
             # Nothing was created (an uncertain transport error arrives as WaveSpeedSubmitUncertainError),
             # and every later submit would meet the same: the input stays unsent, for a later try.
             stop = stop or answer
-        elif isinstance(answer, WaveSpeedAPIError):
-            # The API refused this input (400, 404...): nothing was created, and the same input fails again.
-            rejected[index] = {"error": f"not submitted: {answer}", "code": answer.code}
+        elif isinstance(answer, (WaveSpeedAPIError, WaveSpeedValidationError)):
+            # The API refused this input (400, 404...), or the client did before sending it (an input that
+            # is not JSON): nothing was created, and the same input fails again.
+            code = answer.code if isinstance(answer, WaveSpeedAPIError) else None
+            rejected[index] = {"error": f"not submitted: {answer}", "code": code}
         else:  # anything else may have happened after the request left: never send it again
             uncertain[index] = uncertain_message(model, str(answer), now)
     return WindowOutcome(accepted, rejected, uncertain, stop)
