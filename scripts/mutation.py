@@ -41,18 +41,19 @@ _API_TESTS = (
 MODULES: dict[str, tuple[str, ...]] = {
     # the poll decider (PollRounds) and the waits around it (the client's and the triggers' tests prove
     # the waits end to end, but a mutant that stalls a wait makes each of them run to its timeout: minutes)
-    "airflow_provider_wavespeed/api/polling.py": ("tests/api/test_poll_rounds.py",),
-    # the retry policy and PollSchedule
+    # and PollSchedule (the waits between polls)
+    "airflow_provider_wavespeed/api/polling.py": ("tests/api/test_poll_rounds.py", "tests/api/test_retry_policy.py"),
+    # the retry policy
     "airflow_provider_wavespeed/api/retry.py": (*_API_TESTS, "tests/api/test_retry_policy.py"),
     # reconciliation of an unknown submit outcome with the history
-    "airflow_provider_wavespeed/api/reconcile.py": (
+    "airflow_provider_wavespeed/api/_reconcile.py": (
         "tests/api/test_reconcile.py",
         "tests/api/test_reconcile_rules.py",
         "tests/api/test_cancel_and_history.py",
     ),
     # the batch window: one window of submits and what each answer means
     # (tests/operators/test_batch.py proves it end to end, through dag.test(): minutes per mutant on 2 cores)
-    "airflow_provider_wavespeed/api/batch.py": ("tests/api/test_batch_window.py",),
+    "airflow_provider_wavespeed/api/_batch.py": ("tests/api/test_batch_window.py",),
 }
 
 _STATUS = re.compile(r"^\s+(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")

@@ -16,7 +16,7 @@ from airflow_provider_wavespeed.storage._files import Location, open_source
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Uploading again only stores another copy (free, kept 7 days), so more errors are retryable (a retry of the task uploads again).
+# Uploading again only stores another copy (free, kept 7 days): a storage error is retryable too.
 _UPLOAD_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*RETRYABLE_ERRORS, WaveSpeedStorageError)
 
 

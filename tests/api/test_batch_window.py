@@ -1,4 +1,4 @@
-"""api/batch.py without Airflow: a window of submits against the emulator, and what each answer means.
+"""api/_batch.py without Airflow: a window of submits against the emulator, and what each answer means.
 
 The operator's tests (tests/operators/test_batch.py) prove the same end to end through ``dag.test()``;
 these are the fast ones the mutation check (scripts/mutation.py) runs each mutant against.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_wavespeed.api import AsyncWaveSpeedClient, RetryPolicy
-from airflow_provider_wavespeed.api.batch import (
+from airflow_provider_wavespeed.api._batch import (
     WindowOutcome,
     batch_inputs,
     input_digest,

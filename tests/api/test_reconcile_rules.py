@@ -13,8 +13,8 @@ import datetime
 from typing import Any
 
 from airflow_provider_wavespeed.api import PredictionPage
+from airflow_provider_wavespeed.api._reconcile import Reconciled, canonical_inputs, reconcile
 from airflow_provider_wavespeed.api.models import HistoryItem, Prediction
-from airflow_provider_wavespeed.api.reconcile import Reconciled, canonical_inputs, reconcile
 from airflow_provider_wavespeed.testing._state import rfc3339_nanos
 
 FLUX = "wavespeed-ai/flux-dev"

@@ -21,7 +21,8 @@ from airflow_provider_wavespeed.api.errors import (
     WaveSpeedTransportError,
     WaveSpeedValidationError,
 )
-from airflow_provider_wavespeed.api.retry import PollSchedule, RetryPolicy, may_have_created, parse_retry_after
+from airflow_provider_wavespeed.api.polling import PollSchedule
+from airflow_provider_wavespeed.api.retry import RetryPolicy, may_have_created, parse_retry_after
 
 WHEN = datetime(2015, 10, 21, 7, 28, tzinfo=timezone.utc)
 
