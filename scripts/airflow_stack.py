@@ -279,16 +279,27 @@ class AirflowStack:
         return self.start_again(name)
 
     def wait_for_api(self, timeout: float) -> None:
+        """Wait until the api-server's health endpoint answers 200; say what it answered if it never did.
+
+        A server that is up but fails every request (Airflow 3.0 with PyJWT 2.11+ answers 500) stays
+        alive, so the reason is in its log, not in an exit code.
+        """
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
+                answer = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2)
+                if answer.ok:
                     return
-            except requests.RequestException:
-                pass
+                last = f"HTTP {answer.status_code}"
+            except requests.RequestException as exc:
+                last = type(exc).__name__
             time.sleep(0.5)
-        raise TimeoutError(f"Airflow api-server did not answer on {self.url} within {timeout} s")
+        raise TimeoutError(
+            f"Airflow api-server did not answer on {self.url} within {timeout} s (last: {last}); "
+            f"the end of its log:\n{self.log_tail('api-server', 40)}"
+        )
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
