@@ -124,6 +124,9 @@ class AirflowStack:
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__API__SECRET_KEY": api_secret,
                 "AIRFLOW__API__WORKERS": "1",
+                # Airflow 3.0 answers xcom(..., deserialize=True) with HTTP 400 unless this is on
+                # (3.1+ have no such option and always allow it).
+                "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
                 "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
                 "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -266,17 +269,26 @@ class AirflowStack:
         raise TimeoutError(f"no new {job_type} registered within {timeout} s")
 
     def restart(self, name: str, timeout: float = 60) -> subprocess.Popen[bytes]:
-        """Stop a component the way a service manager does (SIGTERM to its main process,
-        SIGKILL to what is left of its group after ``timeout``), then start it again."""
+        """Stop a component the way a service manager does (see :meth:`stop_component`), then start it again."""
+        self.stop_component(name, timeout)
+        return self.start_again(name)
+
+    def stop_component(self, name: str, timeout: float = 60) -> int | None:
+        """Stop a component the way a service manager does: SIGTERM to its main process, SIGKILL to
+        what is left of its group after ``timeout``. Returns its exit code (None: it had to be killed).
+
+        :meth:`start_again` starts it again with the same command and environment.
+        """
         process = self.processes.pop(name)
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
+        code = process.poll()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        return self.start_again(name)
+        return code
 
     def wait_for_api(self, timeout: float) -> None:
         """Wait until the api-server's health endpoint answers 200; say what it answered if it never did.
