@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def airflow_bin() -> str:
-    """The `airflow` executable of the running interpreter's environment."""
+    """Return the `airflow` executable of the running interpreter's environment."""
     candidate = Path(sys.executable).with_name("airflow")
     return str(candidate) if candidate.exists() else "airflow"
 
@@ -274,8 +274,9 @@ class AirflowStack:
         return self.start_again(name)
 
     def stop_component(self, name: str, timeout: float = 60) -> int | None:
-        """Stop a component the way a service manager does: SIGTERM to its main process, SIGKILL to
-        what is left of its group after ``timeout``. Returns its exit code (None: it had to be killed).
+        """Stop a component the way a service manager does; return its exit code (None: it had to be killed).
+
+        SIGTERM to its main process, SIGKILL to what is left of its group after ``timeout``.
 
         :meth:`start_again` starts it again with the same command and environment.
         """
@@ -320,7 +321,7 @@ class AirflowStack:
                 raise RuntimeError(f"Airflow {name} exited with {process.returncode}; the end of its log:\n{tail}")
 
     def log_tail(self, name: str, lines: int = 20) -> str:
-        """The last ``lines`` lines of a component's log, indented."""
+        """Return the last ``lines`` lines of a component's log, indented."""
         path = self.log_dir / f"{name}.log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "    (empty log)"
@@ -511,7 +512,7 @@ class AirflowStack:
         return list(self.api("GET", "jobs", params={"job_type": job_type, "limit": 100})["jobs"])
 
     def health(self) -> dict[str, Any]:
-        """The api-server's view of the metadatabase, scheduler, triggerer and dag-processor."""
+        """Return the api-server's view of the metadatabase, scheduler, triggerer and dag-processor."""
         return dict(self.api("GET", "monitor/health"))
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:

@@ -1,5 +1,7 @@
-"""Every triggerer stopped as a service manager stops it (SIGTERM) while a sensor and a batch are deferred,
-then started again: nothing is cancelled, and the waits resume in the new triggerer processes.
+"""Triggerers stopped and started again while a sensor and a batch are deferred: nothing is cancelled.
+
+Every triggerer is stopped as a service manager stops it (SIGTERM), then started again; the waits
+resume in the new triggerer processes.
 
 On Airflow 3.0-3.2 a triggerer shutting down cancels its triggers exactly as a user's kill does (a
 ``CancelledError`` in ``run``); the provider tells the two apart by the task instance's state, which a
