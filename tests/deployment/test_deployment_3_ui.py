@@ -39,8 +39,13 @@ def _chromium() -> str:
 
 
 def _extra_field(page: Any, label: str) -> Any:
-    """An extra field's input by its label's text (Airflow 3.0's form does not tie the label to the input)."""
-    return page.get_by_role("group").filter(has_text=re.compile(f"^{re.escape(label)}")).get_by_role("textbox")
+    """Return an extra field's input by its label.
+
+    Airflow 3.2+ build the field from the provider metadata and label it; 3.0/3.1 from the hook's
+    wtforms fields, a text box in a group that starts with the label's text, not tied to it.
+    """
+    in_group = page.get_by_role("group").filter(has_text=re.compile(f"^{re.escape(label)}")).get_by_role("textbox")
+    return page.get_by_label(label).or_(in_group)
 
 
 def test_connection_form_in_a_browser_saves_a_connection_the_hook_resolves(deployment: Deployment) -> None:
