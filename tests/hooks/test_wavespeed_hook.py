@@ -180,7 +180,13 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     assert meta["extra_fields"]["max_submissions_per_minute"]["schema"]["title"] == "Max submissions per minute"
     tier = meta["extra_fields"]["account_tier"]
     assert tier["schema"]["title"] == "Account tier"
-    assert tier["schema"]["enum"] == ["bronze", "silver", "gold", "ultra", "custom"]
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    if Version(airflow_version).release[:2] >= (3, 2):  # the provider metadata's choice list
+        assert tier["schema"]["enum"] == ["bronze", "silver", "gold", "ultra", "custom"]
+    else:  # 3.0/3.1 with the FAB provider: the hook's wtforms fields, where providers get no select
+        assert "enum" not in tier["schema"]
     assert "Bronze 2" in tier["description"] and "Silver 500" in tier["description"]
 
 
