@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def airflow_bin() -> str:
-    """The `airflow` executable of the running interpreter's environment."""
+    """Return the `airflow` executable of the running interpreter's environment."""
     candidate = Path(sys.executable).with_name("airflow")
     return str(candidate) if candidate.exists() else "airflow"
 
@@ -124,6 +124,9 @@ class AirflowStack:
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__API__SECRET_KEY": api_secret,
                 "AIRFLOW__API__WORKERS": "1",
+                # Airflow 3.0 answers xcom(..., deserialize=True) with HTTP 400 unless this is on
+                # (3.1+ have no such option and always allow it).
+                "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
                 "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
                 "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -266,29 +269,50 @@ class AirflowStack:
         raise TimeoutError(f"no new {job_type} registered within {timeout} s")
 
     def restart(self, name: str, timeout: float = 60) -> subprocess.Popen[bytes]:
-        """Stop a component the way a service manager does (SIGTERM to its main process,
-        SIGKILL to what is left of its group after ``timeout``), then start it again."""
+        """Stop a component the way a service manager does (see :meth:`stop_component`), then start it again."""
+        self.stop_component(name, timeout)
+        return self.start_again(name)
+
+    def stop_component(self, name: str, timeout: float = 60) -> int | None:
+        """Stop a component the way a service manager does; return its exit code (None: it had to be killed).
+
+        SIGTERM to its main process, SIGKILL to what is left of its group after ``timeout``.
+
+        :meth:`start_again` starts it again with the same command and environment.
+        """
         process = self.processes.pop(name)
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
+        code = process.poll()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        return self.start_again(name)
+        return code
 
     def wait_for_api(self, timeout: float) -> None:
+        """Wait until the api-server's health endpoint answers 200; say what it answered if it never did.
+
+        A server that is up but fails every request (Airflow 3.0 with PyJWT 2.11+ answers 500) stays
+        alive, so the reason is in its log, not in an exit code.
+        """
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
+                answer = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2)
+                if answer.ok:
                     return
-            except requests.RequestException:
-                pass
+                last = f"HTTP {answer.status_code}"
+            except requests.RequestException as exc:
+                last = type(exc).__name__
             time.sleep(0.5)
-        raise TimeoutError(f"Airflow api-server did not answer on {self.url} within {timeout} s")
+        raise TimeoutError(
+            f"Airflow api-server did not answer on {self.url} within {timeout} s (last: {last}); "
+            f"the end of its log:\n{self.log_tail('api-server', 40)}"
+        )
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -297,7 +321,7 @@ class AirflowStack:
                 raise RuntimeError(f"Airflow {name} exited with {process.returncode}; the end of its log:\n{tail}")
 
     def log_tail(self, name: str, lines: int = 20) -> str:
-        """The last ``lines`` lines of a component's log, indented."""
+        """Return the last ``lines`` lines of a component's log, indented."""
         path = self.log_dir / f"{name}.log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "    (empty log)"
@@ -488,7 +512,7 @@ class AirflowStack:
         return list(self.api("GET", "jobs", params={"job_type": job_type, "limit": 100})["jobs"])
 
     def health(self) -> dict[str, Any]:
-        """The api-server's view of the metadatabase, scheduler, triggerer and dag-processor."""
+        """Return the api-server's view of the metadatabase, scheduler, triggerer and dag-processor."""
         return dict(self.api("GET", "monitor/health"))
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:

@@ -259,11 +259,7 @@ class WaveSpeedHook(BaseHook):
     # -- credentials and clients --
     def get_credentials(self) -> WaveSpeedCredentials:
         """Credentials from the connection (sync lookup; not for use inside a trigger); the key masked in logs."""
-        try:
-            conn = self.get_connection(self.wavespeed_conn_id)
-        except AirflowNotFoundException:
-            conn = None
-        creds = credentials_from_connection(conn, self.wavespeed_conn_id)
+        creds = self._credentials_from_lookup()
         # Airflow masks the password field as stored; the key sent is stripped of surrounding whitespace,
         # and a key from WAVESPEED_API_KEY is masked by no one else.
         mask_secret(creds.api_key)
@@ -271,19 +267,30 @@ class WaveSpeedHook(BaseHook):
 
     async def aget_credentials(self) -> WaveSpeedCredentials:
         """Credentials without blocking the event loop (for triggers); the key masked in logs."""
-        try:
-            aget = getattr(BaseHook, "aget_connection", None)
-            if aget is not None:
-                conn = await aget(self.wavespeed_conn_id)
-            else:  # Airflow 3.0: run the sync lookup in a thread
-                from asgiref.sync import sync_to_async
+        aget = getattr(BaseHook, "aget_connection", None)
+        if aget is None:
+            # Airflow 3.0: the sync lookup, and the reading of the connection, in a thread: its
+            # Connection's extra_dejson masks the extra through a sync call to the triggerer's
+            # supervisor, which raises RuntimeError in the event loop's thread.
+            from asgiref.sync import sync_to_async
 
-                conn = await sync_to_async(self.get_connection)(self.wavespeed_conn_id)
-        except AirflowNotFoundException:
-            conn = None
-        creds = credentials_from_connection(conn, self.wavespeed_conn_id)
+            creds = await sync_to_async(self._credentials_from_lookup)()
+        else:
+            try:
+                conn = await aget(self.wavespeed_conn_id)
+            except AirflowNotFoundException:
+                conn = None
+            creds = credentials_from_connection(conn, self.wavespeed_conn_id)
         await _amask_secret(creds.api_key)
         return creds
+
+    def _credentials_from_lookup(self) -> WaveSpeedCredentials:
+        """Credentials from the sync connection lookup, unmasked (the callers mask the key)."""
+        try:
+            conn = self.get_connection(self.wavespeed_conn_id)
+        except AirflowNotFoundException:
+            conn = None
+        return credentials_from_connection(conn, self.wavespeed_conn_id)
 
     def download_policy(self) -> DownloadPolicy:
         """Where this connection's output URLs may point and how large they may be (for store_outputs)."""

@@ -293,9 +293,18 @@ class CancellingTrigger(BaseTrigger):
         await self._cancel(why, budget=KILL_CANCEL_BUDGET - (time.monotonic() - started))
 
     async def cancelled_from_outside(self) -> None:
-        """Airflow 3.0-3.2: ``run`` was cancelled; cancel only when this try is known to wait no more."""
+        """Airflow 3.0-3.2: ``run`` was cancelled; cancel only when this try is known to wait no more.
+
+        Waited out as ``on_kill`` is (:func:`_to_its_end`): the triggerer cancels the task again while
+        it decides, and on Airflow 3.0 a state lookup cut off between its request and its answer
+        leaves that answer unread on the supervisor channel, which then stops the whole triggerer
+        ("Response read out of order").
+        """
         if not self.cancel_on_kill or trigger_on_kill_supported() or not self.unfinished_ids():
             return
+        await _to_its_end(self._cancel_if_gone())
+
+    async def _cancel_if_gone(self) -> None:
         ti = self.task_instance
         if ti is None or self._past_airflow_timeout():
             return

@@ -125,3 +125,42 @@ def test_the_key_is_masked_as_it_is_sent(server: HostileServer, monkeypatch: pyt
     monkeypatch.setenv("WAVESPEED_API_KEY", "ws-key-from-env-async-0453")
     asyncio.run(WaveSpeedHook("no_such_connection").aget_credentials())
     assert "ws-key-from-env-async-0453" not in str(redact("key ws-key-from-env-async-0453"))
+
+
+class _TriggererComms:
+    """The supervisor channel of an Airflow 3.0 triggerer, as its TriggerCommsDecoder.send works: a sync
+    bridge (asgiref's async_to_sync) to its async send, which refuses to run in the event loop's thread."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, msg: object) -> None:
+        from asgiref.sync import async_to_sync
+
+        async_to_sync(self.asend)(msg)
+
+    async def asend(self, msg: object) -> None:
+        self.sent.append(msg)
+
+
+@pytest.mark.skipif(
+    hasattr(__import__("airflow.hooks.base", fromlist=["BaseHook"]).BaseHook, "aget_connection"),
+    reason="Airflow 3.0's path: 3.1+ read connections asynchronously",
+)
+def test_airflow_30_a_trigger_reads_a_connection_with_extra_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Airflow 3.0's Connection.extra_dejson masks the extra through the supervisor: in a triggerer's
+    # event loop that raised RuntimeError, and every trigger of a connection with extra failed at start.
+    from airflow.sdk.execution_time import task_runner
+
+    comms = _TriggererComms()
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    _set_conn(
+        monkeypatch,
+        "ws_extra",
+        host="http://127.0.0.1:9",
+        password="ws-key-extra-0454",
+        extra={"max_submissions_per_minute": 30},
+    )
+    creds = asyncio.run(WaveSpeedHook("ws_extra").aget_credentials())
+    assert (creds.api_key, creds.max_submissions_per_minute) == ("ws-key-extra-0454", 30)
+    assert comms.sent  # the extra and the key were masked through the supervisor, as in a triggerer

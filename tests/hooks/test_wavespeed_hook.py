@@ -165,7 +165,11 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
 
-    response = TestClient(create_app()).get("/ui/connections/hook_meta")
+    client = TestClient(create_app())
+    # All-admins mode: 3.0 and 3.2+ let the request through; 3.1 wants the token it hands out.
+    token = client.get("/auth/token")
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"} if token.is_success else {}
+    response = client.get("/ui/connections/hook_meta", headers=headers)
     assert response.status_code == 200, response.text[:500]
     meta = next(item for item in response.json() if item["connection_type"] == "wavespeed")
     assert meta["hook_class_name"].endswith("WaveSpeedHook") and meta["hook_name"] == "WaveSpeed"
@@ -180,7 +184,13 @@ def test_api_server_hook_meta_gives_the_ui_the_wavespeed_form(
     assert meta["extra_fields"]["max_submissions_per_minute"]["schema"]["title"] == "Max submissions per minute"
     tier = meta["extra_fields"]["account_tier"]
     assert tier["schema"]["title"] == "Account tier"
-    assert tier["schema"]["enum"] == ["bronze", "silver", "gold", "ultra", "custom"]
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    if Version(airflow_version).release[:2] >= (3, 2):  # the provider metadata's choice list
+        assert tier["schema"]["enum"] == ["bronze", "silver", "gold", "ultra", "custom"]
+    else:  # 3.0/3.1 with the FAB provider: the hook's wtforms fields, where providers get no select
+        assert "enum" not in tier["schema"]
     assert "Bronze 2" in tier["description"] and "Silver 500" in tier["description"]
 
 

@@ -270,3 +270,38 @@ async def test_batch_deadline_cancels_the_unfinished_and_counts_them(
     assert payload["counts"] == {"completed": 2, "cancelled_at_deadline": 4}
     assert "4 cancelled (cancel_on_timeout)" in payload["message"]
     assert sorted(wavespeed_connection.counters()["delete_requests"]) == sorted(ids[2:])
+
+
+async def test_the_fallback_decides_to_its_end_though_the_triggerer_cancels_again(
+    wavespeed_connection: WaveSpeedEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Airflow 3.0-3.2 cancel a trigger's task again while it decides; a state lookup cut off half-way
+    # on 3.0 leaves its answer unread on the supervisor channel, and the next reader stops the triggerer.
+    import threading
+
+    monkeypatch.setattr(_cancel, "trigger_on_kill_supported", lambda: False)
+    looked_up, answer = threading.Event(), threading.Event()
+
+    def slow_lookup(ti: Any) -> str:
+        looked_up.set()
+        answer.wait(20)
+        return "failed"
+
+    monkeypatch.setattr(_cancel, "task_instance_state", slow_lookup)
+    _held(wavespeed_connection, "cancelled")
+    (prediction_id,) = _create(wavespeed_connection, 1, "slow")
+    trigger = WaveSpeedTaskTrigger(prediction_id, poll_interval=0.2, first_poll_interval=0.05, cancel_on_kill=True)
+    trigger.task_instance = _ti("failed")  # type: ignore[assignment]
+    task = await _run_until_polled(trigger, wavespeed_connection)
+    task.cancel()
+    while not looked_up.is_set():
+        await asyncio.sleep(0.01)
+    for _ in range(3):  # as the triggerer's loop does while the task has not ended
+        task.cancel()
+        await asyncio.sleep(0.05)
+    assert not task.done()  # still deciding: the lookup's answer is awaited, not dropped
+    answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert wavespeed_connection.prediction_state(prediction_id)["status"] == "cancelled"
+    assert wavespeed_connection.counters()["delete_requests"] == {prediction_id: 1}
