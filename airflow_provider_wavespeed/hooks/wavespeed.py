@@ -24,11 +24,7 @@ from airflow_provider_wavespeed.api.defaults import (
 from airflow_provider_wavespeed.api.errors import WaveSpeedConfigError, WaveSpeedError
 from airflow_provider_wavespeed.api.models import Prediction, PredictionPage
 from airflow_provider_wavespeed.api.retry import RetryPolicy
-from airflow_provider_wavespeed.get_provider_info import (
-    CONN_FIELDS,
-    CONN_TYPE,
-    UI_FIELD_BEHAVIOUR,
-)
+from airflow_provider_wavespeed.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 from airflow_provider_wavespeed.storage import DownloadPolicy
 
 if TYPE_CHECKING:
