@@ -16,7 +16,7 @@
 #   TIER=deployment bash scripts/test.sh   newest Airflow only, deployment tier only
 #   TIER=all bash scripts/test.sh          everything but the real deployments
 #   TIER=release bash scripts/test.sh      the release check (newest Airflow; not in CI, see below)
-# Moved out of CI into the release check, to keep CI under 30 minutes on 2 cores with four Airflow
+# Moved out of CI into the release check, to keep CI short on 2 cores with four Airflow
 # minors in it: the CeleryExecutor variant of the deployment tier (a second deployment with Redis
 # and two Celery workers, ~5 minutes; the provider code it runs is the LocalExecutor's, and nothing
 # in the provider depends on the executor) and the two benchmark smoke runs (their figures are
