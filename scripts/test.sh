@@ -147,17 +147,22 @@ wait_built() { # wait_built VENV VERSION: until build_venvs has built it (it lea
     sleep 5
   done
 }
+unbuilt_failed() { # on build_venvs' exit: every environment it did not build is marked failed
+  local version venv
+  for version in "${versions[@]:1}"; do
+    venv=$(venv_of "$version")
+    [ -e "$venv.ready" ] || touch "$venv.failed"
+  done
+}
 build_venvs() { # build_venvs: every older version's environment, one after the other
   local index venv extras
+  trap unbuilt_failed EXIT # errexit ends this job at its first failure; its waiters must not wait on
   for index in "${!versions[@]}"; do
     [ "$index" = 0 ] && continue
     venv=$(venv_of "${versions[$index]}")
-    rm -f "$venv.ready"
-    touch "$venv.failed" # until make_venv has succeeded (errexit ends this job at its first failure)
     read -r -a extras <<<"$(extras_of "$index")"
     echo "=== Airflow ${versions[$index]}: fresh environment in $venv"
     make_venv "$venv" "${versions[$index]%@*}" "${versions[$index]#*@}" "${extras[@]}"
-    rm "$venv.failed"
     touch "$venv.ready"
   done
 }
