@@ -1,7 +1,7 @@
 """Submitting a batch: the record and the cost guard first, then windows of inputs, each marked in flight first.
 
-The task's record is opened (an earlier try's resumed) and the cost guard applied before anything
-is sent (:func:`open_record`). Every submit follows the record's two phases
+The task's record is opened (an earlier try's resumed, :func:`open_record`) and the cost guard
+applied (:func:`guard_spend`) before anything is sent. Every submit follows the record's two phases
 (:mod:`~airflow_provider_wavespeed._batch_record`); an input whose submit has no answer is looked up
 in the prediction history (:func:`look_up_uncertain`), never sent again.
 """
@@ -50,10 +50,11 @@ def default_submit_window(max_submissions_per_minute: float | None) -> int:
 
 
 def open_record(task: WaveSpeedBatchOperator, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
-    """Open the task's record (resuming an earlier try's), then apply the cost guard: both before any submit."""
-    record = BatchRecord.open(BatchRecord.store_of(context), model, items, log=task.log)
-    guard_spend(task, context, model, items, record)
-    return record
+    """Open the running task instance's record, resuming an earlier try's.
+
+    See :meth:`~airflow_provider_wavespeed._batch_record.BatchRecord.open`.
+    """
+    return BatchRecord.open(BatchRecord.store_of(context), model, items, log=task.log)
 
 
 async def submit_and_collect(

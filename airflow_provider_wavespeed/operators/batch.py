@@ -30,7 +30,12 @@ from airflow_provider_wavespeed.api import (
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
-from airflow_provider_wavespeed.operators._batch_submit import open_record, pulled_prices, submit_and_collect
+from airflow_provider_wavespeed.operators._batch_submit import (
+    guard_spend,
+    open_record,
+    pulled_prices,
+    submit_and_collect,
+)
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
 
 if TYPE_CHECKING:
@@ -212,7 +217,8 @@ class WaveSpeedBatchOperator(WaitingTask, BaseOperator):
         except WaveSpeedValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         WaveSpeedModelLink.persist(context, model=model)
-        record = open_record(self, context, model, items)  # and the cost guard, before any submit
+        record = open_record(self, context, model, items)
+        guard_spend(self, context, model, items, record)  # before any submit
         self._waiting_in_worker = (context["ti"], record, set())
         try:
             if not self.deferrable:
