@@ -1,11 +1,12 @@
-"""A wait's settings and its timeout: the one place that computes when a wait ends.
+"""A wait's settings and its timeout: the one place that computes when a wait ends; and a wait in the worker.
 
 A task waits ``timeout`` seconds for its predictions, in a worker or deferred to a trigger. Deferred,
 the wait ends at :attr:`WaitTimeout.end_time` (absolute epoch seconds in the trigger's kwargs, so a
 trigger resumed by another triggerer keeps it), and Airflow's deferral timeout
 (:attr:`WaitTimeout.airflow_timeout`) comes :data:`DEFERRAL_GRACE` later, a backstop for a lost
 triggerer. A task started in the triggerer has no end time yet: its trigger derives it from the
-task instance's Airflow timeout (:meth:`WaitTimeout.from_airflow_timeout`).
+task instance's Airflow timeout (:meth:`WaitTimeout.from_airflow_timeout`). In a worker, every task
+notes what it waits for (:class:`WaitingTask`) so that a user's kill, or the timeout, cancels it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 from airflow_provider_wavespeed.api._times import deadline_after, in_words, utc_text
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
+from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill, note_waiting_try
 
-__all__ = ["WaitTimeout", "default_deferrable", "deferring", "seconds_settings"]
+__all__ = ["WaitTimeout", "WaitingTask", "default_deferrable", "deferring", "seconds_settings"]
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,38 @@ def deferring(task: Any, waiting_for: str) -> WaitTimeout:
         in_words(wait.seconds),
     )
     if task.cancel_on_kill:
-        from airflow_provider_wavespeed.triggers._cancel import note_waiting_try
-
         note_waiting_try(task.log)
     return wait
+
+
+class WaitingTask:
+    """A task's wait in its worker (a mixin of the operators and the sensor): what a kill or the timeout cancels.
+
+    While the task waits in its worker, ``_waiting_in_worker`` holds its task instance first, then
+    what :meth:`_unfinished_in_worker` reads the predictions from; None otherwise. When cancelling is
+    right (a user's kill, never a worker shutdown) is the rule of
+    :func:`~airflow_provider_wavespeed.triggers._cancel.cancel_on_worker_kill`.
+    """
+
+    log: Any
+    wavespeed_conn_id: str
+    cancel_on_kill: bool
+    _waiting_in_worker: tuple[Any, ...] | None
+
+    def _unfinished_in_worker(self, waiting: tuple[Any, ...]) -> list[str]:
+        """Return the predictions a kill now would cancel: the one waited for, ``waiting[1]``."""
+        return [waiting[1]]
+
+    def on_kill(self) -> None:
+        """Killed while waiting in a worker: cancel the unfinished predictions when a user killed the task."""
+        waiting = self._waiting_in_worker
+        if self.cancel_on_kill and waiting is not None:
+            cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, self._unfinished_in_worker(waiting))
+
+    def _cancel_at_timeout(self, prediction_id: str) -> bool:
+        """Cancel the prediction a wait in this worker timed out on, if unfinished; return whether it is stopped."""
+        outcome = cancel_now(self.wavespeed_conn_id, [prediction_id], log=self.log)
+        return prediction_id in outcome.cancelled or prediction_id in outcome.gone
 
 
 def airflow_timeout(seconds: float) -> timedelta:

@@ -21,8 +21,7 @@ from airflow_provider_wavespeed._events import (
     checked_event,
     without_oversized_outputs,
 )
-from airflow_provider_wavespeed._lineage import keep_for_lineage
-from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error
+from airflow_provider_wavespeed._outcome import RETRYABLE_ERRORS, airflow_error, keep_for_lineage
 from airflow_provider_wavespeed.api._batch import ranges
 from airflow_provider_wavespeed.api._times import in_words
 from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedError, failure_advice
@@ -33,8 +32,9 @@ from airflow_provider_wavespeed.storage import WaveSpeedStorageError, store_outp
 from airflow_provider_wavespeed.storage._files import write_json
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from airflow_provider_wavespeed._batch_record import BatchRecord
-    from airflow_provider_wavespeed._records import RecordStore
     from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 
 STATUS_UNCERTAIN = "uncertain"  # sent, outcome unknown: never sent again
@@ -93,13 +93,14 @@ def _entry(
 LISTED_IDS = 5
 
 
-def checked_batch_event(event: object, store: RecordStore, *, log: Any) -> tuple[dict[str, Any], BatchRecord]:
-    """Return the batch trigger's event and the record, for the task to read the predictions; raise for an ``error``.
+def checked_batch_event(event: object, context: Context, *, log: Any) -> tuple[dict[str, Any], BatchRecord]:
+    """Return the batch trigger's event and the task's record, to read the predictions; raise for an ``error``.
 
     A record that is gone fails the task for good (its predictions cannot be matched to the inputs).
     """
     from airflow_provider_wavespeed._batch_record import BatchRecord
 
+    store = BatchRecord.store_of(context)
     event = checked_event(event, BATCH_EVENT_STATUSES, trigger="WaveSpeed batch trigger")
     where = store.where
     total = event.get("total")  # the ids the trigger waited for: the record holds them all

@@ -1,8 +1,9 @@
-"""Submitting a batch: the cost guard first, then windows of inputs, each marked in flight before it is sent.
+"""Submitting a batch: the record and the cost guard first, then windows of inputs, each marked in flight first.
 
-Every submit follows the record's two phases (:mod:`~airflow_provider_wavespeed._batch_record`);
-an input whose submit has no answer is looked up in the prediction history
-(:func:`look_up_uncertain`), never sent again.
+The task's record is opened (an earlier try's resumed, :func:`open_record`) and the cost guard
+applied (:func:`guard_spend`) before anything is sent. Every submit follows the record's two phases
+(:mod:`~airflow_provider_wavespeed._batch_record`); an input whose submit has no answer is looked up
+in the prediction history (:func:`look_up_uncertain`), never sent again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
+from airflow_provider_wavespeed._batch_record import BatchRecord
 from airflow_provider_wavespeed._cost import budget_usd, check_spend, guard_errors, price_inputs
+from airflow_provider_wavespeed._outcome import airflow_error
 from airflow_provider_wavespeed._records import unheld_in_this_run
 from airflow_provider_wavespeed.api._batch import batch_inputs, ranges, submit_window
 from airflow_provider_wavespeed.api._reconcile import reconcile
@@ -23,8 +26,9 @@ from airflow_provider_wavespeed.api.errors import WaveSpeedAuthError, WaveSpeedE
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_wavespeed._batch_record import BatchRecord
     from airflow_provider_wavespeed.api.client import AsyncWaveSpeedClient
+    from airflow_provider_wavespeed.api.models import Prediction
+    from airflow_provider_wavespeed.api.polling import WaitOutcome
     from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 
 # Inputs marked in flight per record window (a head write before they are sent, a part after
@@ -43,6 +47,29 @@ def default_submit_window(max_submissions_per_minute: float | None) -> int:
     if not max_submissions_per_minute:
         return DEFAULT_SUBMIT_WINDOW
     return max(DEFAULT_SUBMIT_WINDOW, math.ceil(max_submissions_per_minute * WINDOW_SECONDS / 60))
+
+
+def open_record(task: WaveSpeedBatchOperator, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:
+    """Open the running task instance's record, resuming an earlier try's.
+
+    See :meth:`~airflow_provider_wavespeed._batch_record.BatchRecord.open`.
+    """
+    return BatchRecord.open(BatchRecord.store_of(context), model, items, log=task.log)
+
+
+async def submit_and_collect(
+    task: WaveSpeedBatchOperator, model: str, items: list[dict[str, Any]], record: BatchRecord, *, wait: bool
+) -> tuple[dict[str, Prediction | WaveSpeedError], WaitOutcome | None]:
+    """Submit what the record says is unsent; with ``wait``, wait in this worker and read every prediction."""
+    try:
+        async with await task.hook.aget_client() as client:
+            if record.unsent() or record.to_reconcile():
+                await submit_all(task, client, model, items, record)
+            if not wait:
+                return {}, None
+            return await task._collect(client, record.accepted_ids(), wait=True)
+    except WaveSpeedError as exc:
+        raise airflow_error(exc) from None
 
 
 async def submit_all(

@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
-from airflow_provider_wavespeed._batch_record import BatchRecord
-from airflow_provider_wavespeed._lineage import operator_lineage
-from airflow_provider_wavespeed._outcome import airflow_error
-from airflow_provider_wavespeed._wait import WaitTimeout, default_deferrable, deferring, seconds_settings
+from airflow_provider_wavespeed._outcome import airflow_error, operator_lineage
+from airflow_provider_wavespeed._wait import WaitingTask, WaitTimeout, default_deferrable, deferring, seconds_settings
 from airflow_provider_wavespeed.api import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -32,17 +30,21 @@ from airflow_provider_wavespeed.api import (
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
-from airflow_provider_wavespeed.operators._batch_submit import guard_spend, pulled_prices, submit_all
-from airflow_provider_wavespeed.triggers._cancel import cancel_on_worker_kill
+from airflow_provider_wavespeed.operators._batch_submit import (
+    guard_spend,
+    open_record,
+    pulled_prices,
+    submit_and_collect,
+)
 from airflow_provider_wavespeed.triggers.batch import IDS_XCOM_KEY, WaveSpeedBatchTrigger, ids_for_xcom
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    import os
 
-    from airflow_provider_wavespeed.storage import Location, OutputPath
+    from airflow.sdk import Context, ObjectStoragePath
 
 
-class WaveSpeedBatchOperator(BaseOperator):
+class WaveSpeedBatchOperator(WaitingTask, BaseOperator):
     """Generate many inputs with one model in one task: submit each once, wait for all, return all.
 
     Submits from this one worker, concurrently and paced by the connection's submission budget
@@ -148,7 +150,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         inputs: Any,
         model: str,
         wavespeed_conn_id: str = WaveSpeedHook.default_conn_name,
-        output_path: OutputPath | None = None,
+        output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         max_failed: int = 0,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
@@ -156,7 +158,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         submit_window: int | None = None,
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
-        manifest_path: Location | None = None,
+        manifest_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         max_cost_usd: float | str | None = None,
         min_balance_usd: float | str | None = None,
         **kwargs: Any,
@@ -183,9 +185,9 @@ class WaveSpeedBatchOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.min_balance_usd = min_balance_usd
         self._unit_prices: dict[int, float] = {}  # index -> what one generation of its inputs costs, once priced
-        # While this worker submits or waits: (task instance, the record, the predictions seen finished),
+        # While this worker submits or waits: (task instance, its BatchRecord, the predictions seen finished),
         # so that on_kill cancels every prediction the task created and that may still run.
-        self._waiting_in_worker: tuple[Any, BatchRecord, set[str]] | None = None
+        self._waiting_in_worker: tuple[Any, Any, set[str]] | None = None
 
     @staticmethod
     def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
@@ -215,35 +217,21 @@ class WaveSpeedBatchOperator(BaseOperator):
         except WaveSpeedValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         WaveSpeedModelLink.persist(context, model=model)
-        record = BatchRecord.open(BatchRecord.store_of(context), model, items, log=self.log)
+        record = open_record(self, context, model, items)
         guard_spend(self, context, model, items, record)  # before any submit
         self._waiting_in_worker = (context["ti"], record, set())
         try:
             if not self.deferrable:
-                predictions, wait = asyncio.run(self._submit_and_collect(model, items, record, wait=True))
+                predictions, wait = asyncio.run(submit_and_collect(self, model, items, record, wait=True))
                 return finish_batch(self, record, predictions, wait)
             if record.unsent() or record.to_reconcile():
-                asyncio.run(self._submit_and_collect(model, items, record, wait=False))
+                asyncio.run(submit_and_collect(self, model, items, record, wait=False))
         finally:
             self._waiting_in_worker = None
         ids = record.accepted_ids()
         if not ids:  # nothing to wait for: every input was refused or is uncertain
             return finish_batch(self, record, {}, None)
         self._defer(context, ids)
-
-    async def _submit_and_collect(
-        self, model: str, items: list[dict[str, Any]], record: BatchRecord, *, wait: bool
-    ) -> tuple[dict[str, Prediction | WaveSpeedError], WaitOutcome | None]:
-        """Submit what the record says is unsent; with ``wait``, wait in this worker and read every prediction."""
-        try:
-            async with await self.hook.aget_client() as client:
-                if record.unsent() or record.to_reconcile():
-                    await submit_all(self, client, model, items, record)
-                if not wait:
-                    return {}, None
-                return await self._collect(client, record.accepted_ids(), wait=True)
-        except WaveSpeedError as exc:
-            raise airflow_error(exc) from None
 
     async def _collect(
         self, client: AsyncWaveSpeedClient, ids: list[str], *, wait: bool
@@ -302,7 +290,7 @@ class WaveSpeedBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: read every prediction of the record, store, report."""
         self._check_settings()
-        event, record = checked_batch_event(event, BatchRecord.store_of(context), log=self.log)
+        event, record = checked_batch_event(event, context, log=self.log)
 
         async def read_all() -> dict[str, Prediction | WaveSpeedError]:
             try:
@@ -315,10 +303,7 @@ class WaveSpeedBatchOperator(BaseOperator):
         pulled_prices(self, context)
         return finish_batch(self, record, asyncio.run(read_all()), None)
 
-    def on_kill(self) -> None:
-        """Killed while submitting or waiting in a worker: after a user's kill, cancel its unfinished predictions."""
-        waiting = self._waiting_in_worker
-        if self.cancel_on_kill and waiting is not None:
-            ti, record, finished = waiting
-            ids = [i for i in record.accepted_ids() if i not in finished]
-            cancel_on_worker_kill(self, ti, self.wavespeed_conn_id, ids)
+    def _unfinished_in_worker(self, waiting: tuple[Any, ...]) -> list[str]:
+        """Return what a kill while this worker submits or waits cancels: the predictions created, not seen finished."""
+        _ti, record, finished = waiting
+        return [i for i in record.accepted_ids() if i not in finished]

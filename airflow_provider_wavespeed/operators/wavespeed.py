@@ -11,15 +11,16 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
-from airflow_provider_wavespeed._lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed._outcome import (
     airflow_error,
     completed_result,
     end_in_triggerer_kwargs,
+    keep_for_lineage,
+    operator_lineage,
     prediction_from_event,
 )
 from airflow_provider_wavespeed._submit_record import SubmitRecord, find_in_history, resume_or_adopt
-from airflow_provider_wavespeed._wait import default_deferrable, deferring, seconds_settings
+from airflow_provider_wavespeed._wait import WaitingTask, default_deferrable, deferring, seconds_settings
 from airflow_provider_wavespeed.api import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -36,18 +37,17 @@ from airflow_provider_wavespeed.api import (
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, WaveSpeedPredictionLink, start_links
 from airflow_provider_wavespeed.operators._submit_spend import WAIT_RETRYABLE, SubmitSpend
-from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    import os
 
-    from airflow_provider_wavespeed.storage import OutputPath
+    from airflow.sdk import Context, ObjectStoragePath
 
 XCOM_PREDICTION_ID = "prediction_id"
 
 
-class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
+class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
     """Submit a WaveSpeed prediction; push its id to XCom, or wait and return it.
 
     The submit is sent once: a failure that may have created the prediction is not
@@ -134,7 +134,7 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
-        output_path: OutputPath | None = None,
+        output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         max_cost_usd: float | str | None = None,
         min_balance_usd: float | str | None = None,
         resubmit_on_server_failure: int = 0,
@@ -297,23 +297,15 @@ class WaveSpeedSubmitOperator(SubmitSpend, BaseOperator):
         try:
             return self.hook.wait_for_prediction(prediction_id, poll_interval=self.poll_interval, timeout=self.timeout)
         except WaveSpeedTimeoutError:
-            if self.cancel_on_timeout:
-                outcome = cancel_now(self.wavespeed_conn_id, [prediction_id], log=self.log)
-                if prediction_id in outcome.cancelled or prediction_id in outcome.gone:
-                    raise WaveSpeedTimeoutError(
-                        f"WaveSpeed prediction {prediction_id} did not finish within {self.timeout:g} s and was "
-                        "cancelled (cancel_on_timeout)",
-                        prediction_id=prediction_id,
-                    ) from None
+            if self.cancel_on_timeout and self._cancel_at_timeout(prediction_id):
+                raise WaveSpeedTimeoutError(
+                    f"WaveSpeed prediction {prediction_id} did not finish within {self.timeout:g} s and was "
+                    "cancelled (cancel_on_timeout)",
+                    prediction_id=prediction_id,
+                ) from None
             raise
         finally:
             self._waiting_in_worker = None
-
-    def on_kill(self) -> None:
-        """Killed while waiting in a worker: cancel the unfinished prediction when a user killed the task."""
-        waiting = self._waiting_in_worker
-        if self.cancel_on_kill and waiting is not None:
-            cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, [waiting[1]])
 
     def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
         """Defer the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; it resumes in ``execute_complete``."""

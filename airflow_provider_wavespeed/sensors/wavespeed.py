@@ -13,15 +13,22 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
-from airflow_provider_wavespeed._lineage import keep_for_lineage, operator_lineage
 from airflow_provider_wavespeed._outcome import (
     RETRYABLE_ERRORS,
     airflow_error,
     completed_result,
     end_in_triggerer_kwargs,
+    keep_for_lineage,
+    operator_lineage,
     prediction_from_event,
 )
-from airflow_provider_wavespeed._wait import airflow_timeout, default_deferrable, deferring, seconds_settings
+from airflow_provider_wavespeed._wait import (
+    WaitingTask,
+    airflow_timeout,
+    default_deferrable,
+    deferring,
+    seconds_settings,
+)
 from airflow_provider_wavespeed.api import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -34,13 +41,12 @@ from airflow_provider_wavespeed.api import (
     validate_prediction_id,
 )
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-from airflow_provider_wavespeed.triggers._cancel import cancel_now, cancel_on_worker_kill
 from airflow_provider_wavespeed.triggers.wavespeed import WaveSpeedTaskTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    import os
 
-    from airflow_provider_wavespeed.storage import OutputPath
+    from airflow.sdk import Context, ObjectStoragePath
 
 # Storing again only re-reads and re-copies, so a retry of the sensor may repeat any storage failure.
 _STORE_RETRYABLE: tuple[type[WaveSpeedError], ...] = (*RETRYABLE_ERRORS, WaveSpeedStorageError)
@@ -66,7 +72,7 @@ def _default_retries(kwargs: dict[str, Any]) -> None:
         kwargs["retry_delay"] = SENSOR_RETRY_DELAY
 
 
-class WaveSpeedTaskSensor(BaseSensorOperator):
+class WaveSpeedTaskSensor(WaitingTask, BaseSensorOperator):
     """Wait for a WaveSpeed prediction to finish and return it.
 
     Deferrable (the default): polls once, then defers to :class:`WaveSpeedTaskTrigger`,
@@ -130,7 +136,7 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         deferrable: bool | None = None,
-        output_path: OutputPath | None = None,
+        output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         end_from_trigger: bool = True,
         start_from_trigger: bool | None = None,
         cancel_on_kill: bool = True,
@@ -288,21 +294,15 @@ class WaveSpeedTaskSensor(BaseSensorOperator):
             if not self.cancel_on_timeout or (isinstance(exc, AirflowSkipException) and not self.soft_fail):
                 raise
             try:
-                outcome = cancel_now(self.wavespeed_conn_id, [prediction_id], log=self.log)
+                cancelled = self._cancel_at_timeout(prediction_id)
             except Exception as cancel_error:  # the timeout is the news; say the cancel failed
                 self.log.warning("Could not cancel WaveSpeed prediction %s: %s", prediction_id, cancel_error)
                 raise exc from None
-            if prediction_id in outcome.cancelled or prediction_id in outcome.gone:
+            if cancelled:
                 exc.args = (f"{exc}; WaveSpeed prediction {prediction_id} was cancelled (cancel_on_timeout)",)
             raise
         finally:
             self._waiting_in_worker = None
-
-    def on_kill(self) -> None:
-        """Killed while poking in a worker: cancel the unfinished prediction when a user killed the task."""
-        waiting = self._waiting_in_worker
-        if self.cancel_on_kill and waiting is not None:
-            cancel_on_worker_kill(self, waiting[0], self.wavespeed_conn_id, [waiting[1]])
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         prediction_id = self._prediction_id()

@@ -1,6 +1,7 @@
 """When a task's predictions are cancelled: a user's kill, never a restart, a shutdown or a retry.
 
-In a worker (:func:`cancel_on_worker_kill`, a task's ``on_kill``): a user's kill (mark
+In a worker (:func:`cancel_on_worker_kill`, from every task's ``on_kill``:
+:class:`~airflow_provider_wavespeed._wait.WaitingTask`): a user's kill (mark
 failed/success, clear) has already changed the task instance's state on the API server when the
 supervisor sends SIGTERM; a worker shutting down (Airflow 3.3 forwards its SIGTERM) or
 ``execution_timeout`` leaves it ``running`` (:data:`NOT_KILLED_IN_WORKER`): then nothing is

@@ -17,7 +17,7 @@ from airflow.sdk import DAG
 from airflow_helpers import dag_test, dag_xcoms, ti_states
 from openlineage.client.serde import Serde  # the openlineage extra, part of dev
 
-from airflow_provider_wavespeed._lineage import dataset_name
+from airflow_provider_wavespeed._outcome import dataset_name
 from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
 from airflow_provider_wavespeed.sensors.wavespeed import WaveSpeedTaskSensor

@@ -233,9 +233,9 @@ def test_a_manifest_holds_every_entry_and_xcom_a_small_summary(
     assert sorted(xcoms[("batch", -1, "wavespeed_batch_ids")].split(",")) == sorted(by_id)
     assert batch_record(dag_run) is None
     # The task notes the full result for OpenLineage; a summary read as a result names no prediction.
-    from airflow_provider_wavespeed import _lineage
+    from airflow_provider_wavespeed import _outcome
 
-    assert _lineage._predictions(summary) == [] and len(_lineage._predictions(full)) == 60
+    assert _outcome._lineage_predictions(summary) == [] and len(_outcome._lineage_predictions(full)) == 60
 
 
 @pytestmark_db
