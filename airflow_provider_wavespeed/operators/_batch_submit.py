@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
@@ -47,6 +47,10 @@ def default_submit_window(max_submissions_per_minute: float | None) -> int:
     if not max_submissions_per_minute:
         return DEFAULT_SUBMIT_WINDOW
     return max(DEFAULT_SUBMIT_WINDOW, math.ceil(max_submissions_per_minute * WINDOW_SECONDS / 60))
+
+
+# What a worker's on_kill needs while it submits or waits: the task instance, its record, the ids seen finished.
+WorkerWait: TypeAlias = "tuple[Any, BatchRecord, set[str]]"
 
 
 def open_record(task: WaveSpeedBatchOperator, context: Context, model: str, items: list[dict[str, Any]]) -> BatchRecord:

@@ -31,6 +31,7 @@ from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.links import WaveSpeedModelLink, start_links
 from airflow_provider_wavespeed.operators._batch_result import checked_batch_event, finish_batch
 from airflow_provider_wavespeed.operators._batch_submit import (
+    WorkerWait,
     guard_spend,
     open_record,
     pulled_prices,
@@ -185,9 +186,9 @@ class WaveSpeedBatchOperator(WaitingTask, BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.min_balance_usd = min_balance_usd
         self._unit_prices: dict[int, float] = {}  # index -> what one generation of its inputs costs, once priced
-        # While this worker submits or waits: (task instance, its BatchRecord, the predictions seen finished),
-        # so that on_kill cancels every prediction the task created and that may still run.
-        self._waiting_in_worker: tuple[Any, Any, set[str]] | None = None
+        # While this worker submits or waits, so that on_kill cancels every prediction the task created
+        # and that may still run.
+        self._waiting_in_worker: WorkerWait | None = None
 
     @staticmethod
     def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
