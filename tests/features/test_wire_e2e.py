@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pendulum
 import pytest
@@ -278,3 +278,33 @@ def test_no_proxy_sends_a_run_s_requests_around_the_proxy(
     counters = wavespeed_connection.counters()
     assert counters["requests"]["submit"] == 1 and counters["requests"]["result"] >= 2
     assert proxy.requests() == []  # every request went straight to the API, named in NO_PROXY
+
+
+def test_a_failed_upload_s_error_names_no_signed_query(
+    wavespeed_connection: WaveSpeedEmulator,
+    relays: tuple[Relay, Relay],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy, _ = relays
+    _proxy_for_everything(proxy, monkeypatch)  # the proxy sees the signed URL the task logs must not show
+    wavespeed_connection.add_fault("upload_put", "http_error", status=403, times=None)
+    with DAG(
+        "wavespeed_wire_failed_upload",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        default_args={"retries": 0},
+    ) as dag:
+        WaveSpeedUploadOperator(task_id="upload", path=str(IMAGE))
+    capfd.readouterr()
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("upload", -1): "failed"}
+    puts = [seen for seen in proxy.requests() if seen.method == "PUT"]
+    assert puts, "the upload never reached its PUT"
+    signatures = {parse_qs(urlsplit(seen.target).query)["signature"][0] for seen in puts}
+    captured = capfd.readouterr()
+    logs = captured.out + captured.err + caplog.text
+    assert "PUT to 127.0.0.1" in logs and "403" in logs  # the failure is told, with its host and status...
+    assert not any(signature in logs for signature in signatures)  # ...and without the URL's signed query
+    assert "signature=" not in logs
