@@ -47,6 +47,12 @@ def server_state(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return lookups
 
 
+def _logs(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> str:
+    """What was logged: stdlib records, and a trigger's log lines (structlog, written to stdout on 3.3)."""
+    out, err = capfd.readouterr()
+    return caplog.text + out + err
+
+
 def _held(emulator: WaveSpeedEmulator, count: int = 1) -> list[str]:
     emulator.hold(prompt_contains="held")
     return [emulator.state.submit(FLUX, {"prompt": f"held {n}"}, None).id for n in range(count)]
@@ -216,3 +222,249 @@ def test_recording_the_waiting_try_outside_a_task_is_told_never_raised(caplog: p
         _cancel.note_waiting_try(LOG)  # no task runs here: no context to push the XCom from
     assert f"Could not record this try as the waiting one (XCom {_cancel.WAITING_TRY_KEY!r}: " in caplog.text
     assert "a clear of this deferred task may not cancel its predictions" in caplog.text
+
+
+# -- the triggers' decision: which try waits, and whether a user killed it -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start_from_trigger", "started"), [(True, True), (False, False), ("yes", False), (None, False)]
+)
+def test_only_a_task_that_says_so_started_in_the_triggerer(start_from_trigger: Any, started: bool) -> None:
+    trigger = _trigger()
+    ti = _ti()
+    ti.task = SimpleNamespace(template_ext=())
+    if start_from_trigger is not None:
+        ti.task.start_from_trigger = start_from_trigger
+    trigger.task_instance = ti  # type: ignore[assignment]
+    assert trigger._started_in_triggerer() is started
+
+
+@pytest.fixture
+def xcom_writes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record the SDK's async XCom writes (the supervisor's SetXCom, which these tests do not run)."""
+    from airflow.providers.common.compat.sdk import XCom
+
+    writes: list[dict[str, Any]] = []
+
+    async def aset(**kwargs: Any) -> None:
+        if kwargs.get("task_id") == "refused":
+            raise ConnectionError("supervisor gone")
+        writes.append(kwargs)
+
+    monkeypatch.setattr(XCom, "aset", aset, raising=False)
+    return writes
+
+
+@pytest.mark.parametrize(
+    ("cancel_on_kill", "in_triggerer", "try_number", "written"),
+    [(True, True, 2, True), (False, True, 2, False), (True, False, 2, False), (True, True, None, False)],
+)
+def test_a_task_started_in_the_triggerer_records_its_waiting_try(
+    xcom_writes: list[dict[str, Any]], cancel_on_kill: bool, in_triggerer: bool, try_number: Any, written: bool
+) -> None:
+    trigger = WaveSpeedTaskTrigger("p1", end_time=1_900_000_000.0, cancel_on_kill=cancel_on_kill)
+    ti = _ti(try_number=try_number, map_index=None)
+    ti.task = SimpleNamespace(template_ext=(), start_from_trigger=in_triggerer)
+    trigger.task_instance = ti  # type: ignore[assignment]
+    asyncio.run(trigger.note_started())
+    expected = {
+        "key": _cancel.WAITING_TRY_KEY,
+        "value": 2,
+        "dag_id": "d",
+        "run_id": "r",
+        "task_id": "t",
+        "map_index": -1,
+    }
+    assert xcom_writes == ([expected] if written else [])
+
+
+def test_a_waiting_try_that_cannot_be_recorded_is_told_never_raised(
+    xcom_writes: list[dict[str, Any]], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    trigger = _trigger()
+    ti = _ti(try_number=3)
+    ti.task_id = "refused"
+    ti.task = SimpleNamespace(template_ext=(), start_from_trigger=True)
+    trigger.task_instance = ti  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(trigger.note_started())
+    said = "Could not record try 3 as the waiting one (supervisor gone): a clear of this task may not cancel"
+    assert said in _logs(caplog, capfd)
+    assert xcom_writes == []
+
+
+def test_trigger_without_a_task_instance_records_nothing(xcom_writes: list[dict[str, Any]]) -> None:
+    trigger = _trigger()
+    trigger.task_instance = None  # type: ignore[assignment]
+    asyncio.run(trigger.note_started())
+    assert xcom_writes == []
+
+
+@pytest.fixture
+def waiting_tries(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The waiting-try XCom's successive ``answers`` (the last one repeats), and its ``reads``."""
+    tries = SimpleNamespace(answers=[], reads=[])
+
+    async def read(ti: Any) -> Any:
+        tries.reads.append(ti)
+        return tries.answers[min(len(tries.reads), len(tries.answers)) - 1] if tries.answers else None
+
+    monkeypatch.setattr(_cancel, "waiting_try", read)
+    monkeypatch.setattr(_cancel, "_NEWER_TRY_POLL", 0.0)
+    return tries
+
+
+@pytest.mark.parametrize(
+    ("own", "answers", "patience", "newer"),
+    [
+        (1, [2], 0.0, 2),
+        (1, [1], 0.0, None),
+        (1, [None], 0.0, None),
+        (2, [1], 0.0, None),
+        (None, [5], 0.0, None),
+        (1, [1, None, 3], 60.0, 3),  # a newer try's trigger records itself a little later
+    ],
+)
+def test_a_newer_try_is_one_whose_number_is_above_this_trigger_s(
+    waiting_tries: SimpleNamespace, own: Any, answers: list[Any], patience: float, newer: int | None
+) -> None:
+    waiting_tries.answers.extend(answers)
+    trigger = _trigger()
+    trigger.task_instance = _ti(try_number=own)  # type: ignore[assignment]
+    assert asyncio.run(trigger._newer_try(patience)) == newer
+    assert len(waiting_tries.reads) == (0 if own is None else len(answers))
+
+
+def _deferred_trigger(emulator: WaveSpeedEmulator, state: str | None, *, try_number: int = 1) -> WaveSpeedTaskTrigger:
+    [prediction_id] = _held(emulator)
+    trigger = WaveSpeedTaskTrigger(prediction_id, end_time=1_900_000_000.0, cancel_on_kill=True)
+    trigger.task_instance = _ti(state, try_number=try_number)  # type: ignore[assignment]
+    trigger._waiting = [prediction_id]  # what the trigger holds while it polls an unfinished prediction
+    return trigger
+
+
+@pytest.mark.parametrize(
+    ("state", "newer", "said"),
+    [
+        ("failed", None, "Cancelling 1 unfinished WaveSpeed prediction(s): the task was killed by a user"),
+        ("none", None, "Cancelling 1 unfinished WaveSpeed prediction(s): the task was killed by a user"),
+        ("deferred", 2, "Cancelling 1 unfinished WaveSpeed prediction(s): a newer try (2) of the task waits now"),
+        ("deferred", None, "The task is still deferred for this try (its trigger runs elsewhere): nothing cancelled"),
+    ],
+)
+def test_on_kill_cancels_unless_this_try_still_waits(
+    wavespeed_connection: WaveSpeedEmulator,
+    server_state: list[Any],
+    waiting_tries: SimpleNamespace,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    state: str,
+    newer: int | None,
+    said: str,
+) -> None:
+    waiting_tries.answers.append(newer)
+    trigger = _deferred_trigger(wavespeed_connection, state)
+    with caplog.at_level(logging.INFO):
+        asyncio.run(trigger.on_kill())
+    assert said in _logs(caplog, capfd)
+    assert len(server_state) == 1 and len(waiting_tries.reads) == (1 if state == "deferred" else 0)
+    cancelled = "Cancelling" in said
+    assert wavespeed_connection.counters()["delete_requests"] == ({trigger.prediction_id: 1} if cancelled else {})
+
+
+def test_on_kill_without_a_task_instance_cancels(
+    wavespeed_connection: WaveSpeedEmulator, server_state: list[Any]
+) -> None:
+    trigger = _deferred_trigger(wavespeed_connection, "failed")
+    trigger.task_instance = None  # type: ignore[assignment]
+    asyncio.run(trigger.on_kill())
+    assert server_state == []
+    assert wavespeed_connection.counters()["delete_requests"] == {trigger.prediction_id: 1}
+
+
+@pytest.mark.parametrize(
+    ("state", "newer", "cancelled", "said"),
+    [
+        ("failed", None, True, "Cancelling 1 unfinished WaveSpeed prediction(s): the task is failed: killed by a user"),
+        ("deferred", 2, True, "Cancelling 1 unfinished WaveSpeed prediction(s): a newer try (2) of the task waits now"),
+        ("deferred", None, False, ""),
+        ("unreadable", None, False, ""),  # no answer (a triggerer shutting down?): the wait may resume elsewhere
+    ],
+)
+def test_the_fallback_cancels_only_a_try_known_to_wait_no_more(
+    wavespeed_connection: WaveSpeedEmulator,
+    server_state: list[Any],
+    waiting_tries: SimpleNamespace,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    state: str,
+    newer: int | None,
+    cancelled: bool,
+    said: str,
+) -> None:
+    waiting_tries.answers.append(newer)
+    trigger = _deferred_trigger(wavespeed_connection, state)
+    with caplog.at_level(logging.INFO):
+        asyncio.run(trigger._cancel_if_gone())
+    logs = _logs(caplog, capfd)
+    assert said in logs and ("Cancelling" in logs) is cancelled
+    assert len(server_state) == 1
+    assert wavespeed_connection.counters()["delete_requests"] == ({trigger.prediction_id: 1} if cancelled else {})
+
+
+@pytest.mark.parametrize("why", ["no-ti", "past-airflow-timeout"])
+def test_the_fallback_never_asks_without_a_task_instance_or_past_airflow_s_timeout(
+    wavespeed_connection: WaveSpeedEmulator, server_state: list[Any], why: str
+) -> None:
+    trigger = _deferred_trigger(wavespeed_connection, "failed")
+    if why == "no-ti":
+        trigger.task_instance = None  # type: ignore[assignment]
+    else:
+        trigger.timeout_after = datetime.now(timezone.utc) - timedelta(seconds=1)  # type: ignore[attr-defined]
+    asyncio.run(trigger._cancel_if_gone())
+    assert server_state == []
+    assert wavespeed_connection.counters()["delete_requests"] == {}
+
+
+def test_a_decision_that_fails_is_told(caplog: pytest.LogCaptureFixture) -> None:
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.WARNING, logger=_cancel.__name__):
+        asyncio.run(_cancel._to_its_end(failing()))
+    assert "Deciding whether to cancel the predictions failed: boom" in caplog.text
+
+
+def test_a_decision_is_waited_out_though_its_caller_is_cancelled_again_and_again() -> None:
+    async def scenario() -> list[str]:
+        done: list[str] = []
+        release = asyncio.Event()
+
+        async def work() -> None:
+            await release.wait()
+            done.append("decided")
+
+        waiter = asyncio.ensure_future(_cancel._to_its_end(work()))
+        for _ in range(3):  # the triggerer cancels the trigger's task again at each of its loops
+            await asyncio.sleep(0)
+            waiter.cancel()
+        release.set()
+        await waiter  # not cancelled: the cancellations were waited out, not passed on
+        done.append("returned")
+        return done
+
+    assert asyncio.run(scenario()) == ["decided", "returned"]
+
+
+def test_a_decision_past_its_budget_is_told_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_cancel, "KILL_CANCEL_BUDGET", 0.05)
+
+    async def never_ends() -> None:
+        await asyncio.Event().wait()  # a state lookup that never answers (a triggerer shutting down)
+
+    with caplog.at_level(logging.WARNING, logger=_cancel.__name__):
+        asyncio.run(_cancel._to_its_end(never_ends()))  # returns: the trigger ends as it would have, not failed
+    assert "Deciding whether to cancel the predictions failed: " in caplog.text
