@@ -539,3 +539,28 @@ def test_a_task_started_in_the_triggerer_waits_for_a_newer_try_to_say_so(
     asyncio.run(trigger.on_kill())
     assert len(waiting_tries.reads) == 3
     assert wavespeed_connection.counters()["delete_requests"] == {trigger.prediction_id: 1}
+
+
+def test_a_try_about_to_defer_records_itself_as_the_waiting_one() -> None:
+    from airflow.sdk.execution_time.context import set_current_context
+
+    pushed: list[dict[str, Any]] = []
+    ti = SimpleNamespace(try_number=3, xcom_push=lambda **kwargs: pushed.append(kwargs))  # the SDK's SetXCom
+    with set_current_context({"ti": ti}):  # type: ignore[arg-type]
+        _cancel.note_waiting_try(LOG)
+    assert pushed == [{"key": _cancel.WAITING_TRY_KEY, "value": 3}]
+
+
+def test_a_waiting_try_the_api_server_refuses_is_told_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    from airflow.sdk.execution_time.context import set_current_context
+
+    def refuse(**kwargs: Any) -> None:
+        raise ConnectionError("supervisor gone")
+
+    ti = SimpleNamespace(try_number=3, xcom_push=refuse)
+    with set_current_context({"ti": ti}), caplog.at_level(logging.WARNING, logger=LOG.name):  # type: ignore[arg-type]
+        _cancel.note_waiting_try(LOG)
+    assert caplog.messages == [
+        f"Could not record this try as the waiting one (XCom {_cancel.WAITING_TRY_KEY!r}: supervisor gone): a clear "
+        "of this deferred task may not cancel its predictions"
+    ]
