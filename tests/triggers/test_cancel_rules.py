@@ -564,3 +564,19 @@ def test_a_waiting_try_the_api_server_refuses_is_told_with_its_reason(caplog: py
         f"Could not record this try as the waiting one (XCom {_cancel.WAITING_TRY_KEY!r}: supervisor gone): a clear "
         "of this deferred task may not cancel its predictions"
     ]
+
+
+def test_the_trigger_s_cancels_get_at_least_a_second(
+    wavespeed_connection: WaveSpeedEmulator, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    trigger = _deferred_trigger(wavespeed_connection, "failed")
+    wavespeed_connection.add_fault("result", "slow", delay=3600, times=None)  # the read before the DELETE hangs
+
+    async def cancel() -> None:
+        # A guard against a cancel that never stops (the test fails instead of hanging); no verdict rests on it.
+        await asyncio.wait_for(trigger._cancel("the task was killed by a user", budget=0.2), timeout=20)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(cancel())
+    assert _begins("Cancelling 1 WaveSpeed prediction(s) took over 1 s; stopped", _logs(caplog, capfd))
+    assert wavespeed_connection.counters()["delete_requests"] == {}
