@@ -141,7 +141,8 @@ def test_a_cancel_that_cannot_start_is_told_and_returns_nothing(
     with caplog.at_level(logging.WARNING, logger=LOG.name):
         outcome = asyncio.run(_cancel.cancel_with_shared_client("wavespeed_default", ids, log=LOG))
     assert outcome is None
-    assert "Could not cancel 2 WaveSpeed prediction(s): " in caplog.text
+    [message] = caplog.messages
+    assert message.startswith("Could not cancel 2 WaveSpeed prediction(s): ") and "WAVESPEED_API_KEY" in message
     assert wavespeed_emulator.counters()["total_requests"] == 0
 
 
@@ -158,10 +159,15 @@ def test_cancels_past_their_budget_are_stopped_and_told(
     assert wavespeed_connection.counters()["delete_requests"] == {}
 
 
-def test_a_cancel_within_its_budget_returns_what_it_did(wavespeed_connection: WaveSpeedEmulator) -> None:
+def test_a_cancel_within_its_budget_returns_what_it_did(
+    wavespeed_connection: WaveSpeedEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
     ids = _held(wavespeed_connection, 2)
-    outcome = asyncio.run(_cancel.cancel_with_shared_client("wavespeed_default", ids, log=LOG))
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        outcome = asyncio.run(_cancel.cancel_with_shared_client("wavespeed_default", ids, log=LOG))
     assert outcome is not None and sorted(outcome.cancelled) == sorted(ids)
+    told = [record.getMessage() for record in caplog.records if record.name == LOG.name]  # on the given log
+    assert len(told) == 1 and told[0].startswith("WaveSpeed cancel of 2 unfinished prediction(s): ")
 
 
 # -- the readings the decisions rest on ----------------------------------------------------------------------
@@ -319,7 +325,7 @@ def test_a_waiting_try_that_cannot_be_recorded_is_told_never_raised(
     with caplog.at_level(logging.WARNING):
         asyncio.run(trigger.note_started())
     said = "Could not record try 3 as the waiting one (supervisor gone): a clear of this task may not cancel"
-    assert said in _logs(caplog, capfd)
+    assert _begins(said, _logs(caplog, capfd))
     assert xcom_writes == []
 
 
@@ -587,3 +593,20 @@ def test_the_trigger_s_cancels_get_at_least_a_second(
         asyncio.run(cancel())
     assert _begins("Cancelling 1 WaveSpeed prediction(s) took over 1 s; stopped", _logs(caplog, capfd))
     assert wavespeed_connection.counters()["delete_requests"] == {}
+
+
+def test_on_kill_s_cancels_get_the_rest_of_the_kill_budget(
+    wavespeed_connection: WaveSpeedEmulator,
+    server_state: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_cancel, "KILL_CANCEL_BUDGET", 3.0)
+    trigger = _deferred_trigger(wavespeed_connection, "failed")
+    wavespeed_connection.add_fault("result", "slow", delay=3600, times=None)  # the read before the DELETE hangs
+    with caplog.at_level(logging.INFO):
+        asyncio.run(trigger.on_kill())  # ends at the kill's budget, told
+    logs = _logs(caplog, capfd)
+    assert "Cancelling 1 unfinished WaveSpeed prediction(s): the task was killed by a user" in logs
+    assert "took over 1 s" not in logs  # the cancels had the rest of the 3 s, not the 1 s floor
