@@ -54,7 +54,17 @@ MODULES: dict[str, tuple[str, ...]] = {
     # the batch window: one window of submits and what each answer means
     # (tests/operators/test_batch.py proves it end to end, through dag.test(): minutes per mutant on 2 cores)
     "airflow_provider_wavespeed/api/_batch.py": ("tests/api/test_batch_window.py",),
+    # when a task's predictions are cancelled (a user's kill, never a restart, shutdown or retry); the
+    # real task-instance state is read in tests/triggers/test_promise_cancel_real_state.py, whose
+    # metadata database fixtures hang in a forked mutant (every mutant a false "timeout" kill)
+    "airflow_provider_wavespeed/triggers/_cancel.py": (
+        "tests/triggers/test_trigger_cancel.py",
+        "tests/triggers/test_cancel_rules.py",
+    ),
 }
+# Modules whose tests are not fork-safe (forked from the process that ran them once, a mutant's tests
+# hang and read as timeouts, i.e. as false kills): their mutants are forked from a clean server process.
+FORK_UNSAFE = frozenset({"airflow_provider_wavespeed/triggers/_cancel.py"})
 
 _STATUS = re.compile(r"^\s+(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
 _LISTED = re.compile(r"`(airflow_provider_wavespeed\.[\w.]+__mutmut_\d+)`")
@@ -71,7 +81,8 @@ def _arguments() -> argparse.Namespace:
         "--forkserver",
         action="store_true",
         help="fork each mutant from a clean server process: for tests that are not fork-safe (the trigger "
-        "tests: forked from the process that ran them once, their mutants hang and read as timeouts)",
+        "tests: forked from the process that ran them once, their mutants hang and read as timeouts); "
+        "on by itself for the modules of FORK_UNSAFE",
     )
     return parser.parse_args()
 
@@ -148,7 +159,7 @@ def main() -> int:
     mutmut = _ensure_mutmut()
     workdir = args.workdir.resolve()
     _copy_tree(workdir)
-    _write_config(workdir, chosen, forkserver=args.forkserver)
+    _write_config(workdir, chosen, forkserver=args.forkserver or not FORK_UNSAFE.isdisjoint(chosen))
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the mutated copy (mutants/) must be the package the tests import
     print(f"mutmut on {len(chosen)} module(s) in {workdir}/ (a copy of the tree)", flush=True)

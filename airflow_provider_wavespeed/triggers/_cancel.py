@@ -212,6 +212,8 @@ async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
             uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
             if uncancel is not None:
                 uncancel()  # waited out here, not passed on
+        except Exception:  # the work failed or ran out of its budget: told below, never raised to the triggerer
+            break
     if not task.cancelled() and task.exception() is not None:
         _log.warning("Deciding whether to cancel the predictions failed: %s", task.exception())
 
