@@ -34,21 +34,6 @@ def _ti(state: str | None = None, *, map_index: Any = -1, try_number: Any = 1) -
     )
 
 
-@pytest.fixture
-def server_state(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Answer the task instance's state lookup from the TI stand-in (no API server here); record the lookups."""
-    lookups: list[Any] = []
-
-    def lookup(ti: Any) -> str | None:
-        lookups.append(ti)
-        if ti.state_on_server == "unreadable":
-            raise ConnectionError("supervisor gone")
-        return ti.state_on_server
-
-    monkeypatch.setattr(_cancel, "task_instance_state", lookup)
-    return lookups
-
-
 def _logs(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> str:
     """What was logged: stdlib records, and a trigger's log lines (structlog, written to stdout on 3.3)."""
     out, err = capfd.readouterr()

@@ -32,22 +32,6 @@ def _ti(state: str | None) -> SimpleNamespace:
     return SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1, state_on_server=state)
 
 
-@pytest.fixture
-def server_state(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Answer the task instance's state lookup from the fake TI (no API server here); record the lookups."""
-    lookups: list[Any] = []
-
-    def lookup(ti: Any) -> str | None:
-        lookups.append(ti)
-        if ti.state_on_server == "unreadable":
-            raise ConnectionError("supervisor gone")
-        return ti.state_on_server
-
-    monkeypatch.setattr(_cancel, "task_instance_state", lookup)
-    monkeypatch.setattr(_cancel, "task_instance_state", lookup)
-    return lookups
-
-
 def _held(emulator: WaveSpeedEmulator, status: str) -> None:
     emulator.set_cancel_status(status)
     emulator.hold(prompt_contains="slow")
