@@ -679,6 +679,18 @@ def failure_messages(log_text: str) -> list[str]:
     return messages
 
 
+def log_events(log_text: str) -> str:
+    """A task log's lines (JSON) as ``time level event``, one per line: what each try did, for assertion messages."""
+    lines = []
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        lines.append(f"{str(record.get('timestamp', ''))[11:23]} {record.get('level', '')} {record.get('event', '')}")
+    return "\n".join(lines)
+
+
 def requests_per_window(log: list[list[Any]], window: float, since: float) -> list[int]:
     """Request counts in consecutive windows of ``window`` seconds from ``since`` (emulator request log)."""
     times = sorted(entry[0] for entry in log if entry[0] >= since)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from deployment_harness import Deployment, task_record
+from deployment_harness import Deployment, log_events, task_record
 from nesting_proxy import NestingProxy
 
 pytestmark = pytest.mark.deployment
@@ -41,7 +41,8 @@ def test_a_trigger_crash_ends_in_a_retry_that_resumes_the_same_prediction(deploy
             deployment.airflow.api("DELETE", f"connections/{CONN_ID}", ok_statuses=(404,))
     (ti,) = result.of("submit")
     log = deployment.task_log(DAG_ID, run_id, "submit")
-    submits = [status for _, endpoint, status in control.request_log(since=since) if endpoint == "submit"]
+    requests = control.request_log(since=since)
+    submits = [status for _, endpoint, status in requests if endpoint == "submit"]
     print(
         f"\ntrigger crash: run ended {result.seconds:.0f} s, state {result.state}, tries {ti['try_number']}; "
         f"nested answers {proxy.nested_sent}; submit requests {len(submits)}; predictions per index "
@@ -49,7 +50,9 @@ def test_a_trigger_crash_ends_in_a_retry_that_resumes_the_same_prediction(deploy
     )
     assert proxy.nested_sent == 1
     assert (result.state, ti["state"], ti["try_number"]) == ("success", "success", 2), log[-3000:]
-    assert submits == [200]  # one submit request across the crash and the retry
+    seen = [(round(moment - since, 1), endpoint, status) for moment, endpoint, status in requests]
+    # One submit request across the crash and the retry.
+    assert submits == [200], f"requests (s, endpoint, status): {seen}; the tries' logs:\n{log_events(log)}"
     assert deployment.submissions_per_index(run_id) == {-1: 1}
     (created,) = deployment.submissions_of(run_id)
     assert "RecursionError" in log
