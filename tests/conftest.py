@@ -119,3 +119,20 @@ def task_logs_at_deployment_level() -> Iterator[None]:
     yield
     task_logger.removeHandler(placeholder)
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_in_process_execution_api() -> None:
+    """One in-process Execution API app per test process, as Airflow 3.3's ``dag.test()`` keeps.
+
+    Airflow 3.0-3.2 build it (Cadwyn's versioned FastAPI routes) anew for every task a
+    ``dag.test()`` runs: about a second on an idle machine, several under load, and the quick
+    suite's largest cost on those versions. 3.3 wraps ``in_process_api_server`` in
+    ``functools.lru_cache(maxsize=1)``; this does the same for 3.0-3.2 (remove with 3.2's support).
+    """
+    import functools
+
+    from airflow.sdk.execution_time import supervisor
+
+    if not hasattr(supervisor.in_process_api_server, "cache_info"):
+        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)
