@@ -92,6 +92,14 @@ class RecordStore:
         return self.store is None
 
     @property
+    def expires(self) -> bool:
+        """Whether a record left behind goes by itself: the task state store's does, a Variable does not.
+
+        The task state store drops a key after ``[state_store] default_retention_days``.
+        """
+        return self.store is not None
+
+    @property
     def where(self) -> str:
         """Where the record is, for messages: in the words a user finds it by."""
         if self.store is not None:

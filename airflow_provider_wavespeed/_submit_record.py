@@ -10,15 +10,20 @@ Invariants (each try of a ``WaveSpeedSubmitOperator`` task instance keeps them):
    resumed while it is queued, processing or completed (:func:`resume_or_adopt`); an intent with no
    id is looked up in the prediction history and adopted only when it is the one match, still alone
    on a second look (:func:`find_in_history`); anything else fails the task, never sending again.
-4. The record is deleted once the prediction id is handed on (returned, or given to the trigger,
-   which may end the task in the triggerer, where the record cannot be written), and written back
-   (:meth:`SubmitRecord.write_submitted` with ``verify``) by the worker that resumes from a deferred
-   wait that ended without the prediction: a retry resumes it instead of paying again.
+4. The record is deleted once the prediction is handed on for good: its id returned (no wait), or
+   its completed result returned by a worker. A deferred wait keeps it (:meth:`SubmitRecord.hand_on`),
+   so a try whose wait ends without a worker running this provider's code (the worker that would
+   resume it died or never started) leaves it for the retry. A worker that resumes a wait ended
+   without the prediction (an error, the timeout, a trigger Airflow failed) writes it back
+   (:meth:`SubmitRecord.write_back`): a retry or a clear resumes it instead of paying again.
+   A trigger that may end the task in the triggerer (with success) cannot delete it, so the record
+   says so (``waiting``, with the DAG run's clear count): read by a try that follows a clear of the
+   run, it is not resumed (that clear asked to run again; the earlier try may have succeeded).
 5. A stored value this provider did not write fails the task before anything is sent.
 
 The storage backend is :class:`~airflow_provider_wavespeed._records.RecordStore`: Airflow's task
 state store on 3.3+, a Variable on 3.0-3.2. The stored value is ``{"version": 1, "state":
-"sending"|"sent", "model", "digest", "sent_at", "prediction_id", "seq"}``.
+"sending"|"sent"|"waiting", "model", "digest", "sent_at", "prediction_id", "clear_number", "seq"}``.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SubmitEntry", "SubmitRecord", "find_in_history", "resume_or_adopt"]
 
-# The stored states: the intent, written just before the POST; the id, right after its answer.
-_SENDING, _SENT = "sending", "sent"
+# The stored states: the intent, written just before the POST; the id, right after its answer; the id
+# handed to a trigger that may end the task in the triggerer.
+_SENDING, _SENT, _WAITING = "sending", "sent", "waiting"
 # A recorded prediction in these states is resumed by a later try; any other (failed, cancelled,
 # deleted, timeout, gone) means a later try submits again (a clear after a kill is "run again").
 _RESUMABLE = frozenset({"created", "queued", "processing", SUCCESS_STATUS})
@@ -53,11 +59,16 @@ _RESUMABLE = frozenset({"created", "queued", "processing", SUCCESS_STATUS})
 
 @dataclass(frozen=True)
 class SubmitEntry:
-    """What an earlier try recorded: ``prediction_id`` is None while only the intent was written."""
+    """What an earlier try recorded: ``prediction_id`` is None while only the intent was written.
+
+    ``cleared``: the DAG run was cleared since the prediction was handed to a trigger that may
+    have ended the task with success (invariant 4): a later try does not resume it.
+    """
 
     digest: str
     sent_at: float
     prediction_id: str | None
+    cleared: bool = False
 
 
 class SubmitRecord:
@@ -72,6 +83,9 @@ class SubmitRecord:
             "it yourself only to submit again."
         )
         self.store = RecordStore(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
+        # How often the DAG run was cleared (Airflow counts each clear of any of its tasks): a "waiting"
+        # record written at another count was handed on before a clear.
+        self.clear_number = int(getattr(context.get("dag_run"), "clear_number", None) or 0)
 
     @property
     def where(self) -> str:
@@ -94,12 +108,32 @@ class SubmitRecord:
     ) -> None:
         """Record the submit's prediction; ``verify`` reads it back where a write can fail silently.
 
-        Right after the API's answer (no read back: the prediction is handed on next), or written
-        back after a deferred wait that ended without the prediction (``verify``).
+        Right after the API's answer (no read back: one that did not land leaves the intent, which a
+        later try reconciles with the history), or written back after a deferred wait that ended
+        without the prediction (``verify``).
         """
         sent = {} if sent_at is None else {"sent_at": sent_at}
         entry = {"version": 1, **sent, "model": model, "digest": input_digest(model, [inputs])}
         self.store.put({**entry, "state": _SENT, "prediction_id": prediction_id}, verify=verify)
+
+    def hand_on(self, prediction_id: str, model: object, inputs: object, *, trigger_may_end_task: bool) -> None:
+        """Keep the record for a retry: the task defers its wait for ``prediction_id`` (invariant 4).
+
+        A trigger that only resumes the worker leaves it as written (``sent``). One that may end the
+        task in the triggerer gets it marked ``waiting`` at this DAG run's clear count, in the task
+        state store, where a record left behind expires. A Variable would stay forever: it is deleted
+        (Airflow 3.0-3.2 without the task state store; the README says what a retry there cannot
+        promise).
+        """
+        if not trigger_may_end_task:
+            return
+        if not self.store.expires:
+            self.delete()
+            return
+        model = validate_model(model)
+        entry = {"version": 1, "model": model, "digest": input_digest(model, [validate_inputs(inputs)])}
+        waiting = {"state": _WAITING, "prediction_id": prediction_id, "clear_number": self.clear_number}
+        self.store.put({**entry, **waiting}, verify=False)
 
     def write_back(self, prediction_id: str, model: object, inputs: object, *, log: Any) -> None:
         """Write the record back for ``prediction_id``: its deferred wait ended without the prediction.
@@ -135,7 +169,8 @@ class SubmitRecord:
         if data is None:
             return None
         prediction_id = None if data.get("state") == _SENDING else str(data.get("prediction_id") or "")
-        return SubmitEntry(str(data.get("digest")), float(data.get("sent_at") or 0), prediction_id)
+        cleared = data.get("state") == _WAITING and data.get("clear_number") != self.clear_number
+        return SubmitEntry(str(data.get("digest")), float(data.get("sent_at") or 0), prediction_id, cleared)
 
     def delete(self) -> None:
         """Delete the record: its prediction id is handed on."""
@@ -161,6 +196,13 @@ def resume_or_adopt(
         why = "an earlier try of this task stopped while this submit was in flight"
         return find_in_history(record, hook, model, inputs, entry.sent_at, why, log=log)
     prediction_id = entry.prediction_id
+    if entry.cleared:
+        log.info(
+            "The DAG run was cleared after prediction %s was handed to its trigger (which may have ended the task "
+            "with success): submitting again, as a clear asks",
+            prediction_id,
+        )
+        return None
     try:
         prediction = hook.get_prediction(prediction_id)
     except WaveSpeedNotFoundError:

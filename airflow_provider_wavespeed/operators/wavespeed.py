@@ -65,12 +65,14 @@ class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
     may submit again), outlets (asset events), or outputs too large for XCom. Every other end of the
     wait (a failed prediction, an error, the timeout) resumes in the worker, whose retry rules apply.
 
-    Resume: from just before the submit until the prediction id is handed on, the task keeps a
-    record (Airflow's task state store on 3.3+, an Airflow Variable below; its rules are in
+    Resume: from just before the submit until the prediction is handed on for good (its id
+    returned, or its completed result), deferred waits included, the task keeps a record (Airflow's
+    task state store on 3.3+, an Airflow Variable below; its rules are in
     :mod:`~airflow_provider_wavespeed._submit_record`). A later try that finds it (a retry, a
     clear) resumes that prediction while it is queued, processing or completed, and submits again
-    when it failed, was cancelled or deleted; a submit with no answer is looked up in the
-    prediction history and only its one match adopted, else the task fails without submitting again.
+    when it failed, was cancelled or deleted, or when the DAG run was cleared after the wait went
+    to a trigger that may end the task; a submit with no answer is looked up in the prediction
+    history and only its one match adopted, else the task fails without submitting again.
 
     Cost guard (:mod:`~airflow_provider_wavespeed._cost`): with ``max_cost_usd`` the price of these
     inputs is asked first (``/model/pricing``) and the task fails without submitting when it is
@@ -211,13 +213,14 @@ class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
         WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
         return prediction
 
-    # -- the record: deleted once the id is handed on, written back after a wait without the prediction --
+    # -- the record: kept through a deferral, written back after a wait without the prediction, deleted
+    # once the id or the result is handed on for good --
 
     def _record(self, context: Context) -> SubmitRecord:
         return SubmitRecord(context)
 
     def _delete_record(self, context: Context) -> None:
-        """Delete the record: the prediction id is handed on (see :mod:`~airflow_provider_wavespeed._submit_record`)."""
+        """Delete the record: the prediction is handed on for good (see ``_submit_record``)."""
         self._record(context).delete()
 
     def _waited_for(self, context: Context, prediction_id: str = "") -> str:
@@ -277,7 +280,6 @@ class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
         tried = [prediction.id]
         while True:
             if self.deferrable:
-                self._delete_record(context)  # the trigger's kwargs carry the id
                 self._defer(context, prediction.id)
             try:
                 done = self._wait_here(context, prediction.id)
@@ -307,21 +309,23 @@ class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
         finally:
             self._waiting_in_worker = None
 
-    def _defer(self, context: Context | None, prediction_id: str) -> NoReturn:
-        """Defer the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; it resumes in ``execute_complete``."""
+    def _defer(self, context: Context, prediction_id: str) -> NoReturn:
+        """Defer the wait for ``prediction_id`` to :class:`WaveSpeedTaskTrigger`; it resumes in ``execute_complete``.
+
+        The record is kept for a retry (:meth:`SubmitRecord.hand_on`): a try whose wait ends with no
+        worker resuming it resumes the same prediction.
+        """
         wait = deferring(self, f"WaveSpeed prediction {prediction_id} is")
+        # A resubmission needs the worker: it alone may submit again.
+        end_here = end_in_triggerer_kwargs(
+            self,
+            enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
+            output_path=self.output_path,
+            cost=self._cost(None),  # submit() priced the inputs in this process
+        )
+        self._record(context).hand_on(prediction_id, self.model, self.inputs, trigger_may_end_task=bool(end_here))
         self.defer(
-            trigger=WaveSpeedTaskTrigger(
-                prediction_id=prediction_id,
-                **wait.trigger_kwargs(self),
-                # A resubmission needs the worker: it alone may submit again.
-                **end_in_triggerer_kwargs(
-                    self,
-                    enabled=self.end_in_triggerer and not self.resubmit_on_server_failure,
-                    output_path=self.output_path,
-                    cost=self._cost(None),  # submit() priced the inputs in this process
-                ),
-            ),
+            trigger=WaveSpeedTaskTrigger(prediction_id=prediction_id, **wait.trigger_kwargs(self), **end_here),
             method_name="execute_complete",
             kwargs={"prediction_id": prediction_id},
             timeout=wait.airflow_timeout,
@@ -359,10 +363,11 @@ class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
             ensure_success(prediction)
         except WaveSpeedPredictionFailedError as exc:
             resubmitted = self._after_failure(context, exc, tried)
-            self._delete_record(context)
             self._defer(context, resubmitted.id)
         self.log.info("WaveSpeed prediction %s completed with %d output(s)", prediction.id, len(prediction.outputs))
-        return self._completed(context, prediction, tried)
+        result = self._completed(context, prediction, tried)
+        self._delete_record(context)
+        return result
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume as Airflow does, writing the record back first when Airflow fails the deferral.

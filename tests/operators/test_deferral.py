@@ -26,6 +26,25 @@ FLUX = "wavespeed-ai/flux-dev"
 TIMEOUT = 1234.0
 
 
+class _StateStore(dict):  # type: ignore[type-arg]
+    """Airflow 3.3's task state store accessor as far as a record uses it (``get``, ``set``, ``delete``);
+    the real one talks to a task runner's supervisor."""
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+def _ti(try_number: int = 1, max_tries: int = 0, clear_number: int = 0) -> dict[str, Any]:
+    """A task's context as far as deferring uses it: its task instance, task state store and DAG run."""
+    ti = SimpleNamespace(
+        dag_id="d", run_id="r", task_id="submit", map_index=-1, try_number=try_number, max_tries=max_tries
+    )
+    return {"ti": ti, "task_state_store": _StateStore(), "dag_run": SimpleNamespace(clear_number=clear_number)}
+
+
 def _deferred(defer: Any) -> tuple[TaskDeferred, float, float]:
     before = time.time()
     with pytest.raises(TaskDeferred) as info:
@@ -59,9 +78,13 @@ def test_the_operator_defers_with_the_shared_deadline(capfd: pytest.CaptureFixtu
     operator = WaveSpeedSubmitOperator(
         task_id="submit", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, timeout=TIMEOUT
     )
-    deferred, before, after = _deferred(lambda: operator._defer(None, "abc123"))
+    context = _ti(clear_number=3)
+    deferred, before, after = _deferred(lambda: operator._defer(context, "abc123"))
     _assert_deadline(deferred, "abc123", before, after)
     assert deferred.kwargs == {"prediction_id": "abc123"}
+    # The trigger may end the task in the triggerer: the record stays, marked with the run's clear count.
+    record = context["task_state_store"]["wavespeed_submit"]
+    assert (record["state"], record["prediction_id"], record["clear_number"]) == ("waiting", "abc123", 3)
     logged = capfd.readouterr().out
     assert re.search(r"at the latest \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(20 minutes 34 seconds from now\)", logged)
 
@@ -75,10 +98,6 @@ def test_the_sensor_defers_with_the_same_deadline(wavespeed_connection: WaveSpee
 
 
 # -- what the trigger may end itself (tests/triggers/test_trigger_end.py: what it then does) ---------
-
-
-def _ti(try_number: int, max_tries: int) -> dict[str, Any]:
-    return {"ti": SimpleNamespace(try_number=try_number, max_tries=max_tries)}
 
 
 def _end_options(trigger: Any) -> dict[str, Any]:
@@ -100,20 +119,23 @@ ENDS = {"end_from_trigger": True}  # failures resume the worker: nothing about t
         # Whatever the try: a completed prediction ends the task in the triggerer.
         ({"retries": 2}, _ti(1, 2), ENDS),
         ({"retries": 2}, _ti(3, 2), ENDS),
-        ({"retries": 0}, None, ENDS),
+        ({"retries": 0}, _ti(), ENDS),
         # The worker has work left: storing outputs, submitting again; or the user said no.
-        ({"output_path": "/tmp/out"}, None, {"end_from_trigger": False}),
-        ({"resubmit_on_server_failure": 1}, None, {"end_from_trigger": False}),
-        ({"end_from_trigger": False}, None, {"end_from_trigger": False}),
-        ({"do_xcom_push": False}, None, {"end_from_trigger": False}),
+        ({"output_path": "/tmp/out"}, _ti(), {"end_from_trigger": False}),
+        ({"resubmit_on_server_failure": 1}, _ti(), {"end_from_trigger": False}),
+        ({"end_from_trigger": False}, _ti(), {"end_from_trigger": False}),
+        ({"do_xcom_push": False}, _ti(), {"end_from_trigger": False}),
     ],
 )
 def test_the_operator_lets_its_trigger_end_it_when_the_worker_has_nothing_left(
-    kwargs: dict[str, Any], context: dict[str, Any] | None, expected: dict[str, Any]
+    kwargs: dict[str, Any], context: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     deferred, _, _ = _deferred(lambda: _submit_operator(**kwargs)._defer(context, "abc123"))
     assert _end_options(deferred.trigger) == ({} if expected == {"end_from_trigger": False} else expected)
     _assert_airflow_can_send(deferred)
+    # Only a trigger that may end the task gets the record marked "waiting"; a worker that resumes finds it as it was.
+    marked = context["task_state_store"].get("wavespeed_submit")
+    assert (marked or {}).get("state") == ("waiting" if expected == ENDS else None)
 
 
 class _Listener:
@@ -146,7 +168,7 @@ def test_with_listeners_a_dag_of_these_tasks_still_loads_and_their_waits_resume_
     bag.bag_dag(dag)
     assert "wavespeed_with_listeners" in bag.dags
     # Listeners hear nothing of a task ended in the triggerer: the worker resumes and ends it.
-    deferred, _, _ = _deferred(lambda: _submit_operator()._defer(None, "abc123"))
+    deferred, _, _ = _deferred(lambda: _submit_operator()._defer(_ti(), "abc123"))
     assert deferred.trigger.end_from_trigger is False
 
 
@@ -154,7 +176,7 @@ def test_an_operator_with_outlets_resumes_its_worker_for_the_asset_events() -> N
     from airflow.sdk import Asset
 
     operator = _submit_operator(outlets=[Asset("s3://bucket/generated")])
-    deferred, _, _ = _deferred(lambda: operator._defer(None, "abc123"))
+    deferred, _, _ = _deferred(lambda: operator._defer(_ti(), "abc123"))
     assert deferred.trigger.end_from_trigger is False  # a task ended by its trigger emits no asset events
 
 

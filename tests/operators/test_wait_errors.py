@@ -15,7 +15,16 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.sdk import DAG
-from airflow_helpers import AIRFLOW_3_0, batch_record, dag_test, dag_xcoms, task_output, task_record, ti_states
+from airflow_helpers import (
+    AIRFLOW_3_0,
+    STATE_STORE,
+    batch_record,
+    dag_test,
+    dag_xcoms,
+    task_output,
+    task_record,
+    ti_states,
+)
 from nesting_proxy import NestingProxy
 
 from airflow_provider_wavespeed._records import SUBMIT_RECORD_PREFIX
@@ -87,6 +96,64 @@ def test_a_crashed_trigger_ends_in_a_retry_that_resumes_the_same_prediction(
     assert f"prediction {created['id']} stopped on an unexpected error (RecursionError" in log
     assert f"Resuming WaveSpeed prediction {created['id']}" in log
     assert _record(dag_run) is None  # delivered: a later clear submits anew
+
+
+class _ResumeDies(WaveSpeedSubmitOperator):
+    """Its first try's worker run that resumes the wait fails before any of the provider's code runs: what
+    Airflow does when that worker dies, or never starts (e.g. the executor reports it failed while queued).
+    Airflow retries the try; nothing of this provider wrote the record back."""
+
+    def resume_execution(self, next_method: str, next_kwargs: Any, context: Any) -> Any:
+        if context["ti"].try_number == 1:
+            raise RuntimeError("simulated: the worker that resumes the wait died before the provider's code ran")
+        return super().resume_execution(next_method, next_kwargs, context)
+
+
+@retry_after_a_deferral
+@pytest.mark.parametrize(
+    "trigger_ends",
+    [
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not STATE_STORE,
+                reason="Airflow 3.3+: below, a "
+                "trigger that may end the task gets no record (a Variable would stay forever; the README says so)",
+            ),
+        ),
+        False,
+    ],
+    ids=["trigger-may-end-the-task", "worker-resumes"],
+)
+def test_a_wait_whose_resuming_worker_dies_is_resumed_by_the_retry(
+    wavespeed_emulator: WaveSpeedEmulator,
+    proxy: NestingProxy,
+    request: pytest.FixtureRequest,
+    capfd: pytest.CaptureFixture[str],
+    trigger_ends: bool,
+) -> None:
+    """The record outlives the hand-off to the trigger: whatever ends the try after it, the retry pays nothing."""
+    with _dag(request) as dag:
+        # The crash (a poll nested too deep) makes the trigger's event an error: the worker must resume.
+        _ResumeDies(
+            task_id="submit",
+            model=FLUX,
+            inputs=INPUTS,
+            wait_for_completion=True,
+            poll_interval=0.2,
+            end_from_trigger=trigger_ends,
+            retries=1,
+            retry_delay=timedelta(0),
+        )
+    dag_run = dag_test(dag)
+    log = task_output(capfd)
+    assert ti_states(dag_run) == {("submit", -1): "success"}, log[-3000:]
+    assert dag_run.get_task_instances()[0].try_number == 2
+    assert "simulated: the worker that resumes the wait died" in log
+    (created,) = wavespeed_emulator.submissions()
+    assert _submits(wavespeed_emulator) == 1  # the retry sent none
+    assert f"Resuming WaveSpeed prediction {created['id']}" in log
+    assert dag_xcoms(dag_run)[("submit", -1, "return_value")]["id"] == created["id"]
 
 
 def test_a_crashed_trigger_without_retries_names_the_prediction_and_keeps_it_for_a_clear(
