@@ -112,7 +112,7 @@ class RecordStore:
             try:
                 data = json.loads(text)
             except (TypeError, ValueError):
-                data = None
+                data = text  # not JSON: no record this provider wrote (not "no record": that would submit again)
         if data is None:
             return None
         if not isinstance(data, dict) or data.get("version") not in self.versions:
