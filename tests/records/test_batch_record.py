@@ -145,6 +145,38 @@ def test_refused_and_uncertain_inputs_are_written_in_the_head(supervisor: Superv
     assert record.to_reconcile() == {2: since}
 
 
+def test_a_head_write_after_the_answers_is_not_read_back_a_lost_one_sends_nothing_again(
+    supervisor: Supervisor,
+) -> None:
+    """Not read back (one call less per window): a lost one leaves the window in flight, which the next try
+    settles as uncertain, to be looked up in the history."""
+    record = _open(supervisor, False, try_number=1)
+    record.write_intent([0, 1])
+    supervisor.refuse_variable_writes = 1
+    record.write_submitted({}, {0: {"error": "not submitted: bad", "code": 400}}, {1: "unknown"})  # no failure
+    resumed = _open(supervisor, False)
+    assert resumed.unsent() == [2, 3, 4, 5] and list(resumed.to_reconcile()) == [0, 1]
+
+
+def test_a_head_write_after_a_history_look_is_not_read_back_a_lost_one_looks_again(supervisor: Supervisor) -> None:
+    record = _open(supervisor, False, try_number=1)
+    record.write_intent([0])
+    record.write_submitted({}, {}, {0: "unknown."})
+    supervisor.refuse_variable_writes = 1
+    record.reconciled({}, {0: "no match"})  # no failure
+    resumed = _open(supervisor, False)
+    assert resumed.uncertain(0) == "unknown." and list(resumed.to_reconcile()) == [0]
+
+
+def test_a_record_made_from_a_head_appends_after_its_parts(supervisor: Supervisor) -> None:
+    store = _store(supervisor, False)
+    head = {**_open(supervisor, False).data, "parts": 3}
+    record = BatchRecord(store, head, {0: "p-0", 1: "p-1", 2: "p-2"})
+    assert record.parts == 3 and record.ids == {0: "p-0", 1: "p-1", 2: "p-2"}
+    record.write_submitted({3: "p-3"}, {}, {})
+    assert _part(supervisor, False, 3) == {"run": head["run"], "ids": {"3": "p-3"}}
+
+
 def test_a_window_with_an_input_back_to_unsent_writes_the_head(supervisor: Supervisor) -> None:
     record = _open(supervisor, False, try_number=1)
     record.write_intent([0, 1])
@@ -276,6 +308,23 @@ def test_a_wait_s_reader_looks_up_no_part_past_the_last(supervisor: Supervisor) 
     supervisor.requests.clear()
     BatchRecord.read(_store(supervisor, False), waited_for=3)  # one more id than the parts hold: looked for
     assert supervisor.requests == ["GetVariable", "GetVariable", "GetVariable"]
+
+
+def test_a_wait_s_reader_stops_at_the_last_part_the_head_names(supervisor: Supervisor) -> None:
+    record = _open(supervisor, False, try_number=1)
+    record.write_intent([0, 1])
+    record.write_submitted({0: "p-0"}, {}, {1: "unknown"})  # part 0, then the head naming it
+    supervisor.requests.clear()
+    read = BatchRecord.read(_store(supervisor, False), waited_for=1)
+    assert read is not None and read.ids == {0: "p-0"} and read.parts == 1
+    assert supervisor.requests == ["GetVariable", "GetVariable"]  # the head, part 0: not part 1
+
+
+def test_a_wait_for_no_id_reads_no_part_the_head_does_not_name(supervisor: Supervisor) -> None:
+    _open(supervisor, False, try_number=1).write_intent([0])  # a head naming no part
+    supervisor.requests.clear()
+    read = BatchRecord.read(_store(supervisor, False), waited_for=0)
+    assert read is not None and read.parts == 0 and supervisor.requests == ["GetVariable"]
 
 
 def test_a_wait_s_reader_reads_every_part_the_head_names(supervisor: Supervisor) -> None:

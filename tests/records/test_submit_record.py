@@ -23,7 +23,7 @@ from airflow_provider_wavespeed._submit_record import SubmitEntry, SubmitRecord,
 from airflow_provider_wavespeed.api import _reconcile
 from airflow_provider_wavespeed.api._batch import input_digest, uncertain_message
 from airflow_provider_wavespeed.api._times import utc_text
-from airflow_provider_wavespeed.api.errors import WaveSpeedSubmitUncertainError
+from airflow_provider_wavespeed.api.errors import WaveSpeedSubmitUncertainError, WaveSpeedValidationError
 from airflow_provider_wavespeed.api.models import Prediction
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
@@ -282,6 +282,18 @@ def test_a_recorded_prediction_of_other_inputs_or_model_is_not_resumed(
         f"The prediction {prediction.id} an earlier try submitted (processing) has other inputs or model than "
         "these: it is not resumed (it stays paid); submitting these inputs"
     ]
+
+
+def test_a_recorded_submit_without_its_prediction_id_is_never_sent_again(
+    supervisor: Supervisor, emulator_hook: WaveSpeedHook, wavespeed_connection: WaveSpeedEmulator
+) -> None:
+    """A "sent" record with no id (this provider writes none) reads as the empty id, which no API call takes."""
+    record = _record(supervisor, False)
+    supervisor.variables[record.store.key] = json.dumps({"version": 1, "state": "sent", "digest": "d"})
+    assert record.read() == SubmitEntry("d", 0.0, "")
+    with pytest.raises(WaveSpeedValidationError, match="invalid prediction id ''"):
+        resume_or_adopt(record, emulator_hook, FLUX, FOX, log=LOG)
+    assert wavespeed_connection.counters()["requests"] == {}  # not looked up as "gone", so not submitted again
 
 
 def test_an_intent_of_other_inputs_is_not_looked_for(
