@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from record_helpers import Supervisor
 
+from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.testing import WaveSpeedEmulator
 
 
@@ -22,8 +22,6 @@ def supervisor(monkeypatch: pytest.MonkeyPatch) -> Iterator[Supervisor]:
 
 
 @pytest.fixture
-def emulator_hook(wavespeed_connection: WaveSpeedEmulator) -> Any:
+def emulator_hook(wavespeed_connection: WaveSpeedEmulator) -> WaveSpeedHook:
     """A WaveSpeedHook on the emulator (the ``wavespeed_default`` connection points at it)."""
-    from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
-
     return WaveSpeedHook()
