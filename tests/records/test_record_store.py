@@ -215,8 +215,17 @@ def test_a_variable_write_that_left_the_older_record_fails_the_task(supervisor: 
     store = _store(supervisor, False)
     store.put({"version": 1, "state": "sending"}, verify=True)
     supervisor.refuse_variable_writes = 1
-    with pytest.raises(AirflowException, match=re.escape("(read back an older version)")):
+    with pytest.raises(AirflowException, match=re.escape("(read back another record)")):
         store.put({"version": 1, "state": "sent", "seq": 1}, verify=True)
+
+
+def test_a_variable_write_that_left_another_record_of_the_same_number_fails_the_task(supervisor: Supervisor) -> None:
+    """Each record write numbers from the seq the written value carries: a new value starts at 1 again."""
+    store = _store(supervisor, False)
+    store.put({"version": 1, "state": "sent", "prediction_id": "p-1"}, verify=True)
+    supervisor.refuse_variable_writes = 1
+    with pytest.raises(AirflowException, match=re.escape("(read back another record)")):
+        store.put({"version": 1, "state": "sending"}, verify=True)
 
 
 def test_a_secrets_backend_shadowing_the_variable_fails_the_task(
@@ -226,7 +235,7 @@ def test_a_secrets_backend_shadowing_the_variable_fails_the_task(
     where no read finds it."""
     store = _store(supervisor, False)
     monkeypatch.setenv(f"AIRFLOW_VAR_{store.key.upper()}", json.dumps({"version": 1, "seq": 4}))
-    with pytest.raises(AirflowException, match=re.escape("(read back an older version)")):
+    with pytest.raises(AirflowException, match=re.escape("(read back another record)")):
         store.put({"version": 1, "seq": 7}, verify=True)
     assert json.loads(supervisor.variables[store.key])["seq"] == 8  # written, but not what a read finds
 

@@ -121,6 +121,16 @@ def test_an_intent_that_did_not_land_stops_the_submit(supervisor: Supervisor) ->
         record.write_intent(FLUX, FOX, SENT_AT)
 
 
+def test_an_intent_that_did_not_land_over_an_earlier_try_s_record_stops_the_submit(supervisor: Supervisor) -> None:
+    """The earlier try's prediction failed, so this try submits again: its intent must land, or a lost answer
+    would leave the next try the earlier record (failed: "submit again") and this submit paid twice."""
+    _record(supervisor, False).write_submitted("p-failed", FLUX, FOX, sent_at=SENT_AT)
+    record = _record(supervisor, False, try_number=3)
+    supervisor.refuse_variable_writes = 1
+    with pytest.raises(AirflowException, match=r"\(read back another record\)"):
+        record.write_intent(FLUX, FOX, SENT_AT + 60)
+
+
 def test_the_prediction_is_read_back_only_when_asked(supervisor: Supervisor) -> None:
     record = _record(supervisor, False)
     supervisor.refuse_variable_writes = 1
