@@ -120,7 +120,7 @@ class RecordStore:
             try:
                 data = json.loads(text)
             except (TypeError, ValueError):
-                data = None
+                data = text  # not JSON: no record this provider wrote (not "no record": that would submit again)
         if data is None:
             return None
         if not isinstance(data, dict) or data.get("version") not in self.versions:
@@ -142,15 +142,16 @@ class RecordStore:
     def put(self, data: dict[str, Any], *, verify: bool) -> None:
         """Write ``data`` (a new ``seq``); with ``verify``, read it back where a write can fail silently.
 
-        A write that did not land fails the task (:attr:`writes_can_fail_silently`).
+        A write that did not land fails the task (:attr:`writes_can_fail_silently`): the whole value is
+        compared, as a new value's ``seq`` starts at 1 again (an earlier try's record may hold the same).
         """
         data["seq"] = int(data.get("seq", 0)) + 1
         self._set(self.name, self.key, data)
         if not verify or not self.writes_can_fail_silently:
             return
         stored = self.get()
-        if stored is None or stored.get("seq") != data["seq"]:
-            self._not_written("nothing" if stored is None else "an older version")
+        if stored != data:
+            self._not_written("nothing" if stored is None else "another record")
 
     def delete(self) -> None:
         """Delete the record (its parts are the caller's)."""
