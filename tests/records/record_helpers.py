@@ -114,13 +114,18 @@ class TaskInstance:
         return [self.xcoms[task_id, key] for task_id in task_ids if (task_id, key) in self.xcoms] or None
 
 
-def task_context(supervisor: Supervisor, ti: TaskInstance, *, state_store: bool) -> dict[str, Any]:
-    """The task's context as the records read it: ``ti``, and ``task_state_store`` on Airflow 3.3+.
+def task_context(
+    supervisor: Supervisor, ti: TaskInstance, *, state_store: bool, clear_number: int = 0
+) -> dict[str, Any]:
+    """The task's context as the records read it: ``ti``, its DAG run's ``clear_number`` (how often the
+    run was cleared), and ``task_state_store`` on Airflow 3.3+.
 
     The task state store is Airflow's own accessor (its requests answered by ``supervisor``), one per
     try (a try has its own task-instance id) and scoped as the API server scopes it: shared by every try.
     """
-    context: dict[str, Any] = {"ti": ti}
+    from types import SimpleNamespace
+
+    context: dict[str, Any] = {"ti": ti, "dag_run": SimpleNamespace(clear_number=clear_number)}
     if state_store:
         from airflow.sdk._shared.state import TaskScope
 

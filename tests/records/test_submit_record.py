@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from record_helpers import BACKENDS, Supervisor, TaskInstance, task_context
+from record_helpers import BACKENDS, HAS_STATE_STORE, Supervisor, TaskInstance, task_context
 from scripted_api import ScriptedAPI
 
 from airflow_provider_wavespeed._submit_record import SubmitEntry, SubmitRecord, find_in_history, resume_or_adopt
@@ -40,8 +40,13 @@ def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name == LOG.name]
 
 
-def _record(supervisor: Supervisor, state_store: bool, try_number: int = 2, **ti: Any) -> SubmitRecord:
-    return SubmitRecord(task_context(supervisor, TaskInstance(try_number=try_number, **ti), state_store=state_store))
+def _record(
+    supervisor: Supervisor, state_store: bool, try_number: int = 2, clear_number: int = 0, **ti: Any
+) -> SubmitRecord:
+    context = task_context(
+        supervisor, TaskInstance(try_number=try_number, **ti), state_store=state_store, clear_number=clear_number
+    )
+    return SubmitRecord(context)
 
 
 def _stored(supervisor: Supervisor, record: SubmitRecord) -> Any:
@@ -400,3 +405,71 @@ def test_a_history_that_cannot_be_read_fails_never_sending_again(
     reason = str(uncertain.value).split(". Looked up: ")[1].split(". The record in ")[0]
     assert reason.startswith("the history could not be read (") and reason.endswith(")")
     assert str(uncertain.value) == _uncertain("the connection dropped", SENT_AT, reason, record)
+
+
+# -- the hand-off to a trigger: kept for the retry; a clear after it runs again --------------------
+
+
+@pytest.mark.parametrize("state_store", BACKENDS)
+def test_a_wait_handed_to_a_trigger_that_only_resumes_the_worker_keeps_the_record_as_written(
+    supervisor: Supervisor, state_store: bool
+) -> None:
+    record = _record(supervisor, state_store, try_number=1)
+    record.write_submitted("p-1", FLUX, FOX, sent_at=SENT_AT)
+    written = _stored(supervisor, record)
+    record.hand_on("p-1", FLUX, FOX, trigger_may_end_task=False)
+    assert _stored(supervisor, record) == written
+
+
+@pytest.mark.parametrize("state_store", BACKENDS)
+def test_a_wait_handed_to_a_trigger_that_may_end_the_task_is_marked_waiting_at_the_runs_clear_count(
+    supervisor: Supervisor, state_store: bool
+) -> None:
+    record = _record(supervisor, state_store, try_number=1, clear_number=4)
+    record.write_submitted("p-1", FLUX, FOX, sent_at=SENT_AT)
+    record.hand_on("p-1", FLUX, {"seed": 1, "prompt": "a fox"}, trigger_may_end_task=True)
+    if not state_store:  # a Variable left by a task that ended in the triggerer would stay forever
+        assert record.store.key not in supervisor.variables
+        assert record.read() is None
+        return
+    digest = input_digest(FLUX, [FOX])
+    waiting = {"version": 1, "model": FLUX, "digest": digest, "state": "waiting", "prediction_id": "p-1"}
+    assert _stored(supervisor, record) == {**waiting, "clear_number": 4, "seq": 1}
+    assert _record(supervisor, state_store, clear_number=4).read() == SubmitEntry(digest, 0.0, "p-1", cleared=False)
+    assert _record(supervisor, state_store, clear_number=5).read() == SubmitEntry(digest, 0.0, "p-1", cleared=True)
+
+
+state_store_only = pytest.mark.skipif(not HAS_STATE_STORE, reason="Airflow 3.3+: below, no record is left waiting")
+
+
+@state_store_only
+def test_a_retry_resumes_a_waiting_prediction(
+    supervisor: Supervisor, emulator_hook: WaveSpeedHook, wavespeed_connection: WaveSpeedEmulator
+) -> None:
+    """No clear since the hand-off: the try ended without a worker resuming its wait (it died, or never ran)."""
+    wavespeed_connection.set_duration(0)
+    prediction = emulator_hook.submit(FLUX, FOX)
+    _record(supervisor, True, try_number=1, clear_number=2).hand_on(prediction.id, FLUX, FOX, trigger_may_end_task=True)
+    resumed = resume_or_adopt(_record(supervisor, True, clear_number=2), emulator_hook, FLUX, FOX, log=LOG)
+    assert resumed is not None and (resumed.id, resumed.status) == (prediction.id, "completed")
+
+
+@state_store_only
+def test_a_clear_after_the_hand_off_submits_again_without_asking_the_api(
+    supervisor: Supervisor,
+    emulator_hook: WaveSpeedHook,
+    wavespeed_connection: WaveSpeedEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The earlier try may have ended in the triggerer with success: the clear asked to run again."""
+    wavespeed_connection.set_duration(0)
+    prediction = emulator_hook.submit(FLUX, FOX)
+    _record(supervisor, True, try_number=1, clear_number=2).hand_on(prediction.id, FLUX, FOX, trigger_may_end_task=True)
+    reads = wavespeed_connection.counters()["requests"].get("result", 0)
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        assert resume_or_adopt(_record(supervisor, True, clear_number=3), emulator_hook, FLUX, FOX, log=LOG) is None
+    assert wavespeed_connection.counters()["requests"].get("result", 0) == reads
+    assert _logged(caplog) == [
+        f"The DAG run was cleared after prediction {prediction.id} was handed to its trigger (which may have ended "
+        "the task with success): submitting again, as a clear asks"
+    ]
