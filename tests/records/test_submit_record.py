@@ -473,3 +473,20 @@ def test_a_clear_after_the_hand_off_submits_again_without_asking_the_api(
         f"The DAG run was cleared after prediction {prediction.id} was handed to its trigger (which may have ended "
         "the task with success): submitting again, as a clear asks"
     ]
+
+
+@state_store_only
+@pytest.mark.parametrize("dag_run", [None, {"clear_number": None}], ids=["no-dag-run", "no-count"])
+def test_a_run_that_gives_no_clear_count_counts_zero_as_airflow_does(
+    supervisor: Supervisor, dag_run: dict[str, Any] | None
+) -> None:
+    """Airflow's DagRun model defaults ``clear_number`` to 0: a record of a never-cleared run is no clear."""
+    from types import SimpleNamespace
+
+    first = _record(supervisor, True, try_number=1, clear_number=0)
+    first.hand_on("p-1", FLUX, FOX, trigger_may_end_task=True)
+    assert _stored(supervisor, first)["clear_number"] == 0  # the run's own count, as users read it
+    context = task_context(supervisor, TaskInstance(try_number=2), state_store=True)
+    context["dag_run"] = None if dag_run is None else SimpleNamespace(**dag_run)
+    entry = SubmitRecord(context).read()
+    assert entry is not None and (entry.prediction_id, entry.cleared) == ("p-1", False)
