@@ -79,8 +79,8 @@ class SubmitRecord:
         description = (
             f"WaveSpeed submit record of {ti.dag_id}.{ti.task_id} (map index {ti.map_index}) in run {ti.run_id}: "
             "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted "
-            "once the prediction id is handed on, written back when a wait ends without the prediction; delete "
-            "it yourself only to submit again."
+            "once the prediction is handed on for good, written back when a wait ends without the prediction; "
+            "delete it yourself only to submit again."
         )
         self.store = RecordStore(context, "wavespeed_submit", SUBMIT_RECORD_PREFIX, description)
         # How often the DAG run was cleared (Airflow counts each clear of any of its tasks): a "waiting"
@@ -173,7 +173,7 @@ class SubmitRecord:
         return SubmitEntry(str(data.get("digest")), float(data.get("sent_at") or 0), prediction_id, cleared)
 
     def delete(self) -> None:
-        """Delete the record: its prediction id is handed on."""
+        """Delete the record: its prediction is handed on for good."""
         self.store.delete()
 
 

@@ -113,7 +113,7 @@ def test_the_variable_says_whose_record_it_is(supervisor: Supervisor) -> None:
     assert supervisor.descriptions[record.store.key] == (
         "WaveSpeed submit record of records_dag.generate (map index 4) in run manual__2026-12-07T05:00:00+00:00: "
         "the prediction this task submitted, so that a retry resumes it instead of paying again. Deleted once "
-        "the prediction id is handed on, written back when a wait ends without the prediction; delete it "
+        "the prediction is handed on for good, written back when a wait ends without the prediction; delete it "
         "yourself only to submit again."
     )
     assert record.store.key.startswith("wavespeed_submit__") and record.where == record.store.where
