@@ -154,3 +154,26 @@ def serve_batch_ids(monkeypatch: Any) -> None:
         return read(**where) if value is None else value
 
     monkeypatch.setattr(batch, "read_xcom", served)
+
+
+class InMemoryTaskStateStore(dict):  # type: ignore[type-arg]
+    """Airflow 3.3's task state store accessor as far as a record uses it (``get``, ``set``, ``delete``), in
+    memory: the real one talks to a task runner's supervisor (``tests/records`` answers it for real)."""
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+def deferring_context(try_number: int = 1, max_tries: int = 0, clear_number: int = 0) -> dict[str, Any]:
+    """A task's context as far as an operator deferring outside a task run uses it: its task instance, an
+    in-memory task state store and its DAG run's clear count."""
+    from types import SimpleNamespace
+
+    ti = SimpleNamespace(
+        dag_id="d", run_id="r", task_id="submit", map_index=-1, try_number=try_number, max_tries=max_tries
+    )
+    run = SimpleNamespace(clear_number=clear_number)
+    return {"ti": ti, "task_state_store": InMemoryTaskStateStore(), "dag_run": run}

@@ -18,7 +18,7 @@ import pendulum
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG
-from airflow_helpers import dag_test, dag_xcoms, task_output, ti_states
+from airflow_helpers import dag_test, dag_xcoms, deferring_context, task_output, ti_states
 
 from airflow_provider_wavespeed._batch_record import BatchRecord
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
@@ -273,7 +273,7 @@ async def test_a_trigger_that_ends_the_submit_task_pushes_its_cost(
     operator._price_for_result(FLUX, {"prompt": "a heron", "num_images": 3})
     prediction_id = WaveSpeedHook().submit(FLUX, {"prompt": "a heron", "num_images": 3}).id
     with pytest.raises(TaskDeferred) as deferred:
-        operator._defer(None, prediction_id)
+        operator._defer(deferring_context(), prediction_id)
     trigger = deferred.value.trigger
     assert isinstance(trigger, WaveSpeedTaskTrigger)
     trigger = WaveSpeedTaskTrigger(**{**trigger.serialize()[1], "poll_interval": 0.2, "first_poll_interval": 0.05})

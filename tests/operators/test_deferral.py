@@ -15,6 +15,8 @@ try:  # Airflow 3.1+
 except ImportError:  # Airflow 3.0
     from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
+from airflow_helpers import deferring_context
+
 from airflow_provider_wavespeed.api.defaults import DEFERRAL_GRACE
 from airflow_provider_wavespeed.hooks.wavespeed import WaveSpeedHook
 from airflow_provider_wavespeed.operators.wavespeed import WaveSpeedSubmitOperator
@@ -26,25 +28,6 @@ FLUX = "wavespeed-ai/flux-dev"
 TIMEOUT = 1234.0
 
 
-class _StateStore(dict):  # type: ignore[type-arg]
-    """Airflow 3.3's task state store accessor as far as a record uses it (``get``, ``set``, ``delete``);
-    the real one talks to a task runner's supervisor."""
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self[key] = value
-
-    def delete(self, key: str) -> None:
-        self.pop(key, None)
-
-
-def _ti(try_number: int = 1, max_tries: int = 0, clear_number: int = 0) -> dict[str, Any]:
-    """A task's context as far as deferring uses it: its task instance, task state store and DAG run."""
-    ti = SimpleNamespace(
-        dag_id="d", run_id="r", task_id="submit", map_index=-1, try_number=try_number, max_tries=max_tries
-    )
-    return {"ti": ti, "task_state_store": _StateStore(), "dag_run": SimpleNamespace(clear_number=clear_number)}
-
-
 def _deferred(defer: Any) -> tuple[TaskDeferred, float, float]:
     before = time.time()
     with pytest.raises(TaskDeferred) as info:
@@ -54,7 +37,6 @@ def _deferred(defer: Any) -> tuple[TaskDeferred, float, float]:
 
 def _assert_airflow_can_send(deferred: TaskDeferred) -> None:
     """Encode the deferral as Airflow's task runner sends it to its supervisor (msgspec, Airflow's types only)."""
-    from types import SimpleNamespace
 
     from airflow.sdk.execution_time.comms import _new_encoder
     from airflow.sdk.execution_time.task_runner import _defer_task
@@ -78,7 +60,7 @@ def test_the_operator_defers_with_the_shared_deadline(capfd: pytest.CaptureFixtu
     operator = WaveSpeedSubmitOperator(
         task_id="submit", model=FLUX, inputs={"prompt": "x"}, wait_for_completion=True, timeout=TIMEOUT
     )
-    context = _ti(clear_number=3)
+    context = deferring_context(clear_number=3)
     deferred, before, after = _deferred(lambda: operator._defer(context, "abc123"))
     _assert_deadline(deferred, "abc123", before, after)
     assert deferred.kwargs == {"prediction_id": "abc123"}
@@ -117,14 +99,14 @@ ENDS = {"end_from_trigger": True}  # failures resume the worker: nothing about t
     ("kwargs", "context", "expected"),
     [
         # Whatever the try: a completed prediction ends the task in the triggerer.
-        ({"retries": 2}, _ti(1, 2), ENDS),
-        ({"retries": 2}, _ti(3, 2), ENDS),
-        ({"retries": 0}, _ti(), ENDS),
+        ({"retries": 2}, deferring_context(1, 2), ENDS),
+        ({"retries": 2}, deferring_context(3, 2), ENDS),
+        ({"retries": 0}, deferring_context(), ENDS),
         # The worker has work left: storing outputs, submitting again; or the user said no.
-        ({"output_path": "/tmp/out"}, _ti(), {"end_from_trigger": False}),
-        ({"resubmit_on_server_failure": 1}, _ti(), {"end_from_trigger": False}),
-        ({"end_from_trigger": False}, _ti(), {"end_from_trigger": False}),
-        ({"do_xcom_push": False}, _ti(), {"end_from_trigger": False}),
+        ({"output_path": "/tmp/out"}, deferring_context(), {"end_from_trigger": False}),
+        ({"resubmit_on_server_failure": 1}, deferring_context(), {"end_from_trigger": False}),
+        ({"end_from_trigger": False}, deferring_context(), {"end_from_trigger": False}),
+        ({"do_xcom_push": False}, deferring_context(), {"end_from_trigger": False}),
     ],
 )
 def test_the_operator_lets_its_trigger_end_it_when_the_worker_has_nothing_left(
@@ -168,7 +150,7 @@ def test_with_listeners_a_dag_of_these_tasks_still_loads_and_their_waits_resume_
     bag.bag_dag(dag)
     assert "wavespeed_with_listeners" in bag.dags
     # Listeners hear nothing of a task ended in the triggerer: the worker resumes and ends it.
-    deferred, _, _ = _deferred(lambda: _submit_operator()._defer(_ti(), "abc123"))
+    deferred, _, _ = _deferred(lambda: _submit_operator()._defer(deferring_context(), "abc123"))
     assert deferred.trigger.end_from_trigger is False
 
 
@@ -176,7 +158,7 @@ def test_an_operator_with_outlets_resumes_its_worker_for_the_asset_events() -> N
     from airflow.sdk import Asset
 
     operator = _submit_operator(outlets=[Asset("s3://bucket/generated")])
-    deferred, _, _ = _deferred(lambda: operator._defer(_ti(), "abc123"))
+    deferred, _, _ = _deferred(lambda: operator._defer(deferring_context(), "abc123"))
     assert deferred.trigger.end_from_trigger is False  # a task ended by its trigger emits no asset events
 
 
@@ -185,7 +167,7 @@ def test_the_sensor_lets_its_trigger_end_it(wavespeed_connection: WaveSpeedEmula
     wavespeed_connection.hold()
     prediction_id = WaveSpeedHook().submit(FLUX, {"prompt": "x"}).id
     sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=prediction_id, retries=0, **kwargs)
-    deferred, _, _ = _deferred(lambda: sensor.execute(_ti(1, 0)))
+    deferred, _, _ = _deferred(lambda: sensor.execute(deferring_context(1, 0)))
     assert _end_options(deferred.trigger) == ENDS  # its failures (soft_fail, never_fail) are the worker's
     _assert_airflow_can_send(deferred)
 
@@ -194,5 +176,5 @@ def test_a_sensor_that_stores_outputs_resumes_its_worker(wavespeed_connection: W
     wavespeed_connection.hold()
     prediction_id = WaveSpeedHook().submit(FLUX, {"prompt": "x"}).id
     sensor = WaveSpeedTaskSensor(task_id="wait", prediction_id=prediction_id, output_path="/tmp/out")
-    deferred, _, _ = _deferred(lambda: sensor.execute(_ti(1, 2)))
+    deferred, _, _ = _deferred(lambda: sensor.execute(deferring_context(1, 2)))
     assert deferred.trigger.end_from_trigger is False
