@@ -67,8 +67,10 @@ def test_worker_killed_between_the_answer_and_xcom_the_retry_resumes_the_same_pr
     assert value["id"] == created["id"] and value["status"] == "completed"
     assert f"Resuming WaveSpeed prediction {created['id']}" in log
     assert control.prediction_state(created["id"])["status"] == "completed"
-    # Handed on to the trigger: the record is gone (a later clear submits anew).
-    assert task_record(deployment, KILL_DAG, run_id, "submit", "wavespeed_submit") is None
+    # Ended in the triggerer: the record stays, marked "waiting" at the run's clear count, so a later
+    # clear submits anew (test_deployment_9_trigger_crash clears one).
+    kept = task_record(deployment, KILL_DAG, run_id, "submit", "wavespeed_submit")
+    assert kept is not None and (kept["state"], kept["prediction_id"]) == ("waiting", created["id"]), kept
 
 
 def test_a_dropped_submit_answer_is_adopted_from_the_history(deployment: Deployment) -> None:
@@ -92,4 +94,5 @@ def test_a_dropped_submit_answer_is_adopted_from_the_history(deployment: Deploym
     assert f"Adopted WaveSpeed prediction {created['id']} from the history" in log
     value = deployment.airflow.xcom(DROPPED_DAG, run_id, "submit")
     assert value["id"] == created["id"] and value["status"] == "completed"
-    assert task_record(deployment, DROPPED_DAG, run_id, "submit", "wavespeed_submit") is None
+    kept = task_record(deployment, DROPPED_DAG, run_id, "submit", "wavespeed_submit")
+    assert kept is not None and (kept["state"], kept["prediction_id"]) == ("waiting", created["id"]), kept
