@@ -7,7 +7,9 @@ against the emulator at an account tier's preset (``--tier``): ``silver`` (500 s
 running at once) through a connection with the shipped defaults, or ``gold`` (3,000 and 3,000)
 through a connection with the extra ``account_tier: gold``, what a Gold user sets; at Gold the batch
 tasks also write their full result to a file (``manifest_path``, where the operator has it) and keep
-a small summary in XCom. Only the DAGs of the designs asked for are built. Designs (``--designs``):
+a small summary in XCom. Only the DAGs of the designs asked for are built. The components import
+this provider from the checkout, compiled to bytecode first as an installed package is
+(:func:`compile_sources`), whatever the calling environment's ``PYTHONDONTWRITEBYTECODE``. Designs (``--designs``):
 
 - ``mapped-sensor``: a mapped task group per generation, submit + deferrable ``WaveSpeedTaskSensor``;
 - ``mapped-waiting-submit``: a mapped ``WaveSpeedSubmitOperator(wait_for_completion=True)``;
@@ -190,6 +192,19 @@ def _component_cpu(stack: AirflowStack, emulator: psutil.Process) -> dict[str, f
 
 def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
+
+
+def compile_sources() -> None:
+    """Compile the repository's modules to bytecode, as ``pip install`` does for an installed package.
+
+    The deployment imports this provider from the checkout (``PYTHONPATH``): without bytecode every
+    task process and every parse of a DAG file would compile its modules from source first (~0.05 s
+    of CPU each), which Airflow's own modules (installed, compiled) do not pay, nor would a user's.
+    """
+    import compileall
+
+    for folder in ("airflow_provider_wavespeed", "benchmarks"):
+        compileall.compile_dir(REPO / folder, quiet=1)
 
 
 def connection_extra(tier: str) -> dict[str, str]:
@@ -507,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
             "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, n)),
             # The loop-lag probe's trigger is imported by the triggerer from benchmarks/ (and its DAG too).
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+            # Bytecode as an installed package has it (see compile_sources): an environment that turns
+            # it off would have every task process compile this provider's modules from source.
+            "PYTHONDONTWRITEBYTECODE": "",
         }
+        compile_sources()
         if results["manifests"]:
             (work / "manifests").mkdir(parents=True, exist_ok=True)
             env["WAVESPEED_THROUGHPUT_MANIFESTS"] = str(work / "manifests")
