@@ -493,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         # At Gold the batch tasks write their full result to a file (a small XCom at 10,000 inputs),
         # where the operator has the parameter.
         "manifests": args.tier == "gold" and "manifest_path" in WaveSpeedBatchOperator.template_fields,
+        "bytecode": True,  # compile_sources(): the provider's modules as an installed package has them
         "designs": [],
     }
     print(f"Machine: {results['machine']}", flush=True)

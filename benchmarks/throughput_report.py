@@ -204,7 +204,13 @@ def run_block(results: dict[str, Any]) -> str:
         f"{_f(results.get('stack_start_s'))} s; one DAG run at a time. The emulator at the {name} preset "
         f"({_f(tier.get('starts_per_minute'))} generations started per minute, {_f(tier.get('concurrency'))} "
         f"running at once), {results['duration_s']:g} s predictions; {_connection(results)}; every operator "
-        f"with its defaults (poll interval, deferrable){_manifests(results)}.",
+        f"with its defaults (poll interval, deferrable){_manifests(results)}"
+        + (
+            "; this provider imported from the checkout compiled to bytecode, as installed"
+            if results.get("bytecode")
+            else ""
+        )
+        + ".",
         "",
         "| Tier | Design | N | Run | Wall time (s) | Limit (s) | Ratio | Floor ratio | Limit if bursts (s) | Most "
         "starts in any 60 s (tier's starts/min) | 429s | Triggerer loop lag max / p99 (ms) | Metadata DB bytes "
