@@ -75,9 +75,10 @@ def execution_api_calls(log: str, *, dag_id: str, run_id: str, ti_ids: Iterable[
         path = found.group("path")
         if not path.startswith("/execution/"):
             continue
-        kind = path
+        kind = path + "/"  # so that a path ending in the run's ids matches too
         for part in run_parts:
             kind = kind.replace(part, "/{run}/")
+        kind = kind[:-1]
         query = parse_qsl(found.group("query").strip("'"))
         mine = kind != path or any(name in ("run_id", "run_ids") and value == run_id for name, value in query)
         for uuid in _UUID.findall(path):

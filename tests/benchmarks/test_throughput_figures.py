@@ -73,6 +73,7 @@ def test_execution_api_calls_of_one_run_by_kind_from_the_access_log() -> None:
             _access("PUT", f"/execution/store/ti/{TI_B}/wavespeed_submit"),
             _access("POST", f"/execution/xcoms/dag_a/{RUN}/generation.generate/prediction_id", "'map_index=3'"),
             _access("GET", "/execution/task-instances/count", f"'dag_id=dag_a&task_ids=generation.wait&run_ids={RUN}'"),
+            _access("GET", f"/execution/dag-runs/dag_a/{RUN}"),
             # Not this run's: another task instance, another run of the DAG, the REST API, a run id's prefix.
             _access("PUT", f"/execution/task-instances/{TI_OTHER}/heartbeat"),
             _access("POST", "/execution/xcoms/dag_a/manual__other/generation.generate/prediction_id"),
@@ -88,6 +89,7 @@ def test_execution_api_calls_of_one_run_by_kind_from_the_access_log() -> None:
         "PUT /execution/store/ti/{ti}/wavespeed_submit": 1,
         "POST /execution/xcoms/{run}/generation.generate/prediction_id": 1,
         "GET /execution/task-instances/count": 1,
+        "GET /execution/dag-runs/{run}": 1,
     }
 
 
