@@ -7,6 +7,7 @@ import ast
 import asyncio
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,10 @@ def test_each_mapped_design_has_a_floor_of_its_shape_built_from_the_same_inputs(
     assert type(wait).__name__ == "FloorWaitOperator" and wait.seconds == 12.5
     waiting = bag.dags[FLOORS["floor-waiting-submit"].dag_id].get_task("generate")
     assert waiting.partial_kwargs["seconds"] == 12.5
+    # The retries WaveSpeedTaskSensor takes by default (Airflow may fail a task resumed at once, #72716).
+    sensor = bag.dags[DESIGNS["mapped-sensor"].dag_id].get_task("generation.wait")
+    assert (wait.retries, wait.retry_delay) == (sensor.retries, sensor.retry_delay) == (2, timedelta(seconds=30))
+    assert (waiting.partial_kwargs["retries"], waiting.partial_kwargs["retry_delay"]) == (2, timedelta(seconds=30))
 
 
 def test_the_floor_file_imports_no_wavespeed_code() -> None:

@@ -13,6 +13,10 @@ importing our modules.
 - ``wavespeed_throughput_floor_waiting_submit`` (beside ``wavespeed_throughput_waiting_submit``): one
   mapped :class:`FloorWaitOperator` per generation.
 
+Each wait has the retries ``WaveSpeedTaskSensor`` takes by default (2, 30 s apart): Airflow's scheduler
+may fail a task resumed within seconds of its deferral (apache/airflow#72716; short waits on a busy
+machine, e.g. ``--smoke``'s 5 s), which a retry covers, for the floor as for the sensor.
+
 N and ``WAVESPEED_THROUGHPUT_DAGS`` as in ``wavespeed_throughput.py``; input ``i`` is the same
 ``{"prompt": "throughput image <i>"}``.
 """
@@ -31,6 +35,7 @@ N = int(os.environ.get("WAVESPEED_THROUGHPUT_N", "1000"))
 DURATION = float(os.environ.get("WAVESPEED_THROUGHPUT_DURATION", "20"))
 WANTED = {name.strip() for name in os.environ.get("WAVESPEED_THROUGHPUT_DAGS", "").split(",") if name.strip()}
 INPUTS = [{"prompt": f"throughput image {index}"} for index in range(N)]
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=30)}  # as WaveSpeedTaskSensor's default
 DAG_ARGS = {  # as wavespeed_throughput.py's
     "schedule": None,
     "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -73,10 +78,10 @@ if not WANTED or "wavespeed_throughput_floor_sensor" in WANTED:
 
         @task_group(group_id="generation")
         def generation(inputs: dict[str, str]) -> None:
-            FloorWaitOperator(task_id="wait", seconds=DURATION, prediction_id=generate(inputs))  # type: ignore[arg-type]
+            FloorWaitOperator(task_id="wait", seconds=DURATION, prediction_id=generate(inputs), **RETRIES)  # type: ignore[arg-type]
 
         generation.expand(inputs=INPUTS)
 
 if not WANTED or "wavespeed_throughput_floor_waiting_submit" in WANTED:
     with DAG(dag_id="wavespeed_throughput_floor_waiting_submit", **DAG_ARGS):  # type: ignore[arg-type]
-        FloorWaitOperator.partial(task_id="generate", seconds=DURATION).expand(inputs=INPUTS)
+        FloorWaitOperator.partial(task_id="generate", seconds=DURATION, **RETRIES).expand(inputs=INPUTS)
