@@ -52,7 +52,8 @@ not that design's alone.
 temporary copy of ``docs/benchmarks.md``; nothing is asserted about the figures. The floors wait
 :data:`SMOKE_FLOOR_WAIT` s there: Airflow's scheduler fails a task resumed within seconds of its
 deferral (apache/airflow#72716), and with 5 s waits on a busy 2-core machine it did so to some floor
-waits three tries in a row (ours end their waits in the triggerer, which that race does not reach).
+waits three tries in a row (ours end their waits in the triggerer, which that race does not reach);
+so a smoke run's floor ratios mean nothing.
 """
 
 from __future__ import annotations
