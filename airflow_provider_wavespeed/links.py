@@ -45,8 +45,8 @@ class _StoredLink(BaseOperatorLink):
     def persist(cls, context: Any, *, now: bool = True, **fields: str) -> str:
         """Keep the URL for the task runner, which stores it in XCom as this run ends; ``now``: in XCom at once too.
 
-        ``now`` lets the UI show it while the run goes on; for a run about to end (or defer) it is
-        one more execution-API call per link (issue 34).
+        ``now`` lets the UI show it while the run goes on; for a run about to end (or defer) it would
+        be one more execution-API call per link.
         """
         url = cls.url_template.format(**fields)
         if now:
