@@ -55,9 +55,11 @@ def _record(dag_run: Any) -> dict[str, Any] | None:
     return task_record(dag_run, "submit", "wavespeed_submit", SUBMIT_RECORD_PREFIX)
 
 
-def _submit(**kwargs: Any) -> WaveSpeedSubmitOperator:
+def _submit(
+    operator: type[WaveSpeedSubmitOperator] = WaveSpeedSubmitOperator, **kwargs: Any
+) -> WaveSpeedSubmitOperator:
     options: dict[str, Any] = {"wait_for_completion": True, "deferrable": True, "poll_interval": 0.2}
-    return WaveSpeedSubmitOperator(task_id="submit", model=FLUX, inputs=INPUTS, **{**options, **kwargs})
+    return operator(task_id="submit", model=FLUX, inputs=INPUTS, **{**options, **kwargs})
 
 
 @pytest.fixture
@@ -135,16 +137,7 @@ def test_a_wait_whose_resuming_worker_dies_is_resumed_by_the_retry(
     """The record outlives the hand-off to the trigger: whatever ends the try after it, the retry pays nothing."""
     with _dag(request) as dag:
         # The crash (a poll nested too deep) makes the trigger's event an error: the worker must resume.
-        _ResumeDies(
-            task_id="submit",
-            model=FLUX,
-            inputs=INPUTS,
-            wait_for_completion=True,
-            poll_interval=0.2,
-            end_from_trigger=trigger_ends,
-            retries=1,
-            retry_delay=timedelta(0),
-        )
+        _submit(_ResumeDies, end_from_trigger=trigger_ends, retries=1, retry_delay=timedelta(0))
     dag_run = dag_test(dag)
     log = task_output(capfd)
     assert ti_states(dag_run) == {("submit", -1): "success"}, log[-3000:]

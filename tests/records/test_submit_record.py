@@ -442,14 +442,20 @@ def test_a_wait_handed_to_a_trigger_that_may_end_the_task_is_marked_waiting_at_t
 state_store_only = pytest.mark.skipif(not HAS_STATE_STORE, reason="Airflow 3.3+: below, no record is left waiting")
 
 
+def _completed_and_handed_on(supervisor: Supervisor, hook: WaveSpeedHook, emulator: WaveSpeedEmulator) -> Prediction:
+    """A completed prediction that try 1 handed to a trigger that may end the task, in a run cleared twice."""
+    emulator.set_duration(0)
+    prediction = hook.submit(FLUX, FOX)
+    _record(supervisor, True, try_number=1, clear_number=2).hand_on(prediction.id, FLUX, FOX, trigger_may_end_task=True)
+    return prediction
+
+
 @state_store_only
 def test_a_retry_resumes_a_waiting_prediction(
     supervisor: Supervisor, emulator_hook: WaveSpeedHook, wavespeed_connection: WaveSpeedEmulator
 ) -> None:
     """No clear since the hand-off: the try ended without a worker resuming its wait (it died, or never ran)."""
-    wavespeed_connection.set_duration(0)
-    prediction = emulator_hook.submit(FLUX, FOX)
-    _record(supervisor, True, try_number=1, clear_number=2).hand_on(prediction.id, FLUX, FOX, trigger_may_end_task=True)
+    prediction = _completed_and_handed_on(supervisor, emulator_hook, wavespeed_connection)
     resumed = resume_or_adopt(_record(supervisor, True, clear_number=2), emulator_hook, FLUX, FOX, log=LOG)
     assert resumed is not None and (resumed.id, resumed.status) == (prediction.id, "completed")
 
@@ -462,9 +468,7 @@ def test_a_clear_after_the_hand_off_submits_again_without_asking_the_api(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The earlier try may have ended in the triggerer with success: the clear asked to run again."""
-    wavespeed_connection.set_duration(0)
-    prediction = emulator_hook.submit(FLUX, FOX)
-    _record(supervisor, True, try_number=1, clear_number=2).hand_on(prediction.id, FLUX, FOX, trigger_may_end_task=True)
+    prediction = _completed_and_handed_on(supervisor, emulator_hook, wavespeed_connection)
     reads = wavespeed_connection.counters()["requests"].get("result", 0)
     with caplog.at_level(logging.INFO, logger=LOG.name):
         assert resume_or_adopt(_record(supervisor, True, clear_number=3), emulator_hook, FLUX, FOX, log=LOG) is None
