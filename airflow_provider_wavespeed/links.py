@@ -30,20 +30,27 @@ class _StoredLink(BaseOperatorLink):
     Airflow's API server reads links from XCom, and what the URL names (the model, the
     prediction) is known only when the task runs: the model id may be templated.
 
-    ``get_link`` is called by the task runner as the task ends, and what it returns is stored
-    again under the same key. A run that started the task (:func:`start_links` in ``execute``)
+    ``get_link`` is called by the task runner as every run of the task ends (a deferral too), and
+    what it returns is stored under the link's key: that is where the URL reaches XCom, one push
+    per run, unless the task stores it at once as well (``now``: a run that goes on in the worker
+    for long, e.g. a wait there). A run that started the task (:func:`start_links` in ``execute``)
     answers from memory, what it persisted: a task that fails before it submits then does not ask
     for an XCom that does not exist (Airflow logs that at error level). A run that resumes after a
-    deferral reads back what the run before it persisted.
+    deferral reads back what the run before it stored.
     """
 
     url_template: str
 
     @classmethod
-    def persist(cls, context: Any, **fields: str) -> str:
-        """Store the URL in XCom now (the UI shows it while the task still runs), and in memory."""
+    def persist(cls, context: Any, *, now: bool = True, **fields: str) -> str:
+        """Keep the URL for the task runner, which stores it in XCom as this run ends; ``now``: in XCom at once too.
+
+        ``now`` lets the UI show it while the run goes on; for a run about to end (or defer) it would
+        be one more execution-API call per link.
+        """
         url = cls.url_template.format(**fields)
-        context["ti"].xcom_push(key=cls().xcom_key, value=url)
+        if now:
+            context["ti"].xcom_push(key=cls().xcom_key, value=url)
         # The task instance's task: the object the task runner asks at the end (on Airflow 3.0 context["task"]
         # is another copy of it).
         context["ti"].task.__dict__.setdefault(_REMEMBERED, {})[cls().xcom_key] = url

@@ -7,29 +7,53 @@ against the emulator at an account tier's preset (``--tier``): ``silver`` (500 s
 running at once) through a connection with the shipped defaults, or ``gold`` (3,000 and 3,000)
 through a connection with the extra ``account_tier: gold``, what a Gold user sets; at Gold the batch
 tasks also write their full result to a file (``manifest_path``, where the operator has it) and keep
-a small summary in XCom. Only the DAGs of the designs asked for are built. Designs (``--designs``):
+a small summary in XCom. Only the DAGs of the designs asked for are built. The components import
+this provider from the checkout, compiled to bytecode first as an installed package is
+(:func:`compile_sources`), whatever the calling environment's ``PYTHONDONTWRITEBYTECODE``. Designs (``--designs``):
 
 - ``mapped-sensor``: a mapped task group per generation, submit + deferrable ``WaveSpeedTaskSensor``;
 - ``mapped-waiting-submit``: a mapped ``WaveSpeedSubmitOperator(wait_for_completion=True)``;
 - ``batch-10-tasks``: ``WaveSpeedBatchOperator`` mapped over 10 slices of the inputs;
-- ``batch-1-task``: one ``WaveSpeedBatchOperator`` for every input.
+- ``batch-1-task``: one ``WaveSpeedBatchOperator`` for every input;
+- ``floor-sensor`` and ``floor-waiting-submit``: Airflow's floor for the two mapped designs, the
+  same shapes with no WaveSpeed code (``benchmarks/dags/throughput/airflow_floor.py``): an ``@task``
+  returning a string then an operator deferring to Airflow's ``DateTimeTrigger`` for the prediction
+  time and resuming in a worker; or that operator alone, mapped.
 
 Per design: the wall time from the DAG run's start to its end (Airflow's ``start_date`` and
 ``end_date``); the **limit** from the emulator's own rules (:func:`limit_seconds`, with the tier
-the running emulator reports); their ratio; worker runs and worker-slot seconds per generation
-(task logs, :func:`benchmarks.airflow_run.worker_runs`); API requests per generation (the
-emulator's counters); the most submissions accepted in any 60 s and the 429s; CPU seconds of the
-scheduler, the triggerer and the task processes; the triggerer's event-loop lag (max, p99: a probe
-trigger in the real triggerer, :mod:`benchmarks.loop_probe`); metadata database bytes written per
-generation (PostgreSQL WAL; :mod:`benchmarks.throughput_figures`); every task's final state; and
-that every input got exactly one prediction (the emulator's submission log). One line per design,
+the running emulator reports); their ratio; for a mapped design whose floor ran in the same run,
+its wall time over the floor's (**floor ratio**, the figure issue 34 asks to keep <= 1); worker
+runs and worker-slot seconds per generation (task logs, :func:`benchmarks.airflow_run.worker_runs`);
+API requests per generation (the emulator's counters); the api-server's execution-API requests per
+generation, by kind (its access log, :func:`benchmarks.throughput_figures.execution_api_calls`: every
+request of the run's tasks and triggers); the most submissions accepted in any 60 s and the 429s;
+CPU seconds of the scheduler, the dag-processor, the api-server, the triggerer and the task
+processes; the triggerer's event-loop lag (max, p99: a probe trigger in the real triggerer,
+:mod:`benchmarks.loop_probe`); metadata database bytes written per generation (PostgreSQL WAL;
+:mod:`benchmarks.throughput_figures`); every task's final state; and that every input got exactly
+one prediction (the emulator's submission log). One line per design,
 ``throughput <design>: <N> generations in <wall> s (limit <limit> s, ratio <x>); ...``; the run's
 block goes into ``docs/benchmarks.md`` between the throughput markers, replacing the rows of the
 same tier and designs only (:func:`benchmarks.throughput_report.splice_throughput`), the rest of
 the file untouched. Exit code 1 when a design's run did not succeed.
 
+A floor design submits nothing, so no tier rule bounds it: its limit and ratio are ``-`` and its
+check is that the emulator got no submission at all. Its wall time is the bound that matters for
+the design beside it, the least Airflow itself takes for that shape at this N on this machine: the
+mapped designs' own limit (44 s at N = 200 on Silver) is far below what Airflow's scheduling of 2N
+mapped task instances on 8 slots allows (the floors take minutes), so their limit ratio cannot say
+whether our code or Airflow is slow; the floor ratio can. Compare a pair only under a similar
+**other load** (its column): the machine's other work slows either. The dag-processor parses every
+DAG file of the folder throughout the run, the floor's and ours, so its CPU in one design's run is
+not that design's alone.
+
 ``--smoke``: N = 50, 5 s predictions, every design in one deployment, the report written to a
-temporary copy of ``docs/benchmarks.md``; nothing is asserted about the figures.
+temporary copy of ``docs/benchmarks.md``; nothing is asserted about the figures. The floors wait
+:data:`SMOKE_FLOOR_WAIT` s there: Airflow's scheduler fails a task resumed within seconds of its
+deferral (apache/airflow#72716), and with 5 s waits on a busy 2-core machine it did so to some floor
+waits three tries in a row (ours end their waits in the triggerer, which that race does not reach);
+so a smoke run's floor ratios mean nothing.
 """
 
 from __future__ import annotations
@@ -57,7 +81,14 @@ from airflow_provider_wavespeed.operators.batch import WaveSpeedBatchOperator
 from airflow_provider_wavespeed.testing import EmulatorControl, EmulatorProcess
 from benchmarks import machine, throughput_report
 from benchmarks.airflow_run import _stack_cpu, _ts, worker_runs
-from benchmarks.throughput_figures import LoopProbe, current_lsn, most_in_60s, per_generation, wal_bytes
+from benchmarks.throughput_figures import (
+    LoopProbe,
+    current_lsn,
+    execution_api_calls,
+    most_in_60s,
+    per_generation,
+    wal_bytes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -73,19 +104,36 @@ PROMPT = "throughput image {}"  # as in the DAGs: the emulator's log maps each s
 class Design:
     dag_id: str
     what: str
+    floor: str | None = None  # the floor design of the same shape (no WaveSpeed code)
+    submits: bool = True  # a floor submits nothing
 
 
 DESIGNS = {
-    "mapped-sensor": Design("wavespeed_throughput_sensor", "mapped submit + deferrable `WaveSpeedTaskSensor`"),
+    "mapped-sensor": Design(
+        "wavespeed_throughput_sensor", "mapped submit + deferrable `WaveSpeedTaskSensor`", floor="floor-sensor"
+    ),
     "mapped-waiting-submit": Design(
-        "wavespeed_throughput_waiting_submit", "mapped `WaveSpeedSubmitOperator(wait_for_completion=True)`"
+        "wavespeed_throughput_waiting_submit",
+        "mapped `WaveSpeedSubmitOperator(wait_for_completion=True)`",
+        floor="floor-waiting-submit",
     ),
     "batch-10-tasks": Design("wavespeed_throughput_batch_10", "`WaveSpeedBatchOperator` mapped over 10 slices"),
     "batch-1-task": Design("wavespeed_throughput_batch_1", "one `WaveSpeedBatchOperator`"),
+    "floor-sensor": Design(
+        "wavespeed_throughput_floor_sensor",
+        "Airflow's floor: mapped `@task` + operator deferring to `DateTimeTrigger`, resumed in a worker",
+        submits=False,
+    ),
+    "floor-waiting-submit": Design(
+        "wavespeed_throughput_floor_waiting_submit",
+        "Airflow's floor: mapped operator deferring to `DateTimeTrigger`, resumed in a worker",
+        submits=False,
+    ),
 }
 # 8 worker slots on 2 cores, as the fan-out benchmark (benchmarks/run.py): more concurrent task
 # processes stretch every run's start-up (DAG parse 0.2 s -> 2 s) instead of adding throughput.
 PARALLELISM = 8
+SMOKE_FLOOR_WAIT = 20.0  # see the module docstring
 
 
 def limit_seconds(
@@ -153,14 +201,32 @@ def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
 
 
+def compile_sources() -> None:
+    """Compile the repository's modules to bytecode, as ``pip install`` does for an installed package.
+
+    The deployment imports this provider from the checkout (``PYTHONPATH``): without bytecode every
+    task process and every parse of a DAG file would compile its modules from source first (~0.05 s
+    of CPU each), which Airflow's own modules (installed, compiled) do not pay, nor would a user's.
+    """
+    import compileall
+
+    for folder in ("airflow_provider_wavespeed", "benchmarks"):
+        compileall.compile_dir(REPO / folder, quiet=1)
+
+
 def connection_extra(tier: str) -> dict[str, str]:
     """The connection's extra at ``tier``: Silver the shipped defaults (no tier: the Silver rate),
     Gold ``account_tier: gold``, as a Gold user sets it."""
     return {} if tier == "silver" else {"account_tier": tier}
 
 
-def _one_prediction_each(submissions: list[dict[str, Any]], n: int) -> dict[str, Any]:
-    """How many predictions each input got, from the emulator's submission log (since its reset)."""
+def _one_prediction_each(submissions: list[dict[str, Any]], n: int, *, expected: bool = True) -> dict[str, Any]:
+    """How many predictions each input got, from the emulator's submission log (since its reset).
+
+    ``expected=False`` (a floor design): none should have any; ``ok`` when the log is empty.
+    """
+    if not expected:
+        return {"ok": not submissions, "expected": False, "submissions": len(submissions)}
     per_input: Counter[int] = Counter()
     others = 0
     for entry in submissions:
@@ -200,6 +266,7 @@ def run_design(
     with ``cluster`` (PostgreSQL) the WAL written meanwhile is counted."""
     design = DESIGNS[name]
     result: dict[str, Any] = {"design": name, "dag_id": design.dag_id, "what": design.what, "n": n, "state": "not run"}
+    result.update(is_floor=not design.submits, floor=design.floor)
     probe = None
     try:
         control.reset()  # the tier's windows and queue, the counters, the submission log: this design's only
@@ -209,8 +276,9 @@ def run_design(
             "starts_per_minute": tier.get("starts_per_minute"),
             "concurrency": tier.get("concurrency"),
         }
-        result["limit_s"] = round(limit_seconds(n, **limits, duration=duration), 2)
-        result["burst_limit_s"] = round(limit_seconds(n, **limits, duration=duration, burst=True), 2)
+        if design.submits:  # a floor submits nothing: no tier rule bounds it
+            result["limit_s"] = round(limit_seconds(n, **limits, duration=duration), 2)
+            result["burst_limit_s"] = round(limit_seconds(n, **limits, duration=duration, burst=True), 2)
         stack.wait_for_dag(design.dag_id)
         if probe_dir is not None:
             try:
@@ -250,12 +318,24 @@ def run_design(
         run = stack.api("GET", f"dags/{design.dag_id}/dagRuns/{run_id}")
         begin, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
         result["wall_s"] = round(end - begin, 1) if begin and end else None
-        if state == "success" and result["wall_s"] and result["limit_s"]:  # a failed run's time is no figure
+        if state == "success" and result["wall_s"] and result.get("limit_s"):  # a failed run's time is no figure
             result["ratio"] = round(result["wall_s"] / result["limit_s"], 2)
         states: dict[str, Counter[str]] = {}
-        for ti in stack.task_instances(design.dag_id, run_id):
+        task_instances = stack.task_instances(design.dag_id, run_id)
+        for ti in task_instances:
             states.setdefault(ti["task_id"], Counter())[str(ti["state"])] += 1
         result["task_states"] = {task: dict(counts) for task, counts in states.items()}
+        calls = execution_api_calls(
+            (stack.log_dir / "api-server.log").read_text(errors="replace"),
+            dag_id=design.dag_id,
+            run_id=run_id,
+            ti_ids={str(ti["id"]) for ti in task_instances if ti.get("id")},
+        )
+        result["execution_api_calls"] = sum(calls.values())
+        result["execution_api_calls_per_generation"] = round(sum(calls.values()) / n, 2)
+        result["execution_api_calls_by_kind"] = {
+            kind: round(count / n, 2) for kind, count in sorted(calls.items(), key=lambda item: -item[1])
+        }
         runs = worker_runs(stack.home, design.dag_id, run_id)
         spans = [span for per_task in runs.values() for span in per_task]
         result["worker_runs"] = len(spans)
@@ -270,7 +350,7 @@ def run_design(
         result["tier_counts"] = {key: (counters["tier"] or {}).get(key) for key in ("queued_total", "max_queued")}
         submissions = control.submissions()
         result["most_in_60s"] = most_in_60s(submissions)
-        result["predictions"] = _one_prediction_each(submissions, n)
+        result["predictions"] = _one_prediction_each(submissions, n, expected=design.submits)
         if probe_dir is not None and (probe_dir.parent.parent / "manifests").is_dir():
             result["manifests_written"] = len(list((probe_dir.parent.parent / "manifests").glob(f"{run_id}-*.json")))
     except Exception as exc:  # the other designs still run; the report says what went wrong here
@@ -286,7 +366,7 @@ def run_design(
 
 
 def succeeded(result: dict[str, Any]) -> bool:
-    """The run succeeded, every task instance too, and every input got exactly one prediction."""
+    """The run succeeded, every task instance too, and every input got exactly one prediction (a floor: none)."""
     return (
         result.get("state") == "success"
         and not result.get("error")
@@ -295,15 +375,39 @@ def succeeded(result: dict[str, Any]) -> bool:
     )
 
 
+def add_floor_ratios(designs: list[dict[str, Any]]) -> None:
+    """Set ``floor_ratio`` (wall time / the floor's) on each design whose floor succeeded in the same run."""
+    walls = {r["design"]: r.get("wall_s") for r in designs if succeeded(r)}
+    for r in designs:
+        floor = DESIGNS[r["design"]].floor if r["design"] in DESIGNS else None
+        if floor and walls.get(floor) and r["design"] in walls and r.get("wall_s"):
+            r["floor_ratio"] = round(r["wall_s"] / walls[floor], 2)
+
+
 def _num(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+CPU_COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer", "tasks")
+
+
+def _cpu(cpu: dict[str, float] | None) -> str:
+    return (
+        " / ".join(_num((cpu or {}).get(name), ".1f") for name in CPU_COMPONENTS)
+        + " ("
+        + "/".join(CPU_COMPONENTS)
+        + ")"
+    )
 
 
 def line(result: dict[str, Any]) -> str:
     lag, tier = result.get("loop_lag") or {}, result.get("tier") or {}
     text = (
         f"throughput {result['design']}: {result['n']} generations in {_num(result.get('wall_s'), '.1f')} s "
-        f"(limit {_num(result.get('limit_s'), '.1f')} s, ratio {_num(result.get('ratio'), '.2f')}); "
+        f"(limit {_num(result.get('limit_s'), '.1f')} s, ratio {_num(result.get('ratio'), '.2f')}, "
+        f"floor ratio {_num(result.get('floor_ratio'), '.2f')}); "
+        f"execution API {_num(result.get('execution_api_calls_per_generation'), '.2f')} calls/generation, "
+        f"CPU s {_cpu(result.get('cpu_s'))}; "
         f"loop lag max {_num(lag.get('max_ms'), '.0f')} ms, "
         f"WAL {_num(result.get('wal_bytes_per_generation'), ',.0f')} B/generation, "
         f"most in 60 s {_num(result.get('most_in_60s'), 'd')}/{_num(tier.get('starts_per_minute'), 'd')}, "
@@ -396,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         # At Gold the batch tasks write their full result to a file (a small XCom at 10,000 inputs),
         # where the operator has the parameter.
         "manifests": args.tier == "gold" and "manifest_path" in WaveSpeedBatchOperator.template_fields,
+        "bytecode": True,  # compile_sources(): the provider's modules as an installed package has them
         "designs": [],
     }
     print(f"Machine: {results['machine']}", flush=True)
@@ -419,12 +524,18 @@ def main(argv: list[str] | None = None) -> int:
             "AIRFLOW_CONN_WAVESPEED_DEFAULT": json.dumps(connection),
             "WAVESPEED_API_KEY": "",  # only the connection supplies a key
             "WAVESPEED_THROUGHPUT_N": str(n),
+            # The floor designs' wait.
+            "WAVESPEED_THROUGHPUT_DURATION": str(max(duration, SMOKE_FLOOR_WAIT) if args.smoke else duration),
             "WAVESPEED_THROUGHPUT_DAGS": ",".join(DESIGNS[name].dag_id for name in args.designs),
             "AIRFLOW__TRIGGERER__CAPACITY": str(max(1000, n)),
             "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, n)),
             # The loop-lag probe's trigger is imported by the triggerer from benchmarks/ (and its DAG too).
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+            # Bytecode as an installed package has it (see compile_sources): an environment that turns
+            # it off would have every task process compile this provider's modules from source.
+            "PYTHONDONTWRITEBYTECODE": "",
         }
+        compile_sources()
         if results["manifests"]:
             (work / "manifests").mkdir(parents=True, exist_ok=True)
             env["WAVESPEED_THROUGHPUT_MANIFESTS"] = str(work / "manifests")
@@ -453,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                 probe_dir=work / "probe" / name,
             )
             results["designs"].append(result)
+            add_floor_ratios(results["designs"])
             save()
             print(line(result), flush=True)
     except Exception as exc:
@@ -475,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Written to {output} (work files in {work})", flush=True)
     else:
         shutil.rmtree(work, ignore_errors=True)
+    for r in results["designs"]:
+        if r.get("floor_ratio") is not None:
+            print(f"throughput {r['design']}: {r['floor_ratio']:.2f}x the wall time of {r['floor']}", flush=True)
     failed = [r["design"] for r in results["designs"] if not succeeded(r)]
     if failed or results.get("error") or len(results["designs"]) < len(args.designs):
         print(f"throughput: did not succeed: {failed or results.get('error')}", file=sys.stderr, flush=True)

@@ -4,7 +4,9 @@
   real triggerer alongside the design's run (:class:`LoopProbe`);
 - metadata database bytes written: PostgreSQL WAL bytes from ``pg_current_wal_lsn()`` before and
   after the design's run (:func:`wal_bytes`); SQLite has no such counter;
-- the most submissions the emulator accepted in any 60 s (:func:`benchmarks.submissions.busiest_window`).
+- the most submissions the emulator accepted in any 60 s (:func:`benchmarks.submissions.busiest_window`);
+- the api-server's execution-API requests of one DAG run, by kind, from its access log
+  (:func:`execution_api_calls`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
 
 from benchmarks.submissions import busiest_window
 
@@ -46,6 +51,42 @@ def current_lsn(cluster: Any) -> str | None:
     if cluster is None:
         return None
     return str(cluster.query("SELECT pg_current_wal_lsn()::text")[0][0])
+
+
+# Airflow 3.3's access log line (airflow.api_fastapi.common.http_access_log), one per request answered:
+# "... request finished [http.access] client_addr=... method=PUT path=/execution/... query=... status_code=200".
+_ACCESS = re.compile(r"request finished.*?\bmethod=(?P<method>\S+) path=(?P<path>\S+) query=(?P<query>'[^']*'|\S*)")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def execution_api_calls(log: str, *, dag_id: str, run_id: str, ti_ids: Iterable[str]) -> Counter[str]:
+    """The execution-API requests the api-server answered for one DAG run, by kind, from its access log.
+
+    A request is the run's when its path names one of its task instances (``ti_ids``: task state,
+    heartbeats, rendered fields, the task state store) or the run itself (XComs:
+    ``/xcoms/<dag>/<run>/<task>/<key>``; or ``run_ids=<run>`` in the query, e.g. a count of task
+    instances). The kind is the method and the path with the ids replaced: ``PUT /execution/task-
+    instances/{ti}/heartbeat``, ``POST /execution/xcoms/{run}/generation.generate/prediction_id``.
+    """
+    ids = set(ti_ids)
+    run_parts = {f"/{dag_id}/{run_id}/", f"/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/"}
+    calls: Counter[str] = Counter()
+    for found in _ACCESS.finditer(log):
+        path = found.group("path")
+        if not path.startswith("/execution/"):
+            continue
+        kind = path + "/"  # so that a path ending in the run's ids matches too
+        for part in run_parts:
+            kind = kind.replace(part, "/{run}/")
+        kind = kind[:-1]
+        query = parse_qsl(found.group("query").strip("'"))
+        mine = kind != path or any(name in ("run_id", "run_ids") and value == run_id for name, value in query)
+        for uuid in _UUID.findall(path):
+            if uuid in ids:
+                kind, mine = kind.replace(uuid, "{ti}"), True
+        if mine:
+            calls[f"{found.group('method')} {unquote(kind)}"] += 1
+    return calls
 
 
 def most_in_60s(submissions: list[dict[str, Any]]) -> int:

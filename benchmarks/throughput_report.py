@@ -19,7 +19,7 @@ THROUGHPUT_END = "<!-- throughput:end -->"
 RUN_END = "<!-- throughput:run:end -->"
 _RUN_START = re.compile(r"<!-- throughput:run tier=(?P<tier>[\w-]+) designs=(?P<designs>[\w,-]*) -->")
 TIER_ORDER = ("bronze", "silver", "gold", "ultra")
-TITLE = "## Throughput in real Airflow (issues 13, 23)"
+TITLE = "## Throughput in real Airflow (issues 13, 23, 34)"
 
 
 def throughput_of(text: str) -> str | None:
@@ -128,6 +128,8 @@ def _states(states: dict[str, dict[str, int]] | None) -> str:
 def _predictions(p: dict[str, Any] | None) -> str:
     if not p:
         return "-"
+    if p.get("expected") is False:  # a floor design
+        return "none expected, none made" if p.get("ok") else f"**no**: {p.get('submissions')} submissions"
     if p.get("ok"):
         return "yes"
     problems = []
@@ -146,6 +148,18 @@ def _lag(lag: dict[str, Any] | None) -> str:
     return f"{_f(lag['max_ms'])} / {_f(lag.get('p99_ms'))}" + (
         "" if lag.get("in_triggerer") else " (not in the triggerer)"
     )
+
+
+def _floor_ratio(r: dict[str, Any]) -> str:
+    if r.get("is_floor"):
+        return "(floor)"
+    if r.get("floor_ratio") is None:
+        return "-"
+    return f"{_f(r['floor_ratio'], 2)} (`{r.get('floor')}`)"
+
+
+def _cpu(cpu: dict[str, Any]) -> str:
+    return " / ".join(_f(cpu.get(name)) for name in ("scheduler", "dag-processor", "api-server", "triggerer", "tasks"))
 
 
 def _connection(results: dict[str, Any]) -> str:
@@ -190,25 +204,31 @@ def run_block(results: dict[str, Any]) -> str:
         f"{_f(results.get('stack_start_s'))} s; one DAG run at a time. The emulator at the {name} preset "
         f"({_f(tier.get('starts_per_minute'))} generations started per minute, {_f(tier.get('concurrency'))} "
         f"running at once), {results['duration_s']:g} s predictions; {_connection(results)}; every operator "
-        f"with its defaults (poll interval, deferrable){_manifests(results)}.",
+        f"with its defaults (poll interval, deferrable){_manifests(results)}"
+        + (
+            "; this provider imported from the checkout compiled to bytecode, as installed"
+            if results.get("bytecode")
+            else ""
+        )
+        + ".",
         "",
-        "| Tier | Design | N | Run | Wall time (s) | Limit (s) | Ratio | Limit if bursts (s) | Most starts in any "
-        "60 s (tier's starts/min) | 429s | Triggerer loop lag max / p99 (ms) | Metadata DB bytes written / "
-        "generation | Worker runs / generation | Worker-slot s / generation | API requests / generation "
-        "| CPU s: scheduler / triggerer / task processes | Task instances | One prediction per input "
-        "| Other load (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Tier | Design | N | Run | Wall time (s) | Limit (s) | Ratio | Floor ratio | Limit if bursts (s) | Most "
+        "starts in any 60 s (tier's starts/min) | 429s | Triggerer loop lag max / p99 (ms) | Metadata DB bytes "
+        "written / generation | Worker runs / generation | Worker-slot s / generation | API requests / generation "
+        "| Execution-API calls / generation | CPU s: scheduler / dag-processor / api-server / triggerer / task "
+        "processes | Task instances | One prediction per input | Other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["designs"]:
         cpu = r.get("cpu_s") or {}
         lines.append(
             f"| {name.capitalize()} | `{r['design']}`: {r['what']} | {r['n']:,} | {r.get('state')} "
-            f"| {_f(r.get('wall_s'))} | {_f(r.get('limit_s'))} | {_f(r.get('ratio'), 2)} "
+            f"| {_f(r.get('wall_s'))} | {_f(r.get('limit_s'))} | {_f(r.get('ratio'), 2)} | {_floor_ratio(r)} "
             f"| {_f(r.get('burst_limit_s'))} | {_f(r.get('most_in_60s'))} ({_f(tier.get('starts_per_minute'))}) "
             f"| {_f(r.get('rate_limited'))} | {_lag(r.get('loop_lag'))} | {_f(r.get('wal_bytes_per_generation'), 0)} "
             f"| {_f(r.get('worker_runs_per_generation'), 2)} | {_f(r.get('worker_slot_s_per_generation'), 2)} "
-            f"| {_f(r.get('api_requests_per_generation'), 2)} | {_f(cpu.get('scheduler'))} / "
-            f"{_f(cpu.get('triggerer'))} / {_f(cpu.get('tasks'))} | {_states(r.get('task_states'))} "
+            f"| {_f(r.get('api_requests_per_generation'), 2)} | {_f(r.get('execution_api_calls_per_generation'), 2)} "
+            f"| {_cpu(cpu)} | {_states(r.get('task_states'))} "
             f"| {_predictions(r.get('predictions'))} | {_f(r.get('other_load_cores'), 2)} |"
         )
     errors = [f"- `{r['design']}`: {r['error']}" for r in results["designs"] if r.get("error")]
@@ -225,7 +245,13 @@ NOTES = [
     "its prediction time. **Ratio** = wall time / limit. The emulator counts starts in a sliding 60 s "
     "window, so clients that together send faster than the even pace can start a whole minute's worth at "
     "once and beat the limit; *limit if bursts* is the bound then: each minute's starts all at its "
-    "beginning, the same queue.",
+    "beginning, the same queue. A floor design (`floor-...`) submits nothing: no tier rule bounds it, so it has "
+    "no limit.",
+    "- **Floor ratio**: a mapped design's wall time / the wall time of Airflow's floor for its shape in the same "
+    "run (named beside it): the same DAG with no WaveSpeed code, each generation an `@task` returning a string "
+    "and/or an operator that defers to Airflow's `DateTimeTrigger` for the prediction time and resumes in a "
+    "worker (`benchmarks/dags/throughput/airflow_floor.py`). At 1 or below, our code costs the DAG nothing "
+    "Airflow's own equivalent does not.",
     "- **Most starts in any 60 s**: the most submissions the emulator accepted in any 60 s window (its "
     "submission log's `submitted_at`), next to the tier's starts per minute; with **429s** (submissions the "
     "tier refused, then retried after `Retry-After`) the evidence of whether the batch tasks of a run, "
@@ -243,9 +269,14 @@ NOTES = [
     "worker process (a deferred task that resumes in a worker has two); its seconds are its first to "
     "last log line (process start-up before the first line is not counted).",
     "- **API requests**: every request the emulator answered (submits, polls, result reads; 429s included) / N.",
-    "- **CPU**: the scheduler's own process; the triggerer with its trigger runner; the task processes "
-    "(LocalExecutor workers, task supervisors and tasks, all under the scheduler). **Other load**: CPU "
-    "the rest of the machine used meanwhile, in cores.",
+    "- **Execution-API calls**: the requests the deployment's api-server answered on its execution API "
+    "(`/execution/...`) for the run's tasks and triggers / N, counted from its access log (Airflow's "
+    "`request finished` lines): the paths naming one of the run's task instances (state, heartbeats, rendered "
+    "fields, the task state store) or the run (XComs; task-instance counts); the JSON output has them by kind.",
+    "- **CPU**: the scheduler's own process; the dag-processor (it parses every DAG file of the folder "
+    "throughout, so its CPU in one design's run is not that design's alone); the api-server; the triggerer with "
+    "its trigger runner; the task processes (LocalExecutor workers, task supervisors and tasks, all under the "
+    "scheduler). **Other load**: CPU the rest of the machine used meanwhile, in cores.",
     "- **One prediction per input**: the emulator's submission log has exactly one prediction for "
-    "each of the N inputs and nothing else.",
+    "each of the N inputs and nothing else (a floor design: nothing at all).",
 ]

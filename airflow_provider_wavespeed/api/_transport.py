@@ -4,6 +4,10 @@ Airflow-free. The sync client sends through ``requests``, the async one through 
 here is what each can raise (mapped to :class:`WaveSpeedTransportError`, with whether the
 request may have reached the server, and never a URL's query), how an answer is read (with a
 size cap), TLS, the environment's proxy (and never its ``~/.netrc``) and the session's limits.
+
+``aiohttp`` is imported where an async exchange needs it, not with this module: a task process
+imports this module (the operators and the sensor do) and sends through ``requests`` only, and
+importing ``aiohttp`` costs it ~0.1-0.2 s of CPU per process (its TLS contexts, its parsers).
 """
 
 from __future__ import annotations
@@ -15,16 +19,18 @@ import logging
 import os
 import ssl
 import urllib.request
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import certifi
 import requests
 import urllib3
-from aiohttp.http_exceptions import HttpProcessingError
 
 from airflow_provider_wavespeed.api.defaults import DEFAULT_REQUEST_TIMEOUT, OWN_SESSION_MAX_CONNECTIONS, POOL_TIMEOUT
 from airflow_provider_wavespeed.api.errors import WaveSpeedResponseError, WaveSpeedTransportError, body_excerpt
+
+if TYPE_CHECKING:
+    import aiohttp
 
 _log = logging.getLogger(__name__)
 
@@ -38,24 +44,39 @@ _RAW_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.HTTPError,
 )
 SYNC_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.RequestException, *_RAW_TRANSPORT_ERRORS)
-# aiohttp's own errors, its HTTP parser's (a malformed answer), and anything raw below them
-# (asyncio.TimeoutError is an OSError subclass on Python >= 3.11 only, hence listed).
-ASYNC_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError,
-    HttpProcessingError,
-    asyncio.TimeoutError,
-    *_RAW_TRANSPORT_ERRORS,
-)
-# aiohttp errors that prove the request never left: no connection to the API was made (refused,
-# DNS, TLS handshake, proxy connect, connect timeout or no pooled connection in time), the proxy
-# refused the tunnel, or the URL was unusable. Anything else may have reached the server.
-_NEVER_SENT: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError,  # incl. DNS, SSL/certificate on connect, proxy connection errors
-    aiohttp.ConnectionTimeoutError,  # connect phase only; a read timeout is SocketTimeoutError
-    aiohttp.ClientHttpProxyError,  # the proxy answered CONNECT with an error
-    aiohttp.InvalidURL,
-    UnicodeEncodeError,  # a header or URL that cannot be encoded: raised before anything is written
-)
+
+
+@functools.cache
+def async_transport_errors() -> tuple[type[BaseException], ...]:
+    """Return what a failed async exchange raises: aiohttp's errors, its parser's, anything raw below them.
+
+    A function, so that ``aiohttp`` is imported by the first async exchange that fails (an
+    ``except`` clause evaluates it only then), not by every process that imports this module.
+    """
+    import aiohttp
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    # asyncio.TimeoutError is an OSError subclass on Python >= 3.11 only, hence listed.
+    return (aiohttp.ClientError, HttpProcessingError, asyncio.TimeoutError, *_RAW_TRANSPORT_ERRORS)
+
+
+@functools.cache
+def _never_sent() -> tuple[type[BaseException], ...]:
+    """Return the aiohttp errors that prove the request never left.
+
+    No connection to the API was made (refused, DNS, TLS handshake, proxy connect, connect timeout
+    or no pooled connection in time), the proxy refused the tunnel, or the URL was unusable.
+    Anything else may have reached the server.
+    """
+    import aiohttp
+
+    return (
+        aiohttp.ClientConnectorError,  # incl. DNS, SSL/certificate on connect, proxy connection errors
+        aiohttp.ConnectionTimeoutError,  # connect phase only; a read timeout is SocketTimeoutError
+        aiohttp.ClientHttpProxyError,  # the proxy answered CONNECT with an error
+        aiohttp.InvalidURL,
+        UnicodeEncodeError,  # a header or URL that cannot be encoded: raised before anything is written
+    )
 
 
 # requests errors raised before any byte leaves: the request could not be built (URL, header,
@@ -130,12 +151,12 @@ def aiohttp_transport_error(exc: BaseException, what: str, url: str | None = Non
     """Any failed async exchange as a :class:`WaveSpeedTransportError` (the one mapping); ``url``'s query kept out.
 
     ``connected`` is False only for what proves the request never reached the server
-    (``_NEVER_SENT``); a disconnect, reset, read timeout or malformed answer may have come
+    (:func:`_never_sent`); a disconnect, reset, read timeout or malformed answer may have come
     after the server acted on it, so a submit that failed that way is never resent.
     """
     return WaveSpeedTransportError(
         f"WaveSpeed {what}: network error ({without_queries(_describe(exc), url)})",
-        connected=not isinstance(exc, _NEVER_SENT),
+        connected=not isinstance(exc, _never_sent()),
     )
 
 
@@ -228,6 +249,8 @@ def environment_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
         return None, None
     auth = None
     if proxy_parts.username is not None:
+        import aiohttp
+
         auth = aiohttp.BasicAuth(unquote(proxy_parts.username), unquote(proxy_parts.password or ""))
         proxy = proxy_parts._replace(netloc=proxy_parts.netloc.rsplit("@", 1)[1]).geturl()
     return proxy, auth
@@ -246,6 +269,8 @@ def create_session(
     cut off); waiting for a free pooled connection and connecting take at most ``pool_timeout``.
     No cookies are kept and redirects are not followed (the API sends neither).
     """
+    import aiohttp
+
     # Certificates: the client passes its own context with each https request (ssl_context()).
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY)
     return aiohttp.ClientSession(

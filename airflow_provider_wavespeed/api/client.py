@@ -13,7 +13,6 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import requests
 
 from airflow_provider_wavespeed.api._base import (
@@ -27,10 +26,10 @@ from airflow_provider_wavespeed.api._base import (
 from airflow_provider_wavespeed.api._limiter import FairSemaphore
 from airflow_provider_wavespeed.api._times import in_words
 from airflow_provider_wavespeed.api._transport import (
-    ASYNC_TRANSPORT_ERRORS,
     SYNC_TRANSPORT_ERRORS,
     aiohttp_transport_error,
     aread_answer,
+    async_transport_errors,
     create_session,
     environment_proxy,
     no_ambient_credentials,
@@ -50,6 +49,7 @@ from airflow_provider_wavespeed.api.models import Prediction, PredictionPage, en
 from airflow_provider_wavespeed.api.polling import PollRounds, PollSchedule, WaitOptions
 
 if TYPE_CHECKING:
+    import aiohttp  # imported by the async exchange itself (_transport.create_session), not for the sync client
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
 __all__ = ["AsyncWaveSpeedClient", "WaveSpeedClient"]
@@ -363,7 +363,7 @@ class AsyncWaveSpeedClient(BaseClient):
             ) as response:
                 body = await aread_answer(response, self.max_answer_bytes, request.what, request.prediction_id)
                 return response.status, body, response.headers.get("Retry-After")
-        except ASYNC_TRANSPORT_ERRORS as exc:
+        except async_transport_errors() as exc:
             raise aiohttp_transport_error(exc, request.what, url) from exc
 
     async def submit(self, model: str, inputs: object, *, webhook: str | None = None) -> Prediction:

@@ -209,8 +209,11 @@ class WaveSpeedSubmitOperator(SubmitSpend, WaitingTask, BaseOperator):
             self._price_for_result(model, inputs)
         context["ti"].xcom_push(key=XCOM_PREDICTION_ID, value=prediction.id)
         self._push_spend(context, prediction.id, tried)
-        WaveSpeedModelLink.persist(context, model=model)
-        WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id)
+        # The task runner stores the links as this run ends, a deferral too; a wait in this worker
+        # stores them at once, so the UI shows them during it.
+        now = self.wait_for_completion and not self.deferrable
+        WaveSpeedModelLink.persist(context, model=model, now=now)
+        WaveSpeedPredictionLink.persist(context, prediction_id=prediction.id, now=now)
         return prediction
 
     # -- the record: kept through a deferral, written back after a wait without the prediction, deleted

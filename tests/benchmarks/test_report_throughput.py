@@ -154,3 +154,37 @@ def test_a_missing_figure_is_a_dash_and_says_why() -> None:
     (line,) = rows(splice_throughput("", run))
     assert "| - (TimeoutError: no start) | - |" in line
     assert "no `account_tier`" in (throughput_of(splice_throughput("", run)) or "")
+
+
+def test_the_floor_rows_stand_beside_ours_with_the_floor_ratio_cpu_and_execution_api_calls() -> None:
+    run = results("silver", {"mapped-sensor": 150.0, "floor-sensor": 120.0, "mapped-waiting-submit": 99.0})
+    cpu = {"scheduler": 10.5, "dag-processor": 2.0, "api-server": 30.25, "triggerer": 4.0, "tasks": 100.0}
+    for design in run["designs"]:
+        floor = design["design"].startswith("floor-")
+        design.update(
+            is_floor=floor,
+            floor=None if floor else design["design"].replace("mapped-", "floor-"),
+            cpu_s=cpu,
+            execution_api_calls_per_generation=9.5 if floor else 14.25,
+            predictions={"ok": True, "expected": False, "submissions": 0} if floor else {"ok": True},
+            limit_s=None if floor else 139.88,
+        )
+    run["designs"][0]["floor_ratio"] = 1.25  # what add_floor_ratios sets (the waiting submit's floor did not run)
+    ours, floor, alone = rows(splice_throughput("", run))
+    # Wall time, limit, ratio (none given here), floor ratio.
+    assert "| 150.0 | 139.9 | - | 1.25 (`floor-sensor`) |" in ours
+    assert "| 120.0 | - | - | (floor) |" in floor and "| none expected, none made |" in floor
+    assert "| 99.0 | 139.9 | - | - |" in alone  # no floor ratio without its floor in the run
+    assert (
+        "| 14.25 | 10.5 / 2.0 / 30.2 / 4.0 / 100.0 |" in ours and "| 9.50 | 10.5 / 2.0 / 30.2 / 4.0 / 100.0 |" in floor
+    )
+    section = throughput_of(splice_throughput("", run)) or ""
+    assert "Execution-API calls / generation | CPU s: scheduler / dag-processor / api-server / triggerer" in section
+    assert "**Floor ratio**" in section and "**Execution-API calls**" in section
+
+
+def test_a_floor_that_submitted_says_so() -> None:
+    run = results("silver", {"floor-waiting-submit": 120.0})
+    run["designs"][0].update(is_floor=True, predictions={"ok": False, "expected": False, "submissions": 3})
+    (line,) = rows(splice_throughput("", run))
+    assert "| **no**: 3 submissions |" in line

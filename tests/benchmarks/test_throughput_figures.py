@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.loop_probe import lag_summary
-from benchmarks.throughput_figures import lsn_position, most_in_60s, per_generation, wal_bytes
+from benchmarks.throughput_figures import execution_api_calls, lsn_position, most_in_60s, per_generation, wal_bytes
 
 
 def test_most_submissions_in_any_60_s_slides_the_window() -> None:
@@ -45,3 +45,57 @@ def test_loop_lag_summary_max_and_nearest_rank_p99() -> None:
     assert lag_summary(lags) == {"samples": 1000, "max_ms": 300.0, "p99_ms": 1.0}
     assert lag_summary([*lags, 0.2])["p99_ms"] == 50.0  # 1,001: the 991st
     assert lag_summary([]) == {"samples": 0, "max_ms": None, "p99_ms": None}
+
+
+TI_A, TI_B, TI_OTHER = (
+    "019af0a1-0000-7000-8000-00000000000a",
+    "019af0a1-0000-7000-8000-00000000000b",
+    "019af0a1-0000-7000-8000-0000000000ff",
+)
+RUN = "manual__20261207T070000_abc123"
+
+
+def _access(method: str, path: str, query: str = "") -> str:
+    """One access-log line as Airflow 3.3's api-server writes it (http_access_log.py)."""
+    return (
+        "2026-12-07T07:00:01.000000Z [info     ] request finished               [http.access] "
+        f"client_addr=127.0.0.1:40260 duration_us=4467 loc=http_access_log.py:130 method={method} path={path} "
+        f"query={query} status_code=200"
+    )
+
+
+def test_execution_api_calls_of_one_run_by_kind_from_the_access_log() -> None:
+    log = "\n".join(
+        [
+            _access("PATCH", f"/execution/task-instances/{TI_A}/run"),
+            _access("PUT", f"/execution/task-instances/{TI_A}/heartbeat"),
+            _access("PUT", f"/execution/task-instances/{TI_B}/heartbeat"),
+            _access("PUT", f"/execution/store/ti/{TI_B}/wavespeed_submit"),
+            _access("POST", f"/execution/xcoms/dag_a/{RUN}/generation.generate/prediction_id", "'map_index=3'"),
+            _access("GET", "/execution/task-instances/count", f"'dag_id=dag_a&task_ids=generation.wait&run_ids={RUN}'"),
+            _access("GET", f"/execution/dag-runs/dag_a/{RUN}"),
+            # Not this run's: another task instance, another run of the DAG, the REST API, a run id's prefix.
+            _access("PUT", f"/execution/task-instances/{TI_OTHER}/heartbeat"),
+            _access("POST", "/execution/xcoms/dag_a/manual__other/generation.generate/prediction_id"),
+            _access("GET", f"/api/v2/dags/dag_a/dagRuns/{RUN}"),
+            _access("GET", "/execution/task-instances/count", f"'dag_id=dag_a&run_ids={RUN}x'"),
+            "2026-12-07T07:00:02.000000Z [info     ] something else path=/execution/xcoms/dag_a/",
+        ]
+    )
+    calls = execution_api_calls(log, dag_id="dag_a", run_id=RUN, ti_ids=[TI_A, TI_B])
+    assert calls == {
+        "PATCH /execution/task-instances/{ti}/run": 1,
+        "PUT /execution/task-instances/{ti}/heartbeat": 2,
+        "PUT /execution/store/ti/{ti}/wavespeed_submit": 1,
+        "POST /execution/xcoms/{run}/generation.generate/prediction_id": 1,
+        "GET /execution/task-instances/count": 1,
+        "GET /execution/dag-runs/{run}": 1,
+    }
+
+
+def test_a_run_id_that_travels_url_quoted_is_still_the_runs() -> None:
+    run = "manual__2026-12-07T07:00:00+00:00"
+    log = _access("POST", "/execution/xcoms/dag_a/manual__2026-12-07T07%3A00%3A00%2B00%3A00/wait/return_value")
+    assert execution_api_calls(log, dag_id="dag_a", run_id=run, ti_ids=[]) == {
+        "POST /execution/xcoms/{run}/wait/return_value": 1
+    }

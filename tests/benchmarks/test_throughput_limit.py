@@ -1,11 +1,13 @@
-"""The throughput benchmark's limit: the emulator's own tier rules, simulated."""
+"""The throughput benchmark's bounds: the limit (the emulator's own tier rules, simulated), and Airflow's floor."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from airflow_provider_wavespeed.testing._state import TIERS
-from benchmarks.throughput import limit_seconds
+from benchmarks.throughput import _one_prediction_each, add_floor_ratios, limit_seconds, succeeded
 
 
 def test_silver_1000_generations_of_20_s_end_when_the_last_start_has_run() -> None:
@@ -35,3 +37,29 @@ def test_bursts_as_the_sliding_window_admits_them() -> None:
     starts, cap = TIERS["silver"]
     # 500 at t = 0 (300 run, 200 queue until 20 s, end at 40 s), 500 at 60 s (end at 100 s).
     assert limit_seconds(1000, starts_per_minute=starts, concurrency=cap, duration=20.0, burst=True) == 100.0
+
+
+def _run(design: str, wall: float, submissions: list[dict[str, Any]], *, expected: bool = True) -> dict[str, Any]:
+    return {
+        "design": design,
+        "state": "success",
+        "wall_s": wall,
+        "task_states": {"generate": {"success": 2}},
+        "predictions": _one_prediction_each(submissions, 2, expected=expected),
+    }
+
+
+def test_a_floor_succeeds_only_when_nothing_was_submitted_and_sets_the_floor_ratio() -> None:
+    one_each = [{"inputs": {"prompt": f"throughput image {index}"}} for index in range(2)]
+    ours = _run("mapped-waiting-submit", 150.0, one_each)
+    floor = _run("floor-waiting-submit", 120.0, [], expected=False)
+    assert succeeded(ours) and succeeded(floor)
+    assert not succeeded(_run("floor-waiting-submit", 120.0, one_each[:1], expected=False))
+    assert not succeeded(_run("mapped-waiting-submit", 150.0, [], expected=True))  # ours must submit
+    sensor = _run("mapped-sensor", 90.0, one_each)  # its floor did not run: no ratio
+    designs = [ours, sensor, floor]
+    add_floor_ratios(designs)
+    assert ours["floor_ratio"] == 1.25 and "floor_ratio" not in sensor and "floor_ratio" not in floor
+    ours_again = _run("mapped-waiting-submit", 150.0, one_each)
+    add_floor_ratios([ours_again, {**floor, "state": "failed"}])
+    assert "floor_ratio" not in ours_again  # a failed floor's time is no bound

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pendulum
 import pytest
@@ -109,3 +110,54 @@ def test_a_wait_resumed_in_a_worker_keeps_both_links(
     assert xcoms[("submit", -1, WaveSpeedPredictionLink().xcom_key)] == (
         f"https://wavespeed.ai/predictions?id={submitted['id']}"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "pushes"),
+    [
+        ({}, 1),  # the id handed on: the run ends at once
+        # Deferred: stored as the run defers, and as the resumed run ends (dag.test() resumes the task in a
+        # worker run, where a deployment's trigger ends it: then one run, one push).
+        ({"wait_for_completion": True}, 2),
+        ({"wait_for_completion": True, "deferrable": False}, 2),  # a wait in the worker: shown during it too
+    ],
+    ids=["no-wait", "deferred-wait", "wait-in-worker"],
+)
+def test_each_link_reaches_xcom_once_per_run_unless_the_run_waits_in_the_worker(
+    airflow_db: Path,
+    wavespeed_connection: WaveSpeedEmulator,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, Any],
+    pushes: int,
+) -> None:
+    # The task runner stores every link as a run ends (a deferral too): a push of the task's own before
+    # that is one more execution-API call per link and generation (issue 34), worth it only while the
+    # run goes on in the worker for long.
+    from airflow.sdk.api.client import XComOperations
+
+    wavespeed_connection.set_duration(0.2)
+    stored: list[tuple[str, object]] = []  # every XCom the execution API was asked to store
+    post = XComOperations.set
+
+    def counted(self: XComOperations, dag_id: str, run_id: str, task_id: str, key: str, *args: Any, **kw: Any) -> Any:
+        stored.append((key, args[0] if args else kw.get("value")))
+        return post(self, dag_id, run_id, task_id, key, *args, **kw)
+
+    monkeypatch.setattr(XComOperations, "set", counted)
+    with DAG(_dag_id(request), schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        WaveSpeedSubmitOperator(
+            task_id="submit", model="wavespeed-ai/flux-dev", inputs={"prompt": "a linked fox"}, **options
+        )
+    dag_run = dag_test(dag)
+    assert ti_states(dag_run) == {("submit", -1): "success"}
+    (submitted,) = wavespeed_connection.submissions()
+    model, prediction = WaveSpeedModelLink().xcom_key, WaveSpeedPredictionLink().xcom_key
+    assert [value for key, value in stored if key == model] == [
+        "https://wavespeed.ai/models/wavespeed-ai/flux-dev"
+    ] * pushes
+    assert [value for key, value in stored if key == prediction] == [
+        f"https://wavespeed.ai/predictions?id={submitted['id']}"
+    ] * pushes
+    xcoms = dag_xcoms(dag_run)
+    assert xcoms[("submit", -1, prediction)] == f"https://wavespeed.ai/predictions?id={submitted['id']}"

@@ -20,6 +20,9 @@ only the ones it runs. ``WAVESPEED_THROUGHPUT_MANIFESTS`` (a folder; set at Gold
 tasks write their full result there as JSON and keep a small summary in XCom, where the operator
 has ``manifest_path``. Needs the repository root on ``PYTHONPATH`` (the probe's module).
 
+Airflow's floor designs (the mapped shapes with no WaveSpeed code) are in ``airflow_floor.py``
+beside this file: a task parses the file of its DAG, and the floor's must not import this provider.
+
 This folder is left out of ``benchmarks/dags`` by its ``.airflowignore``: the throughput run
 points its deployment here, the fan-out benchmark does not parse these.
 """
