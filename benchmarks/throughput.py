@@ -4,12 +4,13 @@ A real deployment (``scripts/airflow_stack.py``: api-server, scheduler, dag-proc
 triggerer; LocalExecutor; PostgreSQL when its server binaries are installed, as the deployment
 tier starts it, else SQLite) runs the DAGs of ``benchmarks/dags/throughput/`` one run at a time
 against the emulator at an account tier's preset (``--tier``): ``silver`` (500 starts a minute, 300
-running at once) through a connection with the shipped defaults, or ``gold`` (3,000 and 3,000)
-through a connection with the extra ``account_tier: gold``, what a Gold user sets; at Gold the batch
-tasks also write their full result to a file (``manifest_path``, where the operator has it) and keep
-a small summary in XCom. Only the DAGs of the designs asked for are built. The components import
-this provider from the checkout, compiled to bytecode first as an installed package is
-(:func:`compile_sources`), whatever the calling environment's ``PYTHONDONTWRITEBYTECODE``. Designs (``--designs``):
+running at once) through a connection with the shipped defaults, or ``gold`` (3,000 and 3,000) or
+``ultra`` (5,000 and 10,000) through a connection with the extra ``account_tier: gold`` (``ultra``),
+what a user of that tier sets; at Gold and Ultra the batch tasks also write their full result to a
+file (``manifest_path``, where the operator has it) and keep a small summary in XCom. Only the DAGs
+of the designs asked for are built. The components import this provider from the checkout, compiled
+to bytecode first as an installed package is (:func:`compile_sources`), whatever the calling
+environment's ``PYTHONDONTWRITEBYTECODE``. Designs (``--designs``):
 
 - ``mapped-sensor``: a mapped task group per generation, submit + deferrable ``WaveSpeedTaskSensor``;
 - ``mapped-waiting-submit``: a mapped ``WaveSpeedSubmitOperator(wait_for_completion=True)``;
@@ -29,7 +30,8 @@ API requests per generation (the emulator's counters); the api-server's executio
 generation, by kind (its access log, :func:`benchmarks.throughput_figures.execution_api_calls`: every
 request of the run's tasks and triggers); the most submissions accepted in any 60 s and the 429s;
 CPU seconds of the scheduler, the dag-processor, the api-server, the triggerer and the task
-processes; the triggerer's event-loop lag (max, p99: a probe trigger in the real triggerer,
+processes; the peak resident memory of the largest task process and of the largest triggerer process
+(sampled every 2 s); the triggerer's event-loop lag (max, p99: a probe trigger in the real triggerer,
 :mod:`benchmarks.loop_probe`); metadata database bytes written per generation (PostgreSQL WAL;
 :mod:`benchmarks.throughput_figures`); every task's final state; and that every input got exactly
 one prediction (the emulator's submission log). One line per design,
@@ -59,6 +61,7 @@ so a smoke run's floor ratios mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import os
@@ -96,7 +99,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from airflow_stack import AirflowStack, free_port, reset_home  # noqa: E402
 
 DAGS = REPO / "benchmarks" / "dags" / "throughput"
-TIERS = ("silver", "gold")
+TIERS = ("silver", "gold", "ultra")
 PROMPT = "throughput image {}"  # as in the DAGs: the emulator's log maps each submission to its input
 
 
@@ -197,6 +200,25 @@ def _component_cpu(stack: AirflowStack, emulator: psutil.Process) -> dict[str, f
     return used
 
 
+def _largest_rss(stack: AirflowStack) -> dict[str, int]:
+    """Resident memory now (bytes) of the largest task process (any under the scheduler: LocalExecutor
+    workers, task supervisors, tasks) and of the largest triggerer process (its own or its trigger runner)."""
+    largest = {"tasks": 0, "triggerer": 0}
+    for name, process in list(stack.processes.items()):
+        group = "tasks" if name == "scheduler" else "triggerer" if name.startswith("triggerer") else None
+        if group is None:
+            continue
+        try:
+            root = psutil.Process(process.pid)
+            members = root.children(recursive=True) + ([] if group == "tasks" else [root])
+        except psutil.Error:
+            continue
+        for member in members:
+            with contextlib.suppress(psutil.Error):  # it ended meanwhile
+                largest[group] = max(largest[group], member.memory_info().rss)
+    return largest
+
+
 def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
 
@@ -216,7 +238,7 @@ def compile_sources() -> None:
 
 def connection_extra(tier: str) -> dict[str, str]:
     """The connection's extra at ``tier``: Silver the shipped defaults (no tier: the Silver rate),
-    Gold ``account_tier: gold``, as a Gold user sets it."""
+    Gold and Ultra ``account_tier: gold`` (``ultra``), as a user of that tier sets it."""
     return {} if tier == "silver" else {"account_tier": tier}
 
 
@@ -293,7 +315,10 @@ def run_design(
         result["run_id"] = run_id
         started = time.monotonic()
         state = "queued"
+        peak_rss = {"tasks": 0, "triggerer": 0}
         while time.monotonic() - started < timeout:
+            # Sampled every 2 s: a task process that lives less can peak unseen; the batch tasks live minutes.
+            peak_rss = {group: max(peak, _largest_rss(stack)[group]) for group, peak in peak_rss.items()}
             state = stack.run_state(design.dag_id, run_id)
             if state in ("success", "failed"):
                 break
@@ -303,6 +328,7 @@ def run_design(
             stack.api("PATCH", f"dags/{design.dag_id}/dagRuns/{run_id}", json={"state": "failed"})
             state = "timed out"
         result["state"] = state
+        result["peak_rss_mb"] = {group: round(peak / 2**20, 1) for group, peak in peak_rss.items()}
         observed = time.monotonic() - started
         lsn_after = current_lsn(cluster)
         if lsn_before is not None and lsn_after is not None:
@@ -401,13 +427,14 @@ def _cpu(cpu: dict[str, float] | None) -> str:
 
 
 def line(result: dict[str, Any]) -> str:
-    lag, tier = result.get("loop_lag") or {}, result.get("tier") or {}
+    lag, tier, rss = result.get("loop_lag") or {}, result.get("tier") or {}, result.get("peak_rss_mb") or {}
     text = (
         f"throughput {result['design']}: {result['n']} generations in {_num(result.get('wall_s'), '.1f')} s "
         f"(limit {_num(result.get('limit_s'), '.1f')} s, ratio {_num(result.get('ratio'), '.2f')}, "
         f"floor ratio {_num(result.get('floor_ratio'), '.2f')}); "
         f"execution API {_num(result.get('execution_api_calls_per_generation'), '.2f')} calls/generation, "
         f"CPU s {_cpu(result.get('cpu_s'))}; "
+        f"peak RSS MB {_num(rss.get('tasks'), '.0f')} / {_num(rss.get('triggerer'), '.0f')} (task process/triggerer), "
         f"loop lag max {_num(lag.get('max_ms'), '.0f')} ms, "
         f"WAL {_num(result.get('wal_bytes_per_generation'), ',.0f')} B/generation, "
         f"most in 60 s {_num(result.get('most_in_60s'), 'd')}/{_num(tier.get('starts_per_minute'), 'd')}, "
@@ -497,9 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         "executor": "LocalExecutor",
         "tier": args.tier,
         "connection": connection_extra(args.tier),
-        # At Gold the batch tasks write their full result to a file (a small XCom at 10,000 inputs),
+        # At Gold and Ultra the batch tasks write their full result to a file (a small XCom at 10,000 inputs),
         # where the operator has the parameter.
-        "manifests": args.tier == "gold" and "manifest_path" in WaveSpeedBatchOperator.template_fields,
+        "manifests": args.tier != "silver" and "manifest_path" in WaveSpeedBatchOperator.template_fields,
         "bytecode": True,  # compile_sources(): the provider's modules as an installed package has them
         "designs": [],
     }

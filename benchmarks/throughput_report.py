@@ -158,6 +158,10 @@ def _floor_ratio(r: dict[str, Any]) -> str:
     return f"{_f(r['floor_ratio'], 2)} (`{r.get('floor')}`)"
 
 
+def _rss(rss: dict[str, Any] | None) -> str:
+    return f"{_f((rss or {}).get('tasks'))} / {_f((rss or {}).get('triggerer'))}"
+
+
 def _cpu(cpu: dict[str, Any]) -> str:
     return " / ".join(_f(cpu.get(name)) for name in ("scheduler", "dag-processor", "api-server", "triggerer", "tasks"))
 
@@ -174,10 +178,10 @@ def _manifests(results: dict[str, Any]) -> str:
     if results.get("manifests"):
         return (
             "; the batch tasks set `manifest_path` to `manifests/{{ run_id }}-{{ ti.map_index }}.json` under the "
-            "run's work directory: the full result goes to that file and XCom holds a small summary (at 10,000 "
-            "inputs the whole result would be a ~2 MB XCom)"
+            "run's work directory: the full result goes to that file and XCom holds a small summary (the whole "
+            "result is ~200 bytes per input: ~2 MB at 10,000 inputs)"
         )
-    if results.get("tier") == "gold":
+    if results.get("tier") != "silver":
         return "; `manifest_path` is not in this provider version, so the batch tasks return their full result in XCom"
     return ""
 
@@ -216,8 +220,9 @@ def run_block(results: dict[str, Any]) -> str:
         "starts in any 60 s (tier's starts/min) | 429s | Triggerer loop lag max / p99 (ms) | Metadata DB bytes "
         "written / generation | Worker runs / generation | Worker-slot s / generation | API requests / generation "
         "| Execution-API calls / generation | CPU s: scheduler / dag-processor / api-server / triggerer / task "
-        "processes | Task instances | One prediction per input | Other load (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "processes | Peak RSS MB: task process / triggerer | Task instances | One prediction per input | Other load "
+        "(cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["designs"]:
         cpu = r.get("cpu_s") or {}
@@ -228,7 +233,7 @@ def run_block(results: dict[str, Any]) -> str:
             f"| {_f(r.get('rate_limited'))} | {_lag(r.get('loop_lag'))} | {_f(r.get('wal_bytes_per_generation'), 0)} "
             f"| {_f(r.get('worker_runs_per_generation'), 2)} | {_f(r.get('worker_slot_s_per_generation'), 2)} "
             f"| {_f(r.get('api_requests_per_generation'), 2)} | {_f(r.get('execution_api_calls_per_generation'), 2)} "
-            f"| {_cpu(cpu)} | {_states(r.get('task_states'))} "
+            f"| {_cpu(cpu)} | {_rss(r.get('peak_rss_mb'))} | {_states(r.get('task_states'))} "
             f"| {_predictions(r.get('predictions'))} | {_f(r.get('other_load_cores'), 2)} |"
         )
     errors = [f"- `{r['design']}`: {r['error']}" for r in results["designs"] if r.get("error")]
@@ -277,6 +282,9 @@ NOTES = [
     "throughout, so its CPU in one design's run is not that design's alone); the api-server; the triggerer with "
     "its trigger runner; the task processes (LocalExecutor workers, task supervisors and tasks, all under the "
     "scheduler). **Other load**: CPU the rest of the machine used meanwhile, in cores.",
+    "- **Peak RSS**: the most resident memory of the largest task process (any process under the scheduler: "
+    "LocalExecutor workers, task supervisors, tasks) and of the largest triggerer process (the triggerer or its "
+    "trigger runner), sampled every 2 s through the run (a process that lives less can peak unseen).",
     "- **One prediction per input**: the emulator's submission log has exactly one prediction for "
     "each of the N inputs and nothing else (a floor design: nothing at all).",
 ]

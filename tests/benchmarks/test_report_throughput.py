@@ -53,6 +53,7 @@ def results(tier: str, walls: dict[str, float], command: str = "python -m benchm
             "rate_limited": 0,
             "loop_lag": {"max_ms": 41.5, "p99_ms": 12.0, "in_triggerer": True},
             "wal_bytes_per_generation": 2_345.6,
+            "peak_rss_mb": {"tasks": 310.5, "triggerer": 1_402.0},
         }
         for design, wall in walls.items()
     ]
@@ -188,3 +189,15 @@ def test_a_floor_that_submitted_says_so() -> None:
     run["designs"][0].update(is_floor=True, predictions={"ok": False, "expected": False, "submissions": 3})
     (line,) = rows(splice_throughput("", run))
     assert "| **no**: 3 submissions |" in line
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split(" | ")]
+
+
+def test_each_row_has_a_cell_under_every_heading_with_the_peak_memory_under_its_own() -> None:
+    block = throughput_of(splice_throughput("", results("gold", {"batch-1-task": 215.0}))) or ""
+    header = next(line for line in block.splitlines() if line.startswith("| Tier |"))
+    [row] = rows(block)
+    by_heading = dict(zip(cells(header), cells(row), strict=True))
+    assert by_heading["Peak RSS MB: task process / triggerer"] == "310.5 / 1,402.0"

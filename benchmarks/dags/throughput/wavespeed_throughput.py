@@ -16,7 +16,7 @@ how many predictions each input got.
 
 ``WAVESPEED_THROUGHPUT_DAGS`` (comma-separated DAG ids; default all) limits the designs built: at
 N = 10,000 every design carries its 10,000 inputs in the serialized DAG, so the benchmark builds
-only the ones it runs. ``WAVESPEED_THROUGHPUT_MANIFESTS`` (a folder; set at Gold) makes the batch
+only the ones it runs. ``WAVESPEED_THROUGHPUT_MANIFESTS`` (a folder; set at Gold and Ultra) makes the batch
 tasks write their full result there as JSON and keep a small summary in XCom, where the operator
 has ``manifest_path``. Needs the repository root on ``PYTHONPATH`` (the probe's module).
 
