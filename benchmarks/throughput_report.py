@@ -4,7 +4,8 @@ The section (between :data:`THROUGHPUT_START` and :data:`THROUGHPUT_END`) holds 
 each between a run marker that names its tier and designs and :data:`RUN_END`: the run's
 command, machine, settings and table (with a Tier column). :func:`splice_throughput` puts a new
 run's block in and takes out of the older blocks of the same tier only the rows of the designs
-it ran (a block left with no row goes): Silver rows survive a Gold run and the other way round.
+it ran at the N it ran them (a block left with no row goes): Silver rows survive a Gold run and the
+other way round, and a design's rows at N = 200 survive its run at N = 1,000.
 A section written before the run markers existed is read as one block of the tier it names.
 """
 
@@ -72,21 +73,36 @@ def run_blocks(section: str | None) -> list[tuple[str, list[str], str]]:
     return [(name, designs, f"### {name.capitalize()} tier\n\n{body}")]
 
 
-def _without(block: str, designs: set[str]) -> str:
-    return "\n".join(line for line in block.splitlines() if _row_design(line) not in designs)
+def _row_key(line: str) -> tuple[str, int | None] | None:
+    """(design, N) of a table row (N: the cell after the design's), else None."""
+    design = _row_design(line)
+    if design is None or not line.startswith("| "):
+        return None
+    cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+    at = next((index for index, cell in enumerate(cells) if cell.startswith(f"`{design}`")), len(cells))
+    n = cells[at + 1].replace(",", "") if at + 1 < len(cells) else ""
+    return design, int(n) if n.isdigit() else None
+
+
+def _without(block: str, ran: set[tuple[str, int]]) -> tuple[str, set[str]]:
+    """``block`` without the table rows of ``ran`` (design, N) and the problem lines of designs left
+    with no row; and the designs that still have one."""
+    lines = [line for line in block.splitlines() if _row_key(line) not in ran]
+    kept = {key[0] for line in lines if (key := _row_key(line))}
+    return "\n".join(line for line in lines if _row_design(line) in kept or _row_design(line) is None), kept
 
 
 def splice_throughput(text: str, results: dict[str, Any]) -> str:
     """``text`` with the run of ``results`` in its throughput section: the rows of that tier's designs
-    replaced, every other row kept in the block of the run that measured it."""
+    at the N they ran replaced, every other row kept in the block of the run that measured it."""
     tier, ran = results["tier"], [r["design"] for r in results["designs"]]
     kept = []
     for old_tier, designs, block in run_blocks(throughput_of(text)):
         if old_tier == tier:
-            designs = [name for name in designs if name not in ran]
+            block, left = _without(block, {(r["design"], r["n"]) for r in results["designs"]})
+            designs = [name for name in designs if name in left]
             if not designs:
                 continue
-            block = _without(block, set(ran))
         kept.append((old_tier, designs, block))
     blocks = [(tier, ran, run_block(results)), *kept]
     rank = {name: index for index, name in enumerate(TIER_ORDER)}
@@ -100,7 +116,7 @@ def section(blocks: list[tuple[str, list[str], str]]) -> str:
         TITLE,
         "",
         "Code: `benchmarks/throughput.py`, DAGs in `benchmarks/dags/throughput/`. One block per run, by tier; "
-        "a run replaces the rows of the tier and designs it ran and keeps every other row.",
+        "a run replaces the rows of the tier, designs and N it ran and keeps every other row.",
         "",
     ]
     for tier, designs, block in blocks:

@@ -39,13 +39,15 @@ Settings: a real deployment, LocalExecutor. The emulator at the silver preset (5
 {THROUGHPUT_END}"""
 
 
-def results(tier: str, walls: dict[str, float], command: str = "python -m benchmarks throughput") -> dict[str, Any]:
-    """What `benchmarks/throughput.py` hands the report, for designs that ran in ``walls`` seconds."""
+def results(
+    tier: str, walls: dict[str, float], command: str = "python -m benchmarks throughput", n: int = 10_000
+) -> dict[str, Any]:
+    """What `benchmarks/throughput.py` hands the report, for designs that ran ``n`` generations in ``walls`` seconds."""
     designs = [
         {
             "design": design,
             "what": f"the {design} design",
-            "n": 10_000,
+            "n": n,
             "state": "success",
             "wall_s": wall,
             "tier": {"name": tier, "starts_per_minute": STARTS[tier], "concurrency": STARTS[tier]},
@@ -116,8 +118,9 @@ def test_a_gold_run_keeps_the_silver_rows_written_before_run_markers() -> None:
 
 def test_a_run_replaces_only_the_rows_of_its_tier_and_designs() -> None:
     text = splice_throughput(LEGACY, results("gold", {"batch-1-task": 215.0, "batch-10-tasks": 230.0}))
-    # Silver again, two designs: the Silver rows of those two are replaced, mapped-sensor's stays; Gold untouched.
-    text = splice_throughput(text, results("silver", {"batch-10-tasks": 118.0, "batch-1-task": 150.0}))
+    # Silver again, two designs at the old rows' N: the Silver rows of those two are replaced, mapped-sensor's
+    # stays; Gold untouched.
+    text = splice_throughput(text, results("silver", {"batch-10-tasks": 118.0, "batch-1-task": 150.0}, n=1_000))
     found = rows(text)
     assert len(found) == 5
     # The newest run first in its tier, then the old Silver run's remaining row.
@@ -201,3 +204,30 @@ def test_each_row_has_a_cell_under_every_heading_with_the_peak_memory_under_its_
     [row] = rows(block)
     by_heading = dict(zip(cells(header), cells(row), strict=True))
     assert by_heading["Peak RSS MB: task process / triggerer"] == "310.5 / 1,402.0"
+
+
+def test_a_run_at_another_n_keeps_the_rows_of_the_same_designs_beside_it() -> None:
+    text = splice_throughput("", results("silver", {"mapped-sensor": 130.0, "floor-sensor": 220.0}, n=200))
+    text = splice_throughput(text, results("silver", {"mapped-sensor": 700.0, "floor-sensor": 720.0}, n=1_000))
+    found = rows(text)
+    assert [(line.split(" | ")[1].split(":")[0], line.split(" | ")[2]) for line in found] == [
+        ("`mapped-sensor`", "1,000"),
+        ("`floor-sensor`", "1,000"),
+        ("`mapped-sensor`", "200"),
+        ("`floor-sensor`", "200"),
+    ]
+    # The same N again replaces only its own rows, and the run's problems go with them.
+    run = results("silver", {"mapped-sensor": 650.0}, n=1_000)
+    run["designs"][0]["error"] = "one task failed"
+    text = splice_throughput(text, run)
+    blocks = run_blocks(throughput_of(text))
+    assert [(tier, designs) for tier, designs, _ in blocks] == [
+        ("silver", ["mapped-sensor"]),
+        ("silver", ["floor-sensor"]),
+        ("silver", ["mapped-sensor", "floor-sensor"]),
+    ]
+    assert "| 650.0 |" in blocks[0][2] and "- `mapped-sensor`: one task failed" in blocks[0][2]
+    assert "| 700.0 |" not in text and "| 720.0 |" in blocks[1][2] and "| 130.0 |" in blocks[2][2]
+    # A later run at that N without a problem takes the problem line out with the row.
+    text = splice_throughput(text, results("silver", {"mapped-sensor": 640.0}, n=1_000))
+    assert "one task failed" not in text and "| 640.0 |" in text and "| 130.0 |" in text
