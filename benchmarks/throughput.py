@@ -292,6 +292,9 @@ def run_design(
     probe = None
     try:
         control.reset()  # the tier's windows and queue, the counters, the submission log: this design's only
+        # The emulator's account starts with 100 USD (33,333 generations of flux-dev): 1 USD per generation
+        # covers any model, so the balance never ends a run (a 100,000-generation one stopped at 33,333).
+        control.set_balance(float(n))
         tier = control.counters()["tier"] or {}
         result["tier"] = {key: tier.get(key) for key in ("name", "starts_per_minute", "concurrency")}
         limits: dict[str, Any] = {
