@@ -321,7 +321,8 @@ def run_design(
         peak_rss = {"tasks": 0, "triggerer": 0}
         while time.monotonic() - started < timeout:
             # Sampled every 2 s: a task process that lives less can peak unseen; the batch tasks live minutes.
-            peak_rss = {group: max(peak, _largest_rss(stack)[group]) for group, peak in peak_rss.items()}
+            rss = _largest_rss(stack)
+            peak_rss = {group: max(peak, rss[group]) for group, peak in peak_rss.items()}
             state = stack.run_state(design.dag_id, run_id)
             if state in ("success", "failed"):
                 break
