@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import jinja2
+import jinja2.ext
+import jinja2.nativetypes
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
@@ -43,6 +46,35 @@ if TYPE_CHECKING:
     import os
 
     from airflow.sdk import Context, ObjectStoragePath
+
+
+def _renders_to_itself(text: str, env: jinja2.Environment, template_ext: Sequence[str]) -> bool:
+    r"""Whether Airflow's rendering of ``text`` with ``env`` returns ``text`` unchanged: no markup of ``env`` in it.
+
+    Not with a native environment (it turns "1" into 1), nor for a template file's name, a line ending
+    Jinja rewrites (``\r``; ``\n`` when its newline is another), a final newline it drops, or an
+    extension that may rewrite the source.
+    """
+    if isinstance(env, jinja2.nativetypes.NativeEnvironment) or text.endswith(tuple(template_ext)):
+        return False
+    if "\r" in text or ("\n" in text and env.newline_sequence != "\n"):
+        return False
+    if text.endswith("\n") and not env.keep_trailing_newline:
+        return False
+    base = jinja2.ext.Extension
+    if any(
+        type(ext).preprocess is not base.preprocess or type(ext).filter_stream is not base.filter_stream
+        for ext in env.extensions.values()
+    ):
+        return False
+    markup = (
+        env.block_start_string,
+        env.variable_start_string,
+        env.comment_start_string,
+        env.line_statement_prefix,
+        env.line_comment_prefix,
+    )
+    return not any(marker and marker in text for marker in markup)
 
 
 class WaveSpeedBatchOperator(WaitingTask, BaseOperator):
@@ -189,6 +221,26 @@ class WaveSpeedBatchOperator(WaitingTask, BaseOperator):
         # While this worker submits or waits, so that on_kill cancels every prediction the task created
         # and that may still run.
         self._waiting_in_worker: WorkerWait | None = None
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Render as Airflow does, except that a string with no markup is returned as it is, not compiled.
+
+        Airflow compiles a Jinja template for every string of a templated field (~0.1 ms each): 11 s
+        of CPU in each worker run of a batch of 100,000 inputs, for strings that render to themselves.
+        """
+        if (
+            isinstance(content, str)
+            and jinja_env is not None
+            and _renders_to_itself(content, jinja_env, self.template_ext)
+        ):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     @staticmethod
     def _settings(poll_interval: object, timeout: object) -> dict[str, tuple[object, float]]:
