@@ -50,6 +50,22 @@ def trigger_on_kill_supported() -> bool:
     return callable(getattr(BaseTrigger, "on_kill", None))
 
 
+@cache
+def sensor_flag_only_for_reschedule() -> bool:
+    """Whether a sensor that never reschedules should say it is none, to spare the scheduler a query (3.3+).
+
+    Airflow 3.3's ``ReadyToRescheduleDep`` skips its ``task_reschedule`` query only for unmapped task
+    instances, so a sensor in a mapped task group costs one each time the scheduler evaluates one of
+    its task instances not yet started, unless its ``_is_sensor`` flag is false (then it has no such
+    dependency); 3.3 leaves a false flag out of the serialized DAG. Airflow 3.0-3.2 skip the query
+    for any task not in reschedule mode, and serialize a false flag, which their scheduler refuses.
+    """
+    from airflow import __version__
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return (major, minor) >= (3, 3)
+
+
 # A task instance without a state (Airflow's State.NONE, "none" in its UI): cleared, for instance.
 NO_STATE = "none"
 

@@ -12,7 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSki
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import StartTriggerArgs
 
-from airflow_provider_wavespeed._compat import triggerer_renders_start_trigger_args
+from airflow_provider_wavespeed._compat import sensor_flag_only_for_reschedule, triggerer_renders_start_trigger_args
 from airflow_provider_wavespeed._outcome import (
     RETRYABLE_ERRORS,
     airflow_error,
@@ -147,6 +147,11 @@ class WaveSpeedTaskSensor(WaitingTask, BaseSensorOperator):
         seconds_settings(str(kwargs.get("task_id")), self._settings(poll_interval, timeout), rendered=False)
         _default_retries(kwargs)
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        # Only mode="reschedule" makes reschedule requests, which Airflow's scheduler looks up before it
+        # starts a sensor: on Airflow 3.3 one query per task instance of a mapped task group, each time
+        # it evaluates one not yet started (the flag is what adds that check).
+        if sensor_flag_only_for_reschedule():
+            self._is_sensor = self.mode == "reschedule"
         self.prediction_id = prediction_id
         self.wavespeed_conn_id = wavespeed_conn_id
         self.poll_interval = poll_interval
