@@ -52,7 +52,7 @@ def trigger_on_kill_supported() -> bool:
 
 @cache
 def sensor_flag_only_for_reschedule() -> bool:
-    """Whether a sensor that never reschedules should say it is none, to spare the scheduler a query (3.3+).
+    """Whether a sensor that never reschedules should drop Airflow's sensor flag, sparing the scheduler a query (3.3+).
 
     Airflow 3.3's ``ReadyToRescheduleDep`` skips its ``task_reschedule`` query only for unmapped task
     instances, so a sensor in a mapped task group costs one each time the scheduler evaluates one of
