@@ -357,7 +357,8 @@ def run_design(
         result["task_states"] = {task: dict(counts) for task, counts in states.items()}
         never_started = sum(1 for ti in task_instances if ti["state"] == "failed" and not ti.get("start_date"))
         if never_started:  # e.g. queued past [scheduler] task_queued_timeout: Airflow 3.3 refuses its expired token
-            result["error"] = f"{never_started} task instance(s) failed without ever starting (no start date)"
+            never = f"{never_started} task instance(s) failed without ever starting (no start date)"
+            result["error"] = "; ".join(filter(None, [result.get("error"), never]))  # a timeout's too
         calls = execution_api_calls(
             (stack.log_dir / "api-server.log").read_text(errors="replace"),
             dag_id=design.dag_id,
